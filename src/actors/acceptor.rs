@@ -1,0 +1,412 @@
+//! # Acceptor
+//!
+//! The acceptor is Paxos's memory (Lamport, "Paxos Made Simple" §2.2; PMMC §3, the
+//! Acceptor). It remembers one ballot it has *promised* and, per log slot, the value it
+//! *accepted* with the ballot it was accepted at. It never initiates anything; it only
+//! answers proposers:
+//!
+//! - `Prepare { ballot, from_slot }`: if `ballot` is not below the promise, promise it
+//!   and answer `Promise` with every (slot, ballot, value) accepted from `from_slot` on;
+//!   otherwise answer `Rejected` naming the promise.
+//! - `Accept { ballot, first_slot, values }`: if `ballot` is not below the promise,
+//!   accept each value in its slot (and promise `ballot`); answer `Accepted`; otherwise
+//!   `Rejected`.
+//!
+//! **Invariant.** The promised ballot never decreases, and nothing is ever accepted at a
+//! ballot below the promise, so once a majority promised `b` no ballot below `b` can
+//! gather a new majority. The answer that reveals a new promise or acceptance leaves
+//! the node only after that state is on disk.
+//!
+//! **Durability and group commit.** The core returns, with every reply, the write that
+//! must be durable first. The actor applies writes to sled at once but holds replies
+//! back until a flush covers them; one flush, run off the actor's thread, covers every
+//! request that arrived while the previous flush ran. Replies leave in arrival order.
+//!
+//! **Left out.** Garbage collection of accepted values below the decided prefix (needs
+//! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
+
+use super::{FromPeer, Halt, Peers};
+use crate::messages::acceptor::PValue;
+use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
+use crate::storage::{AcceptorWrite, Storage};
+use actix::prelude::*;
+use std::collections::BTreeMap;
+
+/// The acceptor's state machine: no I/O.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptor {
+    promised: Ballot,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+}
+
+impl Acceptor {
+    /// An acceptor with the state it persisted.
+    pub fn restore(promised: Ballot, accepted: BTreeMap<Slot, (Ballot, Value)>) -> Self {
+        Acceptor { promised, accepted }
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    pub fn accepted(&self) -> &BTreeMap<Slot, (Ballot, Value)> {
+        &self.accepted
+    }
+
+    /// Answers one request; the write, if any, must be durable before the reply leaves.
+    pub fn handle(&mut self, request: AcceptorRequest) -> (Option<AcceptorWrite>, AcceptorReply) {
+        let before = self.promised;
+        let out = match request {
+            // Phase 1b: promise, and report what was accepted from the requested slot on.
+            AcceptorRequest::Prepare {
+                call,
+                ballot,
+                from_slot,
+            } => {
+                if ballot < self.promised {
+                    return (
+                        None,
+                        AcceptorReply::Rejected {
+                            call,
+                            ballot,
+                            promised: self.promised,
+                        },
+                    );
+                }
+                let write = self.maybe_promise(ballot);
+                let accepted = self
+                    .accepted
+                    .range(from_slot..)
+                    .map(|(&slot, (b, v))| PValue {
+                        slot,
+                        ballot: *b,
+                        value: v.clone(),
+                    })
+                    .collect();
+                (
+                    write,
+                    AcceptorReply::Promise {
+                        call,
+                        ballot,
+                        accepted,
+                    },
+                )
+            }
+            // Phase 2b: accept every value of the batch at this ballot.
+            AcceptorRequest::Accept {
+                call,
+                ballot,
+                first_slot,
+                values,
+            } => {
+                if ballot < self.promised {
+                    return (
+                        None,
+                        AcceptorReply::Rejected {
+                            call,
+                            ballot,
+                            promised: self.promised,
+                        },
+                    );
+                }
+                let mut write = self.maybe_promise(ballot).unwrap_or_default();
+                let count = values.len() as u64;
+                for (slot, value) in (first_slot..).zip(values) {
+                    self.accepted.insert(slot, (ballot, value.clone()));
+                    write.accepted.push((slot, ballot, value));
+                }
+                (
+                    Some(write),
+                    AcceptorReply::Accepted {
+                        call,
+                        ballot,
+                        first_slot,
+                        count,
+                    },
+                )
+            }
+        };
+        assert!(
+            self.promised >= before,
+            "acceptor promise went down from {before} to {}",
+            self.promised
+        );
+        out
+    }
+
+    /// Raises the promise to `ballot` if it is higher; returns the write that makes it durable.
+    fn maybe_promise(&mut self, ballot: Ballot) -> Option<AcceptorWrite> {
+        if ballot > self.promised {
+            self.promised = ballot;
+            Some(AcceptorWrite {
+                promised: Some(ballot),
+                accepted: Vec::new(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Counters for `/status` and `/metrics`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AcceptorStatus {
+    pub promised: Ballot,
+    pub accepted_slots: u64,
+    pub handled: u64,
+    pub rejected: u64,
+    pub flushes: u64,
+    pub flushed_replies: u64,
+    pub largest_batch: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "AcceptorStatus")]
+pub struct GetAcceptorStatus;
+
+/// The acceptor actor: applies writes, flushes in groups, then replies.
+pub struct AcceptorActor {
+    core: Acceptor,
+    storage: Storage,
+    peers: Peers,
+    /// Replies waiting for the next flush, in arrival order.
+    waiting: Vec<(NodeId, PeerMessage)>,
+    /// True while a flush runs; requests meanwhile wait for the next one.
+    flushing: bool,
+    /// Something was written since the last flush started.
+    dirty: bool,
+    status: AcceptorStatus,
+}
+
+impl AcceptorActor {
+    pub fn new(core: Acceptor, storage: Storage, peers: Peers) -> Self {
+        AcceptorActor {
+            core,
+            storage,
+            peers,
+            waiting: Vec::new(),
+            flushing: false,
+            dirty: false,
+            status: AcceptorStatus::default(),
+        }
+    }
+
+    /// Starts a flush if none runs and replies wait; sends them when it completes.
+    fn maybe_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.waiting.is_empty() {
+            return;
+        }
+        if !self.dirty {
+            // Nothing new to make durable: every waiting reply is covered already.
+            self.peers.send_all(self.waiting.drain(..));
+            return;
+        }
+        self.flushing = true;
+        self.dirty = false;
+        let batch = std::mem::take(&mut self.waiting);
+        let storage = self.storage.clone();
+        let flush = actix_rt::task::spawn_blocking(move || storage.flush());
+        ctx.spawn(flush.into_actor(self).map(move |res, act, ctx| {
+            act.flushing = false;
+            match res {
+                Ok(Ok(_)) => {
+                    act.status.flushes += 1;
+                    act.status.flushed_replies += batch.len() as u64;
+                    act.status.largest_batch = act.status.largest_batch.max(batch.len() as u64);
+                    act.peers.send_all(batch);
+                }
+                // Never answer what may not be durable: drop the replies; proposers retry.
+                Ok(Err(e)) => tracing::error!(node = act.peers.id, role = "acceptor", error = %e, "flush failed; replies dropped"),
+                Err(e) => tracing::error!(node = act.peers.id, role = "acceptor", error = %e, "flush task failed; replies dropped"),
+            }
+            act.maybe_flush(ctx);
+        }));
+    }
+}
+
+impl Actor for AcceptorActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        FromPeer(from, request): FromPeer<AcceptorRequest>,
+        ctx: &mut Context<Self>,
+    ) {
+        let node = self.peers.id;
+        match &request {
+            AcceptorRequest::Prepare {
+                ballot, from_slot, ..
+            } => {
+                tracing::debug!(node, role = "acceptor", %ballot, slot = from_slot, from, "prepare")
+            }
+            AcceptorRequest::Accept {
+                ballot,
+                first_slot,
+                values,
+                ..
+            } => {
+                tracing::debug!(node, role = "acceptor", %ballot, slot = first_slot, count = values.len(), from, "accept")
+            }
+        }
+        self.status.handled += 1;
+        let (write, reply) = self.core.handle(request);
+        if let AcceptorReply::Rejected { promised, .. } = &reply {
+            self.status.rejected += 1;
+            tracing::debug!(node, role = "acceptor", %promised, from, "rejected");
+        }
+        if let Some(write) = write {
+            if let Err(e) = self.storage.write_acceptor(&write) {
+                tracing::error!(node, role = "acceptor", error = %e, "write failed; reply dropped");
+                return;
+            }
+            self.dirty = true;
+        }
+        self.waiting.push((from, PeerMessage::AcceptorReply(reply)));
+        self.maybe_flush(ctx);
+    }
+}
+
+impl Handler<GetAcceptorStatus> for AcceptorActor {
+    type Result = MessageResult<GetAcceptorStatus>;
+
+    fn handle(&mut self, _: GetAcceptorStatus, _: &mut Context<Self>) -> Self::Result {
+        let mut status = self.status.clone();
+        status.promised = self.core.promised();
+        status.accepted_slots = self.core.accepted().len() as u64;
+        MessageResult(status)
+    }
+}
+
+impl Handler<Halt> for AcceptorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        self.waiting.clear();
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Command, RequestId};
+
+    fn b(round: u64, node: u64) -> Ballot {
+        Ballot::new(round, node)
+    }
+
+    fn cmd(n: u64) -> Value {
+        Value::Command(Command {
+            id: RequestId { client: 1, seq: n },
+            ack_below: 0,
+            payload: vec![n as u8],
+        })
+    }
+
+    #[test]
+    fn acceptor_promises_and_reports_accepted_values() {
+        let mut a = Acceptor::default();
+        let (w, r) = a.handle(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: b(1, 1),
+            from_slot: 0,
+        });
+        assert_eq!(
+            w.and_then(|w| w.promised),
+            Some(b(1, 1)),
+            "a new promise must be persisted"
+        );
+        assert!(matches!(r, AcceptorReply::Promise { accepted, .. } if accepted.is_empty()));
+        let (w, _) = a.handle(AcceptorRequest::Accept {
+            call: 2,
+            ballot: b(1, 1),
+            first_slot: 3,
+            values: vec![cmd(1), cmd(2)],
+        });
+        assert_eq!(w.map(|w| w.accepted.len()), Some(2));
+        let (_, r) = a.handle(AcceptorRequest::Prepare {
+            call: 3,
+            ballot: b(2, 2),
+            from_slot: 4,
+        });
+        let AcceptorReply::Promise { accepted, .. } = r else {
+            panic!("expected a promise")
+        };
+        assert_eq!(
+            accepted,
+            vec![PValue {
+                slot: 4,
+                ballot: b(1, 1),
+                value: cmd(2)
+            }],
+            "only slots from the requested one"
+        );
+    }
+
+    #[test]
+    fn acceptor_rejects_stale_prepare_and_accept() {
+        let mut a = Acceptor::default();
+        a.handle(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: b(5, 2),
+            from_slot: 0,
+        });
+        let (w, r) = a.handle(AcceptorRequest::Prepare {
+            call: 2,
+            ballot: b(5, 1),
+            from_slot: 0,
+        });
+        assert!(w.is_none());
+        assert_eq!(
+            r,
+            AcceptorReply::Rejected {
+                call: 2,
+                ballot: b(5, 1),
+                promised: b(5, 2)
+            }
+        );
+        let (w, r) = a.handle(AcceptorRequest::Accept {
+            call: 3,
+            ballot: b(4, 9),
+            first_slot: 0,
+            values: vec![cmd(1)],
+        });
+        assert!(w.is_none(), "a rejected accept writes nothing");
+        assert!(matches!(r, AcceptorReply::Rejected { .. }));
+        assert!(a.accepted().is_empty());
+    }
+
+    #[test]
+    fn acceptor_duplicate_prepare_needs_no_write() {
+        let mut a = Acceptor::default();
+        a.handle(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: b(1, 1),
+            from_slot: 0,
+        });
+        let (w, r) = a.handle(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: b(1, 1),
+            from_slot: 0,
+        });
+        assert!(w.is_none());
+        assert!(matches!(r, AcceptorReply::Promise { .. }));
+    }
+
+    #[test]
+    fn acceptor_accept_at_higher_ballot_raises_promise() {
+        let mut a = Acceptor::default();
+        let (w, _) = a.handle(AcceptorRequest::Accept {
+            call: 1,
+            ballot: b(3, 1),
+            first_slot: 0,
+            values: vec![cmd(1)],
+        });
+        assert_eq!(w.and_then(|w| w.promised), Some(b(3, 1)));
+        assert_eq!(a.promised(), b(3, 1));
+    }
+}

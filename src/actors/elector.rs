@@ -1,0 +1,578 @@
+//! # Leader-elector
+//!
+//! Paxos is safe with any number of proposers but makes progress only when one leads
+//! (Lamport, "Paxos Made Simple" §2.4; PMMC §3's failure detector). The elector decides
+//! which node's proposer should lead, and with which ballot:
+//!
+//! - A **follower** waits for heartbeats. If none arrives within a randomized election
+//!   timeout it becomes a **candidate**: it picks the smallest ballot of its own above
+//!   every ballot it has seen, persists it (so a restarted node never reuses a ballot),
+//!   and orders its proposer to `Lead` with it.
+//! - When the proposer's phase 1 succeeds (`Elected`) the candidate becomes **leader** and
+//!   sends `Heartbeat` every `heartbeat_ticks`. A leader that has not heard
+//!   `HeartbeatReply` from a majority within an election timeout steps down (it is
+//!   probably cut off), so clients on its side fail fast instead of waiting on it.
+//! - A heartbeat or reply carrying a higher ballot, or a proposer `Preempted`, turns a
+//!   candidate or leader back into a follower and orders the proposer to `StepDown`.
+//!
+//! The elector also tells the node who leads (`leader()`), so that a node asked by a
+//! client forwards the command to the leader's proposer.
+//!
+//! **Invariant.** Every ballot this elector hands its proposer is its own, higher than
+//! any it has seen or used before, and durable before it is used.
+//!
+//! **Left out.** Pre-vote (a node rejoining from a partition may depose a healthy
+//! leader with its inflated ballot; safety is unaffected), leader leases, and leader
+//! priorities.
+
+use super::proposer::ElectorOrder;
+use super::{FromPeer, Halt, Peers, Tick};
+use crate::messages::{Ballot, ElectorMessage, NodeId, PeerMessage};
+use crate::storage::Storage;
+use actix::prelude::*;
+use std::collections::BTreeMap;
+
+/// From the proposer to its elector: how phase 1 went.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum ProposerEvent {
+    /// Phase 1 of this ballot succeeded: this node leads.
+    Elected(Ballot),
+    /// An acceptor promised this higher ballot.
+    Preempted(Ballot),
+    /// Phase 1 of this ballot got no majority in time.
+    PrepareTimedOut(Ballot),
+}
+
+#[derive(Clone, Debug)]
+pub struct ElectorConfig {
+    pub heartbeat_ticks: u64,
+    pub election_min_ticks: u64,
+    pub election_max_ticks: u64,
+}
+
+impl Default for ElectorConfig {
+    fn default() -> Self {
+        ElectorConfig {
+            heartbeat_ticks: 5,
+            election_min_ticks: 30,
+            election_max_ticks: 60,
+        }
+    }
+}
+
+/// SplitMix64: a tiny seeded generator, so a seed replays an election exactly.
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi.saturating_sub(lo) + 1)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    Follower {
+        deadline: u64,
+    },
+    Candidate {
+        ballot: Ballot,
+        deadline: u64,
+    },
+    Leader {
+        ballot: Ballot,
+        since: u64,
+        last_beat: u64,
+        acks: BTreeMap<NodeId, u64>,
+    },
+}
+
+/// What the elector asks its actor to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct ElectorOutput {
+    /// Persist (and flush) this ballot before anything below happens.
+    pub persist: Option<Ballot>,
+    pub send: Vec<(NodeId, PeerMessage)>,
+    pub order: Option<ElectorOrder>,
+    /// The leader changed to this (None: unknown).
+    pub leader: Option<Option<NodeId>>,
+}
+
+#[derive(Debug)]
+pub enum ElectorInput {
+    Tick,
+    Peer(NodeId, ElectorMessage),
+    Proposer(ProposerEvent),
+}
+
+/// The elector's state machine: no I/O, randomness from a seed.
+#[derive(Debug)]
+pub struct Elector {
+    id: NodeId,
+    nodes: Vec<NodeId>,
+    cfg: ElectorConfig,
+    rng: SeededRng,
+    now: u64,
+    highest: Ballot,
+    leader: Option<NodeId>,
+    role: Role,
+}
+
+impl Elector {
+    /// `highest` is the highest ballot this node persisted or promised before.
+    pub fn new(
+        id: NodeId,
+        nodes: Vec<NodeId>,
+        cfg: ElectorConfig,
+        seed: u64,
+        highest: Ballot,
+    ) -> Self {
+        let mut rng = SeededRng::new(seed);
+        let deadline = rng.between(cfg.election_min_ticks, cfg.election_max_ticks);
+        Elector {
+            id,
+            nodes,
+            cfg,
+            rng,
+            now: 0,
+            highest,
+            leader: None,
+            role: Role::Follower { deadline },
+        }
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn highest(&self) -> Ballot {
+        self.highest
+    }
+
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Follower { .. } => "follower",
+            Role::Candidate { .. } => "candidate",
+            Role::Leader { .. } => "leader",
+        }
+    }
+
+    pub fn handle(&mut self, input: ElectorInput) -> ElectorOutput {
+        let mut out = ElectorOutput::default();
+        let before = self.highest;
+        match input {
+            // Time passes: campaign on timeout; as leader, beat and check the quorum.
+            ElectorInput::Tick => self.on_tick(&mut out),
+            // A leader's heartbeat: follow it if its ballot is the highest we know.
+            ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
+                if ballot >= self.highest && ballot.node == from {
+                    self.highest = ballot;
+                    let still_mine =
+                        matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
+                    if !still_mine {
+                        self.follow(Some(from), &mut out);
+                    }
+                }
+                let reply = ElectorMessage::HeartbeatReply {
+                    ballot,
+                    highest: self.highest,
+                };
+                out.send.push((from, PeerMessage::Elector(reply)));
+            }
+            // A follower's answer: count it, or learn that we were deposed.
+            ElectorInput::Peer(from, ElectorMessage::HeartbeatReply { ballot, highest }) => {
+                if let Role::Leader {
+                    ballot: b, acks, ..
+                } = &mut self.role
+                {
+                    if *b == ballot {
+                        acks.insert(from, self.now);
+                    }
+                }
+                self.maybe_defer_to(highest, &mut out);
+            }
+            // Our proposer won phase 1: lead, and say so at once.
+            ElectorInput::Proposer(ProposerEvent::Elected(ballot)) => {
+                if matches!(self.role, Role::Candidate { ballot: b, .. } if b == ballot) {
+                    self.role = Role::Leader {
+                        ballot,
+                        since: self.now,
+                        last_beat: self.now,
+                        acks: BTreeMap::new(),
+                    };
+                    self.set_leader(Some(self.id), &mut out);
+                    self.beat(ballot, &mut out);
+                }
+            }
+            // Our proposer met a higher ballot.
+            ElectorInput::Proposer(ProposerEvent::Preempted(higher)) => {
+                self.maybe_defer_to(higher, &mut out)
+            }
+            // Our phase 1 found no majority: wait a random while before trying again.
+            ElectorInput::Proposer(ProposerEvent::PrepareTimedOut(ballot)) => {
+                if matches!(self.role, Role::Candidate { ballot: b, .. } if b == ballot) {
+                    self.follow(None, &mut out);
+                }
+            }
+        }
+        assert!(
+            self.highest >= before,
+            "elector's highest ballot went down from {before} to {}",
+            self.highest
+        );
+        out
+    }
+
+    fn on_tick(&mut self, out: &mut ElectorOutput) {
+        self.now += 1;
+        let now = self.now;
+        match &mut self.role {
+            Role::Follower { deadline } | Role::Candidate { deadline, .. } => {
+                if now >= *deadline {
+                    self.campaign(out);
+                }
+            }
+            Role::Leader {
+                ballot,
+                since,
+                last_beat,
+                acks,
+            } => {
+                let ballot = *ballot;
+                let window = self.cfg.election_max_ticks;
+                let heard = 1 + acks.values().filter(|&&t| now - t <= window).count();
+                if now - *since > window && heard <= self.nodes.len() / 2 {
+                    // Lost touch with a majority for a whole election timeout.
+                    tracing::info!(node = self.id, role = "elector", %ballot, "no majority heard: stepping down");
+                    self.follow(None, out);
+                    return;
+                }
+                if now - *last_beat >= self.cfg.heartbeat_ticks {
+                    *last_beat = now;
+                    self.beat(ballot, out);
+                }
+            }
+        }
+    }
+
+    /// Become a candidate with a fresh ballot.
+    fn campaign(&mut self, out: &mut ElectorOutput) {
+        let ballot = self.highest.next_for(self.id);
+        self.highest = ballot;
+        let deadline = self.now + self.random_timeout();
+        self.role = Role::Candidate { ballot, deadline };
+        out.persist = Some(ballot);
+        out.order = Some(ElectorOrder::Lead(ballot));
+        self.set_leader(None, out);
+    }
+
+    /// A higher ballot exists: if we lead or campaign below it, stop.
+    fn maybe_defer_to(&mut self, higher: Ballot, out: &mut ElectorOutput) {
+        if higher <= self.highest {
+            return;
+        }
+        self.highest = higher;
+        if !matches!(self.role, Role::Follower { .. }) {
+            out.order = Some(ElectorOrder::StepDown);
+        }
+        self.follow(None, out);
+    }
+
+    fn follow(&mut self, leader: Option<NodeId>, out: &mut ElectorOutput) {
+        if matches!(self.role, Role::Leader { .. } | Role::Candidate { .. }) && out.order.is_none()
+        {
+            out.order = Some(ElectorOrder::StepDown);
+        }
+        self.role = Role::Follower {
+            deadline: self.now + self.random_timeout(),
+        };
+        self.set_leader(leader, out);
+    }
+
+    fn beat(&mut self, ballot: Ballot, out: &mut ElectorOutput) {
+        for &to in self.nodes.iter().filter(|&&n| n != self.id) {
+            out.send.push((
+                to,
+                PeerMessage::Elector(ElectorMessage::Heartbeat { ballot }),
+            ));
+        }
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>, out: &mut ElectorOutput) {
+        if self.leader != leader {
+            self.leader = leader;
+            out.leader = Some(leader);
+        }
+    }
+
+    fn random_timeout(&mut self) -> u64 {
+        self.rng
+            .between(self.cfg.election_min_ticks, self.cfg.election_max_ticks)
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ElectorStatus {
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub highest_ballot: Ballot,
+    pub handled: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "ElectorStatus")]
+pub struct GetElectorStatus;
+
+/// The elector actor: ticks the core, persists ballots, publishes the leader.
+pub struct ElectorActor {
+    core: Elector,
+    storage: Storage,
+    peers: Peers,
+    tick: std::time::Duration,
+    leader_tx: tokio::sync::watch::Sender<Option<NodeId>>,
+    handled: u64,
+}
+
+impl ElectorActor {
+    pub fn new(
+        core: Elector,
+        storage: Storage,
+        peers: Peers,
+        tick: std::time::Duration,
+        leader_tx: tokio::sync::watch::Sender<Option<NodeId>>,
+    ) -> Self {
+        ElectorActor {
+            core,
+            storage,
+            peers,
+            tick,
+            leader_tx,
+            handled: 0,
+        }
+    }
+
+    fn run(&mut self, input: ElectorInput) {
+        self.handled += 1;
+        let out = self.core.handle(input);
+        if let Some(ballot) = out.persist {
+            // Rare (once per campaign), so a blocking flush here is acceptable.
+            if let Err(e) = self
+                .storage
+                .save_ballot(ballot)
+                .and_then(|_| self.storage.flush())
+            {
+                tracing::error!(node = self.peers.id, role = "elector", error = %e, "cannot persist ballot; not campaigning");
+                return;
+            }
+            tracing::info!(node = self.peers.id, role = "elector", %ballot, "campaigning");
+        }
+        if let Some(leader) = out.leader {
+            tracing::info!(node = self.peers.id, role = "elector", ?leader, ballot = %self.core.highest(), "leader changed");
+            self.leader_tx.send_replace(leader);
+        }
+        if let Some(order) = out.order {
+            self.peers.local.proposer.do_send(order);
+        }
+        self.peers.send_all(out.send);
+    }
+}
+
+impl Actor for ElectorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, _| act.run(ElectorInput::Tick));
+    }
+}
+
+impl Handler<Tick> for ElectorActor {
+    type Result = ();
+    fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
+        self.run(ElectorInput::Tick);
+    }
+}
+
+impl Handler<FromPeer<ElectorMessage>> for ElectorActor {
+    type Result = ();
+
+    fn handle(&mut self, FromPeer(from, msg): FromPeer<ElectorMessage>, _: &mut Context<Self>) {
+        tracing::trace!(
+            node = self.peers.id,
+            role = "elector",
+            from,
+            ?msg,
+            "peer message"
+        );
+        self.run(ElectorInput::Peer(from, msg));
+    }
+}
+
+impl Handler<ProposerEvent> for ElectorActor {
+    type Result = ();
+
+    fn handle(&mut self, event: ProposerEvent, _: &mut Context<Self>) {
+        tracing::debug!(
+            node = self.peers.id,
+            role = "elector",
+            ?event,
+            "from proposer"
+        );
+        self.run(ElectorInput::Proposer(event));
+    }
+}
+
+impl Handler<GetElectorStatus> for ElectorActor {
+    type Result = MessageResult<GetElectorStatus>;
+
+    fn handle(&mut self, _: GetElectorStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ElectorStatus {
+            role: self.core.role_name(),
+            leader: self.core.leader(),
+            highest_ballot: self.core.highest(),
+            handled: self.handled,
+        })
+    }
+}
+
+impl Handler<Halt> for ElectorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elector(id: NodeId) -> Elector {
+        Elector::new(
+            id,
+            vec![1, 2, 3],
+            ElectorConfig::default(),
+            id,
+            Ballot::ZERO,
+        )
+    }
+
+    fn tick_until_order(e: &mut Elector) -> ElectorOutput {
+        for _ in 0..1000 {
+            let out = e.handle(ElectorInput::Tick);
+            if out.order.is_some() {
+                return out;
+            }
+        }
+        panic!("no campaign within 1000 ticks");
+    }
+
+    #[test]
+    fn elector_campaigns_after_silence_with_persisted_fresh_ballot() {
+        let mut e = Elector::new(
+            2,
+            vec![1, 2, 3],
+            ElectorConfig::default(),
+            42,
+            Ballot::new(7, 3),
+        );
+        let out = tick_until_order(&mut e);
+        assert_eq!(
+            out.persist,
+            Some(Ballot::new(8, 2)),
+            "above every ballot seen, and persisted"
+        );
+        assert_eq!(out.order, Some(ElectorOrder::Lead(Ballot::new(8, 2))));
+    }
+
+    #[test]
+    fn elector_leads_after_elected_and_heartbeats() {
+        let mut e = elector(1);
+        let Some(ElectorOrder::Lead(b)) = tick_until_order(&mut e).order else {
+            panic!("expected Lead")
+        };
+        let out = e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        assert_eq!(out.leader, Some(Some(1)));
+        assert_eq!(
+            out.send.len(),
+            2,
+            "a new leader heartbeats every peer at once"
+        );
+    }
+
+    #[test]
+    fn elector_heartbeat_with_higher_ballot_deposes_leader() {
+        let mut e = elector(1);
+        let Some(ElectorOrder::Lead(b)) = tick_until_order(&mut e).order else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let out = e.handle(ElectorInput::Peer(
+            3,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::new(b.round + 1, 3),
+            },
+        ));
+        assert_eq!(out.order, Some(ElectorOrder::StepDown));
+        assert_eq!(e.leader(), Some(3));
+        // A stale heartbeat from the old ballot's node does not change the leader.
+        let out = e.handle(ElectorInput::Peer(
+            2,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::new(1, 2),
+            },
+        ));
+        assert_eq!(e.leader(), Some(3));
+        assert!(
+            matches!(
+                &out.send[..],
+                [(
+                    2,
+                    PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. })
+                )]
+            ),
+            "the stale leader is told the higher ballot"
+        );
+    }
+
+    #[test]
+    fn elector_leader_cut_off_from_majority_steps_down() {
+        let mut e = elector(1);
+        let Some(ElectorOrder::Lead(b)) = tick_until_order(&mut e).order else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let mut stepped_down = false;
+        for _ in 0..500 {
+            if e.handle(ElectorInput::Tick).order == Some(ElectorOrder::StepDown) {
+                stepped_down = true;
+                break;
+            }
+        }
+        assert!(stepped_down, "a leader hearing nobody must step down");
+    }
+
+    #[test]
+    fn elector_same_seed_same_timeouts() {
+        let run = || {
+            let mut e = elector(2);
+            (0..200)
+                .map(|_| e.handle(ElectorInput::Tick).order.is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+}

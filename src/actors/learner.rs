@@ -1,0 +1,476 @@
+//! # Learner
+//!
+//! The learner finds out which value each slot chose and hands decided commands to the
+//! state machine strictly in slot order (Lamport, "Paxos Made Simple" §2.3; PMMC §3,
+//! the Replica's `decisions`).
+//!
+//! **How it learns.** From the leader's `Decide`: the proposer already counts a quorum of
+//! `Accepted` for each batch (a quorum call), so it tells every learner the batch's
+//! values instead of every acceptor telling every learner (n messages per batch instead
+//! of n², at the price of one extra hop). A learner that missed decisions, or
+//! restarted, notices a gap between what it has and the `commit` index the leader's
+//! `Decide` messages (and empty beacons) carry, and asks the sender with `Fetch`; any
+//! learner answers `Fetch` with `Fetched` from its own decided log.
+//!
+//! **Invariant.** A slot, once learned, never changes: learning a different value for a
+//! learned slot is a safety violation and panics. Decided values leave for the state
+//! machine in slot order, each exactly once per incarnation, with no gap.
+//!
+//! **Left out.** Log truncation after a snapshot (a later issue): the decided log is
+//! kept whole, on disk and in memory.
+
+use super::proposer::Learned;
+use super::state_machine::ApplyBatch;
+use super::{FromPeer, Halt, Peers};
+use crate::messages::{LearnerMessage, NodeId, PeerMessage, Slot, Value};
+use crate::storage::Storage;
+use actix::prelude::*;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct LearnerConfig {
+    /// Ask again after this many ticks without an answer.
+    pub fetch_retry_ticks: u64,
+    /// Most slots in one `Fetched`.
+    pub max_fetch: u64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            fetch_retry_ticks: 20,
+            max_fetch: 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LearnerInput {
+    Peer(NodeId, LearnerMessage),
+    Tick,
+}
+
+/// What the learner asks its actor to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct LearnerOutput {
+    /// Newly learned values, to write to the decided log.
+    pub persist: Vec<(Slot, Value)>,
+    /// Values for the state machine, consecutive, in slot order.
+    pub apply: Vec<(Slot, Value)>,
+    pub send: Vec<(NodeId, PeerMessage)>,
+    /// Every slot below this one is now learned (tell the proposer).
+    pub learned: Option<Slot>,
+}
+
+/// The learner's state machine: no I/O.
+#[derive(Debug)]
+pub struct Learner {
+    id: NodeId,
+    cfg: LearnerConfig,
+    now: u64,
+    /// Every decided value this node holds.
+    log: BTreeMap<Slot, Value>,
+    /// The first slot not yet handed to the state machine.
+    next: Slot,
+    /// The highest commit index a leader announced.
+    commit: Slot,
+    /// Who announced it, to fetch from.
+    source: Option<NodeId>,
+    /// An outstanding fetch: from which slot, sent when.
+    fetching: Option<(Slot, u64)>,
+}
+
+impl Learner {
+    /// A learner with its persisted log, handing the state machine slots from `next` on.
+    pub fn restore(id: NodeId, cfg: LearnerConfig, log: BTreeMap<Slot, Value>, next: Slot) -> Self {
+        Learner {
+            id,
+            cfg,
+            now: 0,
+            log,
+            next,
+            commit: 0,
+            source: None,
+            fetching: None,
+        }
+    }
+
+    /// The first slot not yet handed to the state machine.
+    pub fn next(&self) -> Slot {
+        self.next
+    }
+
+    pub fn commit(&self) -> Slot {
+        self.commit.max(self.next)
+    }
+
+    pub fn log(&self) -> &BTreeMap<Slot, Value> {
+        &self.log
+    }
+
+    /// Hands over what the persisted log already holds (after a restart).
+    pub fn start(&mut self) -> LearnerOutput {
+        let mut out = LearnerOutput::default();
+        self.deliver(&mut out);
+        out
+    }
+
+    pub fn handle(&mut self, input: LearnerInput) -> LearnerOutput {
+        let mut out = LearnerOutput::default();
+        match input {
+            // The leader's decision (or its empty beacon): learn, deliver, fetch any gap.
+            LearnerInput::Peer(
+                from,
+                LearnerMessage::Decide {
+                    first_slot,
+                    values,
+                    commit,
+                },
+            ) => {
+                if commit > self.commit {
+                    self.commit = commit;
+                    self.source = Some(from);
+                }
+                self.learn(first_slot, values, &mut out);
+                self.maybe_fetch(from, &mut out);
+            }
+            // Another learner asks for slots it lacks: send what we have, consecutive.
+            LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
+                let to = to.min(first.saturating_add(self.cfg.max_fetch));
+                let values: Vec<Value> = (first..to)
+                    .map_while(|s| self.log.get(&s).cloned())
+                    .collect();
+                out.send.push((
+                    from,
+                    PeerMessage::Learner(LearnerMessage::Fetched {
+                        first_slot: first,
+                        values,
+                    }),
+                ));
+            }
+            // The answer to our fetch.
+            LearnerInput::Peer(from, LearnerMessage::Fetched { first_slot, values }) => {
+                self.fetching = None;
+                let got = !values.is_empty();
+                self.learn(first_slot, values, &mut out);
+                if got {
+                    self.maybe_fetch(from, &mut out);
+                }
+            }
+            // Time passes: retry a fetch that went unanswered.
+            LearnerInput::Tick => {
+                self.now += 1;
+                if let Some(source) = self.source {
+                    self.maybe_fetch(source, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn learn(&mut self, first_slot: Slot, values: Vec<Value>, out: &mut LearnerOutput) {
+        for (slot, value) in (first_slot..).zip(values) {
+            match self.log.get(&slot) {
+                Some(known) => assert_eq!(
+                    known, &value,
+                    "slot {slot} decided twice with different values"
+                ),
+                None if slot < self.next => {} // applied and no longer in memory
+                None => {
+                    self.commit = self.commit.max(slot + 1);
+                    out.persist.push((slot, value.clone()));
+                    self.log.insert(slot, value);
+                }
+            }
+        }
+        self.deliver(out);
+    }
+
+    fn deliver(&mut self, out: &mut LearnerOutput) {
+        let start = self.next;
+        while let Some(value) = self.log.get(&self.next) {
+            out.apply.push((self.next, value.clone()));
+            self.next += 1;
+        }
+        if self.next > start {
+            out.learned = Some(self.next);
+        }
+    }
+
+    /// If slots below the known commit index are missing, ask `from` for them (once per
+    /// retry interval).
+    fn maybe_fetch(&mut self, from: NodeId, out: &mut LearnerOutput) {
+        if from == self.id || self.commit <= self.next {
+            return;
+        }
+        if let Some((slot, at)) = self.fetching {
+            if slot == self.next && self.now - at < self.cfg.fetch_retry_ticks {
+                return;
+            }
+        }
+        // Stop at the first slot we already hold, so we do not fetch what we have.
+        let held = self
+            .log
+            .range(self.next..)
+            .next()
+            .map_or(self.commit, |(&s, _)| s);
+        let to = held.min(self.commit).min(self.next + self.cfg.max_fetch);
+        if to <= self.next {
+            return;
+        }
+        self.fetching = Some((self.next, self.now));
+        out.send.push((
+            from,
+            PeerMessage::Learner(LearnerMessage::Fetch {
+                from: self.next,
+                to,
+            }),
+        ));
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LearnerStatus {
+    /// First slot not yet handed to the state machine (= decided prefix length).
+    pub next_undecided: Slot,
+    pub commit: Slot,
+    pub decided_slots: u64,
+    pub handled: u64,
+    pub fetches_sent: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "LearnerStatus")]
+pub struct GetLearnerStatus;
+
+/// A copy of the decided log, for tests that compare nodes slot by slot.
+#[derive(Message)]
+#[rtype(result = "BTreeMap<Slot, Value>")]
+pub struct GetDecidedLog;
+
+/// The learner actor: persists learned values, feeds the state machine.
+pub struct LearnerActor {
+    core: Learner,
+    storage: Storage,
+    peers: Peers,
+    state_machine: Recipient<ApplyBatch>,
+    tick: std::time::Duration,
+    handled: u64,
+    fetches_sent: u64,
+}
+
+impl LearnerActor {
+    pub fn new(
+        core: Learner,
+        storage: Storage,
+        peers: Peers,
+        state_machine: Recipient<ApplyBatch>,
+        tick: std::time::Duration,
+    ) -> Self {
+        LearnerActor {
+            core,
+            storage,
+            peers,
+            state_machine,
+            tick,
+            handled: 0,
+            fetches_sent: 0,
+        }
+    }
+
+    fn emit(&mut self, out: LearnerOutput) {
+        if !out.persist.is_empty() {
+            if let Err(e) = self.storage.append_log(&out.persist) {
+                // The values stay decided at the acceptors; a restart fetches them again.
+                tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot write decided log");
+            }
+        }
+        if !out.apply.is_empty() {
+            let (first, last) = (out.apply[0].0, out.apply[out.apply.len() - 1].0);
+            tracing::debug!(
+                node = self.peers.id,
+                role = "learner",
+                slot = first,
+                last,
+                "deliver"
+            );
+            self.state_machine.do_send(ApplyBatch(out.apply));
+        }
+        if let Some(slot) = out.learned {
+            self.peers.local.proposer.do_send(Learned(slot));
+        }
+        self.fetches_sent += out
+            .send
+            .iter()
+            .filter(|(_, m)| matches!(m, PeerMessage::Learner(LearnerMessage::Fetch { .. })))
+            .count() as u64;
+        self.peers.send_all(out.send);
+    }
+}
+
+impl Actor for LearnerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let out = self.core.start();
+        self.emit(out);
+        ctx.run_interval(self.tick, |act, _| {
+            let out = act.core.handle(LearnerInput::Tick);
+            act.emit(out);
+        });
+    }
+}
+
+impl Handler<FromPeer<LearnerMessage>> for LearnerActor {
+    type Result = ();
+
+    fn handle(&mut self, FromPeer(from, msg): FromPeer<LearnerMessage>, _: &mut Context<Self>) {
+        self.handled += 1;
+        if let LearnerMessage::Decide {
+            first_slot,
+            values,
+            commit,
+        } = &msg
+        {
+            tracing::debug!(
+                node = self.peers.id,
+                role = "learner",
+                from,
+                slot = first_slot,
+                count = values.len(),
+                commit,
+                "decide"
+            );
+        }
+        let out = self.core.handle(LearnerInput::Peer(from, msg));
+        self.emit(out);
+    }
+}
+
+impl Handler<GetLearnerStatus> for LearnerActor {
+    type Result = MessageResult<GetLearnerStatus>;
+
+    fn handle(&mut self, _: GetLearnerStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(LearnerStatus {
+            next_undecided: self.core.next(),
+            commit: self.core.commit(),
+            decided_slots: self.core.log().len() as u64,
+            handled: self.handled,
+            fetches_sent: self.fetches_sent,
+        })
+    }
+}
+
+impl Handler<GetDecidedLog> for LearnerActor {
+    type Result = MessageResult<GetDecidedLog>;
+
+    fn handle(&mut self, _: GetDecidedLog, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.log().clone())
+    }
+}
+
+impl Handler<Halt> for LearnerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Command, RequestId};
+
+    fn v(n: u64) -> Value {
+        Value::Command(Command {
+            id: RequestId { client: 1, seq: n },
+            ack_below: 0,
+            payload: vec![],
+        })
+    }
+
+    fn decide(first_slot: Slot, values: Vec<Value>, commit: Slot) -> LearnerInput {
+        LearnerInput::Peer(
+            1,
+            LearnerMessage::Decide {
+                first_slot,
+                values,
+                commit,
+            },
+        )
+    }
+
+    #[test]
+    fn learner_delivers_in_slot_order_across_out_of_order_decisions() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        let out = l.handle(decide(1, vec![v(2)], 0));
+        assert!(
+            out.apply.is_empty(),
+            "slot 0 is missing: nothing may be applied yet"
+        );
+        assert_eq!(out.persist.len(), 1);
+        let out = l.handle(decide(0, vec![v(1)], 0));
+        assert_eq!(out.apply, vec![(0, v(1)), (1, v(2))]);
+        assert_eq!(out.learned, Some(2));
+    }
+
+    #[test]
+    fn learner_fetches_gap_below_commit_and_fills_it() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        let out = l.handle(decide(3, vec![], 3));
+        assert_eq!(
+            out.send,
+            vec![(
+                1,
+                PeerMessage::Learner(LearnerMessage::Fetch { from: 0, to: 3 })
+            )]
+        );
+        let out = l.handle(LearnerInput::Peer(
+            1,
+            LearnerMessage::Fetched {
+                first_slot: 0,
+                values: vec![v(1), v(2), v(3)],
+            },
+        ));
+        assert_eq!(out.apply.len(), 3);
+        assert!(out.send.is_empty(), "nothing left to fetch");
+    }
+
+    #[test]
+    fn learner_serves_fetch_from_its_log() {
+        let log = BTreeMap::from([(0, v(1)), (1, v(2)), (3, v(4))]);
+        let mut l = Learner::restore(3, LearnerConfig::default(), log, 2);
+        let out = l.handle(LearnerInput::Peer(
+            1,
+            LearnerMessage::Fetch { from: 0, to: 10 },
+        ));
+        assert_eq!(
+            out.send,
+            vec![(
+                1,
+                PeerMessage::Learner(LearnerMessage::Fetched {
+                    first_slot: 0,
+                    values: vec![v(1), v(2)]
+                })
+            )],
+            "consecutive values only"
+        );
+    }
+
+    #[test]
+    fn learner_duplicate_decision_is_harmless() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        l.handle(decide(0, vec![v(1)], 0));
+        let out = l.handle(decide(0, vec![v(1)], 0));
+        assert!(out.apply.is_empty() && out.persist.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "decided twice")]
+    fn learner_conflicting_decision_is_a_safety_violation() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        l.handle(decide(0, vec![v(1)], 0));
+        l.handle(decide(0, vec![v(2)], 0));
+    }
+}

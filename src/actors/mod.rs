@@ -1,0 +1,94 @@
+//! The roles of a node, each a plain state machine (no I/O, no actix, no clock, no
+//! randomness) wrapped by a thin actix actor that persists, sends and sets timers.
+//!
+//! | module            | role            | keeps                                               |
+//! |-------------------|-----------------|-----------------------------------------------------|
+//! | [`acceptor`]      | Acceptor        | promised ballot, accepted (ballot, value) per slot  |
+//! | [`proposer`]      | Proposer        | ballot it leads with, slots in flight               |
+//! | [`learner`]       | Learner         | decided values, the first slot not yet applied      |
+//! | [`elector`]       | Leader-elector  | who leads, with which ballot; heartbeats            |
+//! | [`state_machine`] | StateMachine    | the application, applied index, client replies      |
+//! | [`node`]          | wiring          | starts the five actors of one node and routes messages |
+//!
+//! Roles talk only by messages. Messages to another node go through [`Peers::send`],
+//! which also short-cuts messages a node sends to itself (a proposer's Prepare to its
+//! own acceptor) straight into the local mailbox.
+
+pub mod acceptor;
+pub mod elector;
+pub mod learner;
+pub mod node;
+pub mod proposer;
+pub mod state_machine;
+
+use crate::messages::{Envelope, NodeId, PeerMessage};
+use crate::net::Transport;
+use actix::prelude::*;
+use std::sync::Arc;
+
+/// Time, for role cores: every actor with timers gets one `Tick` per `tick` interval.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// A message from a role of node `.0` (possibly this node).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FromPeer<M>(pub NodeId, pub M);
+
+/// Stops an actor at once, dropping whatever it had not made durable (a crash).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+/// The mailboxes of one node's roles.
+#[derive(Clone)]
+pub struct LocalRoles {
+    pub acceptor: Addr<acceptor::AcceptorActor>,
+    pub proposer: Addr<proposer::ProposerActor>,
+    pub learner: Addr<learner::LearnerActor>,
+    pub elector: Addr<elector::ElectorActor>,
+}
+
+impl LocalRoles {
+    /// Puts a message from `from` into the mailbox of the role that handles it.
+    pub fn deliver(&self, from: NodeId, msg: PeerMessage) {
+        match msg {
+            PeerMessage::AcceptorRequest(m) => self.acceptor.do_send(FromPeer(from, m)),
+            PeerMessage::AcceptorReply(m) => self.proposer.do_send(FromPeer(from, m)),
+            PeerMessage::Learner(m) => self.learner.do_send(FromPeer(from, m)),
+            PeerMessage::Elector(m) => self.elector.do_send(FromPeer(from, m)),
+            PeerMessage::Proposer(m) => self.proposer.do_send(FromPeer(from, m)),
+        }
+    }
+}
+
+/// A node's way out: sends to the other nodes through the transport, to itself directly.
+#[derive(Clone)]
+pub struct Peers {
+    pub id: NodeId,
+    /// Every node of the configuration, this one included, ascending.
+    pub nodes: Arc<Vec<NodeId>>,
+    pub transport: Arc<dyn Transport>,
+    pub local: LocalRoles,
+}
+
+impl Peers {
+    pub fn send(&self, to: NodeId, msg: PeerMessage) {
+        if to == self.id {
+            self.local.deliver(to, msg);
+        } else {
+            self.transport.send(Envelope {
+                from: self.id,
+                to,
+                msg,
+            });
+        }
+    }
+
+    pub fn send_all(&self, out: impl IntoIterator<Item = (NodeId, PeerMessage)>) {
+        for (to, msg) in out {
+            self.send(to, msg);
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! # Node: the wiring of one replica
+//!
+//! [`Node::start`] opens the node's storage, restores each role's core from it, creates
+//! the five actors, hands each the mailboxes it sends to, and returns a [`NodeHandle`]:
+//! the one door for clients (submit a command, read locally, ask for status) and for
+//! the transport (deliver an inbound message).
+//!
+//! **The path of one command.** A client asks any node ([`NodeHandle::submit`]). That
+//! node registers a waiter with its state machine, then sends `Propose` to the proposer
+//! of the node its elector says leads (itself, or forwarded over the network). The
+//! leader's proposer puts the command in a slot and runs phase 2 with the acceptors;
+//! on a quorum it sends `Decide` to every learner; each learner hands the slot, in
+//! order, to its state machine, which applies it and answers the waiter if the client
+//! asked this node. If no answer comes within `retry_interval` (a lost message, a leader
+//! change), the node proposes again (the state machine deduplicates); after
+//! `request_timeout` it gives up with `Error::Unavailable`.
+
+use super::acceptor::{Acceptor, AcceptorActor, AcceptorStatus, GetAcceptorStatus};
+use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetElectorStatus};
+use super::learner::{
+    GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus,
+};
+use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
+use super::state_machine::{
+    GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor,
+    StateMachineStatus, Unregister,
+};
+use super::{Halt, LocalRoles, Peers};
+use crate::app::Application;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::messages::{
+    Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value,
+};
+use crate::net::{Inbound, Transport};
+use crate::storage::Storage;
+use actix::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every node of the cluster, this one included.
+    pub nodes: Vec<NodeId>,
+    pub data_dir: PathBuf,
+    /// One tick of the role cores' clocks.
+    pub tick: Duration,
+    pub elector: ElectorConfig,
+    pub proposer: ProposerConfig,
+    pub learner: LearnerConfig,
+    /// A client request fails with `Unavailable` after this long without an answer.
+    pub request_timeout: Duration,
+    /// Propose again after this long without an answer.
+    pub retry_interval: Duration,
+    /// Persist a state machine snapshot every this many slots (0: never).
+    pub snapshot_every: u64,
+    /// Keep the sequence of applied requests in memory (for tests).
+    pub record_applied: bool,
+    /// Seeds the elector's randomized timeouts.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, nodes: Vec<NodeId>, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            id,
+            nodes,
+            data_dir: data_dir.into(),
+            tick: Duration::from_millis(10),
+            elector: ElectorConfig::default(),
+            proposer: ProposerConfig::default(),
+            learner: LearnerConfig::default(),
+            request_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
+            snapshot_every: 10_000,
+            record_applied: false,
+            seed: id,
+        }
+    }
+}
+
+/// Every role's state, for `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub elector: ElectorStatus,
+    pub proposer: ProposerStatus,
+    pub acceptor: AcceptorStatus,
+    pub learner: LearnerStatus,
+    pub state_machine: StateMachineStatus,
+}
+
+pub struct Node;
+
+impl Node {
+    /// Starts a node's actors on the current actix arbiter.
+    pub fn start<A: Application + Default>(
+        cfg: NodeConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<NodeHandle<A>> {
+        if !cfg.nodes.contains(&cfg.id) {
+            return Err(Error::Config(format!(
+                "node id {} is not among the nodes {:?}",
+                cfg.id, cfg.nodes
+            )));
+        }
+        let mut nodes = cfg.nodes.clone();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let storage = Storage::open(&cfg.data_dir)?;
+        let (promised, accepted) = storage.load_acceptor()?;
+        let log = storage.load_log()?;
+        let used = storage.load_ballot()?;
+        let sm = match storage.load_snapshot()? {
+            Some(bytes) => StateMachine::<A>::restore(&bytes)?,
+            None => StateMachine::new(A::default()),
+        };
+        tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
+
+        let acceptor_ctx = Context::<AcceptorActor>::new();
+        let proposer_ctx = Context::<ProposerActor>::new();
+        let learner_ctx = Context::<LearnerActor>::new();
+        let elector_ctx = Context::<ElectorActor>::new();
+        let local = LocalRoles {
+            acceptor: acceptor_ctx.address(),
+            proposer: proposer_ctx.address(),
+            learner: learner_ctx.address(),
+            elector: elector_ctx.address(),
+        };
+        let peers = Peers {
+            id: cfg.id,
+            nodes: Arc::new(nodes.clone()),
+            transport,
+            local: local.clone(),
+        };
+        let (leader_tx, leader_rx) = watch::channel(None);
+
+        let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next());
+        let sm_addr = StateMachineActor::new(
+            cfg.id,
+            sm,
+            storage.clone(),
+            cfg.snapshot_every,
+            cfg.record_applied,
+        )
+        .start();
+        let elector = Elector::new(
+            cfg.id,
+            nodes.clone(),
+            cfg.elector.clone(),
+            cfg.seed,
+            promised.max(used),
+        );
+        acceptor_ctx.run(AcceptorActor::new(
+            Acceptor::restore(promised, accepted),
+            storage.clone(),
+            peers.clone(),
+        ));
+        proposer_ctx.run(ProposerActor::new(
+            Proposer::new(cfg.id, nodes, cfg.proposer.clone()),
+            peers.clone(),
+            cfg.tick,
+        ));
+        learner_ctx.run(LearnerActor::new(
+            learner,
+            storage.clone(),
+            peers.clone(),
+            sm_addr.clone().recipient(),
+            cfg.tick,
+        ));
+        elector_ctx.run(ElectorActor::new(
+            elector,
+            storage,
+            peers.clone(),
+            cfg.tick,
+            leader_tx,
+        ));
+
+        // A client id per incarnation: the node id in the top bits, the start time below.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let client = (cfg.id << 48) ^ (nanos & ((1 << 48) - 1));
+        Ok(NodeHandle {
+            inner: Arc::new(Inner {
+                cfg,
+                peers,
+                sm: sm_addr,
+                leader: leader_rx,
+                client,
+                next_seq: AtomicU64::new(1),
+                outstanding: Mutex::new(BTreeSet::new()),
+            }),
+        })
+    }
+}
+
+struct Inner<A: Application> {
+    cfg: NodeConfig,
+    peers: Peers,
+    sm: Addr<StateMachineActor<A>>,
+    leader: watch::Receiver<Option<NodeId>>,
+    client: u64,
+    next_seq: AtomicU64,
+    outstanding: Mutex<BTreeSet<u64>>,
+}
+
+/// The door to a running node. Cheap to clone; usable from any thread.
+pub struct NodeHandle<A: Application> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Application> Clone for NodeHandle<A> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Application> NodeHandle<A> {
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    /// The leader as this node's elector believes it.
+    pub fn leader(&self) -> Option<NodeId> {
+        *self.inner.leader.borrow()
+    }
+
+    /// Where a transport delivers this node's inbound messages.
+    pub fn inbound(&self) -> Inbound {
+        let local = self.inner.peers.local.clone();
+        let id = self.id();
+        Arc::new(move |env: Envelope| {
+            if env.to == id {
+                local.deliver(env.from, env.msg);
+            }
+        })
+    }
+
+    /// Runs a command through the log (linearizable), as this node's own client.
+    pub async fn submit(&self, command: A::Command) -> Result<A::Reply> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let ack_below = {
+            let mut out = self.inner.outstanding.lock().map_err(|_| Error::Stopped)?;
+            out.insert(seq);
+            out.first().copied().unwrap_or(seq)
+        };
+        let result = self
+            .submit_as(
+                RequestId {
+                    client: self.inner.client,
+                    seq,
+                },
+                ack_below,
+                &command,
+            )
+            .await;
+        if let Ok(mut out) = self.inner.outstanding.lock() {
+            out.remove(&seq);
+        }
+        result
+    }
+
+    /// Runs a command with an explicit request id (a client retrying gives the same id:
+    /// the command is applied once and answered the same).
+    pub async fn submit_as(
+        &self,
+        id: RequestId,
+        ack_below: u64,
+        command: &A::Command,
+    ) -> Result<A::Reply> {
+        let payload = codec::encode(command).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let command = Command {
+            id,
+            ack_below,
+            payload,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        self.inner
+            .sm
+            .send(Register { id, reply: tx })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        let mut leader_rx = self.inner.leader.clone();
+        loop {
+            let leader = *leader_rx.borrow_and_update();
+            if let Some(leader) = leader {
+                tracing::debug!(
+                    node = self.id(),
+                    leader,
+                    client = id.client,
+                    seq = id.seq,
+                    "propose to leader"
+                );
+                self.inner.peers.send(
+                    leader,
+                    PeerMessage::Proposer(ProposerMessage::Propose {
+                        command: command.clone(),
+                    }),
+                );
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = self.inner.cfg.retry_interval.min(deadline - now);
+            tokio::select! {
+                answer = &mut rx => {
+                    return match answer {
+                        Ok(Ok(reply)) => Ok(reply),
+                        Ok(Err(msg)) => Err(Error::InvalidInput(msg)),
+                        Err(_) => Err(Error::Stopped),
+                    };
+                }
+                changed = leader_rx.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Stopped);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        drop(rx);
+        self.inner.sm.do_send(Unregister(id));
+        Err(Error::Unavailable(format!(
+            "no quorum answered within {:?}; retry later",
+            self.inner.cfg.request_timeout
+        )))
+    }
+
+    /// Answers a read-only command from this node's state, without the log: fast, and
+    /// possibly stale.
+    pub async fn read_local(&self, command: A::Command) -> Result<A::Reply> {
+        self.inner
+            .sm
+            .send(ReadLocal::<A>::new(command))
+            .await
+            .map_err(|_| Error::Stopped)?
+            .ok_or_else(|| Error::InvalidInput("not a read-only command".into()))
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let l = &self.inner.peers.local;
+        let stopped = |_| Error::Stopped;
+        Ok(NodeStatus {
+            node_id: self.id(),
+            leader_id: self.leader(),
+            elector: l.elector.send(GetElectorStatus).await.map_err(stopped)?,
+            proposer: l.proposer.send(GetProposerStatus).await.map_err(stopped)?,
+            acceptor: l.acceptor.send(GetAcceptorStatus).await.map_err(stopped)?,
+            learner: l.learner.send(GetLearnerStatus).await.map_err(stopped)?,
+            state_machine: self
+                .inner
+                .sm
+                .send(GetStateMachineStatus)
+                .await
+                .map_err(stopped)?,
+        })
+    }
+
+    /// The decided log, slot by slot.
+    pub async fn decided_log(&self) -> Result<BTreeMap<Slot, Value>> {
+        self.inner
+            .peers
+            .local
+            .learner
+            .send(GetDecidedLog)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The requests applied so far, in order (only with `record_applied`).
+    pub async fn applied(&self) -> Result<Vec<(Slot, Option<RequestId>)>> {
+        self.inner
+            .sm
+            .send(GetApplied)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stops every actor at once, dropping whatever was not durable: a crash.
+    pub fn halt(&self) {
+        let l = &self.inner.peers.local;
+        l.acceptor.do_send(Halt);
+        l.proposer.do_send(Halt);
+        l.learner.do_send(Halt);
+        l.elector.do_send(Halt);
+        self.inner.sm.do_send(Halt);
+    }
+
+    /// True once every actor of this node has stopped.
+    pub fn is_halted(&self) -> bool {
+        let l = &self.inner.peers.local;
+        !l.acceptor.connected()
+            && !l.proposer.connected()
+            && !l.learner.connected()
+            && !l.elector.connected()
+            && !self.inner.sm.connected()
+    }
+}

@@ -1,0 +1,881 @@
+//! # Proposer
+//!
+//! The proposer is the Multi-Paxos leader's engine (Lamport, "Paxos Made Simple" §3;
+//! PMMC §3, the Leader with its Scouts and Commanders). It is idle until the
+//! leader-elector tells it to lead with a ballot; then:
+//!
+//! 1. **Phase 1, once per ballot, for all slots**: a quorum call of `Prepare { ballot,
+//!    from_slot }` to every acceptor, `from_slot` being the first slot this node has not
+//!    learned. A majority of `Promise`s reports what was accepted in those slots.
+//! 2. **Recovery**: for each slot reported, the value with the highest ballot is
+//!    proposed again; the holes up to the highest reported slot are filled with no-ops.
+//! 3. **Phase 2, per batch of slots**: client commands get the next slots and go out in
+//!    `Accept` messages, up to `max_batch` commands per message and `max_inflight`
+//!    messages in flight at once. A majority of `Accepted` for a batch decides it: the
+//!    proposer sends `Decide` to every learner.
+//!
+//! A `Rejected` naming a higher ballot means another proposer got ahead: this one stops
+//! at once and tells the elector (`Preempted`). Replies for calls it no longer runs are
+//! stale and ignored. Lost messages are resent to the acceptors that have not answered,
+//! every `retry_ticks`; an in-flight batch is never abandoned while this node leads,
+//! because a hole would stall every state machine.
+//!
+//! **Invariant.** In a ballot `b`, the proposer proposes in slot `s` only the value that
+//! phase 1 of `b` forced on it (the highest-ballot value a promise reported for `s`) or,
+//! if none was reported, a value of its own choosing, and never two different values for
+//! one slot. Together with the acceptor's invariant this keeps one value chosen per slot.
+//!
+//! **Left out.** Leases and read-only fast paths (a later issue), reconfiguration (PMMC
+//! §4), and window limits on phase-1 replies (a promise lists every accepted slot from
+//! `from_slot` on; snapshots will bound it).
+
+use super::elector::ProposerEvent;
+use super::{FromPeer, Halt, Peers};
+use crate::messages::acceptor::{CallId, PValue};
+use crate::messages::{
+    AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage,
+    ProposerMessage, Slot, Value,
+};
+use crate::quorum::{QuorumCall, QuorumRule, QuorumStatus};
+use actix::prelude::*;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Tunables of the proposer, in ticks and counts.
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    /// Most commands in one Accept.
+    pub max_batch: usize,
+    /// Most Accepts waiting for a quorum at once.
+    pub max_inflight: usize,
+    /// Resend to silent acceptors after this many ticks.
+    pub retry_ticks: u64,
+    /// Give up phase 1 after this many ticks (the elector then tries again later).
+    pub prepare_timeout_ticks: u64,
+    /// While leading, tell learners how far the log is decided at least this often.
+    pub beacon_ticks: u64,
+    /// Most client commands queued while waiting for a window; more are dropped
+    /// (their clients retry or time out).
+    pub max_queue: usize,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig {
+            max_batch: 256,
+            max_inflight: 32,
+            retry_ticks: 20,
+            prepare_timeout_ticks: 100,
+            beacon_ticks: 10,
+            max_queue: 100_000,
+        }
+    }
+}
+
+/// What the proposer is told.
+#[derive(Debug)]
+pub enum ProposerInput {
+    /// From the elector: lead with this ballot.
+    Lead(Ballot),
+    /// From the elector: stop leading.
+    StepDown,
+    /// From any node: a client command to put in the log.
+    Propose(Command),
+    /// From an acceptor.
+    Reply(NodeId, AcceptorReply),
+    /// From the local learner: every slot below this one is learned here.
+    Learned(Slot),
+    Tick,
+}
+
+/// What the proposer asks its actor to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct ProposerOutput {
+    pub send: Vec<(NodeId, PeerMessage)>,
+    pub events: Vec<ProposerEvent>,
+}
+
+/// A batch in phase 2.
+#[derive(Debug)]
+struct Inflight {
+    first_slot: Slot,
+    values: Vec<Value>,
+    call: QuorumCall<()>,
+    sent_at: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Idle,
+    Preparing {
+        ballot: Ballot,
+        call_id: CallId,
+        call: QuorumCall<Vec<PValue>>,
+        from_slot: Slot,
+        sent_at: u64,
+    },
+    Leading {
+        ballot: Ballot,
+        next_slot: Slot,
+        inflight: BTreeMap<CallId, Inflight>,
+        last_beacon: u64,
+    },
+}
+
+/// The proposer's state machine: no I/O.
+#[derive(Debug)]
+pub struct Proposer {
+    id: NodeId,
+    nodes: Vec<NodeId>,
+    cfg: ProposerConfig,
+    now: u64,
+    next_call: CallId,
+    learned: Slot,
+    state: State,
+    queue: VecDeque<Command>,
+}
+
+impl Proposer {
+    pub fn new(id: NodeId, nodes: Vec<NodeId>, cfg: ProposerConfig) -> Self {
+        Proposer {
+            id,
+            nodes,
+            cfg,
+            now: 0,
+            next_call: 1,
+            learned: 0,
+            state: State::Idle,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The ballot this proposer leads (or tries to lead) with.
+    pub fn ballot(&self) -> Option<Ballot> {
+        match &self.state {
+            State::Idle => None,
+            State::Preparing { ballot, .. } | State::Leading { ballot, .. } => Some(*ballot),
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        matches!(self.state, State::Leading { .. })
+    }
+
+    /// The next slot a new command would get, while leading.
+    pub fn next_slot(&self) -> Option<Slot> {
+        match &self.state {
+            State::Leading { next_slot, .. } => Some(*next_slot),
+            _ => None,
+        }
+    }
+
+    pub fn inflight(&self) -> usize {
+        match &self.state {
+            State::Leading { inflight, .. } => inflight.len(),
+            _ => 0,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn handle(&mut self, input: ProposerInput) -> ProposerOutput {
+        let mut out = ProposerOutput::default();
+        match input {
+            // The elector made us a candidate: start phase 1 for every slot not yet learned.
+            ProposerInput::Lead(ballot) => self.start_prepare(ballot, &mut out),
+            // The elector deposed us: forget the ballot; queued commands go with it.
+            ProposerInput::StepDown => {
+                self.state = State::Idle;
+                self.queue.clear();
+            }
+            // A command: queue it; it leaves at once if the window has room.
+            ProposerInput::Propose(command) => {
+                if matches!(self.state, State::Idle) || self.queue.len() >= self.cfg.max_queue {
+                    // Not leading (or overloaded): the node that asked will retry.
+                    return out;
+                }
+                self.queue.push_back(command);
+                self.maybe_send_accepts(&mut out);
+            }
+            // An acceptor answered a call.
+            ProposerInput::Reply(from, reply) => self.on_reply(from, reply, &mut out),
+            // The local learner progressed.
+            ProposerInput::Learned(slot) => self.learned = self.learned.max(slot),
+            // Time passes: resend what is unanswered, expire phase 1, send a beacon.
+            ProposerInput::Tick => self.on_tick(&mut out),
+        }
+        out
+    }
+
+    fn call_id(&mut self) -> CallId {
+        self.next_call += 1;
+        self.next_call
+    }
+
+    fn start_prepare(&mut self, ballot: Ballot, out: &mut ProposerOutput) {
+        assert_eq!(
+            ballot.node, self.id,
+            "a proposer leads only with its own ballots"
+        );
+        let call_id = self.call_id();
+        let call = QuorumCall::new(
+            self.nodes.iter().copied(),
+            QuorumRule::Majority,
+            self.now,
+            self.cfg.prepare_timeout_ticks,
+        );
+        let from_slot = self.learned;
+        for to in call.targets() {
+            out.send.push((
+                to,
+                PeerMessage::AcceptorRequest(AcceptorRequest::Prepare {
+                    call: call_id,
+                    ballot,
+                    from_slot,
+                }),
+            ));
+        }
+        self.state = State::Preparing {
+            ballot,
+            call_id,
+            call,
+            from_slot,
+            sent_at: self.now,
+        };
+    }
+
+    fn on_reply(&mut self, from: NodeId, reply: AcceptorReply, out: &mut ProposerOutput) {
+        match (&mut self.state, reply) {
+            // A promise for our current phase 1.
+            (
+                State::Preparing {
+                    ballot,
+                    call_id,
+                    call,
+                    ..
+                },
+                AcceptorReply::Promise {
+                    call: c,
+                    ballot: b,
+                    accepted,
+                },
+            ) if c == *call_id && b == *ballot => {
+                if call.reply(from, accepted) == QuorumStatus::Reached {
+                    self.become_leader(out);
+                }
+            }
+            // An acceptor accepted one of our batches.
+            (
+                State::Leading {
+                    ballot, inflight, ..
+                },
+                AcceptorReply::Accepted {
+                    call: c, ballot: b, ..
+                },
+            ) if b == *ballot => {
+                let reached = inflight.get_mut(&c).is_some_and(|f| {
+                    f.call.status() == QuorumStatus::Pending
+                        && f.call.reply(from, ()) == QuorumStatus::Reached
+                });
+                if reached {
+                    self.maybe_decide(c, out);
+                    self.maybe_send_accepts(out);
+                }
+            }
+            // Someone promised a higher ballot: we are preempted, if this was about our ballot.
+            (
+                State::Preparing { ballot, .. } | State::Leading { ballot, .. },
+                AcceptorReply::Rejected {
+                    ballot: b,
+                    promised,
+                    ..
+                },
+            ) if b == *ballot && promised > *ballot => {
+                self.state = State::Idle;
+                self.queue.clear();
+                out.events.push(ProposerEvent::Preempted(promised));
+            }
+            // Anything else is stale (an old call or ballot) or a duplicate: ignore it.
+            _ => {}
+        }
+    }
+
+    /// Phase 1 succeeded: adopt the highest-ballot value per slot, fill holes, lead.
+    fn become_leader(&mut self, out: &mut ProposerOutput) {
+        let State::Preparing {
+            ballot,
+            call,
+            from_slot,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            unreachable!("become_leader is called only while preparing")
+        };
+        let mut forced: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for pv in call.into_replies().into_values().flatten() {
+            if pv.slot < from_slot {
+                continue;
+            }
+            match forced.get(&pv.slot) {
+                Some((b, _)) if *b >= pv.ballot => {}
+                _ => {
+                    forced.insert(pv.slot, (pv.ballot, pv.value));
+                }
+            }
+        }
+        let end = forced.keys().next_back().map_or(from_slot, |s| s + 1);
+        let recovered: Vec<Value> = (from_slot..end)
+            .map(|s| forced.remove(&s).map_or(Value::Noop, |(_, v)| v))
+            .collect();
+        self.state = State::Leading {
+            ballot,
+            next_slot: from_slot,
+            inflight: BTreeMap::new(),
+            last_beacon: self.now,
+        };
+        // Recovery batches go out regardless of the window: they must be decided first.
+        for chunk in recovered.chunks(self.cfg.max_batch.max(1)) {
+            self.send_accept(chunk.to_vec(), out);
+        }
+        out.events.push(ProposerEvent::Elected(ballot));
+        self.maybe_send_accepts(out);
+    }
+
+    /// Sends queued commands while the window has room.
+    fn maybe_send_accepts(&mut self, out: &mut ProposerOutput) {
+        while let State::Leading { inflight, .. } = &self.state {
+            if inflight.len() >= self.cfg.max_inflight || self.queue.is_empty() {
+                return;
+            }
+            let n = self.queue.len().min(self.cfg.max_batch.max(1));
+            let values = self.queue.drain(..n).map(Value::Command).collect();
+            self.send_accept(values, out);
+        }
+    }
+
+    /// Assigns the next slots to `values` and starts their phase 2.
+    fn send_accept(&mut self, values: Vec<Value>, out: &mut ProposerOutput) {
+        let call_id = self.call_id();
+        let now = self.now;
+        let nodes = self.nodes.iter().copied();
+        let State::Leading {
+            ballot,
+            next_slot,
+            inflight,
+            ..
+        } = &mut self.state
+        else {
+            unreachable!("send_accept is called only while leading")
+        };
+        let first_slot = *next_slot;
+        *next_slot += values.len() as u64;
+        let call = QuorumCall::new(nodes, QuorumRule::Majority, now, u64::MAX);
+        for to in call.targets() {
+            let msg = AcceptorRequest::Accept {
+                call: call_id,
+                ballot: *ballot,
+                first_slot,
+                values: values.clone(),
+            };
+            out.send.push((to, PeerMessage::AcceptorRequest(msg)));
+        }
+        inflight.insert(
+            call_id,
+            Inflight {
+                first_slot,
+                values,
+                call,
+                sent_at: now,
+            },
+        );
+    }
+
+    /// A batch reached its quorum: it is chosen; tell every learner.
+    fn maybe_decide(&mut self, call_id: CallId, out: &mut ProposerOutput) {
+        let State::Leading { inflight, .. } = &mut self.state else {
+            return;
+        };
+        let Some(batch) = inflight.remove(&call_id) else {
+            return;
+        };
+        let commit = self.learned;
+        for &to in &self.nodes {
+            let msg = LearnerMessage::Decide {
+                first_slot: batch.first_slot,
+                values: batch.values.clone(),
+                commit,
+            };
+            out.send.push((to, PeerMessage::Learner(msg)));
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut ProposerOutput) {
+        self.now += 1;
+        let now = self.now;
+        let retry = self.cfg.retry_ticks;
+        match &mut self.state {
+            State::Idle => {}
+            State::Preparing {
+                ballot,
+                call_id,
+                call,
+                from_slot,
+                sent_at,
+            } => {
+                if call.tick(now) == QuorumStatus::Expired {
+                    let ballot = *ballot;
+                    self.state = State::Idle;
+                    out.events.push(ProposerEvent::PrepareTimedOut(ballot));
+                } else if now - *sent_at >= retry {
+                    *sent_at = now;
+                    for to in call.missing() {
+                        let msg = AcceptorRequest::Prepare {
+                            call: *call_id,
+                            ballot: *ballot,
+                            from_slot: *from_slot,
+                        };
+                        out.send.push((to, PeerMessage::AcceptorRequest(msg)));
+                    }
+                }
+            }
+            State::Leading {
+                ballot,
+                inflight,
+                last_beacon,
+                ..
+            } => {
+                for (&call_id, batch) in inflight.iter_mut() {
+                    if now - batch.sent_at >= retry {
+                        batch.sent_at = now;
+                        for to in batch.call.missing() {
+                            let msg = AcceptorRequest::Accept {
+                                call: call_id,
+                                ballot: *ballot,
+                                first_slot: batch.first_slot,
+                                values: batch.values.clone(),
+                            };
+                            out.send.push((to, PeerMessage::AcceptorRequest(msg)));
+                        }
+                    }
+                }
+                if now - *last_beacon >= self.cfg.beacon_ticks {
+                    *last_beacon = now;
+                    for &to in self.nodes.iter().filter(|&&n| n != self.id) {
+                        let msg = LearnerMessage::Decide {
+                            first_slot: self.learned,
+                            values: Vec::new(),
+                            commit: self.learned,
+                        };
+                        out.send.push((to, PeerMessage::Learner(msg)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// From the elector to its proposer.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum ElectorOrder {
+    Lead(Ballot),
+    StepDown,
+}
+
+/// From the learner to its proposer: every slot below this one is learned here.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Learned(pub Slot);
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ProposerStatus {
+    pub ballot: Option<Ballot>,
+    pub leading: bool,
+    pub next_slot: Option<Slot>,
+    pub inflight: usize,
+    pub queued: usize,
+    pub handled: u64,
+    pub preempted: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "ProposerStatus")]
+pub struct GetProposerStatus;
+
+/// The proposer actor: ticks the core and sends what it says.
+pub struct ProposerActor {
+    core: Proposer,
+    peers: Peers,
+    tick: std::time::Duration,
+    handled: u64,
+    preempted: u64,
+}
+
+impl ProposerActor {
+    pub fn new(core: Proposer, peers: Peers, tick: std::time::Duration) -> Self {
+        ProposerActor {
+            core,
+            peers,
+            tick,
+            handled: 0,
+            preempted: 0,
+        }
+    }
+
+    fn run(&mut self, input: ProposerInput) {
+        self.handled += 1;
+        let out = self.core.handle(input);
+        for event in out.events {
+            if let ProposerEvent::Preempted(b) = event {
+                self.preempted += 1;
+                tracing::info!(node = self.peers.id, role = "proposer", higher = %b, "preempted");
+            }
+            self.peers.local.elector.do_send(event);
+        }
+        self.peers.send_all(out.send);
+    }
+}
+
+impl Actor for ProposerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, _| act.run(ProposerInput::Tick));
+    }
+}
+
+impl Handler<FromPeer<AcceptorReply>> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, FromPeer(from, reply): FromPeer<AcceptorReply>, _: &mut Context<Self>) {
+        tracing::trace!(
+            node = self.peers.id,
+            role = "proposer",
+            from,
+            ?reply,
+            "acceptor reply"
+        );
+        self.run(ProposerInput::Reply(from, reply));
+    }
+}
+
+impl Handler<FromPeer<ProposerMessage>> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, FromPeer(from, msg): FromPeer<ProposerMessage>, _: &mut Context<Self>) {
+        match msg {
+            ProposerMessage::Propose { command } => {
+                tracing::debug!(
+                    node = self.peers.id,
+                    role = "proposer",
+                    from,
+                    client = command.id.client,
+                    seq = command.id.seq,
+                    leading = self.core.is_leading(),
+                    "propose"
+                );
+                self.run(ProposerInput::Propose(command));
+            }
+        }
+    }
+}
+
+impl Handler<ElectorOrder> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, order: ElectorOrder, _: &mut Context<Self>) {
+        tracing::info!(
+            node = self.peers.id,
+            role = "proposer",
+            ?order,
+            "order from elector"
+        );
+        match order {
+            ElectorOrder::Lead(b) => self.run(ProposerInput::Lead(b)),
+            ElectorOrder::StepDown => self.run(ProposerInput::StepDown),
+        }
+    }
+}
+
+impl Handler<Learned> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, Learned(slot): Learned, _: &mut Context<Self>) {
+        self.run(ProposerInput::Learned(slot));
+    }
+}
+
+impl Handler<GetProposerStatus> for ProposerActor {
+    type Result = MessageResult<GetProposerStatus>;
+
+    fn handle(&mut self, _: GetProposerStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ProposerStatus {
+            ballot: self.core.ballot(),
+            leading: self.core.is_leading(),
+            next_slot: self.core.next_slot(),
+            inflight: self.core.inflight(),
+            queued: self.core.queued(),
+            handled: self.handled,
+            preempted: self.preempted,
+        })
+    }
+}
+
+impl Handler<Halt> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::RequestId;
+
+    fn cmd(seq: u64) -> Command {
+        Command {
+            id: RequestId { client: 7, seq },
+            ack_below: 0,
+            payload: vec![seq as u8],
+        }
+    }
+
+    fn prepares(out: &ProposerOutput) -> Vec<(NodeId, CallId)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { call, .. }) => {
+                    Some((*to, *call))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn accepts(out: &ProposerOutput) -> Vec<(NodeId, CallId, Slot, Vec<Value>)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+                    call,
+                    first_slot,
+                    values,
+                    ..
+                }) => Some((*to, *call, *first_slot, values.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn promise(call: CallId, ballot: Ballot, accepted: Vec<PValue>) -> AcceptorReply {
+        AcceptorReply::Promise {
+            call,
+            ballot,
+            accepted,
+        }
+    }
+
+    #[test]
+    fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        let b = Ballot::new(5, 1);
+        let out = p.handle(ProposerInput::Lead(b));
+        let call = prepares(&out)[0].1;
+        assert_eq!(prepares(&out).len(), 3, "phase 1 goes to every acceptor");
+        let old = Value::Command(cmd(1));
+        let newer = Value::Command(cmd(2));
+        p.handle(ProposerInput::Reply(
+            2,
+            promise(
+                call,
+                b,
+                vec![
+                    PValue {
+                        slot: 0,
+                        ballot: Ballot::new(1, 2),
+                        value: old,
+                    },
+                    PValue {
+                        slot: 2,
+                        ballot: Ballot::new(1, 2),
+                        value: Value::Command(cmd(3)),
+                    },
+                ],
+            ),
+        ));
+        let out = p.handle(ProposerInput::Reply(
+            3,
+            promise(
+                call,
+                b,
+                vec![PValue {
+                    slot: 0,
+                    ballot: Ballot::new(3, 3),
+                    value: newer.clone(),
+                }],
+            ),
+        ));
+        assert!(p.is_leading());
+        assert_eq!(out.events, vec![ProposerEvent::Elected(b)]);
+        let acc = accepts(&out);
+        assert_eq!(acc.len(), 3);
+        assert_eq!(acc[0].2, 0);
+        assert_eq!(
+            acc[0].3,
+            vec![newer, Value::Noop, Value::Command(cmd(3))],
+            "highest ballot wins; the hole gets a no-op"
+        );
+        assert_eq!(p.next_slot(), Some(3));
+    }
+
+    #[test]
+    fn proposer_decides_on_majority_and_batches_queued_commands() {
+        let cfg = ProposerConfig {
+            max_inflight: 1,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+        let b = Ballot::new(1, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        let out = p.handle(ProposerInput::Propose(cmd(1)));
+        let first = accepts(&out);
+        assert_eq!(first.len(), 3);
+        // The window is full: these two wait and then leave together.
+        assert!(accepts(&p.handle(ProposerInput::Propose(cmd(2)))).is_empty());
+        p.handle(ProposerInput::Propose(cmd(3)));
+        let c = first[0].1;
+        let accepted = |from| {
+            ProposerInput::Reply(
+                from,
+                AcceptorReply::Accepted {
+                    call: c,
+                    ballot: b,
+                    first_slot: 0,
+                    count: 1,
+                },
+            )
+        };
+        assert!(
+            p.handle(accepted(3)).send.is_empty(),
+            "one acceptor is not a majority"
+        );
+        let out = p.handle(accepted(1));
+        let decides = out
+            .send
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    PeerMessage::Learner(LearnerMessage::Decide { first_slot: 0, .. })
+                )
+            })
+            .count();
+        assert_eq!(decides, 3, "every learner hears the decision");
+        let next = accepts(&out);
+        assert_eq!(next[0].2, 1);
+        assert_eq!(next[0].3.len(), 2, "queued commands leave as one batch");
+        assert!(
+            p.handle(accepted(2)).send.is_empty(),
+            "a late Accepted changes nothing"
+        );
+    }
+
+    #[test]
+    fn proposer_preempted_by_higher_ballot_stops_and_tells_elector() {
+        let mut p = Proposer::new(2, vec![1, 2, 3], ProposerConfig::default());
+        let b = Ballot::new(1, 2);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        let out = p.handle(ProposerInput::Reply(
+            1,
+            AcceptorReply::Rejected {
+                call,
+                ballot: b,
+                promised: Ballot::new(4, 3),
+            },
+        ));
+        assert_eq!(
+            out.events,
+            vec![ProposerEvent::Preempted(Ballot::new(4, 3))]
+        );
+        assert!(p.ballot().is_none());
+        assert!(
+            p.handle(ProposerInput::Propose(cmd(1))).send.is_empty(),
+            "an idle proposer proposes nothing"
+        );
+    }
+
+    #[test]
+    fn proposer_ignores_stale_and_unexpected_replies() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        // A promise for a ballot never sent, before leading at all.
+        assert_eq!(
+            p.handle(ProposerInput::Reply(
+                2,
+                promise(99, Ballot::new(9, 1), vec![])
+            )),
+            ProposerOutput::default()
+        );
+        let b = Ballot::new(2, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        // A promise for an older ballot, an Accepted while preparing, and a duplicate.
+        p.handle(ProposerInput::Reply(
+            2,
+            promise(call, Ballot::new(1, 1), vec![]),
+        ));
+        p.handle(ProposerInput::Reply(
+            2,
+            AcceptorReply::Accepted {
+                call,
+                ballot: b,
+                first_slot: 0,
+                count: 1,
+            },
+        ));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        assert!(
+            !p.is_leading(),
+            "one acceptor, however often it answers, is not a majority"
+        );
+        // A rejection of an old ballot does not depose the current one.
+        p.handle(ProposerInput::Reply(
+            3,
+            AcceptorReply::Rejected {
+                call: 1,
+                ballot: Ballot::new(1, 1),
+                promised: Ballot::new(1, 3),
+            },
+        ));
+        assert_eq!(p.ballot(), Some(b));
+    }
+
+    #[test]
+    fn proposer_resends_to_silent_acceptors_and_times_out_phase_one() {
+        let cfg = ProposerConfig {
+            retry_ticks: 2,
+            prepare_timeout_ticks: 5,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+        let b = Ballot::new(1, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Tick);
+        let resent = prepares(&p.handle(ProposerInput::Tick));
+        assert_eq!(
+            resent,
+            vec![(2, call), (3, call)],
+            "resent only to those that did not answer"
+        );
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            events.extend(p.handle(ProposerInput::Tick).events);
+        }
+        assert_eq!(events, vec![ProposerEvent::PrepareTimedOut(b)]);
+    }
+}

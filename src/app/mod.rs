@@ -1,0 +1,36 @@
+//! Applications: deterministic state machines that know nothing of Paxos.
+//!
+//! An [`Application`] turns commands into replies, one at a time, the same way on every
+//! replica. It never sees slots, ballots or nodes, so another replication engine (a Raft
+//! library, for the side-by-side comparison) can drive the very same type unchanged.
+//! Client deduplication lives outside it, in the replicated [`StateMachine`] wrapper.
+//!
+//! [`StateMachine`]: crate::actors::state_machine::StateMachine
+
+pub mod kv;
+
+use crate::error::Result;
+use serde::{Serialize, de::DeserializeOwned};
+use std::fmt::Debug;
+
+pub trait Application: Send + Unpin + 'static {
+    /// A command, as clients send it and the log carries it (encoded).
+    type Command: Serialize + DeserializeOwned + Clone + Debug + Send + 'static;
+    /// What applying (or reading) a command answers.
+    type Reply: Serialize + DeserializeOwned + Clone + Debug + Send + 'static;
+
+    /// Applies one command. Must be deterministic: same state and command, same result.
+    fn apply(&mut self, command: Self::Command) -> Self::Reply;
+
+    /// Answers a read-only command from local state without changing it, or `None` if the
+    /// command is not read-only (it must then go through the log).
+    fn read(&self, command: &Self::Command) -> Option<Self::Reply>;
+
+    /// The whole state as bytes.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Rebuilds the state from [`Application::snapshot`]'s bytes.
+    fn restore(bytes: &[u8]) -> Result<Self>
+    where
+        Self: Sized;
+}

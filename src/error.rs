@@ -1,0 +1,55 @@
+//! The one error type of the crate: every recoverable failure, with a message a person
+//! can act on. Invariant violations are not errors: they are `assert!`s.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No quorum answered before the request's deadline; retrying later may succeed.
+    Unavailable(String),
+    /// The client's input was malformed or not allowed.
+    InvalidInput(String),
+    /// Durable storage failed or holds data this version cannot read.
+    Storage(String),
+    /// A configuration file or setting is wrong; names the key.
+    Config(String),
+    /// A peer sent something that breaks the protocol (bad frame, wrong cluster, ...).
+    Protocol(String),
+    /// The node is shutting down.
+    Stopped,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unavailable(m) => write!(f, "unavailable: {m}"),
+            Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            Error::Storage(m) => write!(f, "storage: {m}"),
+            Error::Config(m) => write!(f, "config: {m}"),
+            Error::Protocol(m) => write!(f, "protocol: {m}"),
+            Error::Stopped => write!(f, "node is stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<bincode::error::DecodeError> for Error {
+    fn from(e: bincode::error::DecodeError) -> Self {
+        Error::Storage(format!("cannot decode stored data: {e}"))
+    }
+}
+
+impl From<bincode::error::EncodeError> for Error {
+    fn from(e: bincode::error::EncodeError) -> Self {
+        Error::Storage(format!("cannot encode: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,130 @@
+//! The typed messages of every role.
+//!
+//! Everything a role says to a role on *another* node is a [`PeerMessage`]: plain
+//! serde data that crosses the in-process network and the TCP transport unchanged
+//! (bincode 2 on the wire). Messages come in request/response pairs:
+//!
+//! | request (from)              | response (from)                 | module        |
+//! |-----------------------------|---------------------------------|---------------|
+//! | `Prepare` (proposer)        | `Promise` / `Rejected` (acceptor) | [`acceptor`] |
+//! | `Accept` (proposer)         | `Accepted` / `Rejected` (acceptor) | [`acceptor`] |
+//! | `Decide` (proposer)         | none: learners fetch what they miss | [`learner`] |
+//! | `Fetch` (learner)           | `Fetched` (learner)             | [`learner`]   |
+//! | `Heartbeat` (elector)       | `HeartbeatReply` (elector)      | [`elector`]   |
+//! | `Propose` (any node)        | the reply comes from the state machine of the node the client asked | [`proposer`] |
+//!
+//! Messages between roles of the *same* node (the elector telling its proposer to lead,
+//! the learner handing decided commands to the state machine) are actor messages
+//! defined next to the actors, because they never leave the process.
+
+pub mod acceptor;
+pub mod elector;
+pub mod learner;
+pub mod proposer;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use acceptor::{AcceptorReply, AcceptorRequest};
+pub use elector::ElectorMessage;
+pub use learner::LearnerMessage;
+pub use proposer::ProposerMessage;
+
+/// A node of the cluster, numbered by configuration (1, 2, 3, ...).
+pub type NodeId = u64;
+
+/// A position in the replicated log. Slots start at 0.
+pub type Slot = u64;
+
+/// A client of the replicated state machine; with [`Command::seq`] it names one request.
+pub type ClientId = u64;
+
+/// A ballot (a "proposal number"): totally ordered, unique per node because the node id
+/// breaks ties. `Ballot::ZERO` is below every ballot a proposer uses.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+impl Ballot {
+    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+
+    pub fn new(round: u64, node: NodeId) -> Self {
+        Ballot { round, node }
+    }
+
+    /// The smallest ballot of `node` above `self`.
+    pub fn next_for(self, node: NodeId) -> Ballot {
+        Ballot {
+            round: self.round + 1,
+            node,
+        }
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
+/// The identity of one client request: retries carry the same id, so the state machine
+/// applies it once and answers every copy the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: ClientId,
+    pub seq: u64,
+}
+
+/// A client command as the log carries it. The payload is the application's own
+/// command, encoded by the node that took the request; Paxos never looks inside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: RequestId,
+    /// Every request of this client below this sequence number has been answered, so
+    /// the state machine may forget their replies (bounds the deduplication table).
+    pub ack_below: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What a log slot holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Fills a hole left by a failed leader (PMMC section 3: "no-op").
+    Noop,
+    Command(Command),
+}
+
+/// Everything one node's role sends to a role of another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    AcceptorRequest(AcceptorRequest),
+    AcceptorReply(AcceptorReply),
+    Learner(LearnerMessage),
+    Elector(ElectorMessage),
+    Proposer(ProposerMessage),
+}
+
+impl PeerMessage {
+    /// The role that handles this message, for tracing and metrics.
+    pub fn role(&self) -> &'static str {
+        match self {
+            PeerMessage::AcceptorRequest(_) => "acceptor",
+            PeerMessage::AcceptorReply(_) => "proposer",
+            PeerMessage::Learner(_) => "learner",
+            PeerMessage::Elector(_) => "elector",
+            PeerMessage::Proposer(_) => "proposer",
+        }
+    }
+}
+
+/// A message with its addresses, as the transports carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub msg: PeerMessage,
+}

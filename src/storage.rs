@@ -1,0 +1,154 @@
+//! Durable state of a node, in one sled database under the node's data directory.
+//!
+//! | tree       | key                 | value                         | written by     |
+//! |------------|---------------------|-------------------------------|----------------|
+//! | `acceptor` | `promised`          | the promised ballot           | acceptor       |
+//! | `acceptor` | slot (8 bytes, BE)  | (ballot, value) accepted      | acceptor       |
+//! | `log`      | slot (8 bytes, BE)  | the decided value             | learner        |
+//! | `meta`     | `ballot`            | highest ballot this node used | leader-elector |
+//! | `meta`     | `snapshot`          | state machine snapshot        | state machine  |
+//!
+//! Writes land in sled's memory first; [`Storage::flush`] makes everything written so
+//! far durable. The acceptor flushes before any reply leaves (one flush per batch);
+//! the elector flushes before it uses a ballot; the state machine flushes its
+//! snapshots. The learner's log does not flush itself: decided values are durable
+//! at the acceptors anyway, and the next flush of the database covers them.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::messages::{Ballot, Slot, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct Storage {
+    db: sled::Db,
+    acceptor: sled::Tree,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// What the acceptor must persist before answering.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptorWrite {
+    pub promised: Option<Ballot>,
+    pub accepted: Vec<(Slot, Ballot, Value)>,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir`. If another instance in this process
+    /// still holds it (a crashed in-process node whose actors are still stopping), keeps
+    /// trying for a few seconds.
+    pub fn open(dir: &Path) -> Result<Storage> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let db = loop {
+            let cfg = sled::Config::new()
+                .path(dir.join("sled"))
+                .cache_capacity(64 << 20)
+                .flush_every_ms(None);
+            match cfg.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(Error::Storage(format!(
+                        "cannot open {}: {e}",
+                        dir.display()
+                    )));
+                }
+            }
+        };
+        Ok(Storage {
+            acceptor: db.open_tree("acceptor")?,
+            log: db.open_tree("log")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable. Blocking: call it off the actor's thread.
+    pub fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    pub fn load_acceptor(&self) -> Result<(Ballot, BTreeMap<Slot, (Ballot, Value)>)> {
+        let promised = match self.acceptor.get(b"promised")? {
+            Some(b) => codec::decode(&b)?,
+            None => Ballot::ZERO,
+        };
+        let mut accepted = BTreeMap::new();
+        for item in self
+            .acceptor
+            .range(0u64.to_be_bytes()..=u64::MAX.to_be_bytes())
+        {
+            let (k, v) = item?;
+            accepted.insert(slot_of(&k)?, codec::decode(&v)?);
+        }
+        Ok((promised, accepted))
+    }
+
+    pub fn write_acceptor(&self, w: &AcceptorWrite) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        if let Some(b) = w.promised {
+            batch.insert(&b"promised"[..], codec::encode(&b)?);
+        }
+        for (slot, ballot, value) in &w.accepted {
+            batch.insert(&slot.to_be_bytes()[..], codec::encode(&(ballot, value))?);
+        }
+        Ok(self.acceptor.apply_batch(batch)?)
+    }
+
+    pub fn load_log(&self) -> Result<BTreeMap<Slot, Value>> {
+        let mut log = BTreeMap::new();
+        for item in self.log.iter() {
+            let (k, v) = item?;
+            log.insert(slot_of(&k)?, codec::decode(&v)?);
+        }
+        Ok(log)
+    }
+
+    pub fn append_log(&self, entries: &[(Slot, Value)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (slot, value) in entries {
+            batch.insert(&slot.to_be_bytes()[..], codec::encode(value)?);
+        }
+        Ok(self.log.apply_batch(batch)?)
+    }
+
+    pub fn load_ballot(&self) -> Result<Ballot> {
+        match self.meta.get(b"ballot")? {
+            Some(b) => Ok(codec::decode(&b)?),
+            None => Ok(Ballot::ZERO),
+        }
+    }
+
+    pub fn save_ballot(&self, b: Ballot) -> Result<()> {
+        self.meta.insert(b"ballot", codec::encode(&b)?)?;
+        Ok(())
+    }
+
+    pub fn load_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(b"snapshot")?.map(|v| v.to_vec()))
+    }
+
+    pub fn save_snapshot(&self, bytes: &[u8]) -> Result<()> {
+        self.meta.insert(b"snapshot", bytes)?;
+        Ok(())
+    }
+}
+
+fn slot_of(key: &[u8]) -> Result<Slot> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::Storage(format!("bad slot key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
