@@ -28,6 +28,8 @@ pub struct Cluster<A: Application + Default = KvStore> {
     pub net: Arc<MemoryNetwork>,
     configs: BTreeMap<NodeId, NodeConfig>,
     nodes: BTreeMap<NodeId, NodeHandle<A>>,
+    /// Crashed nodes whose actors may still be stopping (they hold the storage lock).
+    crashed: BTreeMap<NodeId, NodeHandle<A>>,
     _dir: tempfile::TempDir,
 }
 
@@ -39,21 +41,17 @@ impl<A: Application + Default> Cluster<A> {
 
     /// Starts `n` nodes, letting `tune` adjust each node's configuration.
     pub async fn start_with(n: u64, tune: impl Fn(&mut NodeConfig)) -> Result<Self> {
-        let dir =
-            tempfile::tempdir().map_err(|e| Error::Storage(format!("temporary directory: {e}")))?;
+        let dir = tempfile::tempdir().map_err(|e| Error::Storage(format!("temporary directory: {e}")))?;
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut cluster = Cluster {
             net: MemoryNetwork::new(0x5eed),
             configs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            crashed: BTreeMap::new(),
             _dir: dir,
         };
         for &id in &ids {
-            let mut cfg = NodeConfig::new(
-                id,
-                ids.clone(),
-                cluster._dir.path().join(format!("node-{id}")),
-            );
+            let mut cfg = NodeConfig::new(id, ids.clone(), cluster._dir.path().join(format!("node-{id}")));
             cfg.record_applied = true;
             tune(&mut cfg);
             cluster.configs.insert(id, cfg);
@@ -96,12 +94,31 @@ impl<A: Application + Default> Cluster<A> {
         self.net.set_down(id);
         if let Some(handle) = self.nodes.remove(&id) {
             handle.halt();
+            self.crashed.insert(id, handle);
         }
     }
 
-    /// Restarts a crashed node from its data directory.
+    /// Restarts a crashed node from its data directory, once its old actors have
+    /// stopped and released the storage.
     pub async fn restart(&mut self, id: NodeId) -> Result<()> {
-        self.boot(id)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if let Some(old) = self.crashed.remove(&id) {
+            while !old.is_halted() {
+                if Instant::now() >= deadline {
+                    return Err(Error::Unavailable(format!("node {id} did not stop within 30 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        loop {
+            match self.boot(id) {
+                // A flush task of the old incarnation may still hold the database briefly.
+                Err(Error::Storage(m)) if m.contains("lock") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits (up to 30 s) until every running node agrees on one running leader.
@@ -114,8 +131,7 @@ impl<A: Application + Default> Cluster<A> {
     pub async fn wait_for_leader_among(&self, ids: &[NodeId], timeout: Duration) -> Result<NodeId> {
         let deadline = Instant::now() + timeout;
         loop {
-            let leaders: Vec<Option<NodeId>> =
-                ids.iter().map(|&id| self.node(id).leader()).collect();
+            let leaders: Vec<Option<NodeId>> = ids.iter().map(|&id| self.node(id).leader()).collect();
             if let Some(Some(l)) = leaders.first() {
                 if ids.contains(l) && leaders.iter().all(|x| *x == Some(*l)) {
                     let status = self.node(*l).status().await?;
@@ -162,9 +178,13 @@ impl<A: Application + Default> Cluster<A> {
     pub async fn check_safety(&self) -> Result<u64> {
         let mut logs: Vec<(NodeId, BTreeMap<Slot, Value>)> = Vec::new();
         let mut applied: Vec<(NodeId, Vec<(Slot, Option<RequestId>)>)> = Vec::new();
+        // Applied sequences first: everything applied was learned before, so it is in
+        // the logs read afterwards.
+        for (&id, node) in &self.nodes {
+            applied.push((id, node.applied().await?));
+        }
         for (&id, node) in &self.nodes {
             logs.push((id, node.decided_log().await?));
-            applied.push((id, node.applied().await?));
         }
         let mut chosen: BTreeMap<Slot, (NodeId, &Value)> = BTreeMap::new();
         for (id, log) in &logs {

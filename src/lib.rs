@@ -8,6 +8,7 @@ pub mod actors;
 pub mod app;
 pub mod cluster;
 pub mod codec;
+pub mod config;
 pub mod error;
 pub mod messages;
 pub mod net;

@@ -73,17 +73,9 @@ pub struct QuorumCall<R> {
 
 impl<R> QuorumCall<R> {
     /// Starts a call to `config` at tick `now` that expires at tick `now + timeout`.
-    pub fn new(
-        config: impl IntoIterator<Item = NodeId>,
-        rule: QuorumRule<R>,
-        now: u64,
-        timeout: u64,
-    ) -> Self {
+    pub fn new(config: impl IntoIterator<Item = NodeId>, rule: QuorumRule<R>, now: u64, timeout: u64) -> Self {
         let config: BTreeSet<NodeId> = config.into_iter().collect();
-        assert!(
-            !config.is_empty(),
-            "a quorum call needs a non-empty configuration"
-        );
+        assert!(!config.is_empty(), "a quorum call needs a non-empty configuration");
         QuorumCall {
             config,
             rule,
@@ -100,10 +92,7 @@ impl<R> QuorumCall<R> {
 
     /// The nodes that have not replied yet, in ascending order.
     pub fn missing(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.config
-            .iter()
-            .copied()
-            .filter(|n| !self.replies.contains_key(n))
+        self.config.iter().copied().filter(|n| !self.replies.contains_key(n))
     }
 
     /// Records a reply and says where the call stands. Once reached or expired a call
@@ -112,9 +101,7 @@ impl<R> QuorumCall<R> {
         if self.config.contains(&from) && !self.replies.contains_key(&from) {
             self.replies.insert(from, reply);
         }
-        if self.status == QuorumStatus::Pending
-            && self.rule.reached(&self.replies, self.config.len())
-        {
+        if self.status == QuorumStatus::Pending && self.rule.reached(&self.replies, self.config.len()) {
             self.status = QuorumStatus::Reached;
         }
         self.status
@@ -178,9 +165,7 @@ mod tests {
         assert_eq!(three.reply(5, 0), QuorumStatus::Reached);
 
         // A custom quorum function: the replies' values must sum to at least 10.
-        let rule = QuorumRule::Custom(Box::new(|r: &BTreeMap<NodeId, u32>, _| {
-            r.values().sum::<u32>() >= 10
-        }));
+        let rule = QuorumRule::Custom(Box::new(|r: &BTreeMap<NodeId, u32>, _| r.values().sum::<u32>() >= 10));
         let mut custom = QuorumCall::new([1, 2, 3], rule, 0, 10);
         assert_eq!(custom.reply(1, 6), QuorumStatus::Pending);
         assert_eq!(custom.reply(2, 4), QuorumStatus::Reached);

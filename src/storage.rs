@@ -2,8 +2,8 @@
 //!
 //! | tree       | key                 | value                         | written by     |
 //! |------------|---------------------|-------------------------------|----------------|
-//! | `acceptor` | `promised`          | the promised ballot           | acceptor       |
-//! | `acceptor` | slot (8 bytes, BE)  | (ballot, value) accepted      | acceptor       |
+//! | `acceptor` | `p`                 | the promised ballot           | acceptor       |
+//! | `acceptor` | `a` + slot (BE)     | (ballot, value) accepted      | acceptor       |
 //! | `log`      | slot (8 bytes, BE)  | the decided value             | learner        |
 //! | `meta`     | `ballot`            | highest ballot this node used | leader-elector |
 //! | `meta`     | `snapshot`          | state machine snapshot        | state machine  |
@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::messages::{Ballot, Slot, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 pub struct Storage {
@@ -37,36 +36,15 @@ pub struct AcceptorWrite {
 }
 
 impl Storage {
-    /// Opens (or creates) the database in `dir`. If another instance in this process
-    /// still holds it (a crashed in-process node whose actors are still stopping), keeps
-    /// trying for a few seconds.
+    /// Opens (or creates) the database in `dir`. Fails if another instance holds it.
     pub fn open(dir: &Path) -> Result<Storage> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let db = loop {
-            let cfg = sled::Config::new()
-                .path(dir.join("sled"))
-                .cache_capacity(64 << 20)
-                .flush_every_ms(None);
-            match cfg.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    return Err(Error::Storage(format!(
-                        "cannot open {}: {e}",
-                        dir.display()
-                    )));
-                }
-            }
-        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .cache_capacity(64 << 20)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
         Ok(Storage {
             acceptor: db.open_tree("acceptor")?,
             log: db.open_tree("log")?,
@@ -81,17 +59,14 @@ impl Storage {
     }
 
     pub fn load_acceptor(&self) -> Result<(Ballot, BTreeMap<Slot, (Ballot, Value)>)> {
-        let promised = match self.acceptor.get(b"promised")? {
+        let promised = match self.acceptor.get(PROMISED)? {
             Some(b) => codec::decode(&b)?,
             None => Ballot::ZERO,
         };
         let mut accepted = BTreeMap::new();
-        for item in self
-            .acceptor
-            .range(0u64.to_be_bytes()..=u64::MAX.to_be_bytes())
-        {
+        for item in self.acceptor.scan_prefix(ACCEPTED) {
             let (k, v) = item?;
-            accepted.insert(slot_of(&k)?, codec::decode(&v)?);
+            accepted.insert(slot_of(&k[ACCEPTED.len()..])?, codec::decode(&v)?);
         }
         Ok((promised, accepted))
     }
@@ -99,10 +74,10 @@ impl Storage {
     pub fn write_acceptor(&self, w: &AcceptorWrite) -> Result<()> {
         let mut batch = sled::Batch::default();
         if let Some(b) = w.promised {
-            batch.insert(&b"promised"[..], codec::encode(&b)?);
+            batch.insert(PROMISED, codec::encode(&b)?);
         }
         for (slot, ballot, value) in &w.accepted {
-            batch.insert(&slot.to_be_bytes()[..], codec::encode(&(ballot, value))?);
+            batch.insert(&accepted_key(*slot)[..], codec::encode(&(ballot, value))?);
         }
         Ok(self.acceptor.apply_batch(batch)?)
     }
@@ -146,9 +121,57 @@ impl Storage {
     }
 }
 
+const PROMISED: &[u8] = b"p";
+const ACCEPTED: &[u8] = b"a";
+
+fn accepted_key(slot: Slot) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = ACCEPTED[0];
+    key[1..].copy_from_slice(&slot.to_be_bytes());
+    key
+}
+
 fn slot_of(key: &[u8]) -> Result<Slot> {
     let arr: [u8; 8] = key
         .try_into()
         .map_err(|_| Error::Storage(format!("bad slot key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Command, RequestId};
+
+    #[test]
+    fn storage_acceptor_state_round_trips_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let value = Value::Command(Command {
+            id: RequestId { client: 1, seq: 1 },
+            ack_below: 0,
+            payload: vec![7],
+        });
+        {
+            let s = Storage::open(dir.path()).expect("open");
+            let write = AcceptorWrite {
+                promised: Some(Ballot::new(3, 2)),
+                accepted: vec![
+                    (0, Ballot::new(3, 2), value.clone()),
+                    (9, Ballot::new(1, 1), Value::Noop),
+                ],
+            };
+            s.write_acceptor(&write).expect("write");
+            s.append_log(&[(0, value.clone())]).expect("log");
+            s.save_ballot(Ballot::new(4, 2)).expect("ballot");
+            s.flush().expect("flush");
+        }
+        let s = Storage::open(dir.path()).expect("reopen");
+        let (promised, accepted) = s.load_acceptor().expect("load");
+        assert_eq!(promised, Ballot::new(3, 2));
+        assert_eq!(accepted.get(&0), Some(&(Ballot::new(3, 2), value.clone())));
+        assert_eq!(accepted.get(&9), Some(&(Ballot::new(1, 1), Value::Noop)));
+        assert_eq!(accepted.len(), 2, "the promise key is not mistaken for a slot");
+        assert_eq!(s.load_log().expect("log").get(&0), Some(&value));
+        assert_eq!(s.load_ballot().expect("ballot"), Ballot::new(4, 2));
+    }
 }

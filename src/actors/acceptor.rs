@@ -83,14 +83,7 @@ impl Acceptor {
                         value: v.clone(),
                     })
                     .collect();
-                (
-                    write,
-                    AcceptorReply::Promise {
-                        call,
-                        ballot,
-                        accepted,
-                    },
-                )
+                (write, AcceptorReply::Promise { call, ballot, accepted })
             }
             // Phase 2b: accept every value of the batch at this ballot.
             AcceptorRequest::Accept {
@@ -231,16 +224,10 @@ impl Actor for AcceptorActor {
 impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
     type Result = ();
 
-    fn handle(
-        &mut self,
-        FromPeer(from, request): FromPeer<AcceptorRequest>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn handle(&mut self, FromPeer(from, request): FromPeer<AcceptorRequest>, ctx: &mut Context<Self>) {
         let node = self.peers.id;
         match &request {
-            AcceptorRequest::Prepare {
-                ballot, from_slot, ..
-            } => {
+            AcceptorRequest::Prepare { ballot, from_slot, .. } => {
                 tracing::debug!(node, role = "acceptor", %ballot, slot = from_slot, from, "prepare")
             }
             AcceptorRequest::Accept {

@@ -134,13 +134,7 @@ pub struct Elector {
 
 impl Elector {
     /// `highest` is the highest ballot this node persisted or promised before.
-    pub fn new(
-        id: NodeId,
-        nodes: Vec<NodeId>,
-        cfg: ElectorConfig,
-        seed: u64,
-        highest: Ballot,
-    ) -> Self {
+    pub fn new(id: NodeId, nodes: Vec<NodeId>, cfg: ElectorConfig, seed: u64, highest: Ballot) -> Self {
         let mut rng = SeededRng::new(seed);
         let deadline = rng.between(cfg.election_min_ticks, cfg.election_max_ticks);
         Elector {
@@ -181,8 +175,7 @@ impl Elector {
             ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
                 if ballot >= self.highest && ballot.node == from {
                     self.highest = ballot;
-                    let still_mine =
-                        matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
+                    let still_mine = matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
                     if !still_mine {
                         self.follow(Some(from), &mut out);
                     }
@@ -195,10 +188,7 @@ impl Elector {
             }
             // A follower's answer: count it, or learn that we were deposed.
             ElectorInput::Peer(from, ElectorMessage::HeartbeatReply { ballot, highest }) => {
-                if let Role::Leader {
-                    ballot: b, acks, ..
-                } = &mut self.role
-                {
+                if let Role::Leader { ballot: b, acks, .. } = &mut self.role {
                     if *b == ballot {
                         acks.insert(from, self.now);
                     }
@@ -219,9 +209,7 @@ impl Elector {
                 }
             }
             // Our proposer met a higher ballot.
-            ElectorInput::Proposer(ProposerEvent::Preempted(higher)) => {
-                self.maybe_defer_to(higher, &mut out)
-            }
+            ElectorInput::Proposer(ProposerEvent::Preempted(higher)) => self.maybe_defer_to(higher, &mut out),
             // Our phase 1 found no majority: wait a random while before trying again.
             ElectorInput::Proposer(ProposerEvent::PrepareTimedOut(ballot)) => {
                 if matches!(self.role, Role::Candidate { ballot: b, .. } if b == ballot) {
@@ -293,8 +281,7 @@ impl Elector {
     }
 
     fn follow(&mut self, leader: Option<NodeId>, out: &mut ElectorOutput) {
-        if matches!(self.role, Role::Leader { .. } | Role::Candidate { .. }) && out.order.is_none()
-        {
+        if matches!(self.role, Role::Leader { .. } | Role::Candidate { .. }) && out.order.is_none() {
             out.order = Some(ElectorOrder::StepDown);
         }
         self.role = Role::Follower {
@@ -305,10 +292,8 @@ impl Elector {
 
     fn beat(&mut self, ballot: Ballot, out: &mut ElectorOutput) {
         for &to in self.nodes.iter().filter(|&&n| n != self.id) {
-            out.send.push((
-                to,
-                PeerMessage::Elector(ElectorMessage::Heartbeat { ballot }),
-            ));
+            out.send
+                .push((to, PeerMessage::Elector(ElectorMessage::Heartbeat { ballot })));
         }
     }
 
@@ -370,11 +355,7 @@ impl ElectorActor {
         let out = self.core.handle(input);
         if let Some(ballot) = out.persist {
             // Rare (once per campaign), so a blocking flush here is acceptable.
-            if let Err(e) = self
-                .storage
-                .save_ballot(ballot)
-                .and_then(|_| self.storage.flush())
-            {
+            if let Err(e) = self.storage.save_ballot(ballot).and_then(|_| self.storage.flush()) {
                 tracing::error!(node = self.peers.id, role = "elector", error = %e, "cannot persist ballot; not campaigning");
                 return;
             }
@@ -410,13 +391,7 @@ impl Handler<FromPeer<ElectorMessage>> for ElectorActor {
     type Result = ();
 
     fn handle(&mut self, FromPeer(from, msg): FromPeer<ElectorMessage>, _: &mut Context<Self>) {
-        tracing::trace!(
-            node = self.peers.id,
-            role = "elector",
-            from,
-            ?msg,
-            "peer message"
-        );
+        tracing::trace!(node = self.peers.id, role = "elector", from, ?msg, "peer message");
         self.run(ElectorInput::Peer(from, msg));
     }
 }
@@ -425,12 +400,7 @@ impl Handler<ProposerEvent> for ElectorActor {
     type Result = ();
 
     fn handle(&mut self, event: ProposerEvent, _: &mut Context<Self>) {
-        tracing::debug!(
-            node = self.peers.id,
-            role = "elector",
-            ?event,
-            "from proposer"
-        );
+        tracing::debug!(node = self.peers.id, role = "elector", ?event, "from proposer");
         self.run(ElectorInput::Proposer(event));
     }
 }
@@ -461,13 +431,7 @@ mod tests {
     use super::*;
 
     fn elector(id: NodeId) -> Elector {
-        Elector::new(
-            id,
-            vec![1, 2, 3],
-            ElectorConfig::default(),
-            id,
-            Ballot::ZERO,
-        )
+        Elector::new(id, vec![1, 2, 3], ElectorConfig::default(), id, Ballot::ZERO)
     }
 
     fn tick_until_order(e: &mut Elector) -> ElectorOutput {
@@ -482,13 +446,7 @@ mod tests {
 
     #[test]
     fn elector_campaigns_after_silence_with_persisted_fresh_ballot() {
-        let mut e = Elector::new(
-            2,
-            vec![1, 2, 3],
-            ElectorConfig::default(),
-            42,
-            Ballot::new(7, 3),
-        );
+        let mut e = Elector::new(2, vec![1, 2, 3], ElectorConfig::default(), 42, Ballot::new(7, 3));
         let out = tick_until_order(&mut e);
         assert_eq!(
             out.persist,
@@ -506,11 +464,7 @@ mod tests {
         };
         let out = e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
         assert_eq!(out.leader, Some(Some(1)));
-        assert_eq!(
-            out.send.len(),
-            2,
-            "a new leader heartbeats every peer at once"
-        );
+        assert_eq!(out.send.len(), 2, "a new leader heartbeats every peer at once");
     }
 
     #[test]
@@ -539,10 +493,7 @@ mod tests {
         assert!(
             matches!(
                 &out.send[..],
-                [(
-                    2,
-                    PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. })
-                )]
+                [(2, PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. }))]
             ),
             "the stale leader is told the higher ballot"
         );

@@ -137,9 +137,7 @@ impl Learner {
             // Another learner asks for slots it lacks: send what we have, consecutive.
             LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
                 let to = to.min(first.saturating_add(self.cfg.max_fetch));
-                let values: Vec<Value> = (first..to)
-                    .map_while(|s| self.log.get(&s).cloned())
-                    .collect();
+                let values: Vec<Value> = (first..to).map_while(|s| self.log.get(&s).cloned()).collect();
                 out.send.push((
                     from,
                     PeerMessage::Learner(LearnerMessage::Fetched {
@@ -171,10 +169,7 @@ impl Learner {
     fn learn(&mut self, first_slot: Slot, values: Vec<Value>, out: &mut LearnerOutput) {
         for (slot, value) in (first_slot..).zip(values) {
             match self.log.get(&slot) {
-                Some(known) => assert_eq!(
-                    known, &value,
-                    "slot {slot} decided twice with different values"
-                ),
+                Some(known) => assert_eq!(known, &value, "slot {slot} decided twice with different values"),
                 None if slot < self.next => {} // applied and no longer in memory
                 None => {
                     self.commit = self.commit.max(slot + 1);
@@ -209,11 +204,7 @@ impl Learner {
             }
         }
         // Stop at the first slot we already hold, so we do not fetch what we have.
-        let held = self
-            .log
-            .range(self.next..)
-            .next()
-            .map_or(self.commit, |(&s, _)| s);
+        let held = self.log.range(self.next..).next().map_or(self.commit, |(&s, _)| s);
         let to = held.min(self.commit).min(self.next + self.cfg.max_fetch);
         if to <= self.next {
             return;
@@ -221,10 +212,7 @@ impl Learner {
         self.fetching = Some((self.next, self.now));
         out.send.push((
             from,
-            PeerMessage::Learner(LearnerMessage::Fetch {
-                from: self.next,
-                to,
-            }),
+            PeerMessage::Learner(LearnerMessage::Fetch { from: self.next, to }),
         ));
     }
 }
@@ -287,13 +275,7 @@ impl LearnerActor {
         }
         if !out.apply.is_empty() {
             let (first, last) = (out.apply[0].0, out.apply[out.apply.len() - 1].0);
-            tracing::debug!(
-                node = self.peers.id,
-                role = "learner",
-                slot = first,
-                last,
-                "deliver"
-            );
+            tracing::debug!(node = self.peers.id, role = "learner", slot = first, last, "deliver");
             self.state_machine.do_send(ApplyBatch(out.apply));
         }
         if let Some(slot) = out.learned {
@@ -405,10 +387,7 @@ mod tests {
     fn learner_delivers_in_slot_order_across_out_of_order_decisions() {
         let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
         let out = l.handle(decide(1, vec![v(2)], 0));
-        assert!(
-            out.apply.is_empty(),
-            "slot 0 is missing: nothing may be applied yet"
-        );
+        assert!(out.apply.is_empty(), "slot 0 is missing: nothing may be applied yet");
         assert_eq!(out.persist.len(), 1);
         let out = l.handle(decide(0, vec![v(1)], 0));
         assert_eq!(out.apply, vec![(0, v(1)), (1, v(2))]);
@@ -421,10 +400,7 @@ mod tests {
         let out = l.handle(decide(3, vec![], 3));
         assert_eq!(
             out.send,
-            vec![(
-                1,
-                PeerMessage::Learner(LearnerMessage::Fetch { from: 0, to: 3 })
-            )]
+            vec![(1, PeerMessage::Learner(LearnerMessage::Fetch { from: 0, to: 3 }))]
         );
         let out = l.handle(LearnerInput::Peer(
             1,
@@ -441,10 +417,7 @@ mod tests {
     fn learner_serves_fetch_from_its_log() {
         let log = BTreeMap::from([(0, v(1)), (1, v(2)), (3, v(4))]);
         let mut l = Learner::restore(3, LearnerConfig::default(), log, 2);
-        let out = l.handle(LearnerInput::Peer(
-            1,
-            LearnerMessage::Fetch { from: 0, to: 10 },
-        ));
+        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 0, to: 10 }));
         assert_eq!(
             out.send,
             vec![(

@@ -78,11 +78,7 @@ impl Peers {
         if to == self.id {
             self.local.deliver(to, msg);
         } else {
-            self.transport.send(Envelope {
-                from: self.id,
-                to,
-                msg,
-            });
+            self.transport.send(Envelope { from: self.id, to, msg });
         }
     }
 

@@ -17,21 +17,17 @@
 
 use super::acceptor::{Acceptor, AcceptorActor, AcceptorStatus, GetAcceptorStatus};
 use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetElectorStatus};
-use super::learner::{
-    GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus,
-};
+use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
-    GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor,
-    StateMachineStatus, Unregister,
+    GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor, StateMachineStatus,
+    Unregister,
 };
 use super::{Halt, LocalRoles, Peers};
 use crate::app::Application;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::messages::{
-    Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value,
-};
+use crate::messages::{Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value};
 use crate::net::{Inbound, Transport};
 use crate::storage::Storage;
 use actix::prelude::*;
@@ -102,10 +98,7 @@ pub struct Node;
 
 impl Node {
     /// Starts a node's actors on the current actix arbiter.
-    pub fn start<A: Application + Default>(
-        cfg: NodeConfig,
-        transport: Arc<dyn Transport>,
-    ) -> Result<NodeHandle<A>> {
+    pub fn start<A: Application + Default>(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<NodeHandle<A>> {
         if !cfg.nodes.contains(&cfg.id) {
             return Err(Error::Config(format!(
                 "node id {} is not among the nodes {:?}",
@@ -144,21 +137,9 @@ impl Node {
         let (leader_tx, leader_rx) = watch::channel(None);
 
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next());
-        let sm_addr = StateMachineActor::new(
-            cfg.id,
-            sm,
-            storage.clone(),
-            cfg.snapshot_every,
-            cfg.record_applied,
-        )
-        .start();
-        let elector = Elector::new(
-            cfg.id,
-            nodes.clone(),
-            cfg.elector.clone(),
-            cfg.seed,
-            promised.max(used),
-        );
+        let sm_addr =
+            StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied).start();
+        let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
             Acceptor::restore(promised, accepted),
             storage.clone(),
@@ -176,13 +157,7 @@ impl Node {
             sm_addr.clone().recipient(),
             cfg.tick,
         ));
-        elector_ctx.run(ElectorActor::new(
-            elector,
-            storage,
-            peers.clone(),
-            cfg.tick,
-            leader_tx,
-        ));
+        elector_ctx.run(ElectorActor::new(elector, storage, peers.clone(), cfg.tick, leader_tx));
 
         // A client id per incarnation: the node id in the top bits, the start time below.
         let nanos = std::time::SystemTime::now()
@@ -278,18 +253,9 @@ impl<A: Application> NodeHandle<A> {
 
     /// Runs a command with an explicit request id (a client retrying gives the same id:
     /// the command is applied once and answered the same).
-    pub async fn submit_as(
-        &self,
-        id: RequestId,
-        ack_below: u64,
-        command: &A::Command,
-    ) -> Result<A::Reply> {
+    pub async fn submit_as(&self, id: RequestId, ack_below: u64, command: &A::Command) -> Result<A::Reply> {
         let payload = codec::encode(command).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let command = Command {
-            id,
-            ack_below,
-            payload,
-        };
+        let command = Command { id, ack_below, payload };
         let (tx, mut rx) = oneshot::channel();
         self.inner
             .sm
@@ -365,12 +331,7 @@ impl<A: Application> NodeHandle<A> {
             proposer: l.proposer.send(GetProposerStatus).await.map_err(stopped)?,
             acceptor: l.acceptor.send(GetAcceptorStatus).await.map_err(stopped)?,
             learner: l.learner.send(GetLearnerStatus).await.map_err(stopped)?,
-            state_machine: self
-                .inner
-                .sm
-                .send(GetStateMachineStatus)
-                .await
-                .map_err(stopped)?,
+            state_machine: self.inner.sm.send(GetStateMachineStatus).await.map_err(stopped)?,
         })
     }
 
@@ -387,11 +348,7 @@ impl<A: Application> NodeHandle<A> {
 
     /// The requests applied so far, in order (only with `record_applied`).
     pub async fn applied(&self) -> Result<Vec<(Slot, Option<RequestId>)>> {
-        self.inner
-            .sm
-            .send(GetApplied)
-            .await
-            .map_err(|_| Error::Stopped)
+        self.inner.sm.send(GetApplied).await.map_err(|_| Error::Stopped)
     }
 
     /// Stops every actor at once, dropping whatever was not durable: a crash.

@@ -33,8 +33,7 @@ use super::elector::ProposerEvent;
 use super::{FromPeer, Halt, Peers};
 use crate::messages::acceptor::{CallId, PValue};
 use crate::messages::{
-    AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage,
-    ProposerMessage, Slot, Value,
+    AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage, ProposerMessage, Slot, Value,
 };
 use crate::quorum::{QuorumCall, QuorumRule, QuorumStatus};
 use actix::prelude::*;
@@ -214,10 +213,7 @@ impl Proposer {
     }
 
     fn start_prepare(&mut self, ballot: Ballot, out: &mut ProposerOutput) {
-        assert_eq!(
-            ballot.node, self.id,
-            "a proposer leads only with its own ballots"
-        );
+        assert_eq!(ballot.node, self.id, "a proposer leads only with its own ballots");
         let call_id = self.call_id();
         let call = QuorumCall::new(
             self.nodes.iter().copied(),
@@ -250,10 +246,7 @@ impl Proposer {
             // A promise for our current phase 1.
             (
                 State::Preparing {
-                    ballot,
-                    call_id,
-                    call,
-                    ..
+                    ballot, call_id, call, ..
                 },
                 AcceptorReply::Promise {
                     call: c,
@@ -266,17 +259,11 @@ impl Proposer {
                 }
             }
             // An acceptor accepted one of our batches.
-            (
-                State::Leading {
-                    ballot, inflight, ..
-                },
-                AcceptorReply::Accepted {
-                    call: c, ballot: b, ..
-                },
-            ) if b == *ballot => {
+            (State::Leading { ballot, inflight, .. }, AcceptorReply::Accepted { call: c, ballot: b, .. })
+                if b == *ballot =>
+            {
                 let reached = inflight.get_mut(&c).is_some_and(|f| {
-                    f.call.status() == QuorumStatus::Pending
-                        && f.call.reply(from, ()) == QuorumStatus::Reached
+                    f.call.status() == QuorumStatus::Pending && f.call.reply(from, ()) == QuorumStatus::Reached
                 });
                 if reached {
                     self.maybe_decide(c, out);
@@ -287,9 +274,7 @@ impl Proposer {
             (
                 State::Preparing { ballot, .. } | State::Leading { ballot, .. },
                 AcceptorReply::Rejected {
-                    ballot: b,
-                    promised,
-                    ..
+                    ballot: b, promised, ..
                 },
             ) if b == *ballot && promised > *ballot => {
                 self.state = State::Idle;
@@ -549,13 +534,7 @@ impl Handler<FromPeer<AcceptorReply>> for ProposerActor {
     type Result = ();
 
     fn handle(&mut self, FromPeer(from, reply): FromPeer<AcceptorReply>, _: &mut Context<Self>) {
-        tracing::trace!(
-            node = self.peers.id,
-            role = "proposer",
-            from,
-            ?reply,
-            "acceptor reply"
-        );
+        tracing::trace!(node = self.peers.id, role = "proposer", from, ?reply, "acceptor reply");
         self.run(ProposerInput::Reply(from, reply));
     }
 }
@@ -585,12 +564,7 @@ impl Handler<ElectorOrder> for ProposerActor {
     type Result = ();
 
     fn handle(&mut self, order: ElectorOrder, _: &mut Context<Self>) {
-        tracing::info!(
-            node = self.peers.id,
-            role = "proposer",
-            ?order,
-            "order from elector"
-        );
+        tracing::info!(node = self.peers.id, role = "proposer", ?order, "order from elector");
         match order {
             ElectorOrder::Lead(b) => self.run(ProposerInput::Lead(b)),
             ElectorOrder::StepDown => self.run(ProposerInput::StepDown),
@@ -647,9 +621,7 @@ mod tests {
         out.send
             .iter()
             .filter_map(|(to, m)| match m {
-                PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { call, .. }) => {
-                    Some((*to, *call))
-                }
+                PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { call, .. }) => Some((*to, *call)),
                 _ => None,
             })
             .collect()
@@ -671,11 +643,7 @@ mod tests {
     }
 
     fn promise(call: CallId, ballot: Ballot, accepted: Vec<PValue>) -> AcceptorReply {
-        AcceptorReply::Promise {
-            call,
-            ballot,
-            accepted,
-        }
+        AcceptorReply::Promise { call, ballot, accepted }
     }
 
     #[test]
@@ -760,29 +728,18 @@ mod tests {
                 },
             )
         };
-        assert!(
-            p.handle(accepted(3)).send.is_empty(),
-            "one acceptor is not a majority"
-        );
+        assert!(p.handle(accepted(3)).send.is_empty(), "one acceptor is not a majority");
         let out = p.handle(accepted(1));
         let decides = out
             .send
             .iter()
-            .filter(|(_, m)| {
-                matches!(
-                    m,
-                    PeerMessage::Learner(LearnerMessage::Decide { first_slot: 0, .. })
-                )
-            })
+            .filter(|(_, m)| matches!(m, PeerMessage::Learner(LearnerMessage::Decide { first_slot: 0, .. })))
             .count();
         assert_eq!(decides, 3, "every learner hears the decision");
         let next = accepts(&out);
         assert_eq!(next[0].2, 1);
         assert_eq!(next[0].3.len(), 2, "queued commands leave as one batch");
-        assert!(
-            p.handle(accepted(2)).send.is_empty(),
-            "a late Accepted changes nothing"
-        );
+        assert!(p.handle(accepted(2)).send.is_empty(), "a late Accepted changes nothing");
     }
 
     #[test]
@@ -798,10 +755,7 @@ mod tests {
                 promised: Ballot::new(4, 3),
             },
         ));
-        assert_eq!(
-            out.events,
-            vec![ProposerEvent::Preempted(Ballot::new(4, 3))]
-        );
+        assert_eq!(out.events, vec![ProposerEvent::Preempted(Ballot::new(4, 3))]);
         assert!(p.ballot().is_none());
         assert!(
             p.handle(ProposerInput::Propose(cmd(1))).send.is_empty(),
@@ -814,19 +768,13 @@ mod tests {
         let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
         // A promise for a ballot never sent, before leading at all.
         assert_eq!(
-            p.handle(ProposerInput::Reply(
-                2,
-                promise(99, Ballot::new(9, 1), vec![])
-            )),
+            p.handle(ProposerInput::Reply(2, promise(99, Ballot::new(9, 1), vec![]))),
             ProposerOutput::default()
         );
         let b = Ballot::new(2, 1);
         let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
         // A promise for an older ballot, an Accepted while preparing, and a duplicate.
-        p.handle(ProposerInput::Reply(
-            2,
-            promise(call, Ballot::new(1, 1), vec![]),
-        ));
+        p.handle(ProposerInput::Reply(2, promise(call, Ballot::new(1, 1), vec![])));
         p.handle(ProposerInput::Reply(
             2,
             AcceptorReply::Accepted {

@@ -85,13 +85,10 @@ impl<A: Application> StateMachine<A> {
         let Value::Command(cmd) = value else {
             return None;
         };
-        let session = self
-            .sessions
-            .entry(cmd.id.client)
-            .or_insert_with(|| Session {
-                ack_below: 0,
-                replies: BTreeMap::new(),
-            });
+        let session = self.sessions.entry(cmd.id.client).or_insert_with(|| Session {
+            ack_below: 0,
+            replies: BTreeMap::new(),
+        });
         if cmd.ack_below > session.ack_below {
             session.ack_below = cmd.ack_below;
             session.replies = session.replies.split_off(&cmd.ack_below);
@@ -116,16 +113,11 @@ impl<A: Application> StateMachine<A> {
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        Ok(codec::encode(&(
-            self.next,
-            self.app.snapshot(),
-            &self.sessions,
-        ))?)
+        Ok(codec::encode(&(self.next, self.app.snapshot(), &self.sessions))?)
     }
 
     pub fn restore(bytes: &[u8]) -> Result<Self> {
-        let (next, app, sessions): (Slot, Vec<u8>, BTreeMap<ClientId, Session<A::Reply>>) =
-            codec::decode(bytes)?;
+        let (next, app, sessions): (Slot, Vec<u8>, BTreeMap<ClientId, Session<A::Reply>>) = codec::decode(bytes)?;
         Ok(StateMachine {
             app: A::restore(&app)?,
             next,
@@ -196,13 +188,7 @@ pub struct StateMachineActor<A: Application> {
 }
 
 impl<A: Application> StateMachineActor<A> {
-    pub fn new(
-        node: u64,
-        core: StateMachine<A>,
-        storage: Storage,
-        snapshot_every: u64,
-        record_applied: bool,
-    ) -> Self {
+    pub fn new(node: u64, core: StateMachine<A>, storage: Storage, snapshot_every: u64, record_applied: bool) -> Self {
         let last_snapshot = core.next();
         StateMachineActor {
             node,
@@ -355,11 +341,7 @@ mod tests {
         let again = sm.apply(2, put(1, 1, 0, "k", "a")).expect("a reply");
         assert_eq!(first, again, "the duplicate is answered the same");
         let got = sm.read(&KvCommand::get("k")).expect("read");
-        assert_eq!(
-            got.value(),
-            Some(&b"b"[..]),
-            "the duplicate was not applied again"
-        );
+        assert_eq!(got.value(), Some(&b"b"[..]), "the duplicate was not applied again");
         assert_eq!(sm.app().revision(), 3);
     }
 
@@ -404,8 +386,7 @@ mod tests {
     fn state_machine_snapshot_round_trip() {
         let mut sm = StateMachine::new(KvStore::new());
         sm.apply(0, put(1, 1, 0, "k", "a"));
-        let copy =
-            StateMachine::<KvStore>::restore(&sm.snapshot().expect("snapshot")).expect("restore");
+        let copy = StateMachine::<KvStore>::restore(&sm.snapshot().expect("snapshot")).expect("restore");
         assert_eq!(copy.next(), 1);
         assert_eq!(copy.app(), sm.app());
     }

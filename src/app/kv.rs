@@ -95,11 +95,7 @@ impl KvCommand {
             range_end: Vec::new(),
         }
     }
-    pub fn cas(
-        key: impl Into<Vec<u8>>,
-        expected: Option<Vec<u8>>,
-        new: impl Into<Vec<u8>>,
-    ) -> Self {
+    pub fn cas(key: impl Into<Vec<u8>>, expected: Option<Vec<u8>>, new: impl Into<Vec<u8>>) -> Self {
         KvCommand::Cas {
             key: key.into(),
             expected,
@@ -109,9 +105,7 @@ impl KvCommand {
     fn is_read_only(&self) -> bool {
         match self {
             KvCommand::Range { .. } => true,
-            KvCommand::Txn {
-                success, failure, ..
-            } => success.iter().chain(failure).all(KvCommand::is_read_only),
+            KvCommand::Txn { success, failure, .. } => success.iter().chain(failure).all(KvCommand::is_read_only),
             _ => false,
         }
     }
@@ -210,9 +204,7 @@ impl KvStore {
                 more: false,
             };
         }
-        let matching = self
-            .data
-            .range::<[u8], _>(Self::range_bounds(key, range_end));
+        let matching = self.data.range::<[u8], _>(Self::range_bounds(key, range_end));
         let mut kvs = Vec::new();
         let mut count = 0u64;
         for (_, kv) in matching {
@@ -245,9 +237,7 @@ impl KvStore {
     /// Writes at revision `rev` (the caller bumps the store revision once per command).
     fn put_at(&mut self, key: Vec<u8>, value: Vec<u8>, rev: u64) -> Option<KeyValue> {
         let prev = self.data.get(&key).cloned();
-        let (create_revision, version) = prev
-            .as_ref()
-            .map_or((rev, 1), |p| (p.create_revision, p.version + 1));
+        let (create_revision, version) = prev.as_ref().map_or((rev, 1), |p| (p.create_revision, p.version + 1));
         self.data.insert(
             key.clone(),
             KeyValue {
@@ -273,11 +263,7 @@ impl KvStore {
     fn run(&mut self, cmd: KvCommand, rev: u64, wrote: &mut bool) -> KvResult {
         match cmd {
             // A read: nothing changes.
-            KvCommand::Range {
-                key,
-                range_end,
-                limit,
-            } => self.range(&key, &range_end, limit),
+            KvCommand::Range { key, range_end, limit } => self.range(&key, &range_end, limit),
             // A put always writes.
             KvCommand::Put { key, value } => {
                 *wrote = true;
@@ -316,10 +302,7 @@ impl KvStore {
             } => {
                 let succeeded = compare.iter().all(|c| self.compare(c));
                 let branch = if succeeded { success } else { failure };
-                let results = branch
-                    .into_iter()
-                    .map(|op| self.run(op, rev, wrote))
-                    .collect();
+                let results = branch.into_iter().map(|op| self.run(op, rev, wrote)).collect();
                 KvResult::Txn { succeeded, results }
             }
         }
@@ -349,11 +332,7 @@ impl Application for KvStore {
         }
         // A read-only command on a clone would be wasteful; run reads directly.
         let result = match command {
-            KvCommand::Range {
-                key,
-                range_end,
-                limit,
-            } => self.range(key, range_end, *limit),
+            KvCommand::Range { key, range_end, limit } => self.range(key, range_end, *limit),
             KvCommand::Txn {
                 compare,
                 success,
@@ -361,10 +340,7 @@ impl Application for KvStore {
             } => {
                 let succeeded = compare.iter().all(|c| self.compare(c));
                 let branch = if succeeded { success } else { failure };
-                let results = branch
-                    .iter()
-                    .filter_map(|op| self.read(op).map(|r| r.result))
-                    .collect();
+                let results = branch.iter().filter_map(|op| self.read(op).map(|r| r.result)).collect();
                 KvResult::Txn { succeeded, results }
             }
             _ => return None,
@@ -399,17 +375,11 @@ mod tests {
         let KvResult::Range { kvs, .. } = got.result else {
             panic!("get answers a range")
         };
-        assert_eq!(
-            (kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version),
-            (2, 3, 2)
-        );
+        assert_eq!((kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version), (2, 3, 2));
         let d = kv.apply(KvCommand::delete("a"));
         assert_eq!(d.revision, 4);
         let none = kv.apply(KvCommand::delete("a"));
-        assert_eq!(
-            none.revision, 4,
-            "deleting nothing does not bump the revision"
-        );
+        assert_eq!(none.revision, 4, "deleting nothing does not bump the revision");
         assert_eq!(
             kv.read(&KvCommand::get("a"))
                 .and_then(|r| r.value().map(<[u8]>::to_vec)),
@@ -421,29 +391,11 @@ mod tests {
     fn kv_cas_succeeds_only_on_expected_value() {
         let mut kv = KvStore::new();
         let r = kv.apply(KvCommand::cas("k", None, "x"));
-        assert!(matches!(
-            r.result,
-            KvResult::Cas {
-                succeeded: true,
-                ..
-            }
-        ));
+        assert!(matches!(r.result, KvResult::Cas { succeeded: true, .. }));
         let r = kv.apply(KvCommand::cas("k", None, "y"));
-        assert!(matches!(
-            r.result,
-            KvResult::Cas {
-                succeeded: false,
-                ..
-            }
-        ));
+        assert!(matches!(r.result, KvResult::Cas { succeeded: false, .. }));
         let r = kv.apply(KvCommand::cas("k", Some(b"x".to_vec()), "y"));
-        assert!(matches!(
-            r.result,
-            KvResult::Cas {
-                succeeded: true,
-                ..
-            }
-        ));
+        assert!(matches!(r.result, KvResult::Cas { succeeded: true, .. }));
         assert_eq!(
             kv.read(&KvCommand::get("k"))
                 .and_then(|r| r.value().map(<[u8]>::to_vec)),
@@ -492,22 +444,10 @@ mod tests {
             failure: vec![KvCommand::get("a")],
         };
         let r = kv.apply(txn.clone());
-        assert!(matches!(
-            r.result,
-            KvResult::Txn {
-                succeeded: true,
-                ..
-            }
-        ));
+        assert!(matches!(r.result, KvResult::Txn { succeeded: true, .. }));
         assert_eq!(r.revision, 3, "both puts of one txn share a revision");
         let r = kv.apply(txn);
-        assert!(matches!(
-            r.result,
-            KvResult::Txn {
-                succeeded: false,
-                ..
-            }
-        ));
+        assert!(matches!(r.result, KvResult::Txn { succeeded: false, .. }));
         assert_eq!(r.revision, 3);
     }
 

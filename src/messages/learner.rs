@@ -18,8 +18,5 @@ pub enum LearnerMessage {
     Fetch { from: Slot, to: Slot },
     /// The answer: the consecutive decided values from `first_slot` the sender has
     /// (possibly fewer than asked for, possibly none).
-    Fetched {
-        first_slot: Slot,
-        values: Vec<Value>,
-    },
+    Fetched { first_slot: Slot, values: Vec<Value> },
 }

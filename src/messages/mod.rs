@@ -41,9 +41,7 @@ pub type ClientId = u64;
 
 /// A ballot (a "proposal number"): totally ordered, unique per node because the node id
 /// breaks ties. `Ballot::ZERO` is below every ballot a proposer uses.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     pub round: u64,
     pub node: NodeId,

@@ -62,10 +62,7 @@ impl MemoryNetwork {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut guard = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     }
 
@@ -116,8 +113,7 @@ impl Transport for MemoryNetwork {
         let plan = self.with(|s| {
             s.counters.sent += 1;
             let (from, to) = (envelope.from, envelope.to);
-            let cut =
-                s.group.get(&from).copied().unwrap_or(0) != s.group.get(&to).copied().unwrap_or(0);
+            let cut = s.group.get(&from).copied().unwrap_or(0) != s.group.get(&to).copied().unwrap_or(0);
             let target = s.inbound.get(&to).cloned();
             let target = match target {
                 Some(t) if !cut && !s.down.contains(&from) && !s.down.contains(&to) => t,

@@ -1,0 +1,531 @@
+//! # Settings of a process node
+//!
+//! One TOML file describes the whole cluster (every node's peer and HTTP address) and
+//! the tuning every node shares; a process picks its own entry with `--id`. The file is
+//! read with the `config` crate, then `ROLEPAX_`-prefixed environment variables
+//! override top-level keys (`ROLEPAX_DATA_DIR=/srv/rp`, `ROLEPAX_ELECTION_MIN_MS=500`).
+//!
+//! ```toml
+//! cluster_id = "local"
+//! tick_ms = 10            # optional keys: see `Settings` for all of them
+//!
+//! [[nodes]]
+//! id = 1
+//! peer_addr = "127.0.0.1:7101"
+//! http_addr = "127.0.0.1:7201"
+//! ```
+//!
+//! Everything is checked before a node starts: a wrong setting is refused with an
+//! [`Error::Config`] that names the key (and the file) and says what is wrong. Times are
+//! given in milliseconds and turned into ticks of `tick_ms` for the role cores.
+//!
+//! **Left out.** Host names (addresses must be `IP:port`), per-node tuning (only
+//! `data_dir` may differ per node), environment overrides of `[[nodes]]` entries, and
+//! reloading a changed file.
+
+use crate::actors::node::NodeConfig;
+use crate::error::{Error, Result};
+use crate::messages::NodeId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The prefix of environment variables that override top-level keys.
+pub const ENV_PREFIX: &str = "ROLEPAX";
+
+/// One `[[nodes]]` entry as written in the file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: NodeId,
+    peer_addr: String,
+    http_addr: String,
+    #[serde(default)]
+    data_dir: Option<String>,
+}
+
+/// The file as written, before checks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default = "defaults::cluster_id")]
+    cluster_id: String,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+    #[serde(default = "defaults::data_dir")]
+    data_dir: String,
+    #[serde(default = "defaults::tick_ms")]
+    tick_ms: u64,
+    #[serde(default = "defaults::heartbeat_ms")]
+    heartbeat_ms: u64,
+    #[serde(default = "defaults::election_min_ms")]
+    election_min_ms: u64,
+    #[serde(default = "defaults::election_max_ms")]
+    election_max_ms: u64,
+    #[serde(default = "defaults::request_timeout_ms")]
+    request_timeout_ms: u64,
+    #[serde(default = "defaults::retry_interval_ms")]
+    retry_interval_ms: u64,
+    #[serde(default = "defaults::max_batch")]
+    max_batch: usize,
+    #[serde(default = "defaults::max_inflight")]
+    max_inflight: usize,
+    #[serde(default = "defaults::max_frame_bytes")]
+    max_frame_bytes: usize,
+    #[serde(default = "defaults::max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "defaults::snapshot_every")]
+    snapshot_every: u64,
+    #[serde(default = "defaults::log_level")]
+    log_level: String,
+}
+
+/// Defaults of the optional keys (also listed in `config/local-3.toml`).
+pub mod defaults {
+    pub fn cluster_id() -> String {
+        "rolepax".into()
+    }
+    /// `{id}` is replaced by the node's id; relative to the working directory.
+    pub fn data_dir() -> String {
+        "data/node-{id}".into()
+    }
+    pub fn tick_ms() -> u64 {
+        10
+    }
+    pub fn heartbeat_ms() -> u64 {
+        50
+    }
+    pub fn election_min_ms() -> u64 {
+        300
+    }
+    pub fn election_max_ms() -> u64 {
+        600
+    }
+    pub fn request_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn retry_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn max_batch() -> usize {
+        256
+    }
+    pub fn max_inflight() -> usize {
+        32
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 << 20
+    }
+    pub fn max_body_bytes() -> usize {
+        1 << 20
+    }
+    pub fn snapshot_every() -> u64 {
+        10_000
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+/// One node of the cluster, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub id: NodeId,
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// A per-node data directory (overrides the top-level `data_dir`).
+    pub data_dir: Option<String>,
+}
+
+/// The whole file, checked: every value is usable as is.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the settings came from (for messages).
+    pub source: String,
+    pub cluster_id: String,
+    pub nodes: BTreeMap<NodeId, NodeEntry>,
+    pub data_dir: String,
+    pub tick: Duration,
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    pub request_timeout: Duration,
+    pub retry_interval: Duration,
+    pub max_batch: usize,
+    pub max_inflight: usize,
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub snapshot_every: u64,
+    pub log_level: String,
+}
+
+/// What one process runs: the checked settings and its own node.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub settings: Settings,
+    pub me: NodeEntry,
+    pub data_dir: PathBuf,
+}
+
+fn bad(source: &str, key: &str, problem: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{source}: `{key}`: {problem}"))
+}
+
+impl Settings {
+    /// Reads `path` and overrides its top-level keys from `env` (pairs of variable name
+    /// and value; only `ROLEPAX_*` names are used). Pass `std::env::vars()` in a binary.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let source = path.display().to_string();
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "{source}: no such configuration file (give an existing TOML file with --config)"
+            )));
+        }
+        let prefix = format!("{ENV_PREFIX}_");
+        let overrides: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix(ENV_PREFIX).source(Some(overrides)))
+            .build()
+            .and_then(|c| c.try_deserialize::<RawSettings>())
+            .map_err(|e| Error::Config(describe_config_error(&source, &e)))?;
+        Self::check(source, raw)
+    }
+
+    /// Parses TOML text (no environment), for tests and embedding.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let source = "<inline>".to_string();
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<RawSettings>())
+            .map_err(|e| Error::Config(describe_config_error(&source, &e)))?;
+        Self::check(source, raw)
+    }
+
+    fn check(source: String, raw: RawSettings) -> Result<Self> {
+        let s = source.as_str();
+        if raw.cluster_id.trim().is_empty() {
+            return Err(bad(s, "cluster_id", "must not be empty"));
+        }
+        if raw.nodes.is_empty() {
+            return Err(bad(
+                s,
+                "nodes",
+                "no [[nodes]] entry: list every node with id, peer_addr and http_addr",
+            ));
+        }
+        let mut nodes = BTreeMap::new();
+        let mut addrs: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            if n.id == 0 {
+                return Err(bad(s, &format!("nodes[{i}].id"), "must be at least 1"));
+            }
+            if nodes.contains_key(&n.id) {
+                return Err(bad(
+                    s,
+                    &format!("nodes[{i}].id"),
+                    format!("duplicate id {} (ids must be unique)", n.id),
+                ));
+            }
+            let mut parse = |field: &str, text: &str| -> Result<SocketAddr> {
+                let key = format!("nodes[{i}].{field}");
+                let addr: SocketAddr = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(s, &key, format!("{text:?} is not an address like \"127.0.0.1:7101\"")))?;
+                // Port 0 (any free port) may repeat; a real port may not.
+                if addr.port() != 0 {
+                    if let Some(other) = addrs.insert(addr, key.clone()) {
+                        return Err(bad(s, &key, format!("address {addr} is already used by `{other}`")));
+                    }
+                }
+                Ok(addr)
+            };
+            let peer_addr = parse("peer_addr", &n.peer_addr)?;
+            let http_addr = parse("http_addr", &n.http_addr)?;
+            if let Some(d) = &n.data_dir {
+                if d.trim().is_empty() {
+                    return Err(bad(s, &format!("nodes[{i}].data_dir"), "must not be empty"));
+                }
+            }
+            nodes.insert(
+                n.id,
+                NodeEntry {
+                    id: n.id,
+                    peer_addr,
+                    http_addr,
+                    data_dir: n.data_dir.clone(),
+                },
+            );
+        }
+        if raw.data_dir.trim().is_empty() {
+            return Err(bad(s, "data_dir", "must not be empty"));
+        }
+        if raw.tick_ms == 0 {
+            return Err(bad(s, "tick_ms", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("heartbeat_ms", raw.heartbeat_ms),
+            ("election_min_ms", raw.election_min_ms),
+            ("election_max_ms", raw.election_max_ms),
+        ] {
+            if v < raw.tick_ms {
+                return Err(bad(
+                    s,
+                    key,
+                    format!("{v} is shorter than one tick (tick_ms = {})", raw.tick_ms),
+                ));
+            }
+        }
+        if raw.election_min_ms >= raw.election_max_ms {
+            return Err(bad(
+                s,
+                "election_min_ms",
+                format!(
+                    "{} must be below election_max_ms ({})",
+                    raw.election_min_ms, raw.election_max_ms
+                ),
+            ));
+        }
+        if raw.heartbeat_ms >= raw.election_min_ms {
+            return Err(bad(
+                s,
+                "heartbeat_ms",
+                format!(
+                    "{} must be below election_min_ms ({}), or followers time out between heartbeats",
+                    raw.heartbeat_ms, raw.election_min_ms
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("request_timeout_ms", raw.request_timeout_ms),
+            ("retry_interval_ms", raw.retry_interval_ms),
+            ("max_batch", raw.max_batch as u64),
+            ("max_inflight", raw.max_inflight as u64),
+            ("max_body_bytes", raw.max_body_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(bad(s, key, "must be at least 1"));
+            }
+        }
+        if raw.max_frame_bytes < 1024 {
+            return Err(bad(
+                s,
+                "max_frame_bytes",
+                format!("{} is too small (at least 1024)", raw.max_frame_bytes),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log_level) {
+            return Err(bad(
+                s,
+                "log_level",
+                format!("{:?} is not a level or filter: {e}", raw.log_level),
+            ));
+        }
+        let ms = Duration::from_millis;
+        Ok(Settings {
+            source,
+            cluster_id: raw.cluster_id,
+            nodes,
+            data_dir: raw.data_dir,
+            tick: ms(raw.tick_ms),
+            heartbeat: ms(raw.heartbeat_ms),
+            election_min: ms(raw.election_min_ms),
+            election_max: ms(raw.election_max_ms),
+            request_timeout: ms(raw.request_timeout_ms),
+            retry_interval: ms(raw.retry_interval_ms),
+            max_batch: raw.max_batch,
+            max_inflight: raw.max_inflight,
+            max_frame_bytes: raw.max_frame_bytes,
+            max_body_bytes: raw.max_body_bytes,
+            snapshot_every: raw.snapshot_every,
+            log_level: raw.log_level,
+        })
+    }
+
+    /// Picks node `id` (from `--id`); `data_dir` (from `--data-dir`) overrides the file.
+    pub fn for_node(&self, id: NodeId, data_dir: Option<PathBuf>) -> Result<NodeSettings> {
+        let me = self.nodes.get(&id).cloned().ok_or_else(|| {
+            let known: Vec<String> = self.nodes.keys().map(|k| k.to_string()).collect();
+            bad(
+                &self.source,
+                "id",
+                format!("no [[nodes]] entry has id {id} (known ids: {})", known.join(", ")),
+            )
+        })?;
+        let data_dir = data_dir.unwrap_or_else(|| {
+            let pattern = me.data_dir.as_deref().unwrap_or(&self.data_dir);
+            PathBuf::from(pattern.replace("{id}", &id.to_string()))
+        });
+        Ok(NodeSettings {
+            settings: self.clone(),
+            me,
+            data_dir,
+        })
+    }
+
+    /// A number of ticks covering `d` (at least one).
+    fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.tick.as_millis().max(1);
+        (d.as_millis().div_ceil(tick) as u64).max(1)
+    }
+}
+
+impl NodeSettings {
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    /// The other nodes' peer addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.settings
+            .nodes
+            .values()
+            .filter(|n| n.id != self.me.id)
+            .map(|n| (n.id, n.peer_addr))
+            .collect()
+    }
+
+    /// Every node's HTTP address (for clients and `/status`).
+    pub fn http_addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.settings.nodes.values().map(|n| (n.id, n.http_addr)).collect()
+    }
+
+    /// The node's Paxos settings.
+    pub fn node_config(&self) -> NodeConfig {
+        let s = &self.settings;
+        let mut cfg = NodeConfig::new(self.me.id, s.nodes.keys().copied().collect(), self.data_dir.clone());
+        cfg.tick = s.tick;
+        cfg.elector.heartbeat_ticks = s.ticks(s.heartbeat);
+        cfg.elector.election_min_ticks = s.ticks(s.election_min);
+        cfg.elector.election_max_ticks = s.ticks(s.election_max).max(cfg.elector.election_min_ticks + 1);
+        cfg.proposer.max_batch = s.max_batch;
+        cfg.proposer.max_inflight = s.max_inflight;
+        cfg.request_timeout = s.request_timeout;
+        cfg.retry_interval = s.retry_interval;
+        cfg.snapshot_every = s.snapshot_every;
+        cfg
+    }
+}
+
+/// Turns a `config` crate error into a message naming the file and the key.
+fn describe_config_error(source: &str, e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    if text.contains("unknown field") {
+        format!("{source}: {text} (misspelled key?)")
+    } else if text.contains(source) {
+        text
+    } else {
+        format!("{source}: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster_id = "t"
+[[nodes]]
+id = 1
+peer_addr = "127.0.0.1:7101"
+http_addr = "127.0.0.1:7201"
+[[nodes]]
+id = 2
+peer_addr = "127.0.0.1:7102"
+http_addr = "127.0.0.1:7202"
+[[nodes]]
+id = 3
+peer_addr = "127.0.0.1:7103"
+http_addr = "127.0.0.1:7203"
+"#;
+
+    fn err(text: &str) -> String {
+        match Settings::from_toml(text) {
+            Ok(_) => panic!("accepted a bad config:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn config_good_file_converts_to_node_config() {
+        let s = Settings::from_toml(GOOD).expect("good config");
+        let n = s.for_node(2, None).expect("node 2");
+        assert_eq!(n.data_dir, PathBuf::from("data/node-2"));
+        assert_eq!(n.peers().keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        let cfg = n.node_config();
+        assert_eq!(cfg.nodes, vec![1, 2, 3]);
+        assert_eq!(cfg.elector.election_min_ticks, 30);
+        assert_eq!(cfg.elector.election_max_ticks, 60);
+        assert_eq!(cfg.elector.heartbeat_ticks, 5);
+        assert_eq!(cfg.tick, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn config_unknown_id_names_id() {
+        let s = Settings::from_toml(GOOD).expect("good config");
+        let e = s.for_node(9, None).expect_err("no node 9").to_string();
+        assert!(e.contains("`id`") && e.contains('9'), "{e}");
+    }
+
+    #[test]
+    fn config_duplicates_are_refused() {
+        let dup_id = GOOD.replace("id = 3", "id = 2");
+        assert!(err(&dup_id).contains("nodes[2].id"), "{}", err(&dup_id));
+        let dup_addr = GOOD.replace("127.0.0.1:7203", "127.0.0.1:7101");
+        assert!(err(&dup_addr).contains("nodes[2].http_addr"), "{}", err(&dup_addr));
+    }
+
+    #[test]
+    fn config_bad_values_name_their_key() {
+        let cases = [
+            (GOOD.replace("127.0.0.1:7102", "localhost"), "nodes[1].peer_addr"),
+            (format!("tick_ms = 0\n{GOOD}"), "tick_ms"),
+            (
+                format!("election_min_ms = 600\nelection_max_ms = 600\n{GOOD}"),
+                "election_min_ms",
+            ),
+            (format!("heartbeat_ms = 400\n{GOOD}"), "heartbeat_ms"),
+            (format!("max_batch = 0\n{GOOD}"), "max_batch"),
+            (format!("log_level = \"[[\"\n{GOOD}"), "log_level"),
+            (format!("electon_min_ms = 5\n{GOOD}"), "electon_min_ms"),
+            (format!("tick_ms = \"fast\"\n{GOOD}"), "tick_ms"),
+            ("cluster_id = \"x\"".to_string(), "nodes"),
+            ("[[nodes]\nid = ".to_string(), "TOML"),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "expected {key:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn config_env_overrides_top_level_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, GOOD).expect("write");
+        let env = vec![
+            ("ROLEPAX_DATA_DIR".to_string(), "/srv/rp-{id}".to_string()),
+            ("ROLEPAX_ELECTION_MIN_MS".to_string(), "200".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let s = Settings::load(&path, env).expect("load");
+        assert_eq!(s.election_min, Duration::from_millis(200));
+        let n = s.for_node(3, None).expect("node 3");
+        assert_eq!(n.data_dir, PathBuf::from("/srv/rp-3"));
+        let n = s.for_node(3, Some(PathBuf::from("/elsewhere"))).expect("node 3");
+        assert_eq!(n.data_dir, PathBuf::from("/elsewhere"));
+        let bad_env = vec![("ROLEPAX_TICK_MS".to_string(), "0".to_string())];
+        let e = Settings::load(&path, bad_env).expect_err("zero tick");
+        assert!(e.to_string().contains("tick_ms"), "{e}");
+    }
+
+    #[test]
+    fn config_missing_file_is_refused() {
+        let e = Settings::load(Path::new("/nonexistent/rolepax.toml"), Vec::new()).expect_err("missing");
+        assert!(e.to_string().contains("no such configuration file"), "{e}");
+    }
+}

@@ -1,0 +1,255 @@
+//! Scenario tests over in-process clusters: each test is the script of one situation.
+//! After every scenario the nodes' decided logs are compared slot by slot and their
+//! applied sequences checked to be prefixes of one another (`Cluster::check_safety`).
+
+mod common;
+
+use common::*;
+use rolepax::messages::acceptor::PValue;
+use rolepax::messages::{
+    AcceptorReply, AcceptorRequest, Ballot, Command, Envelope, LearnerMessage, PeerMessage, RequestId, Value,
+};
+use rolepax::net::memory::Faults;
+use rolepax::{Cluster, Error, KvCommand};
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn cluster_three_nodes_commit_concurrent_writes() {
+    let c = cluster(3).await;
+    c.wait_for_leader().await.expect("a leader");
+    let nodes: Vec<_> = c.ids().into_iter().map(|id| c.node(id).clone()).collect();
+    let acked = write_concurrently(nodes.clone(), 6, 20, "w").await;
+    assert_eq!(acked.len(), 120, "every write is acknowledged in a healthy cluster");
+    wait_all_present(&nodes, &acked).await;
+    assert!(c.check_safety().await.expect("safety") >= 120);
+}
+
+#[actix_rt::test]
+async fn cluster_five_nodes_commit_concurrent_writes() {
+    let c = cluster(5).await;
+    c.wait_for_leader().await.expect("a leader");
+    let nodes: Vec<_> = c.ids().into_iter().map(|id| c.node(id).clone()).collect();
+    let acked = write_concurrently(nodes.clone(), 10, 10, "w").await;
+    assert_eq!(acked.len(), 100);
+    wait_all_present(&nodes, &acked).await;
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_leader_crash_new_leader_completes_inflight_slots() {
+    let mut c = cluster(3).await;
+    let old = c.wait_for_leader().await.expect("a leader");
+    let follower = c.ids().into_iter().find(|&id| id != old).expect("a follower");
+    let via = c.node(follower).clone();
+    // Writes in flight through a follower while the leader dies under them.
+    let writer = actix_rt::spawn(write_concurrently(vec![via.clone()], 4, 15, "crash"));
+    tokio::time::sleep(Duration::from_millis(50)).await; // let writes get in flight (not an assertion)
+    let before = c.check_safety().await.expect("safety before the crash");
+    c.crash(old);
+    let new = c.wait_for_leader().await.expect("a new leader");
+    assert_ne!(new, old);
+    let acked = writer.await.expect("writer");
+    let survivors: Vec<_> = c.running().into_iter().map(|id| c.node(id).clone()).collect();
+    wait_all_present(&survivors, &acked).await;
+    // The slots decided before the crash keep their values (check_safety compares them
+    // against what is decided now), and there are more of them now.
+    let after = c.check_safety().await.expect("safety after the crash");
+    assert!(after >= before);
+    // The new leader's log has no holes below what it decided.
+    let log = c.node(new).decided_log().await.expect("log");
+    let last = log.keys().next_back().copied().unwrap_or(0);
+    assert!(
+        (0..=last).all(|s| log.contains_key(&s)),
+        "the new leader filled every slot up to {last}"
+    );
+}
+
+#[actix_rt::test]
+async fn cluster_follower_crash_and_restart_catches_up() {
+    let mut c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let follower = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let first = write_concurrently(vec![c.node(leader).clone()], 2, 10, "before").await;
+    c.crash(follower);
+    let missed = write_concurrently(vec![c.node(leader).clone()], 2, 10, "missed").await;
+    assert_eq!(missed.len(), 20, "two of three nodes are a majority");
+    c.restart(follower).await.expect("restart");
+    let back = c.node(follower).clone();
+    wait_all_present(&[back], &[first, missed].concat()).await;
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_minority_partition_stalls_majority_progresses_then_agree() {
+    let c = Cluster::start_with(5, |cfg| {
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.retry_interval = Duration::from_millis(300);
+    })
+    .await
+    .expect("cluster");
+    let leader = c.wait_for_leader().await.expect("a leader");
+    // Cut the leader and one more node off from the other three.
+    let other = c.ids().into_iter().find(|&id| id != leader).expect("another node");
+    let minority = [leader, other];
+    let majority: Vec<_> = c.ids().into_iter().filter(|id| !minority.contains(id)).collect();
+    c.net.partition(&[&minority, &majority]);
+    let stuck = c.node(leader).submit(KvCommand::put("minority", "x")).await;
+    assert!(
+        matches!(stuck, Err(Error::Unavailable(_))),
+        "a minority must not commit, got {stuck:?}"
+    );
+    let new = c
+        .wait_for_leader_among(&majority, DEADLINE)
+        .await
+        .expect("the majority elects a leader");
+    assert!(majority.contains(&new));
+    let acked = write_concurrently(vec![c.node(new).clone()], 2, 10, "majority").await;
+    assert_eq!(acked.len(), 20);
+    c.net.heal();
+    let all: Vec<_> = c.ids().into_iter().map(|id| c.node(id).clone()).collect();
+    wait_all_present(&all, &acked).await;
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_progress_under_twenty_percent_message_loss() {
+    let c = cluster(3).await;
+    c.wait_for_leader().await.expect("a leader");
+    c.net.set_faults(Faults {
+        drop: 0.2,
+        duplicate: 0.05,
+        max_delay: Duration::from_millis(5),
+    });
+    let nodes: Vec<_> = c.ids().into_iter().map(|id| c.node(id).clone()).collect();
+    let acked = write_concurrently(nodes.clone(), 3, 10, "lossy").await;
+    assert!(
+        acked.len() >= 25,
+        "most writes must get through 20% loss, got {}",
+        acked.len()
+    );
+    c.net.set_faults(Faults::default());
+    wait_all_present(&nodes, &acked).await;
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_restart_every_node_keeps_acknowledged_writes() {
+    let mut c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let acked = write_concurrently(vec![c.node(leader).clone()], 3, 10, "durable").await;
+    assert_eq!(acked.len(), 30);
+    for id in c.ids() {
+        c.crash(id);
+    }
+    for id in c.ids() {
+        c.restart(id).await.expect("restart");
+    }
+    let leader = c.wait_for_leader().await.expect("a leader after the restart");
+    for (k, v) in &acked {
+        assert_eq!(
+            get(c.node(leader), k).await.as_deref(),
+            Some(v.as_bytes()),
+            "{k} survived"
+        );
+    }
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_retried_command_is_applied_once() {
+    let c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let node = c.node(leader);
+    let id = RequestId { client: 4242, seq: 1 };
+    let first = node
+        .submit_as(id, 0, &KvCommand::put("k", "mine"))
+        .await
+        .expect("first try");
+    node.submit(KvCommand::put("k", "theirs"))
+        .await
+        .expect("someone else's write");
+    // The client never saw the answer and retries: same id, same answer, not applied again.
+    let retry = node
+        .submit_as(id, 0, &KvCommand::put("k", "mine"))
+        .await
+        .expect("retry");
+    assert_eq!(first, retry);
+    assert_eq!(get(node, "k").await.as_deref(), Some(&b"theirs"[..]));
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_stale_and_unexpected_messages_are_ignored() {
+    let c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    c.node(leader).submit(KvCommand::put("a", "1")).await.expect("write");
+    let follower = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let bogus = Value::Command(Command {
+        id: RequestId { client: 9, seq: 9 },
+        ack_below: 0,
+        payload: vec![1, 2, 3],
+    });
+    let msgs = [
+        // An Accept for an old ballot into slot 0.
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+            call: 1,
+            ballot: Ballot::new(0, 3),
+            first_slot: 0,
+            values: vec![bogus.clone()],
+        }),
+        // A Promise and an Accepted for a ballot never sent.
+        PeerMessage::AcceptorReply(AcceptorReply::Promise {
+            call: 77,
+            ballot: Ballot::new(99, leader),
+            accepted: vec![PValue {
+                slot: 0,
+                ballot: Ballot::new(98, 1),
+                value: bogus.clone(),
+            }],
+        }),
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted {
+            call: 78,
+            ballot: Ballot::new(99, leader),
+            first_slot: 0,
+            count: 1,
+        }),
+        // A rejection of a ballot nobody uses.
+        PeerMessage::AcceptorReply(AcceptorReply::Rejected {
+            call: 79,
+            ballot: Ballot::new(1, 2),
+            promised: Ballot::new(1, 3),
+        }),
+        // Fetches for slots that do not exist and an empty Fetched.
+        PeerMessage::Learner(LearnerMessage::Fetch {
+            from: 1_000_000,
+            to: u64::MAX,
+        }),
+        PeerMessage::Learner(LearnerMessage::Fetched {
+            first_slot: 5_000,
+            values: vec![],
+        }),
+    ];
+    for target in [leader, follower] {
+        let inbound = c.node(target).inbound();
+        for msg in &msgs {
+            for _ in 0..2 {
+                inbound(Envelope {
+                    from: follower,
+                    to: target,
+                    msg: msg.clone(),
+                });
+            }
+        }
+    }
+    // Still the same leader, still serving, and slot 0 keeps its real value everywhere.
+    c.node(leader)
+        .submit(KvCommand::put("b", "2"))
+        .await
+        .expect("still serving");
+    assert_eq!(c.wait_for_leader().await.expect("leader"), leader);
+    for id in c.ids() {
+        let log = c.node(id).decided_log().await.expect("log");
+        assert_ne!(log.get(&0), Some(&bogus));
+    }
+    c.check_safety().await.expect("safety");
+}
