@@ -35,6 +35,25 @@ use std::time::Duration;
 /// The prefix of environment variables that override top-level keys.
 pub const ENV_PREFIX: &str = "ROLEPAX";
 
+/// Top-level keys, `nodes` last (it cannot come from the environment).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "cluster_id",
+    "data_dir",
+    "tick_ms",
+    "heartbeat_ms",
+    "election_min_ms",
+    "election_max_ms",
+    "request_timeout_ms",
+    "retry_interval_ms",
+    "max_batch",
+    "max_inflight",
+    "max_frame_bytes",
+    "max_body_bytes",
+    "snapshot_every",
+    "log_level",
+    "nodes",
+];
+
 /// One `[[nodes]]` entry as written in the file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +204,16 @@ impl Settings {
         }
         let prefix = format!("{ENV_PREFIX}_");
         let overrides: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+        for name in overrides.keys() {
+            let key = name[prefix.len()..].to_ascii_lowercase();
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) || key == "nodes" {
+                return Err(Error::Config(format!(
+                    "environment variable {name}: `{key}` is not a top-level key that can be \
+                     overridden (known: {})",
+                    TOP_LEVEL_KEYS[..TOP_LEVEL_KEYS.len() - 1].join(", ")
+                )));
+            }
+        }
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(config::Environment::with_prefix(ENV_PREFIX).source(Some(overrides)))
@@ -416,8 +445,8 @@ fn describe_config_error(source: &str, e: &config::ConfigError) -> String {
     let text = e.to_string();
     if text.contains("unknown field") {
         format!("{source}: {text} (misspelled key?)")
-    } else if text.contains(source) {
-        text
+    } else if text.contains("TOML parse error") {
+        format!("{source}: not valid TOML: {text}")
     } else {
         format!("{source}: {text}")
     }
@@ -512,6 +541,9 @@ http_addr = "127.0.0.1:7203"
             ("ROLEPAX_ELECTION_MIN_MS".to_string(), "200".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
         ];
+        let typo = vec![("ROLEPAX_TICKS".to_string(), "5".to_string())];
+        let e = Settings::load(&path, typo).expect_err("unknown env key");
+        assert!(e.to_string().contains("ROLEPAX_TICKS"), "{e}");
         let s = Settings::load(&path, env).expect("load");
         assert_eq!(s.election_min, Duration::from_millis(200));
         let n = s.for_node(3, None).expect("node 3");
