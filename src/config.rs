@@ -560,4 +560,12 @@ http_addr = "127.0.0.1:7203"
         let e = Settings::load(Path::new("/nonexistent/rolepax.toml"), Vec::new()).expect_err("missing");
         assert!(e.to_string().contains("no such configuration file"), "{e}");
     }
+
+    #[test]
+    fn config_shipped_local_3_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local-3.toml");
+        let s = Settings::load(&path, Vec::new()).expect("config/local-3.toml");
+        assert_eq!(s.nodes.len(), 3);
+        assert_eq!(s.for_node(3, None).expect("node 3").me.http_addr.port(), 7203);
+    }
 }
