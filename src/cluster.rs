@@ -173,66 +173,66 @@ impl<A: Application + Default> Cluster<A> {
     }
 
     /// The safety check: compares every running node's decided log slot by slot (no
-    /// slot decided two different values) and its applied sequence (each a prefix of
-    /// the longest). Returns the number of slots decided somewhere.
+    /// slot decided two different values) and its applied sequence (each agrees, slot by
+    /// slot, with what was decided, and applies slots consecutively). Panics on a
+    /// violation; returns the number of slots decided somewhere.
     pub async fn check_safety(&self) -> Result<u64> {
-        let mut logs: Vec<(NodeId, BTreeMap<Slot, Value>)> = Vec::new();
-        let mut applied: Vec<(NodeId, Vec<(Slot, Option<RequestId>)>)> = Vec::new();
+        let (decided, violations) = self.safety_violations().await?;
+        assert!(violations.is_empty(), "safety violations:\n{}", violations.join("\n"));
+        Ok(decided)
+    }
+
+    /// Like [`Cluster::check_safety`], but returns the violations it finds instead of
+    /// panicking (with the number of slots decided somewhere).
+    pub async fn safety_violations(&self) -> Result<(u64, Vec<String>)> {
         // Applied sequences first: everything applied was learned before, so it is in
         // the logs read afterwards.
+        let mut applied: Vec<(NodeId, Vec<(Slot, Option<RequestId>)>)> = Vec::new();
         for (&id, node) in &self.nodes {
             applied.push((id, node.applied().await?));
         }
+        let mut logs: Vec<(NodeId, BTreeMap<Slot, Value>)> = Vec::new();
         for (&id, node) in &self.nodes {
             logs.push((id, node.decided_log().await?));
         }
+        let mut violations = Vec::new();
         let mut chosen: BTreeMap<Slot, (NodeId, &Value)> = BTreeMap::new();
         for (id, log) in &logs {
             for (slot, value) in log {
-                if let Some((other, v)) = chosen.get(slot) {
-                    assert_eq!(
-                        *v, value,
+                match chosen.get(slot) {
+                    Some((other, v)) if *v != value => violations.push(format!(
                         "slot {slot}: node {other} decided {v:?} but node {id} decided {value:?}"
-                    );
-                } else {
-                    chosen.insert(*slot, (*id, value));
+                    )),
+                    Some(_) => {}
+                    None => {
+                        chosen.insert(*slot, (*id, value));
+                    }
                 }
             }
         }
-        let longest = applied
-            .iter()
-            .max_by_key(|(_, a)| a.len())
-            .map(|(_, a)| a.clone())
-            .unwrap_or_default();
         for (id, seq) in &applied {
-            // After a restart a node re-applies from its snapshot, so compare by slot.
+            if !seq.windows(2).all(|w| w[1].0 == w[0].0 + 1) {
+                let slots: Vec<Slot> = seq.iter().map(|(s, _)| *s).collect();
+                violations.push(format!("node {id} applied slots out of order: {slots:?}"));
+            }
             for (slot, req) in seq {
-                let expected = longest.iter().find(|(s, _)| s == slot).map(|(_, r)| r);
-                if let Some(expected) = expected {
-                    assert_eq!(
-                        expected, req,
-                        "node {id} applied {req:?} in slot {slot}, another node applied {expected:?}"
-                    );
+                // Compare with the node's own log and with what any node decided.
+                let own = logs.iter().find(|(n, _)| n == id).and_then(|(_, log)| log.get(slot));
+                for decided in [own, chosen.get(slot).map(|(_, v)| *v)] {
+                    let decided = decided.map(|v| match v {
+                        Value::Command(c) => Some(c.id),
+                        Value::Noop => None,
+                    });
+                    if decided != Some(*req) {
+                        violations.push(format!(
+                            "node {id} applied slot {slot} as {req:?}; decided: {decided:?}"
+                        ));
+                    }
                 }
             }
-            let slots: Vec<Slot> = seq.iter().map(|(s, _)| *s).collect();
-            assert!(
-                slots.windows(2).all(|w| w[1] == w[0] + 1),
-                "node {id} applied slots out of order: {slots:?}"
-            );
-            for (slot, req) in seq {
-                let decided = chosen.get(slot).map(|(_, v)| match v {
-                    Value::Command(c) => Some(c.id),
-                    Value::Noop => None,
-                });
-                assert_eq!(
-                    decided,
-                    Some(*req),
-                    "node {id} applied slot {slot} as {req:?}, which is not what was decided"
-                );
-            }
         }
-        Ok(chosen.len() as u64)
+        violations.dedup();
+        Ok((chosen.len() as u64, violations))
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use rolepax::actors::PlantedBugs;
 use rolepax::messages::acceptor::PValue;
 use rolepax::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, Envelope, LearnerMessage, PeerMessage, RequestId, Value,
@@ -252,4 +253,54 @@ async fn cluster_stale_and_unexpected_messages_are_ignored() {
         assert_ne!(log.get(&0), Some(&bogus));
     }
     c.check_safety().await.expect("safety");
+}
+
+/// The scenario of a leader cut off alone while a client writes through it; returns what
+/// the safety check finds and whether the cut-off leader acknowledged the write.
+async fn lone_leader_writes(bugs: PlantedBugs) -> (Vec<String>, bool) {
+    let c = Cluster::<rolepax::KvStore>::start_with(3, |cfg| {
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.retry_interval = Duration::from_millis(300);
+        cfg.bugs = bugs;
+    })
+    .await
+    .expect("cluster");
+    let old = c.wait_for_leader().await.expect("a leader");
+    c.node(old)
+        .submit(KvCommand::put("k", "0"))
+        .await
+        .expect("a first write");
+    let rest: Vec<_> = c.ids().into_iter().filter(|&id| id != old).collect();
+    c.net.partition(&[&[old], &rest]);
+    let lone = c.node(old).submit(KvCommand::put("k", "lone")).await.is_ok();
+    let new = c
+        .wait_for_leader_among(&rest, DEADLINE)
+        .await
+        .expect("the majority elects a leader");
+    c.node(new)
+        .submit(KvCommand::put("k", "majority"))
+        .await
+        .expect("the majority commits");
+    let (_, violations) = c.safety_violations().await.expect("check");
+    (violations, lone)
+}
+
+#[actix_rt::test]
+async fn cluster_safety_check_catches_planted_minority_decision() {
+    // Without the bug: the lone leader cannot commit and nothing is violated.
+    let (violations, lone) = lone_leader_writes(PlantedBugs::default()).await;
+    assert!(!lone, "a lone leader must not acknowledge a write");
+    assert!(violations.is_empty(), "{violations:?}");
+    // With it: the lone leader "decides" alone, the majority decides another value in the
+    // same slot, and the check must say so.
+    let bugs = PlantedBugs {
+        proposer_decides_on_minority: true,
+        ..PlantedBugs::default()
+    };
+    let (violations, lone) = lone_leader_writes(bugs).await;
+    assert!(lone, "the planted bug lets the lone leader acknowledge");
+    assert!(
+        violations.iter().any(|v| v.contains("decided")),
+        "the check must catch the conflicting slot: {violations:?}"
+    );
 }

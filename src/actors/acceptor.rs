@@ -25,7 +25,7 @@
 //! **Left out.** Garbage collection of accepted values below the decided prefix (needs
 //! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
 
-use super::{FromPeer, Halt, Peers};
+use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::acceptor::PValue;
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
 use crate::storage::{AcceptorWrite, Storage};
@@ -37,12 +37,23 @@ use std::collections::BTreeMap;
 pub struct Acceptor {
     promised: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
+    bugs: PlantedBugs,
 }
 
 impl Acceptor {
     /// An acceptor with the state it persisted.
     pub fn restore(promised: Ballot, accepted: BTreeMap<Slot, (Ballot, Value)>) -> Self {
-        Acceptor { promised, accepted }
+        Acceptor {
+            promised,
+            accepted,
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    /// Test-only: plants bugs (see [`PlantedBugs`]).
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     pub fn promised(&self) -> Ballot {
@@ -124,6 +135,9 @@ impl Acceptor {
             "acceptor promise went down from {before} to {}",
             self.promised
         );
+        if self.bugs.acceptor_skips_persist {
+            return (None, out.1);
+        }
         out
     }
 

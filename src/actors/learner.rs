@@ -21,7 +21,7 @@
 
 use super::proposer::Learned;
 use super::state_machine::ApplyBatch;
-use super::{FromPeer, Halt, Peers};
+use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::{LearnerMessage, NodeId, PeerMessage, Slot, Value};
 use crate::storage::Storage;
 use actix::prelude::*;
@@ -74,6 +74,7 @@ pub struct Learner {
     next: Slot,
     /// The highest commit index a leader announced.
     commit: Slot,
+    bugs: PlantedBugs,
     /// Who announced it, to fetch from.
     source: Option<NodeId>,
     /// An outstanding fetch: from which slot, sent when.
@@ -92,7 +93,14 @@ impl Learner {
             commit: 0,
             source: None,
             fetching: None,
+            bugs: PlantedBugs::default(),
         }
+    }
+
+    /// Test-only: plants bugs (see [`PlantedBugs`]).
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     /// The first slot not yet handed to the state machine.
@@ -173,6 +181,9 @@ impl Learner {
                 None if slot < self.next => {} // applied and no longer in memory
                 None => {
                     self.commit = self.commit.max(slot + 1);
+                    if self.bugs.learner_applies_out_of_order {
+                        out.apply.push((slot, value.clone())); // Planted bug: no waiting for gaps.
+                    }
                     out.persist.push((slot, value.clone()));
                     self.log.insert(slot, value);
                 }
@@ -182,6 +193,9 @@ impl Learner {
     }
 
     fn deliver(&mut self, out: &mut LearnerOutput) {
+        if self.bugs.learner_applies_out_of_order {
+            return;
+        }
         let start = self.next;
         while let Some(value) = self.log.get(&self.next) {
             out.apply.push((self.next, value.clone()));

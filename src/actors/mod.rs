@@ -26,6 +26,22 @@ use crate::net::Transport;
 use actix::prelude::*;
 use std::sync::Arc;
 
+/// Deliberately planted bugs, one per role, to show that the safety checks can fail.
+/// **Test-only**: every field is false in any real configuration, and the node's config
+/// file cannot set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// The acceptor answers without asking for its state to be persisted first.
+    pub acceptor_skips_persist: bool,
+    /// The proposer skips phase 1 when it becomes leader (proposes into slots blindly).
+    pub proposer_skips_phase_one: bool,
+    /// The proposer declares a batch decided on the first `Accepted` (a minority).
+    pub proposer_decides_on_minority: bool,
+    /// The learner hands values to the state machine as they come, gaps or not, and the
+    /// state machine applies whatever slot it is given.
+    pub learner_applies_out_of_order: bool,
+}
+
 /// Time, for role cores: every actor with timers gets one `Tick` per `tick` interval.
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "()")]

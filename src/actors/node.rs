@@ -23,7 +23,7 @@ use super::state_machine::{
     GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor, StateMachineStatus,
     Unregister,
 };
-use super::{Halt, LocalRoles, Peers};
+use super::{Halt, LocalRoles, Peers, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
 use crate::error::{Error, Result};
@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub record_applied: bool,
     /// Seeds the elector's randomized timeouts.
     pub seed: u64,
+    /// Test-only planted bugs; all off by default.
+    pub bugs: PlantedBugs,
 }
 
 impl NodeConfig {
@@ -78,6 +80,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             record_applied: false,
             seed: id,
+            bugs: PlantedBugs::default(),
         }
     }
 }
@@ -115,7 +118,8 @@ impl Node {
         let sm = match storage.load_snapshot()? {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
             None => StateMachine::new(A::default()),
-        };
+        }
+        .with_bugs(cfg.bugs);
         tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
 
         let acceptor_ctx = Context::<AcceptorActor>::new();
@@ -136,17 +140,17 @@ impl Node {
         };
         let (leader_tx, leader_rx) = watch::channel(None);
 
-        let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next());
+        let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
         let sm_addr =
             StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied).start();
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
-            Acceptor::restore(promised, accepted),
+            Acceptor::restore(promised, accepted).with_bugs(cfg.bugs),
             storage.clone(),
             peers.clone(),
         ));
         proposer_ctx.run(ProposerActor::new(
-            Proposer::new(cfg.id, nodes, cfg.proposer.clone()),
+            Proposer::new(cfg.id, nodes, cfg.proposer.clone()).with_bugs(cfg.bugs),
             peers.clone(),
             cfg.tick,
         ));

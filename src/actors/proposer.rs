@@ -30,7 +30,7 @@
 //! `from_slot` on; snapshots will bound it).
 
 use super::elector::ProposerEvent;
-use super::{FromPeer, Halt, Peers};
+use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::acceptor::{CallId, PValue};
 use crate::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage, ProposerMessage, Slot, Value,
@@ -131,6 +131,7 @@ pub struct Proposer {
     learned: Slot,
     state: State,
     queue: VecDeque<Command>,
+    bugs: PlantedBugs,
 }
 
 impl Proposer {
@@ -144,7 +145,14 @@ impl Proposer {
             learned: 0,
             state: State::Idle,
             queue: VecDeque::new(),
+            bugs: PlantedBugs::default(),
         }
+    }
+
+    /// Test-only: plants bugs (see [`PlantedBugs`]).
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     /// The ballot this proposer leads (or tries to lead) with.
@@ -214,6 +222,18 @@ impl Proposer {
 
     fn start_prepare(&mut self, ballot: Ballot, out: &mut ProposerOutput) {
         assert_eq!(ballot.node, self.id, "a proposer leads only with its own ballots");
+        if self.bugs.proposer_skips_phase_one {
+            // Planted bug: lead without learning what earlier ballots may have chosen.
+            let (next_slot, last_beacon) = (self.learned, self.now);
+            self.state = State::Leading {
+                ballot,
+                next_slot,
+                inflight: BTreeMap::new(),
+                last_beacon,
+            };
+            out.events.push(ProposerEvent::Elected(ballot));
+            return;
+        }
         let call_id = self.call_id();
         let call = QuorumCall::new(
             self.nodes.iter().copied(),
@@ -355,7 +375,12 @@ impl Proposer {
         };
         let first_slot = *next_slot;
         *next_slot += values.len() as u64;
-        let call = QuorumCall::new(nodes, QuorumRule::Majority, now, u64::MAX);
+        let rule = if self.bugs.proposer_decides_on_minority {
+            QuorumRule::First
+        } else {
+            QuorumRule::Majority
+        };
+        let call = QuorumCall::new(nodes, rule, now, u64::MAX);
         for to in call.targets() {
             let msg = AcceptorRequest::Accept {
                 call: call_id,

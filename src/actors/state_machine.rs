@@ -19,7 +19,7 @@
 //! **Left out.** Truncating the log behind a snapshot and shipping snapshots to a
 //! lagging node (a later issue).
 
-use super::Halt;
+use super::{Halt, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
 use crate::error::Result;
@@ -44,6 +44,7 @@ pub struct StateMachine<A: Application> {
     app: A,
     next: Slot,
     sessions: BTreeMap<ClientId, Session<A::Reply>>,
+    bugs: PlantedBugs,
 }
 
 impl<A: Application + Default> Default for StateMachine<A> {
@@ -52,6 +53,7 @@ impl<A: Application + Default> Default for StateMachine<A> {
             app: A::default(),
             next: 0,
             sessions: BTreeMap::new(),
+            bugs: PlantedBugs::default(),
         }
     }
 }
@@ -62,7 +64,14 @@ impl<A: Application> StateMachine<A> {
             app,
             next: 0,
             sessions: BTreeMap::new(),
+            bugs: PlantedBugs::default(),
         }
+    }
+
+    /// Test-only: plants bugs (see [`PlantedBugs`]).
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     /// The first slot not yet applied.
@@ -76,6 +85,9 @@ impl<A: Application> StateMachine<A> {
 
     /// Applies slot `slot`; returns the request it answered and the outcome, if any.
     pub fn apply(&mut self, slot: Slot, value: Value) -> Option<(RequestId, Outcome<A::Reply>)> {
+        if self.bugs.learner_applies_out_of_order {
+            self.next = slot; // Planted bug: apply whatever slot comes.
+        }
         assert_eq!(
             slot, self.next,
             "state machine must apply slot {} next, got slot {slot}",
@@ -122,6 +134,7 @@ impl<A: Application> StateMachine<A> {
             app: A::restore(&app)?,
             next,
             sessions,
+            bugs: PlantedBugs::default(),
         })
     }
 }
