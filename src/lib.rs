@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod messages;
 pub mod net;
 pub mod quorum;
