@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a node applied, in order: (slot, request or `None` for a no-op).
+pub type AppliedSequence = Vec<(Slot, Option<RequestId>)>;
+
 pub struct Cluster<A: Application + Default = KvStore> {
     pub net: Arc<MemoryNetwork>,
     configs: BTreeMap<NodeId, NodeConfig>,
@@ -132,13 +135,12 @@ impl<A: Application + Default> Cluster<A> {
         let deadline = Instant::now() + timeout;
         loop {
             let leaders: Vec<Option<NodeId>> = ids.iter().map(|&id| self.node(id).leader()).collect();
-            if let Some(Some(l)) = leaders.first() {
-                if ids.contains(l) && leaders.iter().all(|x| *x == Some(*l)) {
-                    let status = self.node(*l).status().await?;
-                    if status.proposer.leading {
-                        return Ok(*l);
-                    }
-                }
+            if let Some(Some(l)) = leaders.first()
+                && ids.contains(l)
+                && leaders.iter().all(|x| *x == Some(*l))
+                && self.node(*l).status().await?.proposer.leading
+            {
+                return Ok(*l);
             }
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable(format!(
@@ -187,7 +189,7 @@ impl<A: Application + Default> Cluster<A> {
     pub async fn safety_violations(&self) -> Result<(u64, Vec<String>)> {
         // Applied sequences first: everything applied was learned before, so it is in
         // the logs read afterwards.
-        let mut applied: Vec<(NodeId, Vec<(Slot, Option<RequestId>)>)> = Vec::new();
+        let mut applied: Vec<(NodeId, AppliedSequence)> = Vec::new();
         for (&id, node) in &self.nodes {
             applied.push((id, node.applied().await?));
         }

@@ -12,6 +12,9 @@ use crate::messages::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// A custom quorum function: the replies so far and the configuration size in, reached or not out.
+pub type QuorumFn<R> = Box<dyn Fn(&BTreeMap<NodeId, R>, usize) -> bool + Send>;
+
 /// When is a quorum reached?
 pub enum QuorumRule<R> {
     /// The first reply.
@@ -23,7 +26,7 @@ pub enum QuorumRule<R> {
     /// At least this many replies.
     Threshold(usize),
     /// A custom quorum function over the replies so far and the configuration size.
-    Custom(Box<dyn Fn(&BTreeMap<NodeId, R>, usize) -> bool + Send>),
+    Custom(QuorumFn<R>),
 }
 
 impl<R> QuorumRule<R> {

@@ -28,6 +28,9 @@ pub struct Storage {
     meta: sled::Tree,
 }
 
+/// Per slot, the (ballot, value) an acceptor accepted.
+pub type AcceptedMap = BTreeMap<Slot, (Ballot, Value)>;
+
 /// What the acceptor must persist before answering.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AcceptorWrite {
@@ -58,7 +61,7 @@ impl Storage {
         Ok(self.db.flush()?)
     }
 
-    pub fn load_acceptor(&self) -> Result<(Ballot, BTreeMap<Slot, (Ballot, Value)>)> {
+    pub fn load_acceptor(&self) -> Result<(Ballot, AcceptedMap)> {
         let promised = match self.acceptor.get(PROMISED)? {
             Some(b) => codec::decode(&b)?,
             None => Ballot::ZERO,

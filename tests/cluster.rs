@@ -44,25 +44,40 @@ async fn cluster_leader_crash_new_leader_completes_inflight_slots() {
     let via = c.node(follower).clone();
     // Writes in flight through a follower while the leader dies under them.
     let writer = actix_rt::spawn(write_concurrently(vec![via.clone()], 4, 15, "crash"));
-    tokio::time::sleep(Duration::from_millis(50)).await; // let writes get in flight (not an assertion)
-    let before = c.check_safety().await.expect("safety before the crash");
+    let leader = c.node(old).clone();
+    eventually_async("the leader decides some slots", || async {
+        leader
+            .status()
+            .await
+            .map(|s| s.learner.next_undecided >= 5)
+            .unwrap_or(false)
+    })
+    .await;
+    // What the old leader knew to be chosen at the moment it died.
+    let chosen_before = c.node(old).decided_log().await.expect("log");
     c.crash(old);
     let new = c.wait_for_leader().await.expect("a new leader");
     assert_ne!(new, old);
     let acked = writer.await.expect("writer");
+    assert!(!acked.is_empty());
     let survivors: Vec<_> = c.running().into_iter().map(|id| c.node(id).clone()).collect();
     wait_all_present(&survivors, &acked).await;
-    // The slots decided before the crash keep their values (check_safety compares them
-    // against what is decided now), and there are more of them now.
-    let after = c.check_safety().await.expect("safety after the crash");
-    assert!(after >= before);
-    // The new leader's log has no holes below what it decided.
+    // Every slot chosen before the crash keeps its value on the new leader.
     let log = c.node(new).decided_log().await.expect("log");
+    for (slot, value) in &chosen_before {
+        assert_eq!(
+            log.get(slot),
+            Some(value),
+            "slot {slot} changed or vanished after the leader crash"
+        );
+    }
+    // The new leader filled every slot below its highest decided one (no-ops for holes).
     let last = log.keys().next_back().copied().unwrap_or(0);
     assert!(
         (0..=last).all(|s| log.contains_key(&s)),
         "the new leader filled every slot up to {last}"
     );
+    c.check_safety().await.expect("safety");
 }
 
 #[actix_rt::test]

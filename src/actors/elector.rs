@@ -188,10 +188,10 @@ impl Elector {
             }
             // A follower's answer: count it, or learn that we were deposed.
             ElectorInput::Peer(from, ElectorMessage::HeartbeatReply { ballot, highest }) => {
-                if let Role::Leader { ballot: b, acks, .. } = &mut self.role {
-                    if *b == ballot {
-                        acks.insert(from, self.now);
-                    }
+                if let Role::Leader { ballot: b, acks, .. } = &mut self.role
+                    && *b == ballot
+                {
+                    acks.insert(from, self.now);
                 }
                 self.maybe_defer_to(highest, &mut out);
             }

@@ -212,10 +212,11 @@ impl Learner {
         if from == self.id || self.commit <= self.next {
             return;
         }
-        if let Some((slot, at)) = self.fetching {
-            if slot == self.next && self.now - at < self.cfg.fetch_retry_ticks {
-                return;
-            }
+        if let Some((slot, at)) = self.fetching
+            && slot == self.next
+            && self.now - at < self.cfg.fetch_retry_ticks
+        {
+            return;
         }
         // Stop at the first slot we already hold, so we do not fetch what we have.
         let held = self.log.range(self.next..).next().map_or(self.commit, |(&s, _)| s);
@@ -281,11 +282,11 @@ impl LearnerActor {
     }
 
     fn emit(&mut self, out: LearnerOutput) {
-        if !out.persist.is_empty() {
-            if let Err(e) = self.storage.append_log(&out.persist) {
-                // The values stay decided at the acceptors; a restart fetches them again.
-                tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot write decided log");
-            }
+        if !out.persist.is_empty()
+            && let Err(e) = self.storage.append_log(&out.persist)
+        {
+            // The values stay decided at the acceptors; a restart fetches them again.
+            tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot write decided log");
         }
         if !out.apply.is_empty() {
             let (first, last) = (out.apply[0].0, out.apply[out.apply.len() - 1].0);

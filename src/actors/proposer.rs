@@ -274,7 +274,8 @@ impl Proposer {
                     accepted,
                 },
             ) if c == *call_id && b == *ballot => {
-                if call.reply(from, accepted) == QuorumStatus::Reached {
+                let reached = call.reply(from, accepted) == QuorumStatus::Reached;
+                if reached {
                     self.become_leader(out);
                 }
             }
