@@ -1,0 +1,312 @@
+//! # rolepax: the command-line client
+//!
+//! Talks to a cluster over its plain HTTP API (`/v1/kv`, `/v1/cas`, `/status`; see
+//! `rolepax::http`) with blocking `ureq` calls. Each command tries the endpoints in
+//! order and moves on when one is down (connection refused, timeout) or answers 503;
+//! any other answer is final. `--help` lists the commands and exit codes.
+//!
+//! A write retried on another endpoint after a timeout or a 503 may be applied twice
+//! (harmless for put and delete; a `cas` may then report a conflict with its own write).
+//!
+//! **Left out.** The etcd gateway (use curl), TLS, prefixes and ranges, watches.
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:7201,http://127.0.0.1:7202,http://127.0.0.1:7203";
+
+const USAGE: &str = "\
+usage: rolepax [--endpoints URL,URL,...] [--timeout SECS] COMMAND
+
+commands:
+  put KEY VALUE            set KEY to VALUE
+  get KEY                  print KEY's value (linearizable read)
+  delete KEY               delete KEY
+  cas KEY EXPECTED NEW     set KEY to NEW only if its value is EXPECTED
+  status                   one row per node: id, role, leader (*), ballot, decided, applied
+
+options:
+  --endpoints URLS   comma-separated node HTTP addresses, tried in order
+                     (default: http://127.0.0.1:7201,7202,7203)
+  --timeout SECS     per-request timeout (default 10)
+  -h, --help         this text
+
+exit codes:
+  0  ok
+  1  key not found (get, delete) or compare failed (cas)
+  2  usage error, or the server refused the request (4xx)
+  3  unavailable: no endpoint answered, or all answered 503";
+
+/// How a command ended; the exit code scripts rely on.
+enum Outcome {
+    Ok,
+    Missing(String),
+    Usage(String),
+    Unavailable(String),
+}
+
+impl Outcome {
+    fn exit(self) -> ExitCode {
+        match self {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::Missing(m) => {
+                eprintln!("rolepax: {m}");
+                ExitCode::from(1)
+            }
+            Outcome::Usage(m) => {
+                eprintln!("rolepax: {m}");
+                ExitCode::from(2)
+            }
+            Outcome::Unavailable(m) => {
+                eprintln!("rolepax: unavailable: {m}");
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+struct Client {
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+}
+
+/// One HTTP answer: status and body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn error(&self) -> String {
+        match self.json().get("error").and_then(Value::as_str) {
+            Some(e) => e.to_string(),
+            None => format!("HTTP {}: {}", self.status, String::from_utf8_lossy(&self.body)),
+        }
+    }
+}
+
+/// Percent-encodes a key for the URL path, keeping `/` (the server matches the rest).
+fn encode_key(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// Sends to each endpoint in turn until one answers something other than 503.
+    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+            let req = self.agent.request(method, &url);
+            let sent = match body {
+                Some(b) => req.send_bytes(b),
+                None => req.call(),
+            };
+            let (status, res) = match sent {
+                Ok(res) => (res.status(), res),
+                Err(ureq::Error::Status(code, res)) => (code, res),
+                Err(ureq::Error::Transport(t)) => {
+                    failures.push(format!("{endpoint}: {t}"));
+                    continue;
+                }
+            };
+            let mut body = Vec::new();
+            if let Err(e) = res.into_reader().read_to_end(&mut body) {
+                failures.push(format!("{endpoint}: reading the answer: {e}"));
+                continue;
+            }
+            let answer = Answer { status, body };
+            if status == 503 {
+                failures.push(format!("{endpoint}: {}", answer.error()));
+                continue;
+            }
+            return Ok(answer);
+        }
+        Err(failures.join("; "))
+    }
+}
+
+fn run(client: &Client, command: &[String]) -> Outcome {
+    let words: Vec<&str> = command.iter().map(String::as_str).collect();
+    let unexpected = |a: &Answer| Outcome::Usage(a.error());
+    match words.as_slice() {
+        ["put", key, value] => {
+            match client.request("PUT", &format!("/v1/kv/{}", encode_key(key)), Some(value.as_bytes())) {
+                Ok(a) if a.status == 200 => {
+                    println!("OK");
+                    Outcome::Ok
+                }
+                Ok(a) => unexpected(&a),
+                Err(e) => Outcome::Unavailable(e),
+            }
+        }
+        ["get", key] => match client.request("GET", &format!("/v1/kv/{}", encode_key(key)), None) {
+            Ok(a) if a.status == 200 => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&a.body).and_then(|_| out.write_all(b"\n"));
+                Outcome::Ok
+            }
+            Ok(a) if a.status == 404 => Outcome::Missing(a.error()),
+            Ok(a) => unexpected(&a),
+            Err(e) => Outcome::Unavailable(e),
+        },
+        ["delete", key] => match client.request("DELETE", &format!("/v1/kv/{}", encode_key(key)), None) {
+            Ok(a) if a.status == 200 => {
+                println!("OK");
+                Outcome::Ok
+            }
+            Ok(a) if a.status == 404 => Outcome::Missing(a.error()),
+            Ok(a) => unexpected(&a),
+            Err(e) => Outcome::Unavailable(e),
+        },
+        ["cas", key, expected, new] => {
+            let body = json!({"expected": expected, "new": new}).to_string();
+            match client.request("POST", &format!("/v1/cas/{}", encode_key(key)), Some(body.as_bytes())) {
+                Ok(a) if a.status == 200 => {
+                    println!("OK");
+                    Outcome::Ok
+                }
+                Ok(a) if a.status == 409 => Outcome::Missing(a.error()),
+                Ok(a) => unexpected(&a),
+                Err(e) => Outcome::Unavailable(e),
+            }
+        }
+        ["status"] => status(client),
+        [] => Outcome::Usage(format!("no command given\n\n{USAGE}")),
+        _ => Outcome::Usage(format!("cannot understand {:?}\n\n{USAGE}", command.join(" "))),
+    }
+}
+
+/// Asks every endpoint (not just the first that answers) for `/status`.
+fn status(client: &Client) -> Outcome {
+    let mut rows = vec![
+        ["ID", "ROLE", "LEADER", "BALLOT", "DECIDED", "APPLIED", "ENDPOINT"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let mut answered = 0;
+    for endpoint in &client.endpoints {
+        let one = Client {
+            agent: client.agent.clone(),
+            endpoints: vec![endpoint.clone()],
+        };
+        let row = match one.request("GET", "/status", None) {
+            Ok(a) if a.status == 200 => {
+                answered += 1;
+                let s = a.json();
+                let num = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+                let id = num(&s["node_id"]);
+                let leads = s["leader_id"].as_u64().is_some() && s["leader_id"] == s["node_id"];
+                let ballot = &s["elector"]["highest_ballot"];
+                vec![
+                    format!("{id}{}", if leads { " *" } else { "" }),
+                    s["role"]
+                        .as_str()
+                        .or_else(|| s["elector"]["role"].as_str())
+                        .unwrap_or("?")
+                        .to_string(),
+                    num(&s["leader_id"]),
+                    format!("{}.{}", num(&ballot["round"]), num(&ballot["node"])),
+                    num(&s["learner"]["next_undecided"]),
+                    num(&s["state_machine"]["applied"]),
+                    endpoint.clone(),
+                ]
+            }
+            Ok(a) => vec![
+                "?".into(),
+                format!("error: {}", a.error()),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                endpoint.clone(),
+            ],
+            Err(_) => vec![
+                "?".into(),
+                "down".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                endpoint.clone(),
+            ],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    if answered == 0 {
+        Outcome::Unavailable("no node answered /status".into())
+    } else {
+        Outcome::Ok
+    }
+}
+
+fn main() -> ExitCode {
+    let mut endpoints = DEFAULT_ENDPOINTS.to_string();
+    let mut timeout = Duration::from_secs(10);
+    let mut command = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "-h" | "--help" if command.is_empty() => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--endpoints" if command.is_empty() => match inline.or_else(|| args.next()) {
+                Some(v) => endpoints = v,
+                None => return Outcome::Usage(format!("--endpoints needs a value\n\n{USAGE}")).exit(),
+            },
+            "--timeout" if command.is_empty() => match inline
+                .or_else(|| args.next())
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                Some(secs) if secs > 0.0 && secs.is_finite() => timeout = Duration::from_secs_f64(secs),
+                _ => return Outcome::Usage(format!("--timeout needs a positive number of seconds\n\n{USAGE}")).exit(),
+            },
+            _ => command.push(arg),
+        }
+    }
+    let endpoints: Vec<String> = endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.contains("://") {
+                e.to_string()
+            } else {
+                format!("http://{e}")
+            }
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Outcome::Usage(format!("--endpoints is empty\n\n{USAGE}")).exit();
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(2).min(timeout))
+        .timeout(timeout)
+        .build();
+    run(&Client { agent, endpoints }, &command).exit()
+}
