@@ -6,8 +6,11 @@
 //! [`Inbound`] callback, which puts it in the right role's mailbox.
 //!
 //! - [`memory`]: an in-process network for tests and `Cluster`, with fault injection.
+//! - [`tcp`]: the network between processes: length-delimited bincode frames over TCP,
+//!   a handshake, one actor per peer connection, bounded queues, reconnect with backoff.
 
 pub mod memory;
+pub mod tcp;
 
 use crate::messages::Envelope;
 use std::sync::Arc;
