@@ -14,6 +14,7 @@ pub mod http;
 pub mod messages;
 pub mod net;
 pub mod quorum;
+pub mod sim;
 pub mod storage;
 
 pub use app::Application;

@@ -20,8 +20,8 @@ use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetEle
 use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
-    GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor, StateMachineStatus,
-    Unregister,
+    ClockCommand, GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor,
+    StateMachineStatus, Unregister,
 };
 use super::{Halt, LocalRoles, Peers, PlantedBugs};
 use crate::app::Application;
@@ -61,6 +61,11 @@ pub struct NodeConfig {
     pub record_applied: bool,
     /// Seeds the elector's randomized timeouts.
     pub seed: u64,
+    /// How often the leader asks the application for a clock command (lock expiry).
+    pub clock_interval: Duration,
+    /// Subtracted from the leader's clock in clock commands, so that a session expires
+    /// later by the replicas' reckoning than by its client's.
+    pub clock_margin: Duration,
     /// Test-only planted bugs; all off by default.
     pub bugs: PlantedBugs,
 }
@@ -80,6 +85,8 @@ impl NodeConfig {
             snapshot_every: 10_000,
             record_applied: false,
             seed: id,
+            clock_interval: Duration::from_millis(250),
+            clock_margin: Duration::from_millis(500),
             bugs: PlantedBugs::default(),
         }
     }
@@ -169,7 +176,7 @@ impl Node {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let client = (cfg.id << 48) ^ (nanos & ((1 << 48) - 1));
-        Ok(NodeHandle {
+        let handle = NodeHandle {
             inner: Arc::new(Inner {
                 cfg,
                 peers,
@@ -179,7 +186,9 @@ impl Node {
                 next_seq: AtomicU64::new(1),
                 outstanding: Mutex::new(BTreeSet::new()),
             }),
-        })
+        };
+        handle.start_clock();
+        Ok(handle)
     }
 }
 
@@ -312,6 +321,40 @@ impl<A: Application> NodeHandle<A> {
             "no quorum answered within {:?}; retry later",
             self.inner.cfg.request_timeout
         )))
+    }
+
+    /// While this node leads, proposes the application's clock command (if any) every
+    /// `clock_interval`. Stops when the node stops.
+    fn start_clock(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.cfg.clock_interval;
+        actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let node = NodeHandle { inner };
+                if !node.inner.sm.connected() {
+                    return;
+                }
+                if node.leader() != Some(node.id()) {
+                    continue;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.saturating_sub(node.inner.cfg.clock_margin).as_millis() as u64)
+                    .unwrap_or(0);
+                let asked = node
+                    .inner
+                    .sm
+                    .send(ClockCommand::<A>(now, std::marker::PhantomData))
+                    .await;
+                if let Ok(Some(command)) = asked
+                    && let Err(e) = node.submit(command).await
+                {
+                    tracing::debug!(node = node.id(), error = %e, "clock command not committed");
+                }
+            }
+        });
     }
 
     /// Answers a read-only command from this node's state, without the log: fast, and

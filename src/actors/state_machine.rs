@@ -170,6 +170,13 @@ impl<A: Application> Message for ReadLocal<A> {
     type Result = Option<A::Reply>;
 }
 
+/// From the node's clock loop: what should the leader propose at this time, if anything?
+pub struct ClockCommand<A: Application>(pub u64, pub std::marker::PhantomData<A>);
+
+impl<A: Application> Message for ClockCommand<A> {
+    type Result = Option<A::Command>;
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StateMachineStatus {
     /// Slots applied (= index of the next slot to apply).
@@ -299,6 +306,14 @@ impl<A: Application> Handler<ReadLocal<A>> for StateMachineActor<A> {
 
     fn handle(&mut self, ReadLocal(cmd): ReadLocal<A>, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.core.read(&cmd))
+    }
+}
+
+impl<A: Application> Handler<ClockCommand<A>> for StateMachineActor<A> {
+    type Result = MessageResult<ClockCommand<A>>;
+
+    fn handle(&mut self, ClockCommand(now_ms, _): ClockCommand<A>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.app().clock_command(now_ms))
     }
 }
 

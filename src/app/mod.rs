@@ -8,6 +8,8 @@
 //! [`StateMachine`]: crate::actors::state_machine::StateMachine
 
 pub mod kv;
+pub mod lock;
+pub mod service;
 
 use crate::error::Result;
 use serde::{Serialize, de::DeserializeOwned};
@@ -25,6 +27,13 @@ pub trait Application: Send + Unpin + 'static {
     /// Answers a read-only command from local state without changing it, or `None` if the
     /// command is not read-only (it must then go through the log).
     fn read(&self, command: &Self::Command) -> Option<Self::Reply>;
+
+    /// A command the leader should propose now that its clock reads `now_ms`, if any
+    /// (the lock service's expiry tick). Time enters the state machine only this way,
+    /// through the log, so every replica agrees on it.
+    fn clock_command(&self, _now_ms: u64) -> Option<Self::Command> {
+        None
+    }
 
     /// The whole state as bytes.
     fn snapshot(&self) -> Vec<u8>;
