@@ -36,7 +36,7 @@ pub type NodeId = u64;
 /// A position in the replicated log. Slots start at 0.
 pub type Slot = u64;
 
-/// A client of the replicated state machine; with [`Command::seq`] it names one request.
+/// A client of the replicated state machine; with a sequence number ([`RequestId`]) it names one request.
 pub type ClientId = u64;
 
 /// A ballot (a "proposal number"): totally ordered, unique per node because the node id
