@@ -1,0 +1,271 @@
+//! The safety invariants, checked after every step of a run against a global view that
+//! no real node has: every acceptance, promise, learned value and applied command of
+//! every node, across crashes.
+//!
+//! | invariant | how it is observed |
+//! |-----------|--------------------|
+//! | one value chosen per slot | every `Accepted` an acceptor core answers is recorded as (slot, ballot, value, acceptor); a value is *chosen* once a majority accepted it at one ballot; a second, different chosen value for the slot is a violation |
+//! | learned ⇒ chosen | every value a learner asks to persist must be the value chosen for its slot |
+//! | applied sequences are prefixes | every state machine's applied (slot, value) sequence, each incarnation from its start, must be a prefix of one canonical sequence |
+//! | acceptor promises | the promised ballot never decreases, not even across a crash and restart, and is never below a ballot the acceptor accepted at |
+//! | phase 1 binds the proposer | a proposer leads ballot `b` only after a majority promised `b`; in each slot it proposes the value those promises forced (the highest-ballot one reported), and never two values for one slot |
+//!
+//! A violation is reported as a message; the run stops there.
+
+use crate::actors::acceptor::Acceptor;
+use crate::messages::acceptor::PValue;
+use crate::messages::{Ballot, NodeId, Slot, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why a run failed: at which step and simulated time, and what broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The step (1-based) after which it was detected: the run of that many steps fails.
+    pub step: u64,
+    pub time_us: u64,
+    pub message: String,
+}
+
+/// What phase 1 of one ballot gathered.
+#[derive(Debug, Default)]
+struct Phase1 {
+    /// The first promise of each acceptor, as the proposer's quorum call keeps it.
+    promises: BTreeMap<NodeId, Vec<PValue>>,
+    /// Per slot, the value the promises forced, once the proposer leads.
+    forced: Option<BTreeMap<Slot, (Ballot, Value)>>,
+}
+
+/// The global view and the invariants over it.
+#[derive(Debug)]
+pub struct Checker {
+    nodes: usize,
+    /// Who accepted which value in each (slot, ballot).
+    accepts: BTreeMap<(Slot, Ballot), (Value, BTreeSet<NodeId>)>,
+    /// The value chosen in each slot (with the first ballot seen to choose it).
+    chosen: BTreeMap<Slot, (Ballot, Value)>,
+    /// The highest ballot each acceptor ever promised, in any incarnation.
+    max_promised: BTreeMap<NodeId, Ballot>,
+    /// The longest applied sequence seen; every other must be a prefix of it.
+    canon: Vec<(Slot, Value)>,
+    /// How far each node's current incarnation has applied.
+    applied: BTreeMap<NodeId, usize>,
+    phase1: BTreeMap<Ballot, Phase1>,
+    /// What each ballot proposed in each slot.
+    proposed: BTreeMap<(Ballot, Slot), Value>,
+}
+
+type Check = Result<(), String>;
+
+impl Checker {
+    pub fn new(nodes: usize) -> Self {
+        Checker {
+            nodes,
+            accepts: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            max_promised: BTreeMap::new(),
+            canon: Vec::new(),
+            applied: BTreeMap::new(),
+            phase1: BTreeMap::new(),
+            proposed: BTreeMap::new(),
+        }
+    }
+
+    fn majority(&self, count: usize) -> bool {
+        count > self.nodes / 2
+    }
+
+    /// Slots with a chosen value.
+    pub fn chosen_slots(&self) -> usize {
+        self.chosen.len()
+    }
+
+    /// The length of the longest applied sequence.
+    pub fn applied_len(&self) -> usize {
+        self.canon.len()
+    }
+
+    /// The acceptor of `node` handled a request; `accepted` are the slots it accepted now.
+    pub fn acceptor_handled(&mut self, node: NodeId, acceptor: &Acceptor, accepted: Option<(Slot, u64)>) -> Check {
+        self.acceptor_promise(node, acceptor)?;
+        let Some((first, count)) = accepted else {
+            return Ok(());
+        };
+        for slot in first..first + count {
+            let Some((ballot, value)) = acceptor.accepted().get(&slot) else {
+                return Err(format!(
+                    "acceptor {node} answered Accepted for slot {slot} but holds nothing there"
+                ));
+            };
+            if *ballot > acceptor.promised() {
+                return Err(format!(
+                    "acceptor {node} accepted slot {slot} at {ballot} above its promise {}",
+                    acceptor.promised()
+                ));
+            }
+            self.record_accept(node, slot, *ballot, value)?;
+        }
+        Ok(())
+    }
+
+    /// An acceptor came back from its disk.
+    pub fn acceptor_restored(&mut self, node: NodeId, acceptor: &Acceptor) -> Check {
+        self.acceptor_promise(node, acceptor)?;
+        for (slot, (ballot, _)) in acceptor.accepted() {
+            if *ballot > acceptor.promised() {
+                return Err(format!(
+                    "acceptor {node} restarted with slot {slot} accepted at {ballot} above its promise {}",
+                    acceptor.promised()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn acceptor_promise(&mut self, node: NodeId, acceptor: &Acceptor) -> Check {
+        let now = acceptor.promised();
+        let max = self.max_promised.entry(node).or_insert(Ballot::ZERO);
+        if now < *max {
+            return Err(format!(
+                "acceptor {node}'s promise went down from {max} to {now} (a promise it made was not durable)"
+            ));
+        }
+        *max = now;
+        Ok(())
+    }
+
+    fn record_accept(&mut self, node: NodeId, slot: Slot, ballot: Ballot, value: &Value) -> Check {
+        let entry = self
+            .accepts
+            .entry((slot, ballot))
+            .or_insert_with(|| (value.clone(), BTreeSet::new()));
+        if &entry.0 != value {
+            return Err(format!(
+                "slot {slot}: two different values accepted at one ballot {ballot}: {:?} and {value:?}",
+                entry.0
+            ));
+        }
+        entry.1.insert(node);
+        let count = entry.1.len();
+        if !self.majority(count) {
+            return Ok(());
+        }
+        match self.chosen.get(&slot) {
+            Some((b, v)) if v != value => Err(format!(
+                "slot {slot}: two values chosen: {v:?} at ballot {b} and {value:?} at ballot {ballot}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.chosen.insert(slot, (ballot, value.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The learner of `node` learned (asks to persist) these values.
+    pub fn learned(&self, node: NodeId, values: &[(Slot, Value)]) -> Check {
+        for (slot, value) in values {
+            match self.chosen.get(slot) {
+                Some((_, v)) if v == value => {}
+                Some((b, v)) => {
+                    return Err(format!(
+                        "learner {node} learned {value:?} in slot {slot}, but {v:?} was chosen (ballot {b})"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "learner {node} learned {value:?} in slot {slot}, which no majority accepted at one ballot"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state machine of `node` applied `value` in `slot`.
+    pub fn applied(&mut self, node: NodeId, slot: Slot, value: &Value) -> Check {
+        let index = self.applied.entry(node).or_insert(0);
+        let at = *index;
+        *index += 1;
+        match self.canon.get(at) {
+            None => {
+                self.canon.push((slot, value.clone()));
+                Ok(())
+            }
+            Some((s, v)) if *s == slot && v == value => Ok(()),
+            Some((s, v)) => Err(format!(
+                "state machine {node} applied slot {slot} = {value:?} as its command #{at}, but another applied slot {s} = {v:?} there"
+            )),
+        }
+    }
+
+    /// A node restarted: its state machine starts over from nothing.
+    pub fn restarted(&mut self, node: NodeId) {
+        self.applied.insert(node, 0);
+    }
+
+    /// A promise for `ballot` reached its proposer while that proposer was in phase 1 of it.
+    pub fn promise_received(&mut self, ballot: Ballot, from: NodeId, accepted: &[PValue]) {
+        self.phase1
+            .entry(ballot)
+            .or_default()
+            .promises
+            .entry(from)
+            .or_insert_with(|| accepted.to_vec());
+    }
+
+    /// The proposer leads `ballot` now: it must hold a majority of promises for it.
+    pub fn proposer_leads(&mut self, node: NodeId, ballot: Ballot) -> Check {
+        let majority = self.nodes / 2 + 1;
+        let phase1 = self.phase1.entry(ballot).or_default();
+        if phase1.forced.is_some() {
+            return Ok(());
+        }
+        if phase1.promises.len() < majority {
+            return Err(format!(
+                "proposer {node} leads ballot {ballot} with {} promise(s); phase 1 needs {majority}",
+                phase1.promises.len()
+            ));
+        }
+        let mut forced: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for pv in phase1.promises.values().flatten() {
+            match forced.get(&pv.slot) {
+                Some((b, _)) if *b >= pv.ballot => {}
+                _ => {
+                    forced.insert(pv.slot, (pv.ballot, pv.value.clone()));
+                }
+            }
+        }
+        phase1.forced = Some(forced);
+        Ok(())
+    }
+
+    /// The proposer of `node` sent an Accept of `values` from `first_slot` at `ballot`.
+    pub fn accept_sent(&mut self, node: NodeId, ballot: Ballot, first_slot: Slot, values: &[Value]) -> Check {
+        let Some(forced) = self.phase1.get(&ballot).and_then(|p| p.forced.as_ref()) else {
+            return Err(format!(
+                "proposer {node} sent Accept at ballot {ballot} without a phase-1 majority of promises"
+            ));
+        };
+        for (slot, value) in (first_slot..).zip(values) {
+            if let Some((b, v)) = forced.get(&slot)
+                && v != value
+            {
+                return Err(format!(
+                    "proposer {node} proposed {value:?} in slot {slot} at ballot {ballot}, but phase 1 forced {v:?} (accepted at {b})"
+                ));
+            }
+            match self.proposed.get(&(ballot, slot)) {
+                Some(v) if v != value => {
+                    return Err(format!(
+                        "proposer {node} proposed two values in slot {slot} at ballot {ballot}: {v:?} and {value:?}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.proposed.insert((ballot, slot), value.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,561 @@
+//! # A deterministic simulator of the whole protocol
+//!
+//! The role cores ([`Acceptor`], [`Proposer`], [`Learner`], [`Elector`],
+//! [`StateMachine`]) are plain state machines: input in, output out, no I/O, no clock,
+//! no randomness of their own. That makes it possible to run N complete nodes on one
+//! thread, with time, the network, disks and failures all simulated, and to replay any
+//! run exactly from a single `u64` seed. This module does that, and checks the safety
+//! of Paxos after every single step.
+//!
+//! ## What is modelled
+//!
+//! *Time* is a number of simulated microseconds. One event queue, ordered by (time,
+//! sequence number), holds everything that will happen: message deliveries, mailbox
+//! messages between the roles of one node, each node's tick (the elector, proposer and
+//! learner tick every `tick_us`, in an order that varies, since in the real node they
+//! are three independent timers), client invocations and retries, and faults. A step
+//! is one event. Nothing else decides the order of anything: there is no `HashMap`
+//! and no wall clock anywhere, and all randomness (network delays, fault choices, the
+//! electors' seeds, the workload) comes from one SplitMix64 ([`SeededRng`]) seeded with
+//! the run's seed.
+//!
+//! *The wiring* is that of `src/actors`: what each actor does with its core's output
+//! is done here in the same order. The acceptor's write reaches the node's disk before
+//! its reply leaves; the proposer's events go to the elector's mailbox and its messages
+//! to the network; the learner persists what it learned, hands ordered values to the
+//! state machine's mailbox and tells the proposer how far it learned; the elector
+//! persists a ballot before ordering its proposer to lead with it, and publishes who
+//! leads. A message a node sends to itself takes the local mailbox (as
+//! `Peers::send` does), never the network. Mailbox messages are events at the current
+//! time, so they run after whatever is already due, in the order they were sent.
+//!
+//! *The network* delivers each message after a random delay, drops some, duplicates
+//! some, and holds some back much longer, which reorders them. A *partition* splits the
+//! nodes into two sides; messages across the cut are dropped, both when sent and when
+//! they arrive, until it heals. Each run draws its own fault rates from its seed.
+//!
+//! *Crashes* drop a node's roles, mailboxes, timers and waiting clients at once. What
+//! survives is the node's simulated *disk*, which holds exactly what the cores' outputs
+//! asked to persist: the acceptor's `AcceptorWrite`s, the learner's learned log
+//! entries, the elector's ballots; nothing else. A restart rebuilds every core from it
+//! through the same constructors `Node::start` uses; the state machine starts empty and
+//! the learner replays the whole persisted log into it (the simulated node never takes
+//! snapshots).
+//!
+//! *Clients* (a few per run) each run one operation at a time: a put, a get or a
+//! compare-and-swap on one of a few keys, sent to a random live node. That node waits
+//! for the answer as `NodeHandle::submit` does: it forwards `Propose` to the leader its
+//! elector names, proposes again every `retry_us` and whenever the leader changes, and
+//! gives up after `request_timeout_us`. Its state machine answers when it applies the
+//! request. Every operation's invocation and response (or timeout, or the crash of the
+//! node it asked) is recorded with simulated times in [`RunReport::history`], for a
+//! linearizability checker.
+//!
+//! ## What is checked
+//!
+//! After every step, the invariants of [`checker`]: at most one value chosen per slot;
+//! every learned value chosen; every applied sequence a prefix of every other; acceptor
+//! promises never decreasing (across restarts too) and never below an accepted ballot;
+//! proposers bound by their phase-1 promises. A panic inside a core (its own
+//! `assert!`s, such as the learner's "decided twice") stops the run and counts as a
+//! violation too: each step runs under `catch_unwind`.
+//!
+//! ## What is not modelled
+//!
+//! The simulator drives the cores, not the actors: actix, tokio, sled, the TCP
+//! transport and the codec on the wire are not exercised (the cluster and TCP tests do
+//! that). Writes are durable the moment they are made (no torn or lost writes, no
+//! group-commit window), state machine snapshots are not taken, and the cluster's
+//! membership never changes. Liveness is not asserted, only reported (operations
+//! answered, slots chosen).
+//!
+//! ## Replaying a seed
+//!
+//! A run is a pure function of its [`SimConfig`], and [`SimConfig::from_seed`] derives
+//! everything but the planted bugs and the cluster size from the seed. A failing run
+//! prints its seed and the one command that replays it, for example
+//!
+//! ```text
+//! ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture
+//! ```
+//!
+//! (with `ROLEPAX_SIM_NODES=…` and `ROLEPAX_SIM_BUGS=…` added when the run had them),
+//! together with the shortest failing prefix: the seed is run again with a step budget,
+//! bisecting for the fewest steps that still fail, and the last events of that prefix
+//! are shown. A long soak is `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim
+//! sim_soak -- --ignored --nocapture`.
+//!
+//! [`Acceptor`]: crate::actors::acceptor::Acceptor
+//! [`Proposer`]: crate::actors::proposer::Proposer
+//! [`Learner`]: crate::actors::learner::Learner
+//! [`Elector`]: crate::actors::elector::Elector
+//! [`StateMachine`]: crate::actors::state_machine::StateMachine
+//! [`SeededRng`]: crate::actors::elector::SeededRng
+
+pub mod checker;
+pub mod history;
+mod world;
+
+pub use checker::Violation;
+pub use history::{OpInput, OpOutput, OpRecord};
+
+use crate::actors::PlantedBugs;
+use crate::actors::elector::SeededRng;
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// How hostile the world is, per run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Faults {
+    /// Chance, in thousandths, that a message between two nodes is lost.
+    pub drop_permille: u64,
+    /// Chance that it is delivered twice.
+    pub dup_permille: u64,
+    /// Chance that it is held back for a long delay (which reorders messages).
+    pub slow_permille: u64,
+    pub delay_min_us: u64,
+    pub delay_max_us: u64,
+    pub slow_min_us: u64,
+    pub slow_max_us: u64,
+    /// Whether nodes crash (and restart after `down_*_us`).
+    pub crashes: bool,
+    /// Whether the network partitions (and heals after `heal_*_us`).
+    pub partitions: bool,
+    /// Time between two faults.
+    pub chaos_min_us: u64,
+    pub chaos_max_us: u64,
+    pub down_min_us: u64,
+    pub down_max_us: u64,
+    pub heal_min_us: u64,
+    pub heal_max_us: u64,
+}
+
+impl Faults {
+    /// A perfect network and no failures.
+    pub fn none() -> Self {
+        Faults {
+            drop_permille: 0,
+            dup_permille: 0,
+            slow_permille: 0,
+            delay_min_us: 100,
+            delay_max_us: 2_000,
+            slow_min_us: 5_000,
+            slow_max_us: 80_000,
+            crashes: false,
+            partitions: false,
+            chaos_min_us: 100_000,
+            chaos_max_us: 600_000,
+            down_min_us: 50_000,
+            down_max_us: 600_000,
+            heal_min_us: 100_000,
+            heal_max_us: 900_000,
+        }
+    }
+}
+
+/// Everything a run depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Cluster size (nodes are numbered 1..=nodes).
+    pub nodes: usize,
+    /// Simulated length of the run.
+    pub duration_us: u64,
+    /// One tick of the role cores' clocks (the node's `tick`).
+    pub tick_us: u64,
+    pub clients: usize,
+    /// Keys the clients use (`k0`, `k1`, ...).
+    pub keys: usize,
+    /// A node proposes a waiting request again after this long.
+    pub retry_us: u64,
+    /// And gives up after this long.
+    pub request_timeout_us: u64,
+    pub faults: Faults,
+    pub bugs: PlantedBugs,
+    /// Stop after this many steps (for shrinking a failure to its shortest prefix).
+    pub max_steps: Option<u64>,
+    /// Record a line per step (slow; for replays and the determinism test).
+    pub trace: bool,
+}
+
+impl SimConfig {
+    /// The configuration a seed stands for: 3 nodes for even seeds, 5 for odd ones, and
+    /// fault rates drawn from the seed (some runs calm, most with crashes, partitions,
+    /// or both).
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = SeededRng::new(seed ^ 0x05EE_D0FF_A175_u64);
+        let mut faults = Faults::none();
+        faults.drop_permille = rng.between(0, 80);
+        faults.dup_permille = rng.between(0, 50);
+        faults.slow_permille = rng.between(0, 100);
+        let profile = rng.between(0, 7);
+        faults.crashes = profile & 1 == 1 || profile == 0;
+        faults.partitions = profile & 2 == 2 || profile == 0;
+        if profile == 4 {
+            // A calm run now and then: no crashes, no partitions.
+            faults.crashes = false;
+            faults.partitions = false;
+        }
+        let chaos = rng.between(150_000, 600_000);
+        faults.chaos_min_us = chaos / 3;
+        faults.chaos_max_us = chaos;
+        SimConfig {
+            seed,
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
+            duration_us: 3_000_000,
+            tick_us: 10_000,
+            clients: 3,
+            keys: 3,
+            retry_us: 100_000,
+            request_timeout_us: 1_000_000,
+            faults,
+            bugs: PlantedBugs::default(),
+            max_steps: None,
+            trace: false,
+        }
+    }
+
+    pub fn with_nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The command that replays this run (planted bugs and cluster size included).
+    pub fn replay_command(&self) -> String {
+        let mut env = format!("ROLEPAX_SIM_SEED={}", self.seed);
+        let base = SimConfig::from_seed(self.seed);
+        if self.nodes != base.nodes {
+            env += &format!(" ROLEPAX_SIM_NODES={}", self.nodes);
+        }
+        let bugs = bug_names(self.bugs);
+        if !bugs.is_empty() {
+            env += &format!(" ROLEPAX_SIM_BUGS={}", bugs.join(","));
+        }
+        let mut cmd = format!("{env} cargo test --test sim sim_replay -- --nocapture");
+        if self.faults != base.faults || self.duration_us != base.duration_us {
+            cmd += "  (note: this run also overrode the seed's faults or duration)";
+        }
+        cmd
+    }
+}
+
+/// The names of the planted bugs that are on, as `ROLEPAX_SIM_BUGS` spells them.
+pub fn bug_names(bugs: PlantedBugs) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if bugs.acceptor_skips_persist {
+        names.push("acceptor_skips_persist");
+    }
+    if bugs.proposer_skips_phase_one {
+        names.push("proposer_skips_phase_one");
+    }
+    if bugs.proposer_decides_on_minority {
+        names.push("proposer_decides_on_minority");
+    }
+    if bugs.learner_applies_out_of_order {
+        names.push("learner_applies_out_of_order");
+    }
+    names
+}
+
+/// Parses a comma-separated list of planted bug names (`ROLEPAX_SIM_BUGS`).
+pub fn parse_bugs(list: &str) -> Result<PlantedBugs, String> {
+    let mut bugs = PlantedBugs::default();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match name {
+            "acceptor_skips_persist" => bugs.acceptor_skips_persist = true,
+            "proposer_skips_phase_one" => bugs.proposer_skips_phase_one = true,
+            "proposer_decides_on_minority" => bugs.proposer_decides_on_minority = true,
+            "learner_applies_out_of_order" => bugs.learner_applies_out_of_order = true,
+            other => return Err(format!("unknown planted bug {other:?}")),
+        }
+    }
+    Ok(bugs)
+}
+
+/// Counters of one run (or of many, added up).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub elections: u64,
+    /// Operations answered.
+    pub ops_ok: u64,
+    /// Operations timed out or lost with their node.
+    pub ops_unknown: u64,
+    pub chosen_slots: u64,
+    /// The longest applied sequence.
+    pub applied: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.messages_sent += o.messages_sent;
+        self.messages_dropped += o.messages_dropped;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.elections += o.elections;
+        self.ops_ok += o.ops_ok;
+        self.ops_unknown += o.ops_unknown;
+        self.chosen_slots += o.chosen_slots;
+        self.applied += o.applied;
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub config: SimConfig,
+    pub steps: u64,
+    pub sim_time_us: u64,
+    /// A hash of every step (time, sequence number, what happened where) and of the end
+    /// state: two runs of one configuration must agree on it.
+    pub digest: u64,
+    pub violation: Option<Violation>,
+    pub history: Vec<OpRecord>,
+    /// One line per step, if the configuration asked for it.
+    pub trace: Vec<String>,
+    pub stats: Stats,
+}
+
+thread_local! {
+    static IN_SIM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the default panic hook quiet for panics inside simulated steps (they are
+/// caught and reported as violations); other panics print as usual.
+fn quiet_panics_in_sim() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_SIM.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs one simulation to its end (or its step budget, or its first violation).
+pub fn run(cfg: &SimConfig) -> RunReport {
+    quiet_panics_in_sim();
+    IN_SIM.with(|f| f.set(true));
+    let mut world = world::World::new(cfg);
+    let mut violation = match catch_unwind(AssertUnwindSafe(|| world.boot())) {
+        Ok(Ok(())) => None,
+        Ok(Err(message)) => Some(Violation {
+            step: 0,
+            time_us: 0,
+            message,
+        }),
+        Err(p) => Some(Violation {
+            step: 0,
+            time_us: 0,
+            message: format!("a core panicked: {}", panic_message(p.as_ref())),
+        }),
+    };
+    let mut time = 0;
+    while violation.is_none() {
+        if cfg.max_steps.is_some_and(|max| world.steps >= max) {
+            break;
+        }
+        match catch_unwind(AssertUnwindSafe(|| world.step())) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => break,
+            Ok(Err(v)) => violation = Some(v),
+            Err(p) => {
+                violation = Some(Violation {
+                    step: world.steps,
+                    time_us: time,
+                    message: format!("a core panicked: {}", panic_message(p.as_ref())),
+                })
+            }
+        }
+        time = world.now();
+    }
+    IN_SIM.with(|f| f.set(false));
+    world.finish();
+    RunReport {
+        config: cfg.clone(),
+        steps: world.steps,
+        sim_time_us: world.now(),
+        digest: world.digest,
+        violation,
+        history: std::mem::take(&mut world.history),
+        trace: world.trace.take().unwrap_or_default(),
+        stats: world.stats.clone(),
+    }
+}
+
+/// The fewest steps of `cfg`'s run that still end in a violation (bisecting over step
+/// budgets), given that the full run failed at step `failed_at`.
+pub fn shortest_failing_prefix(cfg: &SimConfig, failed_at: u64) -> u64 {
+    let fails = |steps: u64| {
+        let mut c = cfg.clone();
+        c.max_steps = Some(steps);
+        c.trace = false;
+        run(&c).violation.is_some()
+    };
+    let (mut lo, mut hi) = (0, failed_at);
+    if fails(0) {
+        return 0;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fails(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// A failed run, and everything needed to replay it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub report: RunReport,
+}
+
+impl Failure {
+    pub fn seed(&self) -> u64 {
+        self.report.config.seed
+    }
+
+    pub fn violation(&self) -> &Violation {
+        self.report.violation.as_ref().expect("a failure has a violation")
+    }
+
+    /// The full story: seed, replay command, violation, shortest failing prefix and the
+    /// last steps of it. Runs the seed again a few times to find the prefix.
+    pub fn explain(&self) -> String {
+        let cfg = &self.report.config;
+        let v = self.violation();
+        let prefix = shortest_failing_prefix(cfg, v.step);
+        let mut traced = cfg.clone();
+        traced.max_steps = Some(prefix);
+        traced.trace = true;
+        let tail = run(&traced).trace;
+        let from = tail.len().saturating_sub(25);
+        let mut s = format!(
+            "SIMULATION FAILED: seed {} ({} nodes, bugs: {:?})\n  violation at step {} (t={}us): {}\n  replay: {}\n  shortest failing prefix: {} steps (of {} run); its last steps:\n",
+            cfg.seed,
+            cfg.nodes,
+            bug_names(cfg.bugs),
+            v.step,
+            v.time_us,
+            v.message,
+            cfg.replay_command(),
+            prefix,
+            self.report.steps,
+        );
+        for line in &tail[from..] {
+            let mut line = line.clone();
+            if line.len() > 300 {
+                let mut cut = 300;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+                line += "…";
+            }
+            s += &format!("    {line}\n");
+        }
+        s
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.violation();
+        write!(
+            f,
+            "seed {}: {} (step {}); replay: {}",
+            self.seed(),
+            v.message,
+            v.step,
+            self.report.config.replay_command()
+        )
+    }
+}
+
+/// The outcome of many runs.
+#[derive(Clone, Debug, Default)]
+pub struct Exploration {
+    pub runs: u64,
+    pub steps: u64,
+    pub elapsed: Duration,
+    pub stats: Stats,
+    /// The first failing run, if any (exploring stops there).
+    pub failure: Option<Failure>,
+}
+
+impl Exploration {
+    pub fn steps_per_second(&self) -> f64 {
+        self.steps as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Exploration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered, {} unknown, {} slots chosen, {} crashes, {} partitions, {} elections",
+            self.runs,
+            self.steps,
+            self.elapsed,
+            self.steps_per_second(),
+            self.stats.ops_ok,
+            self.stats.ops_unknown,
+            self.stats.chosen_slots,
+            self.stats.crashes,
+            self.stats.partitions,
+            self.stats.elections,
+        )?;
+        if let Some(failure) = &self.failure {
+            write!(f, "; FAILED: {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every seed of `seeds` through `config`, stopping at the first failure.
+pub fn explore(seeds: impl IntoIterator<Item = u64>, config: impl Fn(u64) -> SimConfig) -> Exploration {
+    let start = Instant::now();
+    let mut ex = Exploration::default();
+    for seed in seeds {
+        let report = run(&config(seed));
+        ex.runs += 1;
+        ex.steps += report.steps;
+        ex.stats.add(&report.stats);
+        if report.violation.is_some() {
+            ex.failure = Some(Failure { report });
+            break;
+        }
+    }
+    ex.elapsed = start.elapsed();
+    ex
+}

@@ -1,0 +1,782 @@
+//! The simulated world: N nodes made of the five role cores, one event queue, a faulty
+//! network, a disk per node, crashes, partitions, and clients. Everything here runs on
+//! one thread and draws randomness from one seeded generator.
+
+use super::checker::{Checker, Violation};
+use super::history::{OpInput, OpOutput, OpRecord};
+use super::{SimConfig, Stats};
+use crate::actors::PlantedBugs;
+use crate::actors::acceptor::Acceptor;
+use crate::actors::elector::{Elector, ElectorConfig, ElectorInput, ElectorOutput, ProposerEvent, SeededRng};
+use crate::actors::learner::{Learner, LearnerConfig, LearnerInput, LearnerOutput};
+use crate::actors::proposer::{ElectorOrder, Proposer, ProposerConfig, ProposerInput, ProposerOutput};
+use crate::actors::state_machine::StateMachine;
+use crate::app::kv::{KvCommand, KvResult, KvStore};
+use crate::codec;
+use crate::messages::{
+    AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, LearnerMessage, NodeId, PeerMessage,
+    ProposerMessage, RequestId, Slot, Value,
+};
+use crate::storage::AcceptorWrite;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a node keeps across a crash: exactly what the cores asked to persist.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    promised: Ballot,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+    log: BTreeMap<Slot, Value>,
+    ballot: Ballot,
+}
+
+impl Disk {
+    fn write_acceptor(&mut self, w: AcceptorWrite) {
+        if let Some(b) = w.promised {
+            self.promised = b;
+        }
+        for (slot, ballot, value) in w.accepted {
+            self.accepted.insert(slot, (ballot, value));
+        }
+    }
+}
+
+/// The roles of a running node: lost on a crash.
+struct Roles {
+    acceptor: Acceptor,
+    proposer: Proposer,
+    learner: Learner,
+    elector: Elector,
+    sm: StateMachine<KvStore>,
+}
+
+/// A client request this node waits on (as `NodeHandle::submit` does).
+struct Pending {
+    client: usize,
+    command: Command,
+    deadline: u64,
+}
+
+struct SimNode {
+    id: NodeId,
+    /// Bumped on every crash, so a crashed incarnation's timers and mailboxes go silent.
+    incarnation: u64,
+    roles: Option<Roles>,
+    disk: Disk,
+    leader: Option<NodeId>,
+    pending: BTreeMap<RequestId, Pending>,
+}
+
+/// A message between two roles of one node (an actor mailbox).
+#[derive(Debug)]
+enum Local {
+    Peer(NodeId, PeerMessage),
+    Order(ElectorOrder),
+    Event(ProposerEvent),
+    Learned(Slot),
+    Apply(Vec<(Slot, Value)>),
+}
+
+#[derive(Debug)]
+enum Event {
+    /// The network delivers a message.
+    Net {
+        from: NodeId,
+        to: NodeId,
+        msg: PeerMessage,
+    },
+    /// A mailbox of one incarnation of a node.
+    Local {
+        node: NodeId,
+        inc: u64,
+        msg: Local,
+    },
+    /// The tick of a node's roles.
+    Tick {
+        node: NodeId,
+        inc: u64,
+    },
+    /// A client starts its next operation.
+    Invoke {
+        client: usize,
+    },
+    /// A node retries (or gives up on) a client request.
+    Retry {
+        node: NodeId,
+        inc: u64,
+        id: RequestId,
+    },
+    /// Something bad happens.
+    Chaos,
+    Restart {
+        node: NodeId,
+    },
+    Heal,
+}
+
+struct Client {
+    id: u64,
+    seq: u64,
+    /// The last value this client saw per key (`None`: absent), for plausible CAS.
+    seen: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The index of its operation in flight in the history.
+    op: Option<usize>,
+}
+
+pub(crate) struct World {
+    cfg: SimConfig,
+    bugs: PlantedBugs,
+    rng: SeededRng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    ids: Vec<NodeId>,
+    /// The side of the partition each node is on (all 0: no partition).
+    side: Vec<u8>,
+    clients: Vec<Client>,
+    pub(crate) history: Vec<OpRecord>,
+    pub(crate) checker: Checker,
+    pub(crate) steps: u64,
+    pub(crate) digest: u64,
+    pub(crate) trace: Option<Vec<String>>,
+    pub(crate) stats: Stats,
+    elector_cfg: ElectorConfig,
+    proposer_cfg: ProposerConfig,
+    learner_cfg: LearnerConfig,
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl World {
+    pub(crate) fn new(cfg: &SimConfig) -> Self {
+        let n = cfg.nodes;
+        let ids: Vec<NodeId> = (1..=n as u64).collect();
+        let mut w = World {
+            cfg: cfg.clone(),
+            bugs: cfg.bugs,
+            rng: SeededRng::new(cfg.seed),
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: Vec::new(),
+            ids: ids.clone(),
+            side: vec![0; n],
+            clients: Vec::new(),
+            history: Vec::new(),
+            checker: Checker::new(n),
+            steps: 0,
+            digest: 0xcbf2_9ce4_8422_2325,
+            trace: cfg.trace.then(Vec::new),
+            stats: Stats::default(),
+            elector_cfg: ElectorConfig::default(),
+            proposer_cfg: ProposerConfig::default(),
+            learner_cfg: LearnerConfig::default(),
+        };
+        for &id in &ids {
+            w.nodes.push(SimNode {
+                id,
+                incarnation: 0,
+                roles: None,
+                disk: Disk::default(),
+                leader: None,
+                pending: BTreeMap::new(),
+            });
+        }
+        for client in 0..cfg.clients {
+            w.clients.push(Client {
+                id: 1000 + client as u64,
+                seq: 0,
+                seen: BTreeMap::new(),
+                op: None,
+            });
+            let at = w.rng.between(0, 50 * cfg.tick_us);
+            w.schedule(at, Event::Invoke { client });
+        }
+        if cfg.faults.crashes || cfg.faults.partitions {
+            let at = w.rng.between(cfg.faults.chaos_min_us, cfg.faults.chaos_max_us);
+            w.schedule(at, Event::Chaos);
+        }
+        w
+    }
+
+    /// Boots every node (the first incarnation); a violation here is reported like any other.
+    pub(crate) fn boot(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            self.start_node(i)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    fn schedule(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn mix(&mut self, x: u64) {
+        for b in x.to_le_bytes() {
+            self.digest = (self.digest ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    fn idx(&self, id: NodeId) -> usize {
+        (id - 1) as usize
+    }
+
+    fn chance(&mut self, permille: u64) -> bool {
+        permille > 0 && self.rng.between(0, 999) < permille
+    }
+
+    /// Runs one event. `Ok(false)`: the run is over.
+    pub(crate) fn step(&mut self) -> Result<bool, Violation> {
+        let Some(((at, seq), ev)) = self.queue.pop_first() else {
+            return Ok(false);
+        };
+        if at > self.cfg.duration_us {
+            return Ok(false);
+        }
+        self.now = at;
+        self.steps += 1;
+        self.mix(at);
+        self.mix(seq);
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("#{} t={}us {:?}", self.steps, at, ev));
+        }
+        self.handle(ev).map_err(|message| Violation {
+            step: self.steps,
+            time_us: self.now,
+            message,
+        })?;
+        Ok(true)
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Net { from, to, msg } => {
+                let i = self.idx(to);
+                if self.nodes[i].roles.is_none() || self.side[i] != self.side[self.idx(from)] {
+                    self.stats.messages_dropped += 1;
+                    return Ok(());
+                }
+                self.mix(1);
+                self.mix(from * 16 + to);
+                self.deliver(i, from, msg)
+            }
+            Event::Local { node, inc, msg } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(2);
+                self.mix(node);
+                match msg {
+                    Local::Peer(from, m) => self.deliver(i, from, m),
+                    Local::Order(ElectorOrder::Lead(b)) => self.run_proposer(i, ProposerInput::Lead(b)),
+                    Local::Order(ElectorOrder::StepDown) => self.run_proposer(i, ProposerInput::StepDown),
+                    Local::Event(e) => self.run_elector(i, ElectorInput::Proposer(e)),
+                    Local::Learned(s) => self.run_proposer(i, ProposerInput::Learned(s)),
+                    Local::Apply(batch) => self.apply(i, batch),
+                }
+            }
+            Event::Tick { node, inc } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(3);
+                self.mix(node);
+                let next = self.now + self.cfg.tick_us;
+                self.schedule(next, Event::Tick { node, inc });
+                // The three timers are independent actors: their order varies.
+                let first = self.rng.between(0, 2);
+                for k in 0..3 {
+                    match (first + k) % 3 {
+                        0 => self.run_elector(i, ElectorInput::Tick)?,
+                        1 => self.run_proposer(i, ProposerInput::Tick)?,
+                        _ => {
+                            let out = self.roles(i).learner.handle(LearnerInput::Tick);
+                            self.emit_learner(i, out)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Event::Invoke { client } => {
+                self.mix(4);
+                self.invoke(client);
+                Ok(())
+            }
+            Event::Retry { node, inc, id } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(5);
+                self.retry(i, id);
+                Ok(())
+            }
+            Event::Chaos => {
+                self.mix(6);
+                self.chaos()
+            }
+            Event::Restart { node } => {
+                self.mix(7);
+                self.mix(node);
+                let i = self.idx(node);
+                self.start_node(i)
+            }
+            Event::Heal => {
+                self.mix(8);
+                self.side.iter_mut().for_each(|s| *s = 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn roles(&mut self, i: usize) -> &mut Roles {
+        self.nodes[i]
+            .roles
+            .as_mut()
+            .expect("events for a crashed node are filtered before they get here")
+    }
+
+    // ---- the network ------------------------------------------------------------------
+
+    /// Sends like `Peers::send`: to itself through the local mailbox, else over the network.
+    fn send(&mut self, i: usize, to: NodeId, msg: PeerMessage) {
+        let from = self.nodes[i].id;
+        self.stats.messages_sent += 1;
+        if to == from {
+            let inc = self.nodes[i].incarnation;
+            let now = self.now;
+            self.schedule(
+                now,
+                Event::Local {
+                    node: from,
+                    inc,
+                    msg: Local::Peer(from, msg),
+                },
+            );
+            return;
+        }
+        for b in brief(&msg).bytes() {
+            self.mix(u64::from(b));
+        }
+        let f = self.cfg.faults.clone();
+        if self.side[i] != self.side[self.idx(to)] || self.chance(f.drop_permille) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.chance(f.dup_permille) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = if self.chance(f.slow_permille) {
+                self.rng.between(f.slow_min_us, f.slow_max_us)
+            } else {
+                self.rng.between(f.delay_min_us, f.delay_max_us)
+            };
+            let at = self.now + delay;
+            self.schedule(
+                at,
+                Event::Net {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn send_all(&mut self, i: usize, out: Vec<(NodeId, PeerMessage)>) {
+        for (to, msg) in out {
+            self.send(i, to, msg);
+        }
+    }
+
+    fn local(&mut self, i: usize, msg: Local) {
+        let (node, inc, now) = (self.nodes[i].id, self.nodes[i].incarnation, self.now);
+        self.schedule(now, Event::Local { node, inc, msg });
+    }
+
+    /// Hands a message to the role that handles it (`LocalRoles::deliver`).
+    fn deliver(&mut self, i: usize, from: NodeId, msg: PeerMessage) -> Result<(), String> {
+        match msg {
+            PeerMessage::AcceptorRequest(req) => self.on_acceptor(i, from, req),
+            PeerMessage::AcceptorReply(reply) => self.run_proposer(i, ProposerInput::Reply(from, reply)),
+            PeerMessage::Learner(m) => {
+                let out = self.roles(i).learner.handle(LearnerInput::Peer(from, m));
+                self.emit_learner(i, out)
+            }
+            PeerMessage::Elector(m) => self.run_elector(i, ElectorInput::Peer(from, m)),
+            PeerMessage::Proposer(ProposerMessage::Propose { command }) => {
+                self.run_proposer(i, ProposerInput::Propose(command))
+            }
+        }
+    }
+
+    // ---- the roles, wired as their actors are ------------------------------------------
+
+    /// `AcceptorActor`: write first, then reply.
+    fn on_acceptor(&mut self, i: usize, from: NodeId, req: AcceptorRequest) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        let (write, reply) = self.roles(i).acceptor.handle(req);
+        let accepted = match &reply {
+            AcceptorReply::Accepted { first_slot, count, .. } => Some((*first_slot, *count)),
+            _ => None,
+        };
+        let node = &mut self.nodes[i];
+        let roles = node.roles.as_ref().expect("running");
+        self.checker.acceptor_handled(id, &roles.acceptor, accepted)?;
+        if let Some(write) = write {
+            node.disk.write_acceptor(write);
+        }
+        self.send(i, from, PeerMessage::AcceptorReply(reply));
+        Ok(())
+    }
+
+    /// `ProposerActor::run`, watched by the phase-1 checks.
+    fn run_proposer(&mut self, i: usize, input: ProposerInput) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        let p = &self.roles(i).proposer;
+        let (before, was_leading) = (p.ballot(), p.is_leading());
+        if let (Some(b), false, ProposerInput::Reply(from, AcceptorReply::Promise { ballot, accepted, .. })) =
+            (before, was_leading, &input)
+            && *ballot == b
+        {
+            self.checker.promise_received(b, *from, accepted);
+        }
+        let out: ProposerOutput = self.roles(i).proposer.handle(input);
+        let p = &self.roles(i).proposer;
+        if let (true, Some(b)) = (p.is_leading(), p.ballot())
+            && !(was_leading && before == Some(b))
+        {
+            self.checker.proposer_leads(id, b)?;
+        }
+        let mut checked = BTreeSet::new();
+        for (_, msg) in &out.send {
+            if let PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+                call,
+                ballot,
+                first_slot,
+                values,
+            }) = msg
+                && checked.insert(*call)
+            {
+                self.checker.accept_sent(id, *ballot, *first_slot, values)?;
+            }
+        }
+        for event in out.events {
+            if let ProposerEvent::Elected(_) = event {
+                self.stats.elections += 1;
+            }
+            self.local(i, Local::Event(event));
+        }
+        self.send_all(i, out.send);
+        Ok(())
+    }
+
+    /// `LearnerActor::emit`: persist, feed the state machine, tell the proposer, send.
+    fn emit_learner(&mut self, i: usize, out: LearnerOutput) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        if !out.persist.is_empty() {
+            self.checker.learned(id, &out.persist)?;
+            let disk = &mut self.nodes[i].disk;
+            for (slot, value) in out.persist {
+                disk.log.insert(slot, value);
+            }
+        }
+        if !out.apply.is_empty() {
+            self.local(i, Local::Apply(out.apply));
+        }
+        if let Some(slot) = out.learned {
+            self.local(i, Local::Learned(slot));
+        }
+        self.send_all(i, out.send);
+        Ok(())
+    }
+
+    /// `ElectorActor::run`: persist the ballot, publish the leader, order the proposer, send.
+    fn run_elector(&mut self, i: usize, input: ElectorInput) -> Result<(), String> {
+        let out: ElectorOutput = self.roles(i).elector.handle(input);
+        if let Some(ballot) = out.persist {
+            self.nodes[i].disk.ballot = ballot;
+        }
+        if let Some(leader) = out.leader {
+            self.nodes[i].leader = leader;
+            // `submit` proposes again as soon as the leader changes.
+            if leader.is_some() {
+                let ids: Vec<RequestId> = self.nodes[i].pending.keys().copied().collect();
+                for id in ids {
+                    self.propose(i, id);
+                }
+            }
+        }
+        if let Some(order) = out.order {
+            self.local(i, Local::Order(order));
+        }
+        self.send_all(i, out.send);
+        Ok(())
+    }
+
+    /// `StateMachineActor`'s `ApplyBatch`: apply in order, answer waiting clients.
+    fn apply(&mut self, i: usize, batch: Vec<(Slot, Value)>) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        for (slot, value) in batch {
+            if slot < self.roles(i).sm.next() {
+                continue;
+            }
+            self.checker.applied(id, slot, &value)?;
+            let Some((rid, outcome)) = self.roles(i).sm.apply(slot, value) else {
+                continue;
+            };
+            if let Some(p) = self.nodes[i].pending.remove(&rid) {
+                let output = match outcome {
+                    Ok(reply) => match reply.result {
+                        KvResult::Range { .. } => OpOutput::Got(reply.value().map(<[u8]>::to_vec)),
+                        KvResult::Put { .. } => OpOutput::Put,
+                        KvResult::Cas { succeeded, .. } => OpOutput::Cas(succeeded),
+                        other => OpOutput::Error(format!("unexpected result {other:?}")),
+                    },
+                    Err(e) => OpOutput::Error(e),
+                };
+                self.complete(p.client, output);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- crashes and restarts -------------------------------------------------------------
+
+    /// Starts a node from its disk, as `Node::start` does with no snapshot.
+    fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let bugs = self.bugs;
+        let id = self.nodes[i].id;
+        let seed = self.rng.next_u64();
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        node.leader = None;
+        let disk = &node.disk;
+        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone()).with_bugs(bugs);
+        let sm = StateMachine::new(KvStore::new()).with_bugs(bugs);
+        let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next()).with_bugs(bugs);
+        let elector = Elector::new(
+            id,
+            self.ids.clone(),
+            self.elector_cfg.clone(),
+            seed,
+            disk.promised.max(disk.ballot),
+        );
+        let proposer = Proposer::new(id, self.ids.clone(), self.proposer_cfg.clone()).with_bugs(bugs);
+        node.roles = Some(Roles {
+            acceptor,
+            proposer,
+            learner,
+            elector,
+            sm,
+        });
+        self.checker.restarted(id);
+        let roles = self.nodes[i].roles.as_ref().expect("just started");
+        self.checker.acceptor_restored(id, &roles.acceptor)?;
+        let out = self.roles(i).learner.start();
+        self.emit_learner(i, out)?;
+        let inc = self.nodes[i].incarnation;
+        let at = self.now + self.rng.between(1, self.cfg.tick_us);
+        self.schedule(at, Event::Tick { node: id, inc });
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.stats.crashes += 1;
+        let node = &mut self.nodes[i];
+        node.roles = None;
+        node.incarnation += 1;
+        node.leader = None;
+        let pending = std::mem::take(&mut node.pending);
+        for (_, p) in pending {
+            self.complete(p.client, OpOutput::Unknown);
+        }
+    }
+
+    fn chaos(&mut self) -> Result<(), String> {
+        let f = self.cfg.faults.clone();
+        let n = self.nodes.len() as u64;
+        let what = self.rng.between(0, 9);
+        if f.crashes && (what < 6 || !f.partitions) {
+            let up: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].roles.is_some())
+                .collect();
+            if !up.is_empty() {
+                let victim = up[self.rng.between(0, up.len() as u64 - 1) as usize];
+                self.crash(victim);
+                let at = self.now + self.rng.between(f.down_min_us, f.down_max_us);
+                let node = self.nodes[victim].id;
+                self.schedule(at, Event::Restart { node });
+            }
+        } else if f.partitions && self.side.iter().all(|&s| s == 0) {
+            self.stats.partitions += 1;
+            // A random cut with both sides non-empty.
+            let mask = self.rng.between(1, (1 << n) - 2);
+            for (k, s) in self.side.iter_mut().enumerate() {
+                *s = ((mask >> k) & 1) as u8;
+            }
+            let at = self.now + self.rng.between(f.heal_min_us, f.heal_max_us);
+            self.schedule(at, Event::Heal);
+        }
+        let at = self.now + self.rng.between(f.chaos_min_us, f.chaos_max_us);
+        self.schedule(at, Event::Chaos);
+        Ok(())
+    }
+
+    // ---- clients --------------------------------------------------------------------------
+
+    fn invoke(&mut self, client: usize) {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].roles.is_some())
+            .collect();
+        if up.is_empty() {
+            let at = self.now + self.cfg.tick_us;
+            self.schedule(at, Event::Invoke { client });
+            return;
+        }
+        let i = up[self.rng.between(0, up.len() as u64 - 1) as usize];
+        let key = format!("k{}", self.rng.between(0, self.cfg.keys as u64 - 1)).into_bytes();
+        let c = &mut self.clients[client];
+        c.seq += 1;
+        let value = format!("{}.{}", c.id, c.seq).into_bytes();
+        let kind = self.rng.between(0, 99);
+        let input = if kind < 40 {
+            OpInput::Put { key, value }
+        } else if kind < 75 {
+            OpInput::Get { key }
+        } else {
+            let seen = self.clients[client].seen.get(&key).cloned().unwrap_or(None);
+            let expected = if self.rng.between(0, 3) == 0 { None } else { seen };
+            OpInput::Cas {
+                key,
+                expected,
+                new: value,
+            }
+        };
+        let command = match &input {
+            OpInput::Get { key } => KvCommand::get(key.clone()),
+            OpInput::Put { key, value } => KvCommand::put(key.clone(), value.clone()),
+            OpInput::Cas { key, expected, new } => KvCommand::cas(key.clone(), expected.clone(), new.clone()),
+        };
+        let c = &mut self.clients[client];
+        let rid = RequestId {
+            client: c.id,
+            seq: c.seq,
+        };
+        let payload = codec::encode(&command).expect("a KV command always encodes");
+        let command = Command {
+            id: rid,
+            ack_below: c.seq,
+            payload,
+        };
+        c.op = Some(self.history.len());
+        self.history.push(OpRecord {
+            client: c.id,
+            node: self.nodes[i].id,
+            input,
+            invoked_us: self.now,
+            completed_us: None,
+            output: None,
+        });
+        self.nodes[i].pending.insert(
+            rid,
+            Pending {
+                client,
+                command,
+                deadline: self.now + self.cfg.request_timeout_us,
+            },
+        );
+        self.propose(i, rid);
+        let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
+        let at = self.now + self.cfg.retry_us;
+        self.schedule(at, Event::Retry { node, inc, id: rid });
+    }
+
+    /// Sends `Propose` to the leader this node's elector names, if it names one.
+    fn propose(&mut self, i: usize, id: RequestId) {
+        let (Some(leader), Some(p)) = (self.nodes[i].leader, self.nodes[i].pending.get(&id)) else {
+            return;
+        };
+        let command = p.command.clone();
+        self.send(i, leader, PeerMessage::Proposer(ProposerMessage::Propose { command }));
+    }
+
+    fn retry(&mut self, i: usize, id: RequestId) {
+        let Some(p) = self.nodes[i].pending.get(&id) else {
+            return;
+        };
+        if self.now >= p.deadline {
+            let client = p.client;
+            self.nodes[i].pending.remove(&id);
+            self.complete(client, OpOutput::Unknown);
+            return;
+        }
+        self.propose(i, id);
+        let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
+        let at = self.now + self.cfg.retry_us;
+        self.schedule(at, Event::Retry { node, inc, id });
+    }
+
+    fn complete(&mut self, client: usize, output: OpOutput) {
+        let Some(op) = self.clients[client].op.take() else {
+            return;
+        };
+        let rec = &mut self.history[op];
+        match &output {
+            OpOutput::Unknown => self.stats.ops_unknown += 1,
+            _ => self.stats.ops_ok += 1,
+        }
+        let key = rec.input.key().to_vec();
+        let seen = match (&rec.input, &output) {
+            (_, OpOutput::Got(v)) => Some(v.clone()),
+            (OpInput::Put { value, .. }, OpOutput::Put) => Some(Some(value.clone())),
+            (OpInput::Cas { new, .. }, OpOutput::Cas(true)) => Some(Some(new.clone())),
+            _ => None,
+        };
+        rec.completed_us = Some(self.now);
+        rec.output = Some(output);
+        if let Some(v) = seen {
+            self.clients[client].seen.insert(key, v);
+        }
+        let at = self.now + self.rng.between(0, 2 * self.cfg.tick_us);
+        self.schedule(at, Event::Invoke { client });
+    }
+
+    /// Mixes the end state into the digest and fills in the statistics.
+    pub(crate) fn finish(&mut self) {
+        self.stats.chosen_slots = self.checker.chosen_slots() as u64;
+        self.stats.applied = self.checker.applied_len() as u64;
+        let ends: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.roles.as_ref().map_or(u64::MAX, |r| r.sm.next()))
+            .collect();
+        for e in ends {
+            self.mix(e);
+        }
+        self.mix(self.history.len() as u64);
+    }
+}
+
+/// Names a message without its payload, for the digest.
+fn brief(msg: &PeerMessage) -> &'static str {
+    match msg {
+        PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { .. }) => "Prepare",
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept { .. }) => "Accept",
+        PeerMessage::AcceptorReply(AcceptorReply::Promise { .. }) => "Promise",
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted { .. }) => "Accepted",
+        PeerMessage::AcceptorReply(AcceptorReply::Rejected { .. }) => "Rejected",
+        PeerMessage::Learner(LearnerMessage::Decide { .. }) => "Decide",
+        PeerMessage::Learner(LearnerMessage::Fetch { .. }) => "Fetch",
+        PeerMessage::Learner(LearnerMessage::Fetched { .. }) => "Fetched",
+        PeerMessage::Elector(ElectorMessage::Heartbeat { .. }) => "Heartbeat",
+        PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. }) => "HeartbeatReply",
+        PeerMessage::Proposer(_) => "Propose",
+    }
+}
