@@ -26,6 +26,7 @@
 use crate::actors::node::NodeConfig;
 use crate::error::{Error, Result};
 use crate::messages::NodeId;
+use crate::net::tcp::TcpConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -135,7 +136,7 @@ pub mod defaults {
         32
     }
     pub fn max_frame_bytes() -> usize {
-        16 << 20
+        4 << 20
     }
     pub fn max_body_bytes() -> usize {
         1 << 20
@@ -266,19 +267,17 @@ impl Settings {
                     .parse()
                     .map_err(|_| bad(s, &key, format!("{text:?} is not an address like \"127.0.0.1:7101\"")))?;
                 // Port 0 (any free port) may repeat; a real port may not.
-                if addr.port() != 0 {
-                    if let Some(other) = addrs.insert(addr, key.clone()) {
-                        return Err(bad(s, &key, format!("address {addr} is already used by `{other}`")));
-                    }
+                if addr.port() != 0
+                    && let Some(other) = addrs.insert(addr, key.clone())
+                {
+                    return Err(bad(s, &key, format!("address {addr} is already used by `{other}`")));
                 }
                 Ok(addr)
             };
             let peer_addr = parse("peer_addr", &n.peer_addr)?;
             let http_addr = parse("http_addr", &n.http_addr)?;
-            if let Some(d) = &n.data_dir {
-                if d.trim().is_empty() {
-                    return Err(bad(s, &format!("nodes[{i}].data_dir"), "must not be empty"));
-                }
+            if n.data_dir.as_ref().is_some_and(|d| d.trim().is_empty()) {
+                return Err(bad(s, &format!("nodes[{i}].data_dir"), "must not be empty"));
             }
             nodes.insert(
                 n.id,
@@ -339,6 +338,28 @@ impl Settings {
             if v == 0 {
                 return Err(bad(s, key, "must be at least 1"));
             }
+        }
+        if raw.cluster_id.len() > crate::net::tcp::MAX_CLUSTER_ID_LEN {
+            return Err(bad(
+                s,
+                "cluster_id",
+                format!(
+                    "is {} bytes, at most {} allowed",
+                    raw.cluster_id.len(),
+                    crate::net::tcp::MAX_CLUSTER_ID_LEN
+                ),
+            ));
+        }
+        if raw.max_frame_bytes > crate::codec::DECODE_LIMIT {
+            return Err(bad(
+                s,
+                "max_frame_bytes",
+                format!(
+                    "{} is more than the decoder accepts ({})",
+                    raw.max_frame_bytes,
+                    crate::codec::DECODE_LIMIT
+                ),
+            ));
         }
         if raw.max_frame_bytes < 1024 {
             return Err(bad(
@@ -423,6 +444,14 @@ impl NodeSettings {
         self.settings.nodes.values().map(|n| (n.id, n.http_addr)).collect()
     }
 
+    /// The node's transport settings (queue, backoff and handshake keep their defaults).
+    pub fn tcp_config(&self) -> TcpConfig {
+        let mut cfg = TcpConfig::new(self.me.id, self.me.peer_addr, self.peers());
+        cfg.cluster_id = self.settings.cluster_id.clone();
+        cfg.max_frame = self.settings.max_frame_bytes;
+        cfg
+    }
+
     /// The node's Paxos settings.
     pub fn node_config(&self) -> NodeConfig {
         let s = &self.settings;
@@ -491,6 +520,10 @@ http_addr = "127.0.0.1:7203"
         assert_eq!(cfg.elector.election_max_ticks, 60);
         assert_eq!(cfg.elector.heartbeat_ticks, 5);
         assert_eq!(cfg.tick, Duration::from_millis(10));
+        let tcp = n.tcp_config();
+        assert_eq!((tcp.id, tcp.cluster_id.as_str()), (2, "t"));
+        assert_eq!(tcp.listen.port(), 7102);
+        assert!(!tcp.peers.contains_key(&2));
     }
 
     #[test]
