@@ -229,10 +229,9 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
     {
-        if len > limit {
-            return Err(too_big(len.to_string()));
-        }
+        return Err(too_big(len.to_string()));
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
