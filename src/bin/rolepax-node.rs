@@ -1,1 +1,187 @@
-fn main() {}
+//! # rolepax-node: one replica as a process
+//!
+//! `rolepax-node --config FILE --id N [--data-dir DIR]` reads the cluster's TOML file
+//! (see `rolepax::config`), starts the TCP transport on the node's `peer_addr`, the
+//! node's five role actors, and the HTTP API (`rolepax::http`, 2 workers) on its
+//! `http_addr`, all in one actix system. SIGTERM or Ctrl-C stops the HTTP server
+//! gracefully, halts the actors and exits 0.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when the node could not run (an address in
+//! use, storage that cannot be opened), 2 for bad usage or a bad configuration (the
+//! message on stderr names the key).
+//!
+//! Logs go to stderr through `tracing-subscriber`; `RUST_LOG` wins over `log_level`.
+//!
+//! **Left out.** Daemonizing, pid files, reloading the configuration, and membership
+//! changes. The three flags are parsed by hand: not worth a dependency.
+
+use actix_web::{App, HttpServer, web};
+use rolepax::actors::node::Node;
+use rolepax::config::{NodeSettings, Settings};
+use rolepax::http::{self, HttpState};
+use rolepax::net::tcp::TcpTransport;
+use rolepax::{Error, KvStore};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: rolepax-node --config FILE --id N [--data-dir DIR]
+
+  --config FILE    the cluster's TOML file (e.g. config/local-3.toml)
+  --id N           which [[nodes]] entry of the file this process is
+  --data-dir DIR   where this node keeps its state (default: the file's data_dir)
+  -h, --help       this text
+
+Top-level keys of the file can be overridden by ROLEPAX_<KEY> environment variables
+(e.g. ROLEPAX_DATA_DIR, ROLEPAX_ELECTION_MIN_MS). RUST_LOG overrides log_level.
+
+Exit codes: 0 clean shutdown (SIGTERM, Ctrl-C), 1 could not run, 2 bad usage or config.";
+
+struct Args {
+    config: PathBuf,
+    id: u64,
+    data_dir: Option<PathBuf>,
+}
+
+/// `Ok(None)` asks for the help text.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let (mut config, mut id, mut data_dir) = (None, None, None);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--id" => {
+                let v = value("--id")?;
+                id = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--id {v:?} is not a node id (a positive integer)"))?,
+                );
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(Args {
+        config: config.ok_or("--config FILE is required")?,
+        id: id.ok_or("--id N is required")?,
+        data_dir,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("rolepax-node: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let node = match Settings::load(&args.config, std::env::vars()).and_then(|s| s.for_node(args.id, args.data_dir)) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("rolepax-node: refusing to start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&node.settings.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let system = actix_rt::System::new();
+    match system.block_on(run(node)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rolepax-node: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(ns: NodeSettings) -> Result<(), Error> {
+    let id = ns.id();
+    let transport = TcpTransport::start(ns.tcp_config())
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen for peers on {}: {e}", ns.me.peer_addr)))?;
+    let node = Node::start::<KvStore>(ns.node_config(), transport.clone())?;
+    transport.set_inbound(node.inbound());
+
+    let counters = transport.clone();
+    let state = web::Data::new(
+        HttpState::new(node.clone(), &ns.settings.cluster_id, ns.settings.max_body_bytes).with_transport(Arc::new(
+            move || serde_json::to_value(counters.counters()).unwrap_or(serde_json::Value::Null),
+        )),
+    );
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(ns.me.http_addr)
+        .map_err(|e| Error::Config(format!("cannot serve HTTP on {}: {e}", ns.me.http_addr)))?
+        .run();
+    let handle = server.handle();
+    tracing::info!(
+        node = id,
+        peer = %transport.local_addr(),
+        http = %ns.me.http_addr,
+        data_dir = %ns.data_dir.display(),
+        "node running"
+    );
+
+    let mut server = actix_rt::spawn(server);
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(node = id, "received {signal}: shutting down");
+            handle.stop(true).await;
+            Ok(())
+        }
+        ended = &mut server => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Config(format!("HTTP server failed: {e}"))),
+            Err(e) => Err(Error::Config(format!("HTTP server task failed: {e}"))),
+        },
+    };
+    node.halt();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.is_halted() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(node = id, "stopped");
+    outcome
+}
+
+/// Waits for SIGTERM or Ctrl-C (SIGINT); names the one that came.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+    }
+}

@@ -1,0 +1,114 @@
+//! Broken configuration files are refused with a message naming the key: through
+//! `Settings::load`, and through the real `rolepax-node` binary (exit code 2, the key on
+//! stderr). Leaves out valid files (unit tests in `src/config.rs`).
+
+use rolepax::config::Settings;
+use std::path::PathBuf;
+use std::process::Command;
+
+const NODES: &str = r#"
+[[nodes]]
+id = 1
+peer_addr = "127.0.0.1:7101"
+http_addr = "127.0.0.1:7201"
+[[nodes]]
+id = 2
+peer_addr = "127.0.0.1:7102"
+http_addr = "127.0.0.1:7202"
+"#;
+
+/// (case, file text, id to start, what the message must name)
+fn broken() -> Vec<(&'static str, String, u64, &'static str)> {
+    vec![
+        ("bad toml", format!("cluster_id = \"x\n{NODES}"), 1, "TOML"),
+        ("unknown id", NODES.to_string(), 7, "`id`"),
+        ("duplicate ids", NODES.replace("id = 2", "id = 1"), 1, "nodes[1].id"),
+        (
+            "bad address",
+            NODES.replace("127.0.0.1:7202", "127.0.0.1:http"),
+            1,
+            "nodes[1].http_addr",
+        ),
+        (
+            "duplicate address",
+            NODES.replace("127.0.0.1:7202", "127.0.0.1:7101"),
+            1,
+            "nodes[1].http_addr",
+        ),
+        (
+            "election min >= max",
+            format!("election_min_ms = 500\nelection_max_ms = 400\n{NODES}"),
+            1,
+            "election_min_ms",
+        ),
+        ("zero tick", format!("tick_ms = 0\n{NODES}"), 1, "tick_ms"),
+        ("unknown key", format!("heartbeat = 5\n{NODES}"), 1, "heartbeat"),
+        ("wrong type", format!("max_batch = \"many\"\n{NODES}"), 1, "max_batch"),
+    ]
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(format!("{}.toml", name.replace(' ', "-")));
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+#[test]
+fn config_broken_files_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (case, text, id, key) in broken() {
+        let path = write(&dir, case, &text);
+        let result = Settings::load(&path, Vec::new()).and_then(|s| s.for_node(id, None));
+        match result {
+            Ok(_) => panic!("{case}: accepted"),
+            Err(e) => assert!(e.to_string().contains(key), "{case}: {e:?} does not name {key}"),
+        }
+    }
+    let missing = Settings::load(&dir.path().join("absent.toml"), Vec::new());
+    assert!(missing.is_err_and(|e| e.to_string().contains("absent.toml")));
+}
+
+#[test]
+fn config_node_binary_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_rolepax-node");
+    for (case, text, id, key) in broken() {
+        let path = write(&dir, case, &text);
+        let out = Command::new(bin)
+            .args(["--config", &path.to_string_lossy(), "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run rolepax-node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case}: stderr {stderr}");
+        assert!(stderr.contains(key), "{case}: stderr {stderr:?} does not name {key}");
+    }
+    // Bad usage and a bad environment override are refused the same way.
+    let good = write(&dir, "good", NODES);
+    for (args, env, key) in [
+        (vec!["--config", "x.toml"], None, "--id"),
+        (vec!["--config", &*good.to_string_lossy(), "--id", "one"], None, "--id"),
+        (
+            vec!["--config", &*good.to_string_lossy(), "--id", "1"],
+            Some(("ROLEPAX_TICK_MS", "0")),
+            "tick_ms",
+        ),
+        (
+            vec!["--config", &*good.to_string_lossy(), "--id", "1"],
+            Some(("ROLEPAX_TIKC_MS", "5")),
+            "ROLEPAX_TIKC_MS",
+        ),
+    ] {
+        let mut cmd = Command::new(bin);
+        cmd.args(&args).env_remove("RUST_LOG");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run rolepax-node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr:?} does not name {key}");
+    }
+}
