@@ -9,6 +9,10 @@ pub enum Error {
     Unavailable(String),
     /// The client's input was malformed or not allowed.
     InvalidInput(String),
+    /// What was asked for does not exist (an unknown or expired lock session).
+    NotFound(String),
+    /// The request conflicts with the current state (unlock by a non-holder).
+    Conflict(String),
     /// Durable storage failed or holds data this version cannot read.
     Storage(String),
     /// A configuration file or setting is wrong; names the key.
@@ -24,6 +28,8 @@ impl fmt::Display for Error {
         match self {
             Error::Unavailable(m) => write!(f, "unavailable: {m}"),
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            Error::NotFound(m) => write!(f, "not found: {m}"),
+            Error::Conflict(m) => write!(f, "conflict: {m}"),
             Error::Storage(m) => write!(f, "storage: {m}"),
             Error::Config(m) => write!(f, "config: {m}"),
             Error::Protocol(m) => write!(f, "protocol: {m}"),

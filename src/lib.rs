@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod locks;
 pub mod messages;
 pub mod net;
 pub mod quorum;

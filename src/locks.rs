@@ -20,8 +20,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub enum Acquired {
     /// The session holds the lock; the fencing token of this grant.
     Granted { token: u64 },
-    /// The timeout passed first; the session left the queue.
+    /// The wait ran out; the session left the queue.
     TimedOut,
+    /// The wait ran out; the session is still in the queue.
+    StillWaiting,
+}
+
+/// What to do when a wait runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnTimeout {
+    LeaveQueue,
+    StayQueued,
 }
 
 fn now_ms() -> u64 {
@@ -69,7 +78,7 @@ impl Locks {
         }
     }
 
-    /// Refreshes a session; fails with `InvalidInput` if it expired.
+    /// Refreshes a session; fails with `NotFound` if it expired.
     pub async fn keep_alive(&self, session: SessionId) -> Result<()> {
         match self
             .run(LockCommand::KeepAlive {
@@ -79,7 +88,7 @@ impl Locks {
             .await?
         {
             LockReply::SessionAlive { .. } => Ok(()),
-            _ => Err(Error::InvalidInput(format!(
+            _ => Err(Error::NotFound(format!(
                 "session {session} has expired or does not exist"
             ))),
         }
@@ -94,25 +103,38 @@ impl Locks {
         }
     }
 
-    /// Takes `name` for `session`, waiting in line as long as `timeout` allows (forever
-    /// if `None`, though each proposal still fails after the node's request timeout
-    /// when no quorum answers).
-    pub async fn acquire(&self, name: &str, session: SessionId, timeout: Option<Duration>) -> Result<Acquired> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    /// Takes `name` for `session`, waiting in line as long as `wait` allows (forever if
+    /// `None`); when `wait` runs out, the session leaves the queue (a try-lock).
+    pub async fn acquire(&self, name: &str, session: SessionId, wait: Option<Duration>) -> Result<Acquired> {
+        self.acquire_with(name, session, wait, OnTimeout::LeaveQueue).await
+    }
+
+    /// Like [`Locks::acquire`], choosing what happens when `wait` runs out: leave the
+    /// queue (`TimedOut`), or stay in it (`StillWaiting`; a long-poll that the client
+    /// renews keeps its place in line).
+    pub async fn acquire_with(
+        &self,
+        name: &str,
+        session: SessionId,
+        wait: Option<Duration>,
+        on_timeout: OnTimeout,
+    ) -> Result<Acquired> {
+        let deadline = wait.map(|t| Instant::now() + t);
         let ask = || LockCommand::Lock {
             name: name.to_string(),
             session,
             now_ms: now_ms(),
         };
+        let expired = || {
+            Err(Error::NotFound(format!(
+                "session {session} has expired or does not exist"
+            )))
+        };
         let mut reconfirm = Instant::now() + Duration::from_secs(1);
         match self.run(ask()).await? {
             LockReply::Granted { token, .. } => return Ok(Acquired::Granted { token }),
             LockReply::Queued { .. } => {}
-            LockReply::NoSession { .. } => {
-                return Err(Error::InvalidInput(format!(
-                    "session {session} has expired or does not exist"
-                )));
-            }
+            LockReply::NoSession { .. } => return expired(),
             other => return Err(Error::Protocol(format!("unexpected answer to lock: {other:?}"))),
         }
         loop {
@@ -125,13 +147,14 @@ impl Locks {
                 match self.run(ask()).await? {
                     LockReply::Granted { token, .. } => return Ok(Acquired::Granted { token }),
                     LockReply::Queued { .. } => {}
-                    LockReply::NoSession { .. } => {
-                        return Err(Error::InvalidInput(format!("session {session} expired while waiting")));
-                    }
+                    LockReply::NoSession { .. } => return expired(),
                     other => return Err(Error::Protocol(format!("unexpected answer to lock: {other:?}"))),
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                if on_timeout == OnTimeout::StayQueued {
+                    return Ok(Acquired::StillWaiting);
+                }
                 return match self
                     .run(LockCommand::Cancel {
                         name: name.to_string(),
@@ -147,7 +170,15 @@ impl Locks {
         }
     }
 
-    /// Releases `name`; refused (`Err(InvalidInput)`) unless `session` holds it.
+    /// One lock's state, from this node (possibly stale).
+    pub async fn get(&self, name: &str) -> Result<LockInfo> {
+        match self.read(LockCommand::Get { name: name.to_string() }).await? {
+            LockReply::Lock(info) => Ok(info),
+            other => Err(Error::Protocol(format!("unexpected answer to get: {other:?}"))),
+        }
+    }
+
+    /// Releases `name`; refused (`Err(Conflict)`) unless `session` holds it.
     pub async fn release(&self, name: &str, session: SessionId) -> Result<()> {
         match self
             .run(LockCommand::Unlock {
@@ -157,7 +188,7 @@ impl Locks {
             .await?
         {
             LockReply::Released { .. } => Ok(()),
-            LockReply::NotHolder { holder, .. } => Err(Error::InvalidInput(format!(
+            LockReply::NotHolder { holder, .. } => Err(Error::Conflict(format!(
                 "session {session} does not hold lock {name:?} (holder: {})",
                 holder.map_or("nobody".to_string(), |h| h.to_string())
             ))),

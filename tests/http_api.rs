@@ -5,15 +5,16 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
+use rolepax::Cluster;
+use rolepax::app::service::Service;
 use rolepax::http::{HttpState, configure};
-use rolepax::{Cluster, KvStore};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const MAX_BODY: usize = 4096;
 
-async fn cluster(request_timeout: Duration) -> (Cluster<KvStore>, u64, u64) {
+async fn cluster(request_timeout: Duration) -> (Cluster<Service>, u64, u64) {
     let cluster = Cluster::start_with(3, |cfg| {
         cfg.request_timeout = request_timeout;
         cfg.retry_interval = Duration::from_millis(300);
@@ -25,7 +26,7 @@ async fn cluster(request_timeout: Duration) -> (Cluster<KvStore>, u64, u64) {
     (cluster, leader, follower)
 }
 
-fn state(cluster: &Cluster<KvStore>, id: u64) -> web::Data<HttpState> {
+fn state(cluster: &Cluster<Service>, id: u64) -> web::Data<HttpState> {
     web::Data::new(HttpState::new(cluster.node(id).clone(), "test-cluster", MAX_BODY))
 }
 

@@ -32,6 +32,14 @@ use crate::storage::Storage;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
+/// What the elector publishes to the rest of the node: who leads, and the highest
+/// ballot known (etcd's gateway reports its round as `raft_term`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: Option<NodeId>,
+    pub ballot: Ballot,
+}
+
 /// From the proposer to its elector: how phase 1 went.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
@@ -328,7 +336,7 @@ pub struct ElectorActor {
     storage: Storage,
     peers: Peers,
     tick: std::time::Duration,
-    leader_tx: tokio::sync::watch::Sender<Option<NodeId>>,
+    leader_tx: tokio::sync::watch::Sender<Leadership>,
     handled: u64,
 }
 
@@ -338,7 +346,7 @@ impl ElectorActor {
         storage: Storage,
         peers: Peers,
         tick: std::time::Duration,
-        leader_tx: tokio::sync::watch::Sender<Option<NodeId>>,
+        leader_tx: tokio::sync::watch::Sender<Leadership>,
     ) -> Self {
         ElectorActor {
             core,
@@ -363,8 +371,16 @@ impl ElectorActor {
         }
         if let Some(leader) = out.leader {
             tracing::info!(node = self.peers.id, role = "elector", ?leader, ballot = %self.core.highest(), "leader changed");
-            self.leader_tx.send_replace(leader);
         }
+        let now = Leadership {
+            leader: self.core.leader(),
+            ballot: self.core.highest(),
+        };
+        self.leader_tx.send_if_modified(|published| {
+            let changed = *published != now;
+            *published = now;
+            changed
+        });
         if let Some(order) = out.order {
             self.peers.local.proposer.do_send(order);
         }

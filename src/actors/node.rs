@@ -16,7 +16,7 @@
 //! `request_timeout` it gives up with `Error::Unavailable`.
 
 use super::acceptor::{Acceptor, AcceptorActor, AcceptorStatus, GetAcceptorStatus};
-use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetElectorStatus};
+use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetElectorStatus, Leadership};
 use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
@@ -27,7 +27,7 @@ use super::{Halt, LocalRoles, Peers, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::messages::{Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value};
+use crate::messages::{Ballot, Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value};
 use crate::net::{Inbound, Transport};
 use crate::storage::Storage;
 use actix::prelude::*;
@@ -145,7 +145,7 @@ impl Node {
             transport,
             local: local.clone(),
         };
-        let (leader_tx, leader_rx) = watch::channel(None);
+        let (leader_tx, leader_rx) = watch::channel(Leadership::default());
 
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
         let sm_addr =
@@ -196,7 +196,7 @@ struct Inner<A: Application> {
     cfg: NodeConfig,
     peers: Peers,
     sm: Addr<StateMachineActor<A>>,
-    leader: watch::Receiver<Option<NodeId>>,
+    leader: watch::Receiver<Leadership>,
     client: u64,
     next_seq: AtomicU64,
     outstanding: Mutex<BTreeSet<u64>>,
@@ -226,7 +226,12 @@ impl<A: Application> NodeHandle<A> {
 
     /// The leader as this node's elector believes it.
     pub fn leader(&self) -> Option<NodeId> {
-        *self.inner.leader.borrow()
+        self.inner.leader.borrow().leader
+    }
+
+    /// The highest ballot this node knows of (its round is etcd's `raft_term`).
+    pub fn ballot(&self) -> Ballot {
+        self.inner.leader.borrow().ballot
     }
 
     /// Where a transport delivers this node's inbound messages.
@@ -278,7 +283,7 @@ impl<A: Application> NodeHandle<A> {
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
         loop {
-            let leader = *leader_rx.borrow_and_update();
+            let leader = leader_rx.borrow_and_update().leader;
             if let Some(leader) = leader {
                 tracing::debug!(
                     node = self.id(),

@@ -16,11 +16,12 @@
 //! changes. The three flags are parsed by hand: not worth a dependency.
 
 use actix_web::{App, HttpServer, web};
+use rolepax::Error;
 use rolepax::actors::node::Node;
+use rolepax::app::service::Service;
 use rolepax::config::{NodeSettings, Settings};
 use rolepax::http::{self, HttpState};
 use rolepax::net::tcp::TcpTransport;
-use rolepax::{Error, KvStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -123,7 +124,7 @@ async fn run(ns: NodeSettings) -> Result<(), Error> {
     let transport = TcpTransport::start(ns.tcp_config())
         .await
         .map_err(|e| Error::Config(format!("cannot listen for peers on {}: {e}", ns.me.peer_addr)))?;
-    let node = Node::start::<KvStore>(ns.node_config(), transport.clone())?;
+    let node = Node::start::<Service>(ns.node_config(), transport.clone())?;
     transport.set_inbound(node.inbound());
 
     let counters = transport.clone();

@@ -1,6 +1,7 @@
 //! # rolepax: the command-line client
 //!
-//! Talks to a cluster over its plain HTTP API (`/v1/kv`, `/v1/cas`, `/status`; see
+//! Talks to a cluster over its plain HTTP API (`/v1/kv`, `/v1/cas`, `/v1/locks`,
+//! `/v1/sessions`, `/status`; see
 //! `rolepax::http`) with blocking `ureq` calls. Each command tries the endpoints in
 //! order and moves on when one is down (connection refused, timeout) or answers 503;
 //! any other answer is final. `--help` lists the commands and exit codes.
@@ -26,6 +27,11 @@ commands:
   delete KEY               delete KEY
   cas KEY EXPECTED NEW     set KEY to NEW only if its value is EXPECTED
   status                   one row per node: id, role, leader (*), ballot, decided, applied
+  lock NAME -- CMD [ARGS]  hold lock NAME while CMD runs (like flock): opens a session
+                           (TTL 10 s, kept alive meanwhile), waits in line for the lock,
+                           runs CMD with ROLEPAX_LOCK_NAME and ROLEPAX_LOCK_TOKEN (the
+                           fencing token) set, releases, exits with CMD's status
+  locks                    every lock with its holder, fencing token and waiters
 
 options:
   --endpoints URLS   comma-separated node HTTP addresses, tried in order
@@ -37,7 +43,9 @@ exit codes:
   0  ok
   1  key not found (get, delete) or compare failed (cas)
   2  usage error, or the server refused the request (4xx)
-  3  unavailable: no endpoint answered, or all answered 503";
+  3  unavailable: no endpoint answered, or all answered 503
+  4  lock: the session expired while CMD ran (CMD was killed: the lock may be someone else's)
+  otherwise, for lock: CMD's exit status (127 if it could not be started)";
 
 /// How a command ended; the exit code scripts rely on.
 enum Outcome {
@@ -45,6 +53,8 @@ enum Outcome {
     Missing(String),
     Usage(String),
     Unavailable(String),
+    /// Exit with this code (a locked command's status).
+    Exit(u8),
 }
 
 impl Outcome {
@@ -63,6 +73,7 @@ impl Outcome {
                 eprintln!("rolepax: unavailable: {m}");
                 ExitCode::from(3)
             }
+            Outcome::Exit(code) => ExitCode::from(code),
         }
     }
 }
@@ -185,6 +196,9 @@ fn run(client: &Client, command: &[String]) -> Outcome {
             }
         }
         ["status"] => status(client),
+        ["locks"] => list_locks(client),
+        ["lock", name, "--", cmd @ ..] if !cmd.is_empty() => lock(client, name, cmd),
+        ["lock", ..] => Outcome::Usage(format!("usage: rolepax lock NAME -- COMMAND [ARGS...]\n\n{USAGE}")),
         [] => Outcome::Usage(format!("no command given\n\n{USAGE}")),
         _ => Outcome::Usage(format!("cannot understand {:?}\n\n{USAGE}", command.join(" "))),
     }
@@ -257,6 +271,169 @@ fn status(client: &Client) -> Outcome {
         Outcome::Unavailable("no node answered /status".into())
     } else {
         Outcome::Ok
+    }
+}
+
+/// How long one acquire long-poll waits before asking again (the place in line is kept).
+const LOCK_POLL_MS: u64 = 5_000;
+const SESSION_TTL: Duration = Duration::from_secs(10);
+
+/// `rolepax lock NAME -- CMD`: session, keep-alive thread, acquire, run, release.
+fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let body = json!({"ttl_ms": SESSION_TTL.as_millis() as u64}).to_string();
+    let session = match client.request("POST", "/v1/sessions", Some(body.as_bytes())) {
+        Ok(a) if a.status == 200 => match a.json().get("session").and_then(Value::as_u64) {
+            Some(s) => s,
+            None => return Outcome::Usage(format!("unexpected session answer: {}", a.error())),
+        },
+        Ok(a) => return Outcome::Usage(a.error()),
+        Err(e) => return Outcome::Unavailable(e),
+    };
+    // Keep the session alive in the background until told to stop; note if it is lost.
+    let (stop, lost) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let keeper = {
+        let (stop, lost) = (stop.clone(), lost.clone());
+        let client = Client {
+            agent: client.agent.clone(),
+            endpoints: client.endpoints.clone(),
+        };
+        std::thread::spawn(move || {
+            let path = format!("/v1/sessions/{session}/keepalive");
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(a) = client.request("POST", &path, None) {
+                    if a.status == 404 {
+                        lost.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                for _ in 0..(SESSION_TTL.as_millis() / 3 / 100) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    let finish = |outcome: Outcome| {
+        stop.store(true, Ordering::Relaxed);
+        let _ = client.request("DELETE", &format!("/v1/sessions/{session}"), None);
+        outcome
+    };
+    // Wait in line: each long-poll keeps our place; another endpoint sees the same wait.
+    let path = format!("/v1/locks/{}/acquire", encode_key(name));
+    let body = json!({"session": session, "wait_ms": LOCK_POLL_MS}).to_string();
+    let token = loop {
+        match client.request("POST", &path, Some(body.as_bytes())) {
+            Ok(a) if a.status == 200 => break a.json().get("token").and_then(Value::as_u64).unwrap_or(0),
+            Ok(a) if a.status == 202 => continue,
+            Ok(a) => return finish(Outcome::Usage(a.error())),
+            Err(e) => {
+                if lost.load(Ordering::Relaxed) {
+                    return finish(Outcome::Unavailable(format!("session expired while waiting: {e}")));
+                }
+                eprintln!("rolepax: no endpoint answered ({e}); still waiting for lock {name:?}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    eprintln!("rolepax: holding lock {name:?} (fencing token {token})");
+    let mut child = match std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .env("ROLEPAX_LOCK_NAME", name)
+        .env("ROLEPAX_LOCK_TOKEN", token.to_string())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rolepax: cannot run {:?}: {e}", cmd[0]);
+            release(client, name, session);
+            return finish(Outcome::Exit(127));
+        }
+    };
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break exit_code(status),
+            Ok(None) if lost.load(Ordering::Relaxed) => {
+                eprintln!(
+                    "rolepax: session expired while {:?} ran: the lock may be someone else's now; killing it",
+                    cmd[0]
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                return finish(Outcome::Exit(4));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                eprintln!("rolepax: waiting for {:?}: {e}", cmd[0]);
+                break 1;
+            }
+        }
+    };
+    release(client, name, session);
+    let outcome = finish(Outcome::Exit(code));
+    let _ = keeper.join();
+    outcome
+}
+
+fn release(client: &Client, name: &str, session: u64) {
+    let body = json!({"session": session}).to_string();
+    match client.request(
+        "POST",
+        &format!("/v1/locks/{}/release", encode_key(name)),
+        Some(body.as_bytes()),
+    ) {
+        Ok(a) if a.status == 200 => {}
+        Ok(a) => eprintln!("rolepax: release of {name:?}: {}", a.error()),
+        Err(e) => eprintln!("rolepax: release of {name:?}: {e} (the session's expiry will free it)"),
+    }
+}
+
+/// A child's exit status as our exit code: its code, or 128 + signal like a shell.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        _ => 1,
+    }
+}
+
+/// `rolepax locks`: a table of every lock.
+fn list_locks(client: &Client) -> Outcome {
+    match client.request("GET", "/v1/locks", None) {
+        Ok(a) if a.status == 200 => {
+            let v = a.json();
+            let locks = v.get("locks").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{:<24} {:>8} {:>8}  QUEUE", "NAME", "HOLDER", "TOKEN");
+            for l in &locks {
+                let field = |k: &str| {
+                    l.get(k)
+                        .map(|v| if v.is_null() { "-".to_string() } else { v.to_string() })
+                        .unwrap_or_default()
+                };
+                let name = l.get("name").and_then(Value::as_str).unwrap_or("?");
+                let queue = l
+                    .get("queue")
+                    .and_then(Value::as_array)
+                    .map(|q| q.iter().map(Value::to_string).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:>8} {:>8}  {}",
+                    name,
+                    field("holder"),
+                    field("token"),
+                    if queue.is_empty() { "-" } else { &queue }
+                );
+            }
+            Outcome::Ok
+        }
+        Ok(a) => Outcome::Usage(a.error()),
+        Err(e) => Outcome::Unavailable(e),
     }
 }
 

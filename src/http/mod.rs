@@ -36,8 +36,11 @@
 //! `min/max_*_revision` range filters, compares over a `range_end`, and the etcd
 //! rule that a txn may not write one key twice.
 
+mod locks;
+
 use crate::actors::node::{NodeHandle, NodeStatus};
-use crate::app::kv::{Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvReply, KvResult, KvStore};
+use crate::app::kv::{Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvReply, KvResult};
+use crate::app::service::{Service, ServiceCommand, ServiceReply};
 use crate::error::Error;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -59,7 +62,7 @@ pub type TransportInfo = Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// What every handler shares: the node, names, limits and the HTTP layer's metrics.
 pub struct HttpState {
-    pub node: NodeHandle<KvStore>,
+    pub node: NodeHandle<Service>,
     /// The configured cluster name.
     pub cluster_name: String,
     /// `cluster_id` in etcd headers: [`cluster_hash`] of the name.
@@ -70,7 +73,7 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(node: NodeHandle<KvStore>, cluster_name: &str, max_body_bytes: usize) -> Self {
+    pub fn new(node: NodeHandle<Service>, cluster_name: &str, max_body_bytes: usize) -> Self {
         HttpState {
             node,
             cluster_name: cluster_name.to_string(),
@@ -141,7 +144,7 @@ impl Reject {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -157,6 +160,8 @@ impl From<Error> for Reject {
         let status = match &e {
             Error::Unavailable(_) | Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Storage(_) | Error::Config(_) | Error::Protocol(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Reject::new(status, e.to_string())
@@ -177,7 +182,7 @@ impl ResponseError for Reject {
     }
 }
 
-type Answer = Result<HttpResponse, Reject>;
+pub(crate) type Answer = Result<HttpResponse, Reject>;
 
 /// Registers every route. Needs `web::Data<HttpState>` as app data.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -195,10 +200,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/status").route(web::get().to(status)))
         .service(resource("/health").route(web::get().to(health)))
         .service(resource("/metrics").route(web::get().to(metrics)))
+        .configure(locks::configure)
         .default_service(web::to(not_found));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
@@ -244,7 +250,11 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     Ok(body.freeze())
 }
 
-async fn read_json(req: &HttpRequest, payload: web::Payload, st: &HttpState) -> Result<Map<String, Value>, Reject> {
+pub(crate) async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &HttpState,
+) -> Result<Map<String, Value>, Reject> {
     let body = read_body(req, payload, st.max_body_bytes).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -259,7 +269,7 @@ async fn read_json(req: &HttpRequest, payload: web::Payload, st: &HttpState) -> 
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -273,15 +283,30 @@ fn kind(v: &Value) -> &'static str {
 /// Runs a command through the log, timing it for the latency histogram.
 async fn submit(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
     let started = Instant::now();
-    match st.node.submit(cmd).await {
-        Ok(reply) => {
+    match st.node.submit(ServiceCommand::Kv(cmd)).await {
+        Ok(ServiceReply::Kv(reply)) => {
             st.metrics.observe(started.elapsed());
             Ok(reply)
         }
+        Ok(ServiceReply::Lock(_)) => Err(Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a key-value command got a lock reply",
+        )),
         Err(e) => {
             st.metrics.failures.fetch_add(1, Ordering::Relaxed);
             Err(e.into())
         }
+    }
+}
+
+/// Answers a read-only key-value command from this node's state (possibly stale).
+async fn read_local(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
+    match st.node.read_local(ServiceCommand::Kv(cmd)).await? {
+        ServiceReply::Kv(reply) => Ok(reply),
+        ServiceReply::Lock(_) => Err(Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a key-value read got a lock reply",
+        )),
     }
 }
 
@@ -673,10 +698,7 @@ fn kv_json(kv: &KeyValue, keys_only: bool) -> Value {
 }
 
 async fn header(st: &HttpState, revision: u64) -> Value {
-    let term = match st.node.status().await {
-        Ok(s) => s.elector.highest_ballot.round,
-        Err(_) => 0,
-    };
+    let term = st.node.ballot().round;
     let mut m = Map::new();
     put_u64(&mut m, "cluster_id", st.cluster_id);
     put_u64(&mut m, "member_id", st.node.id());
@@ -769,7 +791,7 @@ async fn etcd_range(st: web::Data<HttpState>, req: HttpRequest, payload: web::Pa
     let m = read_json(&req, payload, &st).await?;
     let r = parse_range(&Obj::new(&m, ""))?;
     let reply = if r.serializable {
-        st.node.read_local(r.cmd).await?
+        read_local(&st, r.cmd).await?
     } else {
         submit(&st, r.cmd).await?
     };
@@ -824,7 +846,7 @@ async fn plain_get(st: web::Data<HttpState>, req: HttpRequest) -> Answer {
     let key = path_key(&req)?;
     let cmd = KvCommand::get(key.clone());
     let reply = if stale(&req)? {
-        st.node.read_local(cmd).await?
+        read_local(&st, cmd).await?
     } else {
         submit(&st, cmd).await?
     };
