@@ -1,0 +1,316 @@
+//! The `rolepax-bench` binary end to end: a short run against a real HTTP server over an
+//! in-process three-node `Cluster` (JSON and CSV summaries parse, nonzero throughput, no
+//! errors); exit code 2 for a bad URL, an unreachable endpoint and a server that is not
+//! an etcd gateway; and a fake gateway (chunked answers) that dies mid-run, which the
+//! run reports as errors instead of stopping. `plot` turns the CSV into an SVG.
+//!
+//! Leaves out open-loop accuracy and real etcd (see scripts/bench-report.sh).
+
+use actix_web::{App, HttpServer, web};
+use rolepax::Cluster;
+use rolepax::app::service::Service;
+use rolepax::http::{HttpState, configure};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Serves the HTTP API of the leader of an in-process cluster on an ephemeral port, on a
+/// thread of its own that lives as long as the test process.
+fn start_server() -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let cluster = Cluster::<Service>::start_with(3, |cfg| {
+                cfg.request_timeout = Duration::from_secs(20);
+                cfg.retry_interval = Duration::from_millis(300);
+                cfg.record_applied = false;
+            })
+            .await
+            .expect("cluster starts");
+            let leader = cluster.wait_for_leader().await.expect("a leader");
+            let state = web::Data::new(HttpState::new(cluster.node(leader).clone(), "bench-test", 1 << 20));
+            let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
+                .workers(2)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .expect("bind an ephemeral port");
+            let addr = server.addrs()[0];
+            let running = server.run();
+            tx.send(addr).expect("test is waiting");
+            let _ = running.await;
+            drop(cluster);
+        });
+    });
+    rx.recv_timeout(DEADLINE).expect("the server starts")
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rolepax-bench"))
+        .args(args)
+        .output()
+        .expect("run rolepax-bench")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn bench_runs_against_an_in_process_cluster() {
+    let addr = start_server();
+    let url = format!("http://{addr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (json, csv, svg) = (
+        dir.path().join("runs.jsonl"),
+        dir.path().join("runs.csv"),
+        dir.path().join("b.svg"),
+    );
+    let (json_s, csv_s) = (json.to_string_lossy().to_string(), csv.to_string_lossy().to_string());
+
+    // The cluster may still be settling: wait until a put through the API succeeds.
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let deadline = Instant::now() + DEADLINE;
+    while agent
+        .post(&format!("{url}/v3/kv/put"))
+        .send_string(r#"{"key":"a2V5LTA=","value":"dg=="}"#)
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the server never accepted a put");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    for (label, ratio) in [("mixed", "0.5"), ("reads", "1")] {
+        let out = bench(&[
+            "--endpoints",
+            &url,
+            "--clients",
+            "4",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--keys",
+            "100",
+            "--read-ratio",
+            ratio,
+            "--timeout",
+            "30",
+            "--label",
+            label,
+            "--json",
+            &json_s,
+            "--csv",
+            &csv_s,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("throughput:"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    let lines = std::fs::read_to_string(&json).expect("JSON written");
+    let runs: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{lines}");
+    for run in &runs {
+        assert!(run["throughput_rps"].as_f64().is_some_and(|t| t > 0.0), "{run}");
+        assert_eq!(
+            (&run["errors"], &run["non_2xx"]),
+            (&Value::from(0), &Value::from(0)),
+            "{run}"
+        );
+        assert_eq!(run["clients"], Value::from(4), "{run}");
+        assert!(run["latency"]["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{run}");
+    }
+    assert_eq!(runs[0]["label"], "mixed");
+    assert!(
+        runs[0]["writes"]["count"].as_u64().is_some_and(|n| n > 0),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        runs[1]["writes"].is_null(),
+        "a read-only run writes nothing: {}",
+        runs[1]
+    );
+
+    let table = std::fs::read_to_string(&csv).expect("CSV written");
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "a header and one row per run: {table}");
+    assert!(
+        rows[0].starts_with("label,") && rows[1].starts_with("mixed,"),
+        "{table}"
+    );
+
+    let out = bench(&["plot", "--out", &svg.to_string_lossy(), &csv_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let drawn = std::fs::read_to_string(&svg).expect("SVG written");
+    assert!(drawn.starts_with("<svg") && drawn.contains("mixed"), "{drawn}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    // A port nobody listens on: bind, note, release.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    // A server that is not an etcd gateway: answers 404 to everything.
+    let not_etcd = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let not_etcd_addr = not_etcd.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in not_etcd.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = serve(stream, |_| (404, "not found".into(), false), &AtomicBool::new(false));
+            });
+        }
+    });
+    for (args, mentions) in [
+        (vec!["--endpoints", "ftp://127.0.0.1:1"], "only http://".to_string()),
+        (vec!["--endpoints", "http://127.0.0.1:notaport"], "bad port".into()),
+        (vec!["--clients", "0"], "--clients".into()),
+        (
+            vec!["--endpoints", &format!("http://{closed}")],
+            "cannot connect".into(),
+        ),
+        (
+            vec!["--endpoints", &format!("http://{not_etcd_addr}")],
+            "not an etcd".into(),
+        ),
+    ] {
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&mentions),
+            "{args:?}: stderr should mention {mentions:?}: {err}"
+        );
+    }
+}
+
+/// Reads requests off one connection and answers each with `answer(path)`:
+/// (status, body, chunked). Stops (dropping the connection) once `dead` is set.
+fn serve(stream: TcpStream, answer: impl Fn(&str) -> (u16, String, bool), dead: &AtomicBool) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if dead.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        if dead.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (status, text, chunked) = answer(&path);
+        let reply = if chunked {
+            let (a, b) = text.split_at(text.len() / 2);
+            format!(
+                "HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                a.len(),
+                b.len()
+            )
+        } else {
+            format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}", text.len())
+        };
+        writer.write_all(reply.as_bytes())?;
+    }
+}
+
+#[test]
+fn a_server_dying_mid_run_is_reported_as_errors() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let dead = Arc::new(AtomicBool::new(false));
+    let server_dead = dead.clone();
+    let server = std::thread::spawn(move || {
+        // Up for a second and a half after the first connection (the bench's probe), so
+        // about 1 s of the measured window, then gone: the listener closes and every
+        // open connection is dropped.
+        let mut until = Instant::now() + DEADLINE;
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    until = until.min(Instant::now() + Duration::from_millis(1500));
+                    let dead = server_dead.clone();
+                    let _ = stream.set_nonblocking(false);
+                    std::thread::spawn(move || {
+                        let _ = serve(stream, |_| (200, r#"{"header":{"revision":"1"}}"#.into(), true), &dead);
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        server_dead.store(true, Ordering::SeqCst);
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("run.json");
+    let out = bench(&[
+        "--endpoints",
+        &format!("http://{addr}"),
+        "--clients",
+        "2",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "3",
+        "--timeout",
+        "2",
+        "--json",
+        &json.to_string_lossy(),
+    ]);
+    server.join().expect("fake server thread");
+    assert!(dead.load(Ordering::SeqCst));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run: Value =
+        serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
+    assert!(run["ok"].as_u64().is_some_and(|n| n > 0), "{run}");
+    assert!(run["errors"].as_u64().is_some_and(|n| n > 0), "{run}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("errors:"),
+        "{}",
+        text(&out)
+    );
+}
