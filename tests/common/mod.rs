@@ -2,6 +2,8 @@
 //! back, and waiting for conditions with generous deadlines.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use rolepax::actors::node::NodeHandle;
 use rolepax::{Cluster, KvCommand, KvStore};
 use std::time::{Duration, Instant};
