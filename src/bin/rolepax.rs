@@ -37,6 +37,8 @@ options:
   --endpoints URLS   comma-separated node HTTP addresses, tried in order
                      (default: http://127.0.0.1:7201,7202,7203)
   --timeout SECS     per-request timeout (default 10)
+  --ttl SECS         lock: the session's time-to-live (default 10); a holder that dies
+                     loses the lock this long after its last keep-alive
   -h, --help         this text
 
 exit codes:
@@ -81,6 +83,8 @@ impl Outcome {
 struct Client {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// Session time-to-live for `lock`.
+    ttl: Duration,
 }
 
 /// One HTTP answer: status and body.
@@ -216,6 +220,7 @@ fn status(client: &Client) -> Outcome {
         let one = Client {
             agent: client.agent.clone(),
             endpoints: vec![endpoint.clone()],
+            ttl: client.ttl,
         };
         let row = match one.request("GET", "/status", None) {
             Ok(a) if a.status == 200 => {
@@ -276,13 +281,14 @@ fn status(client: &Client) -> Outcome {
 
 /// How long one acquire long-poll waits before asking again (the place in line is kept).
 const LOCK_POLL_MS: u64 = 5_000;
-const SESSION_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(10);
 
 /// `rolepax lock NAME -- CMD`: session, keep-alive thread, acquire, run, release.
 fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
+    let ttl = client.ttl;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let body = json!({"ttl_ms": SESSION_TTL.as_millis() as u64}).to_string();
+    let body = json!({"ttl_ms": ttl.as_millis() as u64}).to_string();
     let session = match client.request("POST", "/v1/sessions", Some(body.as_bytes())) {
         Ok(a) if a.status == 200 => match a.json().get("session").and_then(Value::as_u64) {
             Some(s) => s,
@@ -298,6 +304,7 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
         let client = Client {
             agent: client.agent.clone(),
             endpoints: client.endpoints.clone(),
+            ttl,
         };
         std::thread::spawn(move || {
             let path = format!("/v1/sessions/{session}/keepalive");
@@ -308,7 +315,7 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
                         return;
                     }
                 }
-                for _ in 0..(SESSION_TTL.as_millis() / 3 / 100) {
+                for _ in 0..(ttl.as_millis() / 3 / 100).max(1) {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
@@ -440,6 +447,7 @@ fn list_locks(client: &Client) -> Outcome {
 fn main() -> ExitCode {
     let mut endpoints = DEFAULT_ENDPOINTS.to_string();
     let mut timeout = Duration::from_secs(10);
+    let mut ttl = DEFAULT_SESSION_TTL;
     let mut command = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -463,6 +471,13 @@ fn main() -> ExitCode {
                 Some(secs) if secs > 0.0 && secs.is_finite() => timeout = Duration::from_secs_f64(secs),
                 _ => return Outcome::Usage(format!("--timeout needs a positive number of seconds\n\n{USAGE}")).exit(),
             },
+            "--ttl" if command.is_empty() => match inline.or_else(|| args.next()).and_then(|v| v.parse::<f64>().ok()) {
+                Some(secs) if (0.1..=3600.0).contains(&secs) => ttl = Duration::from_secs_f64(secs),
+                _ => {
+                    return Outcome::Usage(format!("--ttl needs a number of seconds from 0.1 to 3600\n\n{USAGE}"))
+                        .exit();
+                }
+            },
             _ => command.push(arg),
         }
     }
@@ -485,5 +500,5 @@ fn main() -> ExitCode {
         .timeout_connect(Duration::from_secs(2).min(timeout))
         .timeout(timeout)
         .build();
-    run(&Client { agent, endpoints }, &command).exit()
+    run(&Client { agent, endpoints, ttl }, &command).exit()
 }
