@@ -460,6 +460,7 @@ impl NodeSettings {
         cfg.elector.heartbeat_ticks = s.ticks(s.heartbeat);
         cfg.elector.election_min_ticks = s.ticks(s.election_min);
         cfg.elector.election_max_ticks = s.ticks(s.election_max).max(cfg.elector.election_min_ticks + 1);
+        cfg.elector.step_down_ticks = cfg.elector.election_max_ticks;
         cfg.proposer.max_batch = s.max_batch;
         cfg.proposer.max_inflight = s.max_inflight;
         cfg.request_timeout = s.request_timeout;

@@ -319,3 +319,60 @@ async fn cluster_safety_check_catches_planted_minority_decision() {
         "the check must catch the conflicting slot: {violations:?}"
     );
 }
+
+#[actix_rt::test]
+async fn cluster_deposed_leader_never_serves_a_stale_read() {
+    let c = Cluster::<rolepax::KvStore>::start_with(3, |cfg| {
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.retry_interval = Duration::from_millis(300);
+        // A deposed leader that does not notice for long: the read path alone must protect it.
+        cfg.elector.step_down_ticks = 100_000;
+    })
+    .await
+    .expect("cluster");
+    let old = c.wait_for_leader().await.expect("a leader");
+    c.node(old).submit(KvCommand::put("k", "old")).await.expect("write");
+    let rest: Vec<_> = c.ids().into_iter().filter(|&id| id != old).collect();
+    c.net.partition(&[&[old], &rest]);
+    // The majority elects a new leader (helped along: the others' timeouts are long too).
+    let new = c.wait_for_leader_among(&rest, DEADLINE).await.expect("a new leader");
+    c.node(new)
+        .submit(KvCommand::put("k", "new"))
+        .await
+        .expect("the majority writes");
+    assert_eq!(
+        c.node(old).leader(),
+        Some(old),
+        "the old leader still believes it leads"
+    );
+    // The deposed leader must not answer with the old value: it cannot confirm a quorum.
+    match c.node(old).read(KvCommand::get("k")).await {
+        Ok(reply) => assert_eq!(reply.value(), Some(&b"new"[..]), "a stale read was served"),
+        Err(e) => assert!(matches!(e, Error::Unavailable(_)), "{e}"),
+    }
+    // The new leader and its follower read the new value without writing the log.
+    for id in &rest {
+        let reply = c.node(*id).read(KvCommand::get("k")).await.expect("read");
+        assert_eq!(reply.value(), Some(&b"new"[..]));
+    }
+    c.net.heal();
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_reads_do_not_write_the_log() {
+    let c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let follower = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    c.node(leader).submit(KvCommand::put("k", "v")).await.expect("write");
+    c.wait_applied(&c.ids(), 1, DEADLINE).await.expect("applied everywhere");
+    let before = c.node(leader).status().await.expect("status").proposer.next_slot;
+    for node in [leader, follower] {
+        for _ in 0..20 {
+            let reply = c.node(node).read(KvCommand::get("k")).await.expect("read");
+            assert_eq!(reply.value(), Some(&b"v"[..]));
+        }
+    }
+    let after = c.node(leader).status().await.expect("status").proposer.next_slot;
+    assert_eq!(before, after, "40 linearizable reads took no log slot");
+}

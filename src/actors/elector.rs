@@ -57,6 +57,8 @@ pub struct ElectorConfig {
     pub heartbeat_ticks: u64,
     pub election_min_ticks: u64,
     pub election_max_ticks: u64,
+    /// A leader that heard no majority for this long steps down (check-quorum).
+    pub step_down_ticks: u64,
 }
 
 impl Default for ElectorConfig {
@@ -65,6 +67,7 @@ impl Default for ElectorConfig {
             heartbeat_ticks: 5,
             election_min_ticks: 30,
             election_max_ticks: 60,
+            step_down_ticks: 60,
         }
     }
 }
@@ -249,7 +252,7 @@ impl Elector {
                 acks,
             } => {
                 let ballot = *ballot;
-                let window = self.cfg.election_max_ticks;
+                let window = self.cfg.step_down_ticks;
                 let heard = 1 + acks.values().filter(|&&t| now - t <= window).count();
                 if now - *since > window && heard <= self.nodes.len() / 2 {
                     // Lost touch with a majority for a whole election timeout.

@@ -21,7 +21,7 @@ pub mod node;
 pub mod proposer;
 pub mod state_machine;
 
-use crate::messages::{Envelope, NodeId, PeerMessage};
+use crate::messages::{Envelope, NodeId, PeerMessage, StateMachineMessage};
 use crate::net::Transport;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -64,6 +64,9 @@ pub struct LocalRoles {
     pub proposer: Addr<proposer::ProposerActor>,
     pub learner: Addr<learner::LearnerActor>,
     pub elector: Addr<elector::ElectorActor>,
+    /// The state machine's mailbox for read-index answers (it is generic over the
+    /// application, so it is reached through a recipient).
+    pub reads: Recipient<FromPeer<StateMachineMessage>>,
 }
 
 impl LocalRoles {
@@ -75,6 +78,7 @@ impl LocalRoles {
             PeerMessage::Learner(m) => self.learner.do_send(FromPeer(from, m)),
             PeerMessage::Elector(m) => self.elector.do_send(FromPeer(from, m)),
             PeerMessage::Proposer(m) => self.proposer.do_send(FromPeer(from, m)),
+            PeerMessage::StateMachine(m) => self.reads.do_send(FromPeer(from, m)),
         }
     }
 }

@@ -20,7 +20,7 @@ use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetEle
 use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
-    ClockCommand, GetApplied, GetStateMachineStatus, ReadLocal, Register, StateMachine, StateMachineActor,
+    ClockCommand, GetApplied, GetStateMachineStatus, ReadLocal, ReadWait, Register, StateMachine, StateMachineActor,
     StateMachineStatus, Unregister,
 };
 use super::{Halt, LocalRoles, Peers, PlantedBugs};
@@ -129,6 +129,9 @@ impl Node {
         .with_bugs(cfg.bugs);
         tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
 
+        let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
+        let sm_addr =
+            StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied).start();
         let acceptor_ctx = Context::<AcceptorActor>::new();
         let proposer_ctx = Context::<ProposerActor>::new();
         let learner_ctx = Context::<LearnerActor>::new();
@@ -138,6 +141,7 @@ impl Node {
             proposer: proposer_ctx.address(),
             learner: learner_ctx.address(),
             elector: elector_ctx.address(),
+            reads: sm_addr.clone().recipient(),
         };
         let peers = Peers {
             id: cfg.id,
@@ -147,9 +151,6 @@ impl Node {
         };
         let (leader_tx, leader_rx) = watch::channel(Leadership::default());
 
-        let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
-        let sm_addr =
-            StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied).start();
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
             Acceptor::restore(promised, accepted).with_bugs(cfg.bugs),
@@ -360,6 +361,64 @@ impl<A: Application> NodeHandle<A> {
                 }
             }
         });
+    }
+
+    /// A linearizable read that does not write the log (read index): the leader confirms
+    /// with a quorum, after the read began, that it still leads and names the log index
+    /// the read must see; this node answers from its own state once it has applied that
+    /// far. Falls back to [`NodeHandle::submit`] for a command that is not read-only.
+    pub async fn read(&self, command: A::Command) -> Result<A::Reply> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId {
+            client: self.inner.client,
+            seq,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        self.inner
+            .sm
+            .send(ReadWait::<A> {
+                id,
+                command: command.clone(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        let mut leader_rx = self.inner.leader.clone();
+        loop {
+            if let Some(leader) = leader_rx.borrow_and_update().leader {
+                self.inner
+                    .peers
+                    .send(leader, PeerMessage::Proposer(ProposerMessage::ReadIndex { id }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = self.inner.cfg.retry_interval.min(deadline - now);
+            tokio::select! {
+                answer = &mut rx => {
+                    return match answer {
+                        Ok(Ok(reply)) => Ok(reply),
+                        // Not read-only after all: it must go through the log.
+                        Ok(Err(_)) => self.submit(command).await,
+                        Err(_) => Err(Error::Stopped),
+                    };
+                }
+                changed = leader_rx.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Stopped);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        drop(rx);
+        self.inner.sm.do_send(Unregister(id));
+        Err(Error::Unavailable(format!(
+            "no leader confirmed the read within {:?}; retry later",
+            self.inner.cfg.request_timeout
+        )))
     }
 
     /// Answers a read-only command from this node's state, without the log: fast, and

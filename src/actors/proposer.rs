@@ -33,7 +33,8 @@ use super::elector::ProposerEvent;
 use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::acceptor::{CallId, PValue};
 use crate::messages::{
-    AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage, ProposerMessage, Slot, Value,
+    AcceptorReply, AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage, ProposerMessage, RequestId,
+    Slot, StateMachineMessage, Value,
 };
 use crate::quorum::{QuorumCall, QuorumRule, QuorumStatus};
 use actix::prelude::*;
@@ -81,6 +82,8 @@ pub enum ProposerInput {
     Propose(Command),
     /// From an acceptor.
     Reply(NodeId, AcceptorReply),
+    /// From any node: a linearizable read began there; confirm leadership (read index).
+    ReadIndex(NodeId, RequestId),
     /// From the local learner: every slot below this one is learned here.
     Learned(Slot),
     Tick,
@@ -100,6 +103,17 @@ struct Inflight {
     values: Vec<Value>,
     call: QuorumCall<()>,
     sent_at: u64,
+    /// Reads that arrived before this batch left: its quorum confirms our leadership.
+    reads: Vec<PendingRead>,
+}
+
+/// A linearizable read waiting for leadership to be confirmed (read index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingRead {
+    from: NodeId,
+    id: RequestId,
+    /// Every slot below this was assigned when the read arrived.
+    index: Slot,
 }
 
 #[derive(Debug)]
@@ -131,6 +145,8 @@ pub struct Proposer {
     learned: Slot,
     state: State,
     queue: VecDeque<Command>,
+    /// Reads waiting for the next batch to leave.
+    reads: Vec<PendingRead>,
     bugs: PlantedBugs,
 }
 
@@ -145,6 +161,7 @@ impl Proposer {
             learned: 0,
             state: State::Idle,
             queue: VecDeque::new(),
+            reads: Vec::new(),
             bugs: PlantedBugs::default(),
         }
     }
@@ -195,6 +212,7 @@ impl Proposer {
             ProposerInput::StepDown => {
                 self.state = State::Idle;
                 self.queue.clear();
+                self.reads.clear();
             }
             // A command: queue it; it leaves at once if the window has room.
             ProposerInput::Propose(command) => {
@@ -205,6 +223,21 @@ impl Proposer {
                 self.queue.push_back(command);
                 self.maybe_send_accepts(&mut out);
             }
+            // A read: only a leader confirmed by a quorum after the read began may answer.
+            ProposerInput::ReadIndex(from, id) => match &self.state {
+                State::Leading { next_slot, .. } => {
+                    self.reads.push(PendingRead {
+                        from,
+                        id,
+                        index: *next_slot,
+                    });
+                    self.maybe_send_accepts(&mut out);
+                }
+                _ => {
+                    let reply = StateMachineMessage::ReadIndexReply { id, index: None };
+                    out.send.push((from, PeerMessage::StateMachine(reply)));
+                }
+            },
             // An acceptor answered a call.
             ProposerInput::Reply(from, reply) => self.on_reply(from, reply, &mut out),
             // The local learner progressed.
@@ -300,6 +333,7 @@ impl Proposer {
             ) if b == *ballot && promised > *ballot => {
                 self.state = State::Idle;
                 self.queue.clear();
+                self.reads.clear();
                 out.events.push(ProposerEvent::Preempted(promised));
             }
             // Anything else is stale (an old call or ballot) or a duplicate: ignore it.
@@ -351,9 +385,10 @@ impl Proposer {
     /// Sends queued commands while the window has room.
     fn maybe_send_accepts(&mut self, out: &mut ProposerOutput) {
         while let State::Leading { inflight, .. } = &self.state {
-            if inflight.len() >= self.cfg.max_inflight || self.queue.is_empty() {
+            if inflight.len() >= self.cfg.max_inflight || (self.queue.is_empty() && self.reads.is_empty()) {
                 return;
             }
+            // Queued commands, or else an empty batch: a barrier that confirms waiting reads.
             let n = self.queue.len().min(self.cfg.max_batch.max(1));
             let values = self.queue.drain(..n).map(Value::Command).collect();
             self.send_accept(values, out);
@@ -398,6 +433,7 @@ impl Proposer {
                 values,
                 call,
                 sent_at: now,
+                reads: std::mem::take(&mut self.reads),
             },
         );
     }
@@ -410,6 +446,16 @@ impl Proposer {
         let Some(batch) = inflight.remove(&call_id) else {
             return;
         };
+        for read in &batch.reads {
+            let reply = StateMachineMessage::ReadIndexReply {
+                id: read.id,
+                index: Some(read.index),
+            };
+            out.send.push((read.from, PeerMessage::StateMachine(reply)));
+        }
+        if batch.values.is_empty() {
+            return; // A read barrier decides nothing.
+        }
         let commit = self.learned;
         for &to in &self.nodes {
             let msg = LearnerMessage::Decide {
@@ -581,6 +627,17 @@ impl Handler<FromPeer<ProposerMessage>> for ProposerActor {
                     "propose"
                 );
                 self.run(ProposerInput::Propose(command));
+            }
+            ProposerMessage::ReadIndex { id } => {
+                tracing::debug!(
+                    node = self.peers.id,
+                    role = "proposer",
+                    from,
+                    client = id.client,
+                    seq = id.seq,
+                    "read index"
+                );
+                self.run(ProposerInput::ReadIndex(from, id));
             }
         }
     }
@@ -851,5 +908,55 @@ mod tests {
             events.extend(p.handle(ProposerInput::Tick).events);
         }
         assert_eq!(events, vec![ProposerEvent::PrepareTimedOut(b)]);
+    }
+
+    #[test]
+    fn proposer_read_index_confirmed_only_by_a_quorum_after_the_read() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        let id = RequestId { client: 9, seq: 1 };
+        // Not leading: the asker is told to ask again.
+        let out = p.handle(ProposerInput::ReadIndex(2, id));
+        assert_eq!(
+            out.send,
+            vec![(
+                2,
+                PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None })
+            )]
+        );
+        let b = Ballot::new(1, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        p.handle(ProposerInput::Propose(cmd(1)));
+        // A read arriving now must see slot 0: its index is 1; it rides on a new, empty batch.
+        let out = p.handle(ProposerInput::ReadIndex(3, id));
+        let barrier = accepts(&out);
+        assert_eq!(barrier.len(), 3);
+        assert!(barrier[0].3.is_empty(), "with no commands queued the barrier is empty");
+        let c = barrier[0].1;
+        let accepted = |from| {
+            ProposerInput::Reply(
+                from,
+                AcceptorReply::Accepted {
+                    call: c,
+                    ballot: b,
+                    first_slot: 1,
+                    count: 0,
+                },
+            )
+        };
+        assert!(
+            p.handle(accepted(1)).send.is_empty(),
+            "one acceptor does not confirm leadership"
+        );
+        let out = p.handle(accepted(2));
+        assert_eq!(
+            out.send,
+            vec![(
+                3,
+                PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: Some(1) })
+            )],
+            "no Decide for an empty barrier"
+        );
     }
 }

@@ -19,11 +19,11 @@
 //! **Left out.** Truncating the log behind a snapshot and shipping snapshots to a
 //! lagging node (a later issue).
 
-use super::{Halt, PlantedBugs};
+use super::{FromPeer, Halt, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
 use crate::error::Result;
-use crate::messages::{ClientId, RequestId, Slot, Value};
+use crate::messages::{ClientId, RequestId, Slot, StateMachineMessage, Value};
 use crate::storage::Storage;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -152,6 +152,26 @@ pub struct Register<R: Send + 'static> {
     pub reply: oneshot::Sender<Outcome<R>>,
 }
 
+/// From the node's gateway: answer read-only `command` once a leader confirmed a read
+/// index for `id` and this node has applied up to it (a linearizable read that does not
+/// write the log).
+pub struct ReadWait<A: Application> {
+    pub id: RequestId,
+    pub command: A::Command,
+    pub reply: oneshot::Sender<Outcome<A::Reply>>,
+}
+
+impl<A: Application> Message for ReadWait<A> {
+    type Result = ();
+}
+
+/// A read waiting for its index, then for the state machine to reach it.
+struct PendingRead<A: Application> {
+    command: A::Command,
+    index: Option<Slot>,
+    reply: oneshot::Sender<Outcome<A::Reply>>,
+}
+
 /// From the node's gateway: I stopped waiting for `id`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -201,6 +221,7 @@ pub struct StateMachineActor<A: Application> {
     core: StateMachine<A>,
     storage: Storage,
     waiters: BTreeMap<RequestId, Vec<oneshot::Sender<Outcome<A::Reply>>>>,
+    reads: BTreeMap<RequestId, PendingRead<A>>,
     snapshot_every: u64,
     last_snapshot: Slot,
     snapshots: u64,
@@ -215,6 +236,7 @@ impl<A: Application> StateMachineActor<A> {
             core,
             storage,
             waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
             snapshot_every,
             last_snapshot,
             snapshots: 0,
@@ -276,6 +298,7 @@ impl<A: Application> Handler<ApplyBatch> for StateMachineActor<A> {
                 }
             }
         }
+        self.maybe_answer_reads();
         self.maybe_snapshot();
     }
 }
@@ -288,10 +311,73 @@ impl<A: Application> Handler<Register<A::Reply>> for StateMachineActor<A> {
     }
 }
 
+impl<A: Application> StateMachineActor<A> {
+    /// Answers every read whose index the state machine has reached.
+    fn maybe_answer_reads(&mut self) {
+        let next = self.core.next();
+        let ready: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= next))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Some(read) = self.reads.remove(&id) {
+                let answer = self
+                    .core
+                    .read(&read.command)
+                    .ok_or_else(|| "not a read-only command".to_string());
+                let _ = read.reply.send(answer);
+            }
+        }
+    }
+}
+
+impl<A: Application> Handler<ReadWait<A>> for StateMachineActor<A> {
+    type Result = ();
+
+    fn handle(&mut self, r: ReadWait<A>, _: &mut Context<Self>) {
+        self.reads.insert(
+            r.id,
+            PendingRead {
+                command: r.command,
+                index: None,
+                reply: r.reply,
+            },
+        );
+    }
+}
+
+impl<A: Application> Handler<FromPeer<StateMachineMessage>> for StateMachineActor<A> {
+    type Result = ();
+
+    fn handle(&mut self, FromPeer(from, msg): FromPeer<StateMachineMessage>, _: &mut Context<Self>) {
+        match msg {
+            // The leader confirmed a read index: the first confirmation counts.
+            StateMachineMessage::ReadIndexReply { id, index } => {
+                tracing::debug!(
+                    node = self.node,
+                    role = "state_machine",
+                    from,
+                    client = id.client,
+                    seq = id.seq,
+                    ?index,
+                    "read index"
+                );
+                if let (Some(read), Some(index)) = (self.reads.get_mut(&id), index) {
+                    read.index.get_or_insert(index);
+                }
+                self.maybe_answer_reads();
+            }
+        }
+    }
+}
+
 impl<A: Application> Handler<Unregister> for StateMachineActor<A> {
     type Result = ();
 
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Context<Self>) {
+        self.reads.remove(&id);
         if let Some(list) = self.waiters.get_mut(&id) {
             list.retain(|tx| !tx.is_closed());
             if list.is_empty() {

@@ -1,9 +1,10 @@
 //! # The HTTP face of a node
 //!
 //! Every node serves the same API over actix-web, backed by its [`NodeHandle`]. Writes
-//! and linearizable reads go through the replicated log ([`NodeHandle::submit`], which
-//! forwards to the leader, so any node may be asked); local reads answer from the
-//! node's own state ([`NodeHandle::read_local`], fast and possibly stale).
+//! go through the replicated log ([`NodeHandle::submit`], which forwards to the leader,
+//! so any node may be asked); linearizable reads use a read index confirmed by the
+//! leader with a quorum and do not write the log ([`NodeHandle::read`]); local reads
+//! answer from the node's own state ([`NodeHandle::read_local`], fast and possibly stale).
 //!
 //! | endpoint                        | what                                                 |
 //! |---------------------------------|------------------------------------------------------|
@@ -291,6 +292,25 @@ async fn submit(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
         Ok(ServiceReply::Lock(_)) => Err(Reject::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "a key-value command got a lock reply",
+        )),
+        Err(e) => {
+            st.metrics.failures.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}
+
+/// A linearizable read that does not write the log (read index; see [`NodeHandle::read`]).
+async fn read_linearizable(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
+    let started = Instant::now();
+    match st.node.read(ServiceCommand::Kv(cmd)).await {
+        Ok(ServiceReply::Kv(reply)) => {
+            st.metrics.observe(started.elapsed());
+            Ok(reply)
+        }
+        Ok(ServiceReply::Lock(_)) => Err(Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a key-value read got a lock reply",
         )),
         Err(e) => {
             st.metrics.failures.fetch_add(1, Ordering::Relaxed);
@@ -793,7 +813,7 @@ async fn etcd_range(st: web::Data<HttpState>, req: HttpRequest, payload: web::Pa
     let reply = if r.serializable {
         read_local(&st, r.cmd).await?
     } else {
-        submit(&st, r.cmd).await?
+        read_linearizable(&st, r.cmd).await?
     };
     etcd_answer(&st, &r.view, &reply).await
 }
@@ -848,7 +868,7 @@ async fn plain_get(st: web::Data<HttpState>, req: HttpRequest) -> Answer {
     let reply = if stale(&req)? {
         read_local(&st, cmd).await?
     } else {
-        submit(&st, cmd).await?
+        read_linearizable(&st, cmd).await?
     };
     let KvResult::Range { kvs, .. } = &reply.result else {
         return Err(Reject::new(

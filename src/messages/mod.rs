@@ -12,6 +12,7 @@
 //! | `Fetch` (learner)           | `Fetched` (learner)             | [`learner`]   |
 //! | `Heartbeat` (elector)       | `HeartbeatReply` (elector)      | [`elector`]   |
 //! | `Propose` (any node)        | the reply comes from the state machine of the node the client asked | [`proposer`] |
+//! | `ReadIndex` (any node)      | `ReadIndexReply` (leader's proposer, to the asker's state machine) | [`proposer`], [`state_machine`] |
 //!
 //! Messages between roles of the *same* node (the elector telling its proposer to lead,
 //! the learner handing decided commands to the state machine) are actor messages
@@ -21,6 +22,7 @@ pub mod acceptor;
 pub mod elector;
 pub mod learner;
 pub mod proposer;
+pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -29,6 +31,7 @@ pub use acceptor::{AcceptorReply, AcceptorRequest};
 pub use elector::ElectorMessage;
 pub use learner::LearnerMessage;
 pub use proposer::ProposerMessage;
+pub use state_machine::StateMachineMessage;
 
 /// A node of the cluster, numbered by configuration (1, 2, 3, ...).
 pub type NodeId = u64;
@@ -104,6 +107,7 @@ pub enum PeerMessage {
     Learner(LearnerMessage),
     Elector(ElectorMessage),
     Proposer(ProposerMessage),
+    StateMachine(StateMachineMessage),
 }
 
 impl PeerMessage {
@@ -115,6 +119,7 @@ impl PeerMessage {
             PeerMessage::Learner(_) => "learner",
             PeerMessage::Elector(_) => "elector",
             PeerMessage::Proposer(_) => "proposer",
+            PeerMessage::StateMachine(_) => "state_machine",
         }
     }
 }

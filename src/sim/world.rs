@@ -413,6 +413,11 @@ impl World {
             PeerMessage::Proposer(ProposerMessage::Propose { command }) => {
                 self.run_proposer(i, ProposerInput::Propose(command))
             }
+            PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => {
+                self.run_proposer(i, ProposerInput::ReadIndex(from, id))
+            }
+            // Simulated clients read through the log; read-index answers are not modelled.
+            PeerMessage::StateMachine(_) => Ok(()),
         }
     }
 
@@ -777,6 +782,8 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::Learner(LearnerMessage::Fetched { .. }) => "Fetched",
         PeerMessage::Elector(ElectorMessage::Heartbeat { .. }) => "Heartbeat",
         PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. }) => "HeartbeatReply",
-        PeerMessage::Proposer(_) => "Propose",
+        PeerMessage::Proposer(ProposerMessage::Propose { .. }) => "Propose",
+        PeerMessage::Proposer(ProposerMessage::ReadIndex { .. }) => "ReadIndex",
+        PeerMessage::StateMachine(_) => "ReadIndexReply",
     }
 }
