@@ -119,8 +119,10 @@ impl Acceptor {
                     self.accepted.insert(slot, (ballot, value.clone()));
                     write.accepted.push((slot, ballot, value));
                 }
+                // An empty batch at the promised ballot (a read barrier) changes nothing.
+                let changed = write.promised.is_some() || !write.accepted.is_empty();
                 (
-                    Some(write),
+                    changed.then_some(write),
                     AcceptorReply::Accepted {
                         call,
                         ballot,
@@ -409,5 +411,23 @@ mod tests {
         });
         assert_eq!(w.and_then(|w| w.promised), Some(b(3, 1)));
         assert_eq!(a.promised(), b(3, 1));
+    }
+
+    #[test]
+    fn acceptor_empty_accept_at_promised_ballot_needs_no_write() {
+        let mut a = Acceptor::default();
+        a.handle(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: b(2, 1),
+            from_slot: 0,
+        });
+        let (w, r) = a.handle(AcceptorRequest::Accept {
+            call: 2,
+            ballot: b(2, 1),
+            first_slot: 0,
+            values: vec![],
+        });
+        assert!(w.is_none(), "a read barrier must not cost a flush");
+        assert!(matches!(r, AcceptorReply::Accepted { count: 0, .. }));
     }
 }
