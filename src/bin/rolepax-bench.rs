@@ -24,9 +24,12 @@
 //! into HDR histograms (1 µs to 60 s, 3 significant digits); transport failures
 //! (refused, reset, timed out, unparsable answers) are counted as errors and the
 //! connection is reopened, so a server dying mid-run shows up as errors while the run
-//! goes on.
+//! goes on. Throughput counts 2xx answers per measured second. In open loop, requests
+//! that fell due in the window but were never sent (the client was still waiting on
+//! earlier ones) are reported as `unsent`.
 //!
-//! Output: a summary on stdout, a `\r` progress line on stderr while running, and with
+//! Output: a summary on stdout, a `\r` progress line on stderr while running (when
+//! stderr is a terminal: elapsed time, current req/s, errors so far), and with
 //! `--json FILE` / `--csv FILE` one line per run *appended* to the file (JSON Lines; the
 //! CSV gets a header when it is new), so several runs build a data set for plots. `-`
 //! writes to stdout. `plot` turns such CSV files into an SVG of throughput against p99
@@ -46,7 +49,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -826,7 +829,9 @@ fn run(cfg: &Config, addrs: &[Vec<SocketAddr>]) -> (Tally, Duration) {
                 s.spawn(move || client(i, cfg, ep, addrs, win, live))
             })
             .collect();
-        progress(cfg, win, &live);
+        if io::stderr().is_terminal() {
+            progress(cfg, win, &live);
+        }
         for h in handles {
             match h.join() {
                 Ok(t) => total.merge(t),
@@ -837,7 +842,9 @@ fn run(cfg: &Config, addrs: &[Vec<SocketAddr>]) -> (Tally, Duration) {
             }
         }
     });
-    eprint!("\r{:79}\r", "");
+    if io::stderr().is_terminal() {
+        eprint!("\r{:79}\r", "");
+    }
     (total, cfg.duration)
 }
 
