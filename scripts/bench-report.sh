@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# One command for docs/BENCHMARK.md and docs/bench.svg: builds rolepax (release), starts the
+# reference 3-member etcd (../shared/bench/etcd-cluster.sh) and a local 3-node rolepax cluster
+# (config/local-3.toml, data in a temporary directory), then against the leader of each, in the
+# same sitting:
+#   - ../shared/bench/gateway-bench.sh (wrk: put c1, put c64, range c64);
+#   - rolepax-bench sweeps over 1, 4, 16 and 64 clients, puts then linearizable ranges.
+# Figures are reported as ratios rolepax/etcd: on a shared machine only those mean something.
+#   scripts/bench-report.sh [SECONDS_PER_RUN]     (default 5; wrk uses the same)
+# Needs ports 7101-7103, 7201-7203 (rolepax) and 12379-32380 (etcd) free; installs etcd-server
+# and wrk with apt-get when they are missing (the shared scripts do). Stops everything it
+# started on exit; logs are kept in the printed temporary directory when something fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+warmup=1
+here=$(pwd)
+shared=$here/../shared/bench
+target=${CARGO_TARGET_DIR:-$here/target}
+work=$(mktemp -d "${TMPDIR:-/tmp}/rolepax-bench.XXXXXX")
+pids=()
+ok=0
+
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  "$shared/etcd-cluster.sh" stop "$work/etcd" >/dev/null 2>&1 || true
+  if [ "$ok" = 1 ]; then rm -rf "$work"; else echo "bench-report: logs kept in $work" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for port in 7201 7202 7203; do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/health"; then
+    echo "bench-report: port $port already answers (a local cluster running?); stop it first" >&2; exit 2
+  fi
+done
+
+echo "== building rolepax (release)" >&2
+cargo build --release --quiet --bins
+bin=$target/release
+
+echo "== starting etcd" >&2
+mapfile -t etcd_urls < <("$shared/etcd-cluster.sh" start "$work/etcd")
+etcd=${etcd_urls[0]}
+echo "etcd leader: $etcd" >&2
+
+echo "== starting rolepax" >&2
+for id in 1 2 3; do
+  RUST_LOG=${RUST_LOG:-warn} "$bin/rolepax-node" --config config/local-3.toml --id "$id" \
+    --data-dir "$work/rolepax/node-$id" >"$work/rolepax-$id.log" 2>&1 &
+  pids+=("$!")
+done
+# The leader, from any node's /status (local-3.toml: node N serves HTTP on 720N).
+rolepax=""
+for _ in $(seq 1 300); do
+  for id in 1 2 3; do
+    leader=$(curl -sf "http://127.0.0.1:720$id/status" 2>/dev/null \
+      | python3 -c 'import json,sys; l=json.load(sys.stdin).get("leader_id"); print(l if l else "")' 2>/dev/null || true)
+    if [ -n "$leader" ]; then rolepax="http://127.0.0.1:720$leader"; break 2; fi
+  done
+  sleep 0.2
+done
+[ -n "$rolepax" ] || { echo "bench-report: rolepax elected no leader in 60 s" >&2; exit 1; }
+# The leader must answer a put before the clock starts.
+for _ in $(seq 1 100); do
+  curl -sf -X POST "$rolepax/v3/kv/put" -d '{"key":"d2FybQ==","value":"eA=="}' >/dev/null && break
+  sleep 0.2
+done
+echo "rolepax leader: $rolepax" >&2
+
+echo "== wrk (gateway-bench.sh, ${secs}s per load)" >&2
+"$shared/gateway-bench.sh" "$etcd" "$secs" | tee "$work/wrk-etcd.txt" >&2
+"$shared/gateway-bench.sh" "$rolepax" "$secs" | tee "$work/wrk-rolepax.txt" >&2
+
+echo "== rolepax-bench sweeps (${secs}s + ${warmup}s warm-up per run)" >&2
+commands=()
+for op in put range; do
+  ratio=0; [ "$op" = range ] && ratio=1
+  for c in 1 4 16 64; do
+    for name in etcd rolepax; do
+      url=$etcd; [ "$name" = rolepax ] && url=$rolepax
+      cmd=(rolepax-bench --endpoints "$url" --clients "$c" --read-ratio "$ratio" --duration "$secs"
+        --warmup "$warmup" --label "$name $op" --csv runs.csv --json runs.jsonl)
+      [ "$c" = 1 ] && [ "$name" = etcd ] && commands+=("$(printf '%q ' "${cmd[@]}")")
+      echo "-- $name $op c$c" >&2
+      # A run where nothing succeeded exits 1: keep going, the row still lands in the CSV.
+      (cd "$work" && "$bin/${cmd[0]}" "${cmd[@]:1}" >>"$work/bench-stdout.txt") || true
+    done
+  done
+done
+
+echo "== writing docs/BENCHMARK.md and docs/bench.svg" >&2
+"$bin/rolepax-bench" plot --title "rolepax vs etcd: throughput vs p99 (clients 1, 4, 16, 64)" \
+  --out docs/bench.svg "$work/runs.csv"
+
+machine="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) cores, \
+$(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r)"
+versions="$(etcd --version 2>/dev/null | head -1); $(rustc --version); rolepax $(git rev-parse --short HEAD)\
+$(git diff --quiet HEAD -- src Cargo.toml || echo ' (with uncommitted changes)')"
+
+python3 - "$work" "$secs" "$warmup" "$machine" "$versions" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  "${commands[0]}" >docs/BENCHMARK.md <<'PY'
+import csv, re, sys
+work, secs, warmup, machine, versions, when, example = sys.argv[1:8]
+
+def wrk(path):
+    rows = {}
+    for line in open(path):
+        m = re.match(r"(\S+)\s+req/s=(\S+)\s+p50=(\S+)\s+p99=(\S+)\s+non2xx=(\S+)", line)
+        if m:
+            rows[m[1]] = m.groups()[1:]
+    return rows
+
+def ms(text):  # wrk latency like 1.23ms, 456.00us, 1.20s
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text or "")
+    if not m:
+        return None
+    return float(m[1]) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m[2]]
+
+def num(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+def fmt(x, digits=1):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+out = []
+w = lambda s="": out.append(s)
+w("# Benchmark: rolepax against etcd")
+w()
+w(f"Generated by `scripts/bench-report.sh {secs}` on {when}; run it again to refresh the figures.")
+w()
+w(f"- Machine: {machine}.")
+w("  Client and both clusters share these cores, so absolute numbers mean little;")
+w("  the **ratios rolepax/etcd**, measured in the same sitting, are the figures.")
+w(f"- Versions: {versions}.")
+w("- etcd: 3 members on loopback (`../shared/bench/etcd-cluster.sh`, fsync on, defaults).")
+w("- rolepax: 3 `rolepax-node` processes on loopback, `config/local-3.toml`, release build, data")
+w("  in a temporary directory; every request goes to the leader (found via `GET /status`).")
+w("- Both clusters run during every measurement; each load ran against etcd, then rolepax.")
+w()
+w("## wrk: `../shared/bench/gateway-bench.sh URL " + secs + "`")
+w()
+e, r = wrk(f"{work}/wrk-etcd.txt"), wrk(f"{work}/wrk-rolepax.txt")
+w("| load | etcd req/s | rolepax req/s | throughput ratio | etcd p99 | rolepax p99 | p99 ratio | non-2xx etcd / rolepax |")
+w("|---|---|---|---|---|---|---|---|")
+for load in ["put-c1", "put-c64", "get-c64"]:
+    ee, rr = e.get(load, ("",) * 4), r.get(load, ("",) * 4)
+    w(f"| {load} | {ee[0]} | {rr[0]} | {ratio(num(rr[0]), num(ee[0]))} | {ee[2]} | {rr[2]} "
+      f"| {ratio(ms(rr[2]), ms(ee[2]))} | {ee[3]} / {rr[3]} |")
+w()
+w("Ratios: rolepax/etcd (throughput above 1 and p99 below 1 favour rolepax).")
+w()
+w(f"## rolepax-bench sweeps ({secs} s measured after {warmup} s warm-up, closed loop, 128-byte values, 100000 keys)")
+w()
+w("Each row ran once per server, e.g.:")
+w()
+w("```")
+w(example.strip())
+w("```")
+w()
+w("(`--read-ratio 1` for ranges: linearizable single-key `POST /v3/kv/range`.)")
+w()
+runs = {}
+for row in csv.DictReader(open(f"{work}/runs.csv")):
+    runs[(row["label"], int(row["clients"]))] = row
+w("| op | clients | etcd req/s | rolepax req/s | throughput ratio | etcd p50 / p99 ms | rolepax p50 / p99 ms | p99 ratio | errors + non-2xx etcd / rolepax |")
+w("|---|---|---|---|---|---|---|---|---|")
+for op in ["put", "range"]:
+    for c in [1, 4, 16, 64]:
+        ee, rr = runs.get((f"etcd {op}", c), {}), runs.get((f"rolepax {op}", c), {})
+        bad = lambda x: "n/a" if not x else str(int(x["errors"]) + int(x["non_2xx"]))
+        w(f"| {op} | {c} | {fmt(num(ee.get('throughput_rps')))} | {fmt(num(rr.get('throughput_rps')))} "
+          f"| {ratio(num(rr.get('throughput_rps')), num(ee.get('throughput_rps')))} "
+          f"| {fmt(num(ee.get('p50_ms')), 2)} / {fmt(num(ee.get('p99_ms')), 2)} "
+          f"| {fmt(num(rr.get('p50_ms')), 2)} / {fmt(num(rr.get('p99_ms')), 2)} "
+          f"| {ratio(num(rr.get('p99_ms')), num(ee.get('p99_ms')))} | {bad(ee)} / {bad(rr)} |")
+w()
+w("![throughput against p99 latency, one point per client count](bench.svg)")
+w()
+w("`docs/bench.svg`: `rolepax-bench plot --out docs/bench.svg runs.csv` over the sweep's CSV.")
+w()
+print("\n".join(out))
+PY
+ok=1
+echo "bench-report: wrote docs/BENCHMARK.md and docs/bench.svg" >&2
