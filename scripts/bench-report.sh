@@ -37,6 +37,9 @@ for port in 7201 7202 7203; do
 done
 
 echo "== building rolepax (release)" >&2
+# The revision is noted at build time: the tree may change while the benchmark runs.
+built="rolepax $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' plus uncommitted changes') \
+built $(date -u '+%H:%M UTC')"
 cargo build --release --quiet --bins
 bin=$target/release
 
@@ -96,8 +99,7 @@ echo "== writing docs/BENCHMARK.md and docs/bench.svg" >&2
 
 machine="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) cores, \
 $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r)"
-versions="$(etcd --version 2>/dev/null | head -1); $(rustc --version); rolepax $(git rev-parse --short HEAD)\
-$(git diff --quiet HEAD -- src Cargo.toml || echo ' (with uncommitted changes)')"
+versions="$(etcd --version 2>/dev/null | head -1); $(rustc --version); $built"
 
 python3 - "$work" "$secs" "$warmup" "$machine" "$versions" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   "${commands[0]}" >docs/BENCHMARK.md <<'PY'
