@@ -29,7 +29,7 @@ done
 
 # Wait until the cluster has a leader (polling, up to a minute).
 for _ in $(seq 1 300); do
-  if "$bin/rolepax" status >/dev/null 2>&1; then break; fi
+  if "$bin/rolepax" status 2>/dev/null | grep -q ' \* '; then break; fi
   for p in "${pids[@]}"; do
     if ! kill -0 "$p" 2>/dev/null; then echo "a node exited early; see data/node-*.log" >&2; exit 1; fi
   done

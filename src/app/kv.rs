@@ -134,6 +134,8 @@ pub enum KvResult {
     Txn {
         succeeded: bool,
         results: Vec<KvResult>,
+        /// The store revision each result saw (etcd reports it per response).
+        revisions: Vec<u64>,
     },
 }
 
@@ -302,8 +304,17 @@ impl KvStore {
             } => {
                 let succeeded = compare.iter().all(|c| self.compare(c));
                 let branch = if succeeded { success } else { failure };
-                let results = branch.into_iter().map(|op| self.run(op, rev, wrote)).collect();
-                KvResult::Txn { succeeded, results }
+                let (mut results, mut revisions) = (Vec::new(), Vec::new());
+                for op in branch {
+                    results.push(self.run(op, rev, wrote));
+                    // Like etcd: an op sees the txn's write revision once the txn has written.
+                    revisions.push(if *wrote { rev } else { rev - 1 });
+                }
+                KvResult::Txn {
+                    succeeded,
+                    results,
+                    revisions,
+                }
             }
         }
     }
@@ -340,8 +351,13 @@ impl Application for KvStore {
             } => {
                 let succeeded = compare.iter().all(|c| self.compare(c));
                 let branch = if succeeded { success } else { failure };
-                let results = branch.iter().filter_map(|op| self.read(op).map(|r| r.result)).collect();
-                KvResult::Txn { succeeded, results }
+                let results: Vec<KvResult> = branch.iter().filter_map(|op| self.read(op).map(|r| r.result)).collect();
+                let revisions = vec![self.revision; results.len()];
+                KvResult::Txn {
+                    succeeded,
+                    results,
+                    revisions,
+                }
             }
             _ => return None,
         };

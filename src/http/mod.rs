@@ -763,15 +763,22 @@ fn render(view: &View, result: &KvResult, revision: u64) -> Result<Map<String, V
                 );
             }
         }
-        (View::Txn { success, failure }, KvResult::Txn { succeeded, results }) => {
+        (
+            View::Txn { success, failure },
+            KvResult::Txn {
+                succeeded,
+                results,
+                revisions,
+            },
+        ) => {
             if *succeeded {
                 m.insert("succeeded".into(), Value::Bool(true));
             }
             let views = if *succeeded { success } else { failure };
             let mut responses = Vec::new();
-            for (view, result) in views.iter().zip(results) {
-                let mut body = render(view, result, revision)?;
-                body.insert("header".into(), inner_header(revision));
+            for ((view, result), &at) in views.iter().zip(results).zip(revisions) {
+                let mut body = render(view, result, at)?;
+                body.insert("header".into(), inner_header(at));
                 let name = match view {
                     View::Range { .. } => "response_range",
                     View::Put { .. } => "response_put",
