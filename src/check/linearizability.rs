@@ -551,6 +551,11 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>], bu
     }
 }
 
+/// An operation of model `M`.
+type OpOf<M> = Operation<<M as Model>::Input, <M as Model>::Output>;
+/// Operations with their indices in the checked history.
+type Indexed<M> = Vec<(usize, OpOf<M>)>;
+
 /// The partition `idx` of `history` (which fails), shrunk to its smallest failing window.
 fn shrink<M: Model>(
     model: &M,
@@ -563,7 +568,7 @@ fn shrink<M: Model>(
     let mut rets: Vec<u64> = idx.iter().filter_map(|&i| history[i].ret).collect();
     rets.sort_unstable();
     rets.dedup();
-    let cut_at = |t: u64| -> Vec<(usize, Operation<M::Input, M::Output>)> {
+    let cut_at = |t: u64| -> Indexed<M> {
         idx.iter()
             .filter(|&&i| history[i].call <= t)
             .map(|&i| {
@@ -577,7 +582,7 @@ fn shrink<M: Model>(
             .filter(|(_, op)| op.required() || !model.is_read_only(&op.input))
             .collect()
     };
-    let fails = |ops: &[(usize, Operation<M::Input, M::Output>)], init: M::State, meter: &mut Meter| {
+    let fails = |ops: &[(usize, OpOf<M>)], init: M::State, meter: &mut Meter| {
         let refs: Vec<&Operation<M::Input, M::Output>> = ops.iter().map(|(_, op)| op).collect();
         matches!(search(model, &refs, init, meter), Search::Illegal { .. })
     };
@@ -608,7 +613,7 @@ fn shrink<M: Model>(
     // 2. Trim the front at quiet moments, checking from any state.
     let mut from_any = false;
     if let Some(any) = model.any_state() {
-        let mut best: Option<Vec<(usize, Operation<M::Input, M::Output>)>> = None;
+        let mut best: Option<Indexed<M>> = None;
         // Quiet moments: the invocations of required operations that no required
         // operation straddles.
         let mut taus: Vec<u64> = window
@@ -625,9 +630,9 @@ fn shrink<M: Model>(
             if straddled || dropped == 0 {
                 continue;
             }
-            let rest: Vec<(usize, Operation<M::Input, M::Output>)> = window
+            let rest: Indexed<M> = window
                 .iter()
-                .filter(|(_, op)| !op.ret.is_some_and(|r| r < tau))
+                .filter(|(_, op)| op.ret.is_none_or(|r| r >= tau))
                 .cloned()
                 .collect();
             if fails(&rest, any.clone(), meter) {

@@ -1,0 +1,660 @@
+//! Chaos against real `rolepax-node` processes on loopback (tests/common/procs.rs).
+//!
+//! Three nodes; several client threads (each with its own `ureq` agent, moving to
+//! another node when theirs fails them) run puts, linearizable gets and
+//! compare-and-swaps on a few keys through the HTTP API for a bounded time, while a
+//! chaos thread SIGKILLs and restarts nodes and freezes them with SIGSTOP/SIGCONT. One
+//! node is impaired at a time (a majority stays up), except now and then two are frozen
+//! for a moment. Every operation is recorded with its invocation and response times
+//! from one `Instant`; a timeout or a 503 is an unknown outcome (it may have taken
+//! effect, at any time after its invocation, or never), a refused connection is no
+//! operation at all (the request never left). After the chaos the cluster heals; a
+//! final linearizable read of each key joins the history, the whole history is checked
+//! against the key-value model (`rolepax::check::linearizability`), and every node's
+//! local state (`?stale=true`) must converge on those final values, which therefore
+//! hold every acknowledged write or a later one.
+//!
+//! The lock variant runs acquire/release cycles with real sessions against one lock and
+//! checks the owner-aware FIFO lock model (one holder at a time, waiters in order,
+//! fencing tokens that only grow).
+//!
+//! Bounded: a fixed run time, generous deadlines, loopback only; frozen children are
+//! resumed and all children killed on drop, even when an assertion fails.
+//! `ROLEPAX_CHAOS_SEED` replays a chaos schedule (the timing of the processes still
+//! varies); `ROLEPAX_CHAOS_SECS` changes the run time.
+
+mod common;
+
+use common::procs::Procs;
+use rolepax::check::linearizability::*;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const NODES: u64 = 3;
+const KEYS: u64 = 3;
+const CLIENTS: u64 = 4;
+
+/// SplitMix64, for the schedule and the workload.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn seed() -> u64 {
+    env_u64("ROLEPAX_CHAOS_SEED").unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    })
+}
+
+fn lock(m: &Mutex<Procs>) -> MutexGuard<'_, Procs> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Children frozen with SIGSTOP; every one is sent SIGCONT on drop.
+#[derive(Default)]
+struct Frozen(Mutex<BTreeSet<libc::pid_t>>);
+
+impl Frozen {
+    fn signal(pid: libc::pid_t, sig: libc::c_int) {
+        // SAFETY: `pid` is a child of this process that has not been reaped (the caller
+        // holds the `Procs` lock, which owns the `Child`).
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    fn stop(&self, procs: &Procs, id: u64) -> Option<libc::pid_t> {
+        let pid = libc::pid_t::try_from(procs.children.get(&id)?.id()).ok()?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+        Self::signal(pid, libc::SIGSTOP);
+        Some(pid)
+    }
+
+    fn resume(&self, pid: libc::pid_t) {
+        if self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid) {
+            Self::signal(pid, libc::SIGCONT);
+        }
+    }
+
+    fn resume_all(&self) {
+        let pids: Vec<libc::pid_t> = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .collect();
+        for pid in pids {
+            Self::signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.resume_all();
+    }
+}
+
+/// The cluster, shared with the chaos thread. Field order matters on drop: the frozen
+/// children are resumed before the processes are killed.
+struct Harness {
+    frozen: Arc<Frozen>,
+    procs: Arc<Mutex<Procs>>,
+    urls: Vec<String>,
+    start: Instant,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut procs = Procs::new(NODES);
+        for id in 1..=NODES {
+            procs.start(id);
+        }
+        procs.wait_for_leader();
+        let urls = procs.http.values().cloned().collect();
+        Harness {
+            frozen: Arc::new(Frozen::default()),
+            procs: Arc::new(Mutex::new(procs)),
+            urls,
+            start: Instant::now(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Kills, restarts, freezes and thaws nodes until `until`; returns what it did.
+    fn spawn_chaos(&self, until: Instant, seed: u64) -> thread::JoinHandle<Vec<String>> {
+        let (procs, frozen, start) = (self.procs.clone(), self.frozen.clone(), self.start);
+        thread::spawn(move || {
+            let mut rng = Rng(seed);
+            let mut log = Vec::new();
+            let at = |what: String| format!("{:>6.2}s {what}", start.elapsed().as_secs_f64());
+            let nap = |d: Duration| thread::sleep(d.min(until.saturating_duration_since(Instant::now())));
+            loop {
+                nap(rng.millis(700, 1800));
+                if Instant::now() >= until {
+                    break;
+                }
+                let victim = 1 + rng.below(NODES);
+                match rng.below(6) {
+                    0..=2 => {
+                        lock(&procs).kill(victim);
+                        log.push(at(format!("SIGKILL node {victim}")));
+                        nap(rng.millis(800, 2500));
+                        lock(&procs).start(victim);
+                        log.push(at(format!("restart node {victim}")));
+                    }
+                    3 | 4 => {
+                        let pid = frozen.stop(&lock(&procs), victim);
+                        log.push(at(format!("SIGSTOP node {victim}")));
+                        nap(rng.millis(300, 2000));
+                        if let Some(pid) = pid {
+                            let _guard = lock(&procs);
+                            frozen.resume(pid);
+                        }
+                        log.push(at(format!("SIGCONT node {victim}")));
+                    }
+                    _ => {
+                        // A moment without a majority: two nodes frozen.
+                        let other = 1 + (victim % NODES);
+                        let pids = {
+                            let p = lock(&procs);
+                            [frozen.stop(&p, victim), frozen.stop(&p, other)]
+                        };
+                        log.push(at(format!("SIGSTOP nodes {victim} and {other}")));
+                        nap(rng.millis(200, 700));
+                        let _guard = lock(&procs);
+                        for pid in pids.into_iter().flatten() {
+                            frozen.resume(pid);
+                        }
+                        log.push(at(format!("SIGCONT nodes {victim} and {other}")));
+                    }
+                }
+            }
+            log
+        })
+    }
+
+    /// Thaws everything, restarts whatever is down, and waits for a leader.
+    fn heal(&self) {
+        self.frozen.resume_all();
+        let mut p = lock(&self.procs);
+        for id in 1..=NODES {
+            if !p.children.contains_key(&id) {
+                p.start(id);
+            }
+        }
+        p.wait_for_leader();
+    }
+
+    fn logs(&self) -> String {
+        lock(&self.procs).logs()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    // No pooled connections: ureq may resend an idempotent request on a pooled
+    // connection that turns out dead, and one operation must be one request.
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(1))
+        .timeout(Duration::from_secs(6))
+        .max_idle_connections(0)
+        .build()
+}
+
+/// What one HTTP request came to.
+enum Reply {
+    /// A status and a body.
+    Status(u16, String),
+    /// The connection was refused or never made: the request did not leave.
+    NotSent,
+    /// Sent, but no answer (timeout, reset): unknown.
+    Lost(String),
+}
+
+fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
+    match r {
+        Ok(res) => {
+            let status = res.status();
+            Reply::Status(status, res.into_string().unwrap_or_default())
+        }
+        Err(ureq::Error::Status(status, res)) => Reply::Status(status, res.into_string().unwrap_or_default()),
+        Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => Reply::NotSent,
+        Err(ureq::Error::Transport(t)) => Reply::Lost(t.to_string()),
+    }
+}
+
+/// One client's record.
+#[derive(Default)]
+struct ClientLog {
+    ops: Vec<Operation<KvInput, KvOutput>>,
+    unknown: u64,
+    not_sent: u64,
+    /// Answers no correct node gives (a 4xx other than 404/409, a 5xx other than 503).
+    unexpected: Vec<String>,
+}
+
+fn kv_client(h: &Harness, client: u64, until: Instant, seed: u64) -> ClientLog {
+    let agent = agent();
+    let mut rng = Rng(seed ^ (client << 32));
+    let mut node = (client % NODES) as usize;
+    let mut seen: Vec<Option<String>> = vec![None; KEYS as usize];
+    let mut log = ClientLog::default();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        if n.is_multiple_of(25) {
+            // Move on now and then, so that every node serves everyone, impaired or not.
+            node = (node + 1) % h.urls.len();
+        }
+        let k = rng.below(KEYS) as usize;
+        let key = format!("k{k}");
+        let value = format!("c{client}.{n}");
+        let base = &h.urls[node];
+        let kind = rng.below(100);
+        let call = h.now_us();
+        let (input, r) = if kind < 40 {
+            let r = agent.put(&format!("{base}/v1/kv/{key}")).send_string(&value);
+            (
+                KvInput::Put {
+                    key: key.clone().into_bytes(),
+                    value: value.clone().into_bytes(),
+                },
+                reply(r),
+            )
+        } else if kind < 75 {
+            let r = agent.get(&format!("{base}/v1/kv/{key}")).call();
+            (
+                KvInput::Get {
+                    key: key.clone().into_bytes(),
+                },
+                reply(r),
+            )
+        } else {
+            let expected = if rng.below(4) == 0 { None } else { seen[k].clone() };
+            let r = agent
+                .post(&format!("{base}/v1/cas/{key}"))
+                .send_json(serde_json::json!({"expected": expected, "new": value}));
+            (
+                KvInput::Cas {
+                    key: key.clone().into_bytes(),
+                    expected: expected.map(String::into_bytes),
+                    new: value.clone().into_bytes(),
+                },
+                reply(r),
+            )
+        };
+        let ret = h.now_us();
+        let output = match (&input, r) {
+            (KvInput::Put { .. }, Reply::Status(200, _)) => Some(KvOutput::Put),
+            (KvInput::Get { .. }, Reply::Status(200, body)) => Some(KvOutput::Got(Some(body.into_bytes()))),
+            (KvInput::Get { .. }, Reply::Status(404, _)) => Some(KvOutput::Got(None)),
+            (KvInput::Cas { .. }, Reply::Status(200, _)) => Some(KvOutput::Cas(true)),
+            (KvInput::Cas { .. }, Reply::Status(409, _)) => Some(KvOutput::Cas(false)),
+            (_, Reply::NotSent) => {
+                log.not_sent += 1;
+                node = (node + 1) % h.urls.len();
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            (_, Reply::Status(503, _)) | (_, Reply::Lost(_)) => None,
+            (_, Reply::Status(status, body)) => {
+                log.unexpected
+                    .push(format!("{input:?} via node {}: {status} {body}", node + 1));
+                None
+            }
+        };
+        match output {
+            Some(out) => {
+                match (&input, &out) {
+                    (KvInput::Get { .. }, KvOutput::Got(v)) => {
+                        seen[k] = v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                    }
+                    (KvInput::Put { .. }, _) | (KvInput::Cas { .. }, KvOutput::Cas(true)) => {
+                        seen[k] = Some(value.clone())
+                    }
+                    _ => {}
+                }
+                log.ops.push(Operation::done(client, input, call, ret, out));
+            }
+            None => {
+                log.unknown += 1;
+                log.ops.push(Operation::unknown(client, input, call));
+                node = (node + 1) % h.urls.len();
+            }
+        }
+    }
+    log
+}
+
+/// Reads `key` through the log from any node, retrying, as a definite operation.
+fn final_read(h: &Harness, key: &str, deadline: Instant) -> Operation<KvInput, KvOutput> {
+    let agent = agent();
+    let mut errors = Vec::new();
+    for node in (0..h.urls.len()).cycle() {
+        let call = h.now_us();
+        let r = reply(agent.get(&format!("{}/v1/kv/{key}", h.urls[node])).call());
+        let ret = h.now_us();
+        let input = KvInput::Get {
+            key: key.as_bytes().to_vec(),
+        };
+        match r {
+            Reply::Status(200, body) => {
+                return Operation::done(9_999, input, call, ret, KvOutput::Got(Some(body.into_bytes())));
+            }
+            Reply::Status(404, _) => return Operation::done(9_999, input, call, ret, KvOutput::Got(None)),
+            Reply::Status(s, b) => errors.push(format!("{s} {b}")),
+            Reply::NotSent => errors.push("not sent".into()),
+            Reply::Lost(e) => errors.push(e),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final read of {key}: {errors:?}\n{}",
+            h.logs()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!("cycle never ends")
+}
+
+/// Polls `GET /v1/kv/{key}?stale=true` on every node until it shows `want`.
+fn converge(h: &Harness, key: &str, want: &Option<Vec<u8>>, deadline: Instant) {
+    let agent = agent();
+    for (i, base) in h.urls.iter().enumerate() {
+        loop {
+            let last = match reply(agent.get(&format!("{base}/v1/kv/{key}?stale=true")).call()) {
+                Reply::Status(200, body) if Some(body.as_bytes()) == want.as_deref() => break,
+                Reply::Status(404, _) if want.is_none() => break,
+                Reply::Status(s, b) => format!("{s} {b}"),
+                Reply::NotSent => "not sent".to_string(),
+                Reply::Lost(e) => e,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "node {} never showed {key} = {:?} (last: {last})\n{}",
+                i + 1,
+                want.as_deref().map(String::from_utf8_lossy),
+                h.logs()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn check_budget() -> Budget {
+    Budget {
+        max_steps: 50_000_000,
+        max_time: Duration::from_secs(60),
+    }
+}
+
+fn kv_chaos(run: Duration) {
+    let seed = seed();
+    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
+    let h = Harness::new();
+    let until = Instant::now() + run;
+    let chaos = h.spawn_chaos(until, seed);
+    let logs: Vec<ClientLog> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let h = &h;
+                s.spawn(move || kv_client(h, c + 1, until, seed))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| panic!("a client thread panicked")))
+            .collect()
+    });
+    let events = chaos.join().unwrap_or_else(|_| panic!("the chaos thread panicked"));
+    println!("chaos: {} events\n  {}", events.len(), events.join("\n  "));
+
+    h.heal();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut history: Vec<Operation<KvInput, KvOutput>> = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
+    let finals: Vec<Operation<KvInput, KvOutput>> =
+        (0..KEYS).map(|k| final_read(&h, &format!("k{k}"), deadline)).collect();
+    history.extend(finals.iter().cloned());
+    let definite = history.iter().filter(|o| o.required()).count();
+    let unknown: u64 = logs.iter().map(|l| l.unknown).sum();
+    let not_sent: u64 = logs.iter().map(|l| l.not_sent).sum();
+    println!(
+        "history: {} operations ({definite} answered, {unknown} unknown; {not_sent} requests refused, not counted)",
+        history.len()
+    );
+    let unexpected: Vec<&String> = logs.iter().flat_map(|l| &l.unexpected).collect();
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
+    assert!(!events.is_empty(), "the chaos thread did something");
+    assert!(
+        definite > 100,
+        "the clients got answers through the chaos ({definite})\n{}",
+        h.logs()
+    );
+
+    let result = check(&KvModel, &history, check_budget());
+    println!("linearizability: {result}");
+    assert_eq!(
+        result.verdict,
+        Verdict::Linearizable,
+        "seed {seed}: {result}\nchaos:\n  {}",
+        events.join("\n  ")
+    );
+
+    // Every node's local state converges on the final values (which, by the check above,
+    // hold every acknowledged write or a later one).
+    for (k, op) in finals.iter().enumerate() {
+        let Some(KvOutput::Got(want)) = &op.output else {
+            unreachable!("final reads are answered")
+        };
+        converge(&h, &format!("k{k}"), want, deadline);
+    }
+}
+
+fn lock_op(agent: &ureq::Agent, url: &str, body: serde_json::Value) -> Reply {
+    reply(agent.post(url).send_json(body))
+}
+
+/// A lock client: opens a session, then acquires (a long-poll), holds briefly and
+/// releases, again and again, moving to another node when its node fails it.
+fn lock_client(
+    h: &Harness,
+    client: u64,
+    until: Instant,
+    seed: u64,
+) -> (Vec<Operation<LockInput, LockOutput>>, Vec<String>) {
+    let agent = agent();
+    let mut rng = Rng(seed ^ (client << 40));
+    let mut node = (client % NODES) as usize;
+    let mut ops = Vec::new();
+    let mut unexpected = Vec::new();
+    // A session that outlives the run (expiry is not in the model).
+    let session = loop {
+        if Instant::now() >= until + Duration::from_secs(60) {
+            return (ops, vec![format!("client {client}: no session")]);
+        }
+        if let Reply::Status(200, body) = lock_op(
+            &agent,
+            &format!("{}/v1/sessions", h.urls[node]),
+            serde_json::json!({"ttl_ms": 600_000}),
+        ) && let Some(id) = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["session"].as_u64())
+        {
+            break id;
+        }
+        node = (node + 1) % h.urls.len();
+        thread::sleep(Duration::from_millis(100));
+    };
+    let name = "L".to_string();
+    let mut holding = false;
+    while Instant::now() < until {
+        let base = &h.urls[node];
+        let input = if holding {
+            LockInput::Release {
+                name: name.clone(),
+                session,
+            }
+        } else {
+            LockInput::Acquire {
+                name: name.clone(),
+                session,
+            }
+        };
+        let call = h.now_us();
+        let r = if holding {
+            lock_op(
+                &agent,
+                &format!("{base}/v1/locks/{name}/release"),
+                serde_json::json!({"session": session}),
+            )
+        } else {
+            lock_op(
+                &agent,
+                &format!("{base}/v1/locks/{name}/acquire"),
+                serde_json::json!({"session": session, "wait_ms": 2000}),
+            )
+        };
+        let ret = h.now_us();
+        let output = match (&input, r) {
+            (LockInput::Acquire { .. }, Reply::Status(200, body)) => {
+                match serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["token"].as_u64())
+                {
+                    Some(token) => Some(LockOutput::Granted { token }),
+                    None => {
+                        unexpected.push(format!("a grant without a token: {body}"));
+                        None
+                    }
+                }
+            }
+            (LockInput::Acquire { .. }, Reply::Status(202, _)) => Some(LockOutput::Queued),
+            (LockInput::Release { .. }, Reply::Status(200, _)) => Some(LockOutput::Released),
+            (LockInput::Release { .. }, Reply::Status(409, _)) => Some(LockOutput::NotHolder),
+            (_, Reply::NotSent) => {
+                node = (node + 1) % h.urls.len();
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            (_, Reply::Status(503, _)) | (_, Reply::Lost(_)) => None,
+            (_, Reply::Status(status, body)) => {
+                unexpected.push(format!("{input:?} via node {}: {status} {body}", node + 1));
+                None
+            }
+        };
+        match output {
+            Some(out) => {
+                if let LockInput::Acquire { .. } = input {
+                    // A long-poll joins the line when invoked and may be granted later:
+                    // its joining is an operation of the same interval, output unseen.
+                    ops.push(Operation {
+                        client,
+                        input: input.clone(),
+                        call,
+                        ret: Some(ret),
+                        output: None,
+                    });
+                }
+                holding = match out {
+                    LockOutput::Granted { .. } => true,
+                    LockOutput::Released | LockOutput::NotHolder => false,
+                    _ => holding,
+                };
+                ops.push(Operation::done(client, input, call, ret, out));
+                if holding {
+                    thread::sleep(rng.millis(5, 60));
+                }
+            }
+            None => {
+                // Unknown: ask again (an acquire keeps its place in line; a release that
+                // took effect answers "not the holder" the second time).
+                ops.push(Operation::unknown(client, input, call));
+                node = (node + 1) % h.urls.len();
+            }
+        }
+    }
+    (ops, unexpected)
+}
+
+fn lock_chaos(run: Duration) {
+    let seed = seed();
+    println!("lock chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
+    let h = Harness::new();
+    let until = Instant::now() + run;
+    let chaos = h.spawn_chaos(until, seed);
+    let results: Vec<_> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let h = &h;
+                s.spawn(move || lock_client(h, c + 1, until, seed))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| panic!("a client thread panicked")))
+            .collect()
+    });
+    let events = chaos.join().unwrap_or_else(|_| panic!("the chaos thread panicked"));
+    println!("chaos: {} events\n  {}", events.len(), events.join("\n  "));
+    let unexpected: Vec<&String> = results.iter().flat_map(|(_, u)| u).collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected answers: {unexpected:#?}\n{}",
+        h.logs()
+    );
+    let history: Vec<Operation<LockInput, LockOutput>> = results.into_iter().flat_map(|(ops, _)| ops).collect();
+    let grants = history
+        .iter()
+        .filter(|o| matches!(o.output, Some(LockOutput::Granted { .. })) && o.required())
+        .count();
+    let unknown = history.iter().filter(|o| !o.required()).count();
+    println!(
+        "history: {} operations, {grants} grants, {unknown} unknown",
+        history.len()
+    );
+    assert!(
+        grants > 10,
+        "the lock changed hands through the chaos ({grants})\n{}",
+        h.logs()
+    );
+    let result = check(&LockModel, &history, check_budget());
+    println!("linearizability: {result}");
+    assert_eq!(
+        result.verdict,
+        Verdict::Linearizable,
+        "seed {seed}: {result}\nchaos:\n  {}",
+        events.join("\n  ")
+    );
+}
+
+#[test]
+fn chaos_lock_three_processes_keep_one_holder_in_fifo_order() {
+    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(12);
+    lock_chaos(Duration::from_secs(secs));
+}
+
+#[test]
+fn chaos_kv_three_processes_stay_linearizable() {
+    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(15);
+    kv_chaos(Duration::from_secs(secs));
+}
