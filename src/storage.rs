@@ -45,6 +45,7 @@ impl Storage {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;

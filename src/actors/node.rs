@@ -276,11 +276,9 @@ impl<A: Application> NodeHandle<A> {
         let payload = codec::encode(command).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let command = Command { id, ack_below, payload };
         let (tx, mut rx) = oneshot::channel();
-        self.inner
-            .sm
-            .send(Register { id, reply: tx })
-            .await
-            .map_err(|_| Error::Stopped)?;
+        // No round trip: the waiter is in the state machine's mailbox before the command
+        // can possibly be decided, so it is registered before the answer comes.
+        self.inner.sm.do_send(Register { id, reply: tx });
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
         loop {
@@ -374,15 +372,11 @@ impl<A: Application> NodeHandle<A> {
             seq,
         };
         let (tx, mut rx) = oneshot::channel();
-        self.inner
-            .sm
-            .send(ReadWait::<A> {
-                id,
-                command: command.clone(),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Error::Stopped)?;
+        self.inner.sm.do_send(ReadWait::<A> {
+            id,
+            command: command.clone(),
+            reply: tx,
+        });
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
         loop {

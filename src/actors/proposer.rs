@@ -45,7 +45,8 @@ use std::collections::{BTreeMap, VecDeque};
 pub struct ProposerConfig {
     /// Most commands in one Accept.
     pub max_batch: usize,
-    /// Most Accepts waiting for a quorum at once.
+    /// Most Accepts waiting for a quorum at once. A partial batch is sent only when
+    /// none is in flight, so more than one is in flight only when batches are full.
     pub max_inflight: usize,
     /// Resend to silent acceptors after this many ticks.
     pub retry_ticks: u64,
@@ -385,7 +386,11 @@ impl Proposer {
     /// Sends queued commands while the window has room.
     fn maybe_send_accepts(&mut self, out: &mut ProposerOutput) {
         while let State::Leading { inflight, .. } = &self.state {
-            if inflight.len() >= self.cfg.max_inflight || (self.queue.is_empty() && self.reads.is_empty()) {
+            // Nagle-like: a partial batch leaves only when nothing is in flight; while a
+            // batch is out, commands gather into the next one. Only full batches pipeline.
+            let nothing_to_send = self.queue.is_empty() && self.reads.is_empty();
+            let wait_to_fill = !inflight.is_empty() && self.queue.len() < self.cfg.max_batch;
+            if inflight.len() >= self.cfg.max_inflight || nothing_to_send || wait_to_fill {
                 return;
             }
             // Queued commands, or else an empty batch: a barrier that confirms waiting reads.
@@ -927,9 +932,30 @@ mod tests {
         let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
         p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
         p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
-        p.handle(ProposerInput::Propose(cmd(1)));
-        // A read arriving now must see slot 0: its index is 1; it rides on a new, empty batch.
-        let out = p.handle(ProposerInput::ReadIndex(3, id));
+        let first = accepts(&p.handle(ProposerInput::Propose(cmd(1))))[0].1;
+        // A read arriving now must see slot 0: its index is 1. It waits for a batch sent
+        // after it arrived: the one in flight does not count.
+        assert!(
+            accepts(&p.handle(ProposerInput::ReadIndex(3, id))).is_empty(),
+            "the barrier waits for the batch in flight"
+        );
+        let done = |from| {
+            ProposerInput::Reply(
+                from,
+                AcceptorReply::Accepted {
+                    call: first,
+                    ballot: b,
+                    first_slot: 0,
+                    count: 1,
+                },
+            )
+        };
+        p.handle(done(1));
+        let out = p.handle(done(2));
+        assert!(
+            !out.send.iter().any(|(_, m)| matches!(m, PeerMessage::StateMachine(_))),
+            "the earlier batch confirms nothing"
+        );
         let barrier = accepts(&out);
         assert_eq!(barrier.len(), 3);
         assert!(barrier[0].3.is_empty(), "with no commands queued the barrier is empty");

@@ -224,6 +224,11 @@ pub struct StateMachineActor<A: Application> {
     reads: BTreeMap<RequestId, PendingRead<A>>,
     snapshot_every: u64,
     last_snapshot: Slot,
+    /// Size of the last snapshot, and command bytes applied since: a snapshot is taken
+    /// only when the log written since is at least twice its size, so snapshotting a
+    /// large state costs at most about half of the log volume.
+    last_snapshot_bytes: u64,
+    applied_bytes: u64,
     snapshots: u64,
     record: Option<Vec<(Slot, Option<RequestId>)>>,
 }
@@ -239,23 +244,30 @@ impl<A: Application> StateMachineActor<A> {
             reads: BTreeMap::new(),
             snapshot_every,
             last_snapshot,
+            last_snapshot_bytes: 0,
+            applied_bytes: 0,
             snapshots: 0,
             record: record_applied.then(Vec::new),
         }
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.snapshot_every == 0 || self.core.next() - self.last_snapshot < self.snapshot_every {
+        if self.snapshot_every == 0
+            || self.core.next() - self.last_snapshot < self.snapshot_every
+            || self.applied_bytes < 2 * self.last_snapshot_bytes
+        {
             return;
         }
-        let saved = self
-            .core
-            .snapshot()
-            .and_then(|bytes| self.storage.save_snapshot(&bytes))
-            .and_then(|_| self.storage.flush());
+        let saved = self.core.snapshot().and_then(|bytes| {
+            self.storage.save_snapshot(&bytes)?;
+            self.storage.flush()?;
+            Ok(bytes.len() as u64)
+        });
         match saved {
-            Ok(_) => {
+            Ok(size) => {
                 self.last_snapshot = self.core.next();
+                self.last_snapshot_bytes = size;
+                self.applied_bytes = 0;
                 self.snapshots += 1;
             }
             Err(e) => {
@@ -289,6 +301,9 @@ impl<A: Application> Handler<ApplyBatch> for StateMachineActor<A> {
                 seq = id.map(|i| i.seq),
                 "apply"
             );
+            if let Value::Command(c) = &value {
+                self.applied_bytes += c.payload.len() as u64;
+            }
             if let Some(record) = &mut self.record {
                 record.push((slot, id));
             }
