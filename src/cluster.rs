@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo() -> rolepax::Result<()> {
 //! use rolepax::{Cluster, KvCommand};
-//! let mut cluster = Cluster::start(3).await?;
+//! let mut cluster: Cluster = Cluster::start(3).await?;
 //! let leader = cluster.wait_for_leader().await?;
 //! cluster.node(leader).submit(KvCommand::put("k", "v")).await?;
 //! cluster.crash(leader);

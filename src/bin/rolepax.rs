@@ -309,11 +309,11 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
         std::thread::spawn(move || {
             let path = format!("/v1/sessions/{session}/keepalive");
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(a) = client.request("POST", &path, None) {
-                    if a.status == 404 {
-                        lost.store(true, Ordering::Relaxed);
-                        return;
-                    }
+                if let Ok(a) = client.request("POST", &path, None)
+                    && a.status == 404
+                {
+                    lost.store(true, Ordering::Relaxed);
+                    return;
                 }
                 for _ in 0..(ttl.as_millis() / 3 / 100).max(1) {
                     if stop.load(Ordering::Relaxed) {

@@ -734,7 +734,7 @@ fn inner_header(revision: u64) -> Value {
 }
 
 /// The body of one answer (without its header), as the request's view asks.
-fn render(view: &View, result: &KvResult, revision: u64) -> Result<Map<String, Value>, Reject> {
+fn render(view: &View, result: &KvResult) -> Result<Map<String, Value>, Reject> {
     let mut m = Map::new();
     match (view, result) {
         (View::Range { keys_only, count_only }, KvResult::Range { kvs, count, more }) => {
@@ -777,7 +777,7 @@ fn render(view: &View, result: &KvResult, revision: u64) -> Result<Map<String, V
             let views = if *succeeded { success } else { failure };
             let mut responses = Vec::new();
             for ((view, result), &at) in views.iter().zip(results).zip(revisions) {
-                let mut body = render(view, result, at)?;
+                let mut body = render(view, result)?;
                 body.insert("header".into(), inner_header(at));
                 let name = match view {
                     View::Range { .. } => "response_range",
@@ -802,7 +802,7 @@ fn render(view: &View, result: &KvResult, revision: u64) -> Result<Map<String, V
 }
 
 async fn etcd_answer(st: &HttpState, view: &View, reply: &KvReply) -> Answer {
-    let mut body = render(view, &reply.result, reply.revision)?;
+    let mut body = render(view, &reply.result)?;
     body.insert("header".into(), header(st, reply.revision).await);
     Ok(HttpResponse::Ok().json(Value::Object(body)))
 }
