@@ -20,8 +20,8 @@ use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetEle
 use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
-    ClockCommand, GetApplied, GetStateMachineStatus, ReadLocal, ReadWait, Register, StateMachine, StateMachineActor,
-    StateMachineStatus, Unregister,
+    ClockCommand, GetApplied, GetStateMachineStatus, Outcome, ReadLocal, ReadWait, Register, StateMachine,
+    StateMachineActor, StateMachineStatus, Unregister,
 };
 use super::{Halt, LocalRoles, Peers, PlantedBugs};
 use crate::app::Application;
@@ -275,28 +275,39 @@ impl<A: Application> NodeHandle<A> {
     pub async fn submit_as(&self, id: RequestId, ack_below: u64, command: &A::Command) -> Result<A::Reply> {
         let payload = codec::encode(command).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let command = Command { id, ack_below, payload };
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         // No round trip: the waiter is in the state machine's mailbox before the command
         // can possibly be decided, so it is registered before the answer comes.
         self.inner.sm.do_send(Register { id, reply: tx });
+        let ask = PeerMessage::Proposer(ProposerMessage::Propose { command });
+        match self.ask_leader(id, rx, ask).await? {
+            Ok(reply) => Ok(reply),
+            Err(msg) => Err(Error::InvalidInput(msg)),
+        }
+    }
+
+    /// Sends `ask` to the leader this node's elector names, again every
+    /// `retry_interval` and whenever the leader changes, until the state machine answers
+    /// request `id` through `rx`; after `request_timeout` stops waiting and fails with
+    /// `Unavailable`.
+    async fn ask_leader<R>(
+        &self,
+        id: RequestId,
+        mut rx: oneshot::Receiver<Outcome<R>>,
+        ask: PeerMessage,
+    ) -> Result<Outcome<R>> {
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
         loop {
-            let leader = leader_rx.borrow_and_update().leader;
-            if let Some(leader) = leader {
+            if let Some(leader) = leader_rx.borrow_and_update().leader {
                 tracing::debug!(
                     node = self.id(),
                     leader,
                     client = id.client,
                     seq = id.seq,
-                    "propose to leader"
+                    "ask the leader"
                 );
-                self.inner.peers.send(
-                    leader,
-                    PeerMessage::Proposer(ProposerMessage::Propose {
-                        command: command.clone(),
-                    }),
-                );
+                self.inner.peers.send(leader, ask.clone());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -304,13 +315,7 @@ impl<A: Application> NodeHandle<A> {
             }
             let wait = self.inner.cfg.retry_interval.min(deadline - now);
             tokio::select! {
-                answer = &mut rx => {
-                    return match answer {
-                        Ok(Ok(reply)) => Ok(reply),
-                        Ok(Err(msg)) => Err(Error::InvalidInput(msg)),
-                        Err(_) => Err(Error::Stopped),
-                    };
-                }
+                answer = &mut rx => return answer.map_err(|_| Error::Stopped),
                 changed = leader_rx.changed() => {
                     if changed.is_err() {
                         return Err(Error::Stopped);
@@ -319,7 +324,7 @@ impl<A: Application> NodeHandle<A> {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        drop(rx);
+        drop(rx); // Closed first, so the state machine's Unregister finds it closed.
         self.inner.sm.do_send(Unregister(id));
         Err(Error::Unavailable(format!(
             "no quorum answered within {:?}; retry later",
@@ -371,48 +376,20 @@ impl<A: Application> NodeHandle<A> {
             client: self.inner.client,
             seq,
         };
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         self.inner.sm.do_send(ReadWait::<A> {
             id,
             command: command.clone(),
             reply: tx,
         });
-        let deadline = Instant::now() + self.inner.cfg.request_timeout;
-        let mut leader_rx = self.inner.leader.clone();
-        loop {
-            if let Some(leader) = leader_rx.borrow_and_update().leader {
-                self.inner
-                    .peers
-                    .send(leader, PeerMessage::Proposer(ProposerMessage::ReadIndex { id }));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let wait = self.inner.cfg.retry_interval.min(deadline - now);
-            tokio::select! {
-                answer = &mut rx => {
-                    return match answer {
-                        Ok(Ok(reply)) => Ok(reply),
-                        // Not read-only after all: it must go through the log.
-                        Ok(Err(_)) => self.submit(command).await,
-                        Err(_) => Err(Error::Stopped),
-                    };
-                }
-                changed = leader_rx.changed() => {
-                    if changed.is_err() {
-                        return Err(Error::Stopped);
-                    }
-                }
-                _ = tokio::time::sleep(wait) => {}
-            }
+        match self
+            .ask_leader(id, rx, PeerMessage::Proposer(ProposerMessage::ReadIndex { id }))
+            .await?
+        {
+            Ok(reply) => Ok(reply),
+            // Not read-only after all: it must go through the log.
+            Err(_) => self.submit(command).await,
         }
-        drop(rx);
-        self.inner.sm.do_send(Unregister(id));
-        Err(Error::Unavailable(format!(
-            "no leader confirmed the read within {:?}; retry later",
-            self.inner.cfg.request_timeout
-        )))
     }
 
     /// Answers a read-only command from this node's state, without the log: fast, and

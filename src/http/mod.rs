@@ -283,16 +283,22 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 
 /// Runs a command through the log, timing it for the latency histogram.
 async fn submit(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
+    timed(st, st.node.submit(ServiceCommand::Kv(cmd))).await
+}
+
+/// A linearizable read that does not write the log (read index; see [`NodeHandle::read`]).
+async fn read_linearizable(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
+    timed(st, st.node.read(ServiceCommand::Kv(cmd))).await
+}
+
+/// Awaits a key-value request, recording its latency or its failure in the metrics.
+async fn timed(st: &HttpState, request: impl Future<Output = crate::Result<ServiceReply>>) -> Result<KvReply, Reject> {
     let started = Instant::now();
-    match st.node.submit(ServiceCommand::Kv(cmd)).await {
-        Ok(ServiceReply::Kv(reply)) => {
+    match request.await {
+        Ok(reply) => {
             st.metrics.observe(started.elapsed());
-            Ok(reply)
+            kv_reply(reply)
         }
-        Ok(ServiceReply::Lock(_)) => Err(Reject::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "a key-value command got a lock reply",
-        )),
         Err(e) => {
             st.metrics.failures.fetch_add(1, Ordering::Relaxed);
             Err(e.into())
@@ -300,34 +306,19 @@ async fn submit(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
     }
 }
 
-/// A linearizable read that does not write the log (read index; see [`NodeHandle::read`]).
-async fn read_linearizable(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
-    let started = Instant::now();
-    match st.node.read(ServiceCommand::Kv(cmd)).await {
-        Ok(ServiceReply::Kv(reply)) => {
-            st.metrics.observe(started.elapsed());
-            Ok(reply)
-        }
-        Ok(ServiceReply::Lock(_)) => Err(Reject::new(
+fn kv_reply(reply: ServiceReply) -> Result<KvReply, Reject> {
+    match reply {
+        ServiceReply::Kv(reply) => Ok(reply),
+        ServiceReply::Lock(_) => Err(Reject::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "a key-value read got a lock reply",
+            "a key-value request got a lock reply",
         )),
-        Err(e) => {
-            st.metrics.failures.fetch_add(1, Ordering::Relaxed);
-            Err(e.into())
-        }
     }
 }
 
 /// Answers a read-only key-value command from this node's state (possibly stale).
 async fn read_local(st: &HttpState, cmd: KvCommand) -> Result<KvReply, Reject> {
-    match st.node.read_local(ServiceCommand::Kv(cmd)).await? {
-        ServiceReply::Kv(reply) => Ok(reply),
-        ServiceReply::Lock(_) => Err(Reject::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "a key-value read got a lock reply",
-        )),
-    }
+    kv_reply(st.node.read_local(ServiceCommand::Kv(cmd)).await?)
 }
 
 // ---------------------------------------------------------------------------------
