@@ -40,6 +40,10 @@ pub struct PlantedBugs {
     /// The learner hands values to the state machine as they come, gaps or not, and the
     /// state machine applies whatever slot it is given.
     pub learner_applies_out_of_order: bool,
+    /// The proposer answers a `ReadIndex` at once with its next slot, without waiting
+    /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
+    /// then serves stale reads).
+    pub proposer_reads_without_quorum: bool,
 }
 
 /// Time, for role cores: every actor with timers gets one `Tick` per `tick` interval.

@@ -226,6 +226,14 @@ impl Proposer {
             }
             // A read: only a leader confirmed by a quorum after the read began may answer.
             ProposerInput::ReadIndex(from, id) => match &self.state {
+                State::Leading { next_slot, .. } if self.bugs.proposer_reads_without_quorum => {
+                    // Planted bug: trust our leadership without a quorum's word.
+                    let reply = StateMachineMessage::ReadIndexReply {
+                        id,
+                        index: Some(*next_slot),
+                    };
+                    out.send.push((from, PeerMessage::StateMachine(reply)));
+                }
                 State::Leading { next_slot, .. } => {
                     self.reads.push(PendingRead {
                         from,
