@@ -177,3 +177,39 @@ async fn locks_unlock_by_non_holder_refused_and_try_lock_times_out() {
     assert_eq!(list[0].holder, Some(a));
     assert!(list[0].queue.is_empty(), "the timed-out waiter left the queue");
 }
+
+#[actix_rt::test]
+async fn locks_wait_survives_losing_the_node_and_the_grant_is_seen_elsewhere() {
+    let mut c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let others: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    let (via_dying, via_other) = (others[0], others[1]);
+    let holder_locks = Locks::new(c.node(leader).clone());
+    let holder = holder_locks
+        .open_session(Duration::from_secs(30))
+        .await
+        .expect("session");
+    token(holder_locks.acquire("w", holder, None).await.expect("acquire"));
+    // The waiter joins the line through a node that then dies with its connection.
+    let dying = Locks::new(c.node(via_dying).clone());
+    let waiter = dying.open_session(Duration::from_secs(30)).await.expect("session");
+    let queued = dying
+        .acquire_with(
+            "w",
+            waiter,
+            Some(Duration::from_millis(100)),
+            rolepax::locks::OnTimeout::StayQueued,
+        )
+        .await;
+    assert_eq!(queued.expect("queued"), Acquired::StillWaiting);
+    c.crash(via_dying);
+    holder_locks.release("w", holder).await.expect("release");
+    // The wait was replicated state: asking another node with the same session finds the grant.
+    let elsewhere = Locks::new(c.node(via_other).clone());
+    let granted = elsewhere
+        .acquire("w", waiter, Some(DEADLINE))
+        .await
+        .expect("acquire elsewhere");
+    assert!(matches!(granted, Acquired::Granted { .. }), "{granted:?}");
+    assert_eq!(elsewhere.get("w").await.expect("get").holder, Some(waiter));
+}
