@@ -70,6 +70,10 @@ fn sim_calm_cluster_answers_every_client() {
         assert_all_safe("calm", &ex);
         assert_eq!(ex.stats.ops_unknown, 0, "no request is lost without faults: {ex}");
         assert!(ex.stats.ops_ok > ex.runs * 100, "{ex}");
+        assert!(
+            ex.stats.read_index_reads > ex.runs * 10,
+            "about half the gets are served by read index: {ex}"
+        );
         assert_eq!(ex.stats.elections, ex.runs, "one election per calm run: {ex}");
     }
 }
@@ -196,7 +200,8 @@ fn sim_checker_flags_two_values_chosen_in_one_slot() {
 }
 
 /// Replays one seed: `ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture`,
-/// with `ROLEPAX_SIM_NODES=3|5` and `ROLEPAX_SIM_BUGS=a,b` if the failure named them.
+/// with `ROLEPAX_SIM_NODES=3|5`, `ROLEPAX_SIM_PROFILE=split_brain` and
+/// `ROLEPAX_SIM_BUGS=a,b` if the failure named them.
 /// Without a seed it replays seed 1 (and passes).
 #[test]
 fn sim_replay() {
@@ -204,6 +209,11 @@ fn sim_replay() {
     let mut cfg = SimConfig::from_seed(seed);
     if let Some(nodes) = env_u64("ROLEPAX_SIM_NODES") {
         cfg = cfg.with_nodes(nodes as usize);
+    }
+    match std::env::var("ROLEPAX_SIM_PROFILE").as_deref() {
+        Ok("split_brain") => cfg = cfg.with_split_brain_bias(),
+        Ok(other) => panic!("ROLEPAX_SIM_PROFILE: unknown profile {other:?} (known: split_brain)"),
+        Err(_) => {}
     }
     if let Ok(list) = std::env::var("ROLEPAX_SIM_BUGS") {
         cfg = cfg.with_bugs(parse_bugs(&list).unwrap_or_else(|e| panic!("ROLEPAX_SIM_BUGS: {e}")));

@@ -57,6 +57,8 @@ pub struct OpRecord {
     /// The node the client asked.
     pub node: NodeId,
     pub input: OpInput,
+    /// A get served by read index (`NodeHandle::read`), not through the log.
+    pub read_index: bool,
     /// Simulated time of the invocation, in microseconds.
     pub invoked_us: u64,
     /// Simulated time of the response (or of giving up), in microseconds; `None` if the

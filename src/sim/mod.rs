@@ -47,9 +47,15 @@
 //! for the answer as `NodeHandle::submit` does: it forwards `Propose` to the leader its
 //! elector names, proposes again every `retry_us` and whenever the leader changes, and
 //! gives up after `request_timeout_us`. Its state machine answers when it applies the
-//! request. Every operation's invocation and response (or timeout, or the crash of the
-//! node it asked) is recorded with simulated times in [`RunReport::history`], for a
-//! linearizability checker.
+//! request. A share of the gets (`read_index_permille`, drawn per operation) goes the
+//! way of `NodeHandle::read` instead: the node asks the leader for `ReadIndex` under the
+//! same retry, leader-change and give-up rules, keeps the first index a
+//! `ReadIndexReply` confirms, and answers from its own state machine's `read()` once it
+//! has applied every slot below that index (checked on the reply and after every
+//! applied batch, as `StateMachineActor::maybe_answer_reads` does). Every operation's
+//! invocation and response (or timeout, or the crash of the node it asked, which drops
+//! its waiting commands and reads alike) is recorded with simulated times in
+//! [`RunReport::history`], for a linearizability checker.
 //!
 //! ## What is checked
 //!
@@ -79,7 +85,9 @@
 //! ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture
 //! ```
 //!
-//! (with `ROLEPAX_SIM_NODES=…` and `ROLEPAX_SIM_BUGS=…` added when the run had them),
+//! (with `ROLEPAX_SIM_NODES=…`, `ROLEPAX_SIM_PROFILE=split_brain` (see
+//! [`SimConfig::with_split_brain_bias`]) and `ROLEPAX_SIM_BUGS=…` added when the run had
+//! them),
 //! together with the shortest failing prefix: the seed is run again with a step budget,
 //! bisecting for the fewest steps that still fail, and the last events of that prefix
 //! are shown. A long soak is `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim
@@ -172,6 +180,9 @@ pub struct SimConfig {
     pub retry_us: u64,
     /// And gives up after this long.
     pub request_timeout_us: u64,
+    /// Chance, in thousandths, that a get is served by read index rather than through
+    /// the log (0: every get goes through the log).
+    pub read_index_permille: u64,
     pub faults: Faults,
     pub bugs: PlantedBugs,
     /// Stop after this many steps (for shrinking a failure to its shortest prefix).
@@ -210,6 +221,7 @@ impl SimConfig {
             keys: 3,
             retry_us: 100_000,
             request_timeout_us: 1_000_000,
+            read_index_permille: 500,
             faults,
             bugs: PlantedBugs::default(),
             max_steps: None,
@@ -232,20 +244,44 @@ impl SimConfig {
         self
     }
 
-    /// The command that replays this run (planted bugs and cluster size included).
+    /// Biases the run towards a leader that was deposed behind a partition and still
+    /// believes it leads, the case a read index guards against: partitions and no
+    /// crashes (a crash ends a leader's belief at once), and every get served by read
+    /// index. `ROLEPAX_SIM_PROFILE=split_brain` in a replay command.
+    pub fn with_split_brain_bias(mut self) -> Self {
+        self.faults.crashes = false;
+        self.faults.partitions = true;
+        self.read_index_permille = 1000;
+        self
+    }
+
+    /// The command that replays this run (planted bugs, cluster size and the split-brain
+    /// bias included).
     pub fn replay_command(&self) -> String {
         let mut env = format!("ROLEPAX_SIM_SEED={}", self.seed);
-        let base = SimConfig::from_seed(self.seed);
-        if self.nodes != base.nodes {
+        let plain = SimConfig::from_seed(self.seed);
+        if self.nodes != plain.nodes {
             env += &format!(" ROLEPAX_SIM_NODES={}", self.nodes);
         }
+        let biased = plain.clone().with_split_brain_bias();
+        let same = |b: &SimConfig| {
+            self.faults == b.faults
+                && self.duration_us == b.duration_us
+                && self.read_index_permille == b.read_index_permille
+        };
+        let base = if !same(&plain) && same(&biased) {
+            env += " ROLEPAX_SIM_PROFILE=split_brain";
+            biased
+        } else {
+            plain
+        };
         let bugs = bug_names(self.bugs);
         if !bugs.is_empty() {
             env += &format!(" ROLEPAX_SIM_BUGS={}", bugs.join(","));
         }
         let mut cmd = format!("{env} cargo test --test sim sim_replay -- --nocapture");
-        if self.faults != base.faults || self.duration_us != base.duration_us {
-            cmd += "  (note: this run also overrode the seed's faults or duration)";
+        if !same(&base) {
+            cmd += "  (note: this run also overrode the seed's faults, duration or read-index share)";
         }
         cmd
     }
@@ -266,6 +302,9 @@ pub fn bug_names(bugs: PlantedBugs) -> Vec<&'static str> {
     if bugs.learner_applies_out_of_order {
         names.push("learner_applies_out_of_order");
     }
+    if bugs.proposer_reads_without_quorum {
+        names.push("proposer_reads_without_quorum");
+    }
     names
 }
 
@@ -278,6 +317,7 @@ pub fn parse_bugs(list: &str) -> Result<PlantedBugs, String> {
             "proposer_skips_phase_one" => bugs.proposer_skips_phase_one = true,
             "proposer_decides_on_minority" => bugs.proposer_decides_on_minority = true,
             "learner_applies_out_of_order" => bugs.learner_applies_out_of_order = true,
+            "proposer_reads_without_quorum" => bugs.proposer_reads_without_quorum = true,
             other => return Err(format!("unknown planted bug {other:?}")),
         }
     }
@@ -296,6 +336,8 @@ pub struct Stats {
     pub ops_ok: u64,
     /// Operations timed out or lost with their node.
     pub ops_unknown: u64,
+    /// Gets answered by read index (counted in `ops_ok` too).
+    pub read_index_reads: u64,
     pub chosen_slots: u64,
     /// The longest applied sequence.
     pub applied: u64,
@@ -310,6 +352,7 @@ impl Stats {
         self.elections += o.elections;
         self.ops_ok += o.ops_ok;
         self.ops_unknown += o.ops_unknown;
+        self.read_index_reads += o.read_index_reads;
         self.chosen_slots += o.chosen_slots;
         self.applied += o.applied;
     }
@@ -523,12 +566,13 @@ impl fmt::Display for Exploration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered, {} unknown, {} slots chosen, {} crashes, {} partitions, {} elections",
+            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} crashes, {} partitions, {} elections",
             self.runs,
             self.steps,
             self.elapsed,
             self.steps_per_second(),
             self.stats.ops_ok,
+            self.stats.read_index_reads,
             self.stats.ops_unknown,
             self.stats.chosen_slots,
             self.stats.crashes,

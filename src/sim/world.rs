@@ -11,11 +11,11 @@ use crate::actors::elector::{Elector, ElectorConfig, ElectorInput, ElectorOutput
 use crate::actors::learner::{Learner, LearnerConfig, LearnerInput, LearnerOutput};
 use crate::actors::proposer::{ElectorOrder, Proposer, ProposerConfig, ProposerInput, ProposerOutput};
 use crate::actors::state_machine::StateMachine;
-use crate::app::kv::{KvCommand, KvResult, KvStore};
+use crate::app::kv::{KvCommand, KvReply, KvResult, KvStore};
 use crate::codec;
 use crate::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, LearnerMessage, NodeId, PeerMessage,
-    ProposerMessage, RequestId, Slot, Value,
+    ProposerMessage, RequestId, Slot, StateMachineMessage, Value,
 };
 use crate::storage::AcceptorWrite;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,11 +49,22 @@ struct Roles {
     sm: StateMachine<KvStore>,
 }
 
-/// A client request this node waits on (as `NodeHandle::submit` does).
+/// A client request this node waits on (as `NodeHandle::submit` and `NodeHandle::read`
+/// do).
 struct Pending {
     client: usize,
-    command: Command,
+    ask: Ask,
     deadline: u64,
+}
+
+/// What a node asks the leader for on a client's behalf, until it is answered.
+enum Ask {
+    /// A command through the log (`NodeHandle::submit`): `Propose` it.
+    Propose(Command),
+    /// A read by read index (`NodeHandle::read`): ask for `ReadIndex`, then answer
+    /// `command` from this node's state machine once it has applied every slot below
+    /// the first index a leader confirmed (the state machine's `ReadWait`).
+    Read { command: KvCommand, index: Option<Slot> },
 }
 
 struct SimNode {
@@ -416,8 +427,10 @@ impl World {
             PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => {
                 self.run_proposer(i, ProposerInput::ReadIndex(from, id))
             }
-            // Simulated clients read through the log; read-index answers are not modelled.
-            PeerMessage::StateMachine(_) => Ok(()),
+            PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => {
+                self.on_read_index(i, id, index);
+                Ok(())
+            }
         }
     }
 
@@ -514,7 +527,7 @@ impl World {
             if leader.is_some() {
                 let ids: Vec<RequestId> = self.nodes[i].pending.keys().copied().collect();
                 for id in ids {
-                    self.propose(i, id);
+                    self.ask_leader(i, id);
                 }
             }
         }
@@ -536,20 +549,64 @@ impl World {
             let Some((rid, outcome)) = self.roles(i).sm.apply(slot, value) else {
                 continue;
             };
-            if let Some(p) = self.nodes[i].pending.remove(&rid) {
-                let output = match outcome {
-                    Ok(reply) => match reply.result {
-                        KvResult::Range { .. } => OpOutput::Got(reply.value().map(<[u8]>::to_vec)),
-                        KvResult::Put { .. } => OpOutput::Put,
-                        KvResult::Cas { succeeded, .. } => OpOutput::Cas(succeeded),
-                        other => OpOutput::Error(format!("unexpected result {other:?}")),
-                    },
-                    Err(e) => OpOutput::Error(e),
-                };
-                self.complete(p.client, output);
+            // Slots answer commands only: reads wait apart, as in the actor.
+            if matches!(
+                self.nodes[i].pending.get(&rid),
+                Some(Pending {
+                    ask: Ask::Propose(_),
+                    ..
+                })
+            ) && let Some(p) = self.nodes[i].pending.remove(&rid)
+            {
+                self.complete(p.client, kv_output(outcome));
             }
         }
+        self.maybe_answer_reads(i);
         Ok(())
+    }
+
+    /// `StateMachineActor`'s `ReadIndexReply`: the first confirmed index counts.
+    fn on_read_index(&mut self, i: usize, id: RequestId, index: Option<Slot>) {
+        if let (
+            Some(Pending {
+                ask: Ask::Read { index: mine, .. },
+                ..
+            }),
+            Some(index),
+        ) = (self.nodes[i].pending.get_mut(&id), index)
+        {
+            mine.get_or_insert(index);
+        }
+        self.maybe_answer_reads(i);
+    }
+
+    /// `StateMachineActor::maybe_answer_reads`: answers every read whose index this node's
+    /// state machine has reached, from its state.
+    fn maybe_answer_reads(&mut self, i: usize) {
+        let next = self.roles(i).sm.next();
+        let ready: Vec<RequestId> = self.nodes[i]
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.ask, Ask::Read { index: Some(index), .. } if index <= next))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let Some(Pending {
+                client,
+                ask: Ask::Read { command, .. },
+                ..
+            }) = self.nodes[i].pending.remove(&id)
+            else {
+                continue;
+            };
+            let answer = self
+                .roles(i)
+                .sm
+                .read(&command)
+                .ok_or_else(|| "not a read-only command".to_string());
+            self.stats.read_index_reads += 1;
+            self.complete(client, kv_output(answer));
+        }
     }
 
     // ---- crashes and restarts -------------------------------------------------------------
@@ -651,9 +708,11 @@ impl World {
         c.seq += 1;
         let value = format!("{}.{}", c.id, c.seq).into_bytes();
         let kind = self.rng.between(0, 99);
+        let mut by_read_index = false;
         let input = if kind < 40 {
             OpInput::Put { key, value }
         } else if kind < 75 {
+            by_read_index = self.chance(self.cfg.read_index_permille);
             OpInput::Get { key }
         } else {
             let seen = self.clients[client].seen.get(&key).cloned().unwrap_or(None);
@@ -674,17 +733,22 @@ impl World {
             client: c.id,
             seq: c.seq,
         };
-        let payload = codec::encode(&command).expect("a KV command always encodes");
-        let command = Command {
-            id: rid,
-            ack_below: c.seq,
-            payload,
+        let ask = if by_read_index {
+            Ask::Read { command, index: None }
+        } else {
+            let payload = codec::encode(&command).expect("a KV command always encodes");
+            Ask::Propose(Command {
+                id: rid,
+                ack_below: c.seq,
+                payload,
+            })
         };
         c.op = Some(self.history.len());
         self.history.push(OpRecord {
             client: c.id,
             node: self.nodes[i].id,
             input,
+            read_index: by_read_index,
             invoked_us: self.now,
             completed_us: None,
             output: None,
@@ -693,23 +757,29 @@ impl World {
             rid,
             Pending {
                 client,
-                command,
+                ask,
                 deadline: self.now + self.cfg.request_timeout_us,
             },
         );
-        self.propose(i, rid);
+        self.ask_leader(i, rid);
         let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
         let at = self.now + self.cfg.retry_us;
         self.schedule(at, Event::Retry { node, inc, id: rid });
     }
 
-    /// Sends `Propose` to the leader this node's elector names, if it names one.
-    fn propose(&mut self, i: usize, id: RequestId) {
+    /// Sends `Propose` (a command) or `ReadIndex` (a read) to the leader this node's
+    /// elector names, if it names one (`NodeHandle::ask_leader`).
+    fn ask_leader(&mut self, i: usize, id: RequestId) {
         let (Some(leader), Some(p)) = (self.nodes[i].leader, self.nodes[i].pending.get(&id)) else {
             return;
         };
-        let command = p.command.clone();
-        self.send(i, leader, PeerMessage::Proposer(ProposerMessage::Propose { command }));
+        let msg = match &p.ask {
+            Ask::Propose(command) => ProposerMessage::Propose {
+                command: command.clone(),
+            },
+            Ask::Read { .. } => ProposerMessage::ReadIndex { id },
+        };
+        self.send(i, leader, PeerMessage::Proposer(msg));
     }
 
     fn retry(&mut self, i: usize, id: RequestId) {
@@ -722,7 +792,7 @@ impl World {
             self.complete(client, OpOutput::Unknown);
             return;
         }
-        self.propose(i, id);
+        self.ask_leader(i, id);
         let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
         let at = self.now + self.cfg.retry_us;
         self.schedule(at, Event::Retry { node, inc, id });
@@ -766,6 +836,19 @@ impl World {
             self.mix(e);
         }
         self.mix(self.history.len() as u64);
+    }
+}
+
+/// What a client is told, from its state machine's answer (applied or read).
+fn kv_output(outcome: Result<KvReply, String>) -> OpOutput {
+    match outcome {
+        Ok(reply) => match reply.result {
+            KvResult::Range { .. } => OpOutput::Got(reply.value().map(<[u8]>::to_vec)),
+            KvResult::Put { .. } => OpOutput::Put,
+            KvResult::Cas { succeeded, .. } => OpOutput::Cas(succeeded),
+            other => OpOutput::Error(format!("unexpected result {other:?}")),
+        },
+        Err(e) => OpOutput::Error(e),
     }
 }
 
