@@ -4,7 +4,9 @@
 //! a lost acknowledged write, a new-old inversion, two lock holders, tokens out of
 //! order, a skipped waiter); a pathological history runs out of budget and says
 //! "unknown"; and the simulator's client histories, over a few hundred seeds with
-//! crashes and partitions, are all linearizable.
+//! crashes and partitions, with gets through the log and by read index, are all
+//! linearizable, while a planted read-index bug (`proposer_reads_without_quorum`) yields
+//! stale reads the checker rejects.
 
 use rolepax::check::linearizability::*;
 use rolepax::sim::{self, SimConfig, bug_names};
@@ -300,19 +302,45 @@ fn lin_pathological_history_runs_out_of_budget_as_unknown() {
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
 }
 
-/// Checks every history of `seeds`; returns (histories, operations, failures as text).
-fn check_sim(seeds: std::ops::Range<u64>, config: impl Fn(u64) -> SimConfig) -> (u64, u64, Vec<String>) {
-    let mut failures = Vec::new();
-    let (mut runs, mut ops) = (0, 0);
+/// What [`check_sim`] saw.
+#[derive(Debug, Default)]
+struct SimChecked {
+    runs: u64,
+    ops: u64,
+    /// Gets answered by read index (not through the log).
+    read_index_reads: u64,
+    /// Runs the simulator's own safety invariants stopped.
+    stopped: u64,
+    /// Failures as text (seed, verdict, replay command).
+    failures: Vec<String>,
+    /// Per failure: did its smallest window hold a get answered by read index?
+    window_has_read_index_get: Vec<bool>,
+}
+
+/// Checks every history of `seeds`.
+fn check_sim(seeds: std::ops::Range<u64>, config: impl Fn(u64) -> SimConfig) -> SimChecked {
+    let mut out = SimChecked::default();
     for seed in seeds {
         let cfg = config(seed);
         let report = sim::run(&cfg);
         let history = from_sim(&report.history);
-        runs += 1;
-        ops += history.len() as u64;
+        out.runs += 1;
+        out.ops += history.len() as u64;
+        out.stopped += u64::from(report.violation.is_some());
+        out.read_index_reads += report
+            .history
+            .iter()
+            .filter(|op| op.read_index && op.is_definite())
+            .count() as u64;
         let r = check(&KvModel, &history, budget());
         if !r.is_linearizable() {
-            failures.push(format!(
+            let window = r.violation.as_ref().map(|v| v.window.clone()).unwrap_or_default();
+            out.window_has_read_index_get.push(
+                window
+                    .iter()
+                    .any(|&i| report.history[i].read_index && report.history[i].is_definite()),
+            );
+            out.failures.push(format!(
                 "seed {seed} ({} nodes, bugs {:?}, safety violation: {:?}): {r}\n  replay: {}",
                 cfg.nodes,
                 bug_names(cfg.bugs),
@@ -321,19 +349,88 @@ fn check_sim(seeds: std::ops::Range<u64>, config: impl Fn(u64) -> SimConfig) -> 
             ));
         }
     }
-    (runs, ops, failures)
+    out
 }
 
+/// Half of the gets (a seeded choice per operation) are served by read index, the
+/// other half and every write go through the log.
 #[test]
 fn lin_simulator_histories_are_linearizable() {
     let start = Instant::now();
-    let (runs, ops, failures) = check_sim(30_000..30_300, SimConfig::from_seed);
+    let c = check_sim(30_000..30_300, SimConfig::from_seed);
     println!(
-        "{runs} simulated histories, {ops} operations, checked in {:.2?}",
+        "{} simulated histories, {} operations ({} gets answered by read index), checked in {:.2?}",
+        c.runs,
+        c.ops,
+        c.read_index_reads,
         start.elapsed()
     );
-    assert!(ops > runs * 20, "the histories were not empty");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(c.ops > c.runs * 20, "the histories were not empty");
+    assert!(
+        c.read_index_reads > c.runs * 5,
+        "the read-index path was exercised: {c:?}"
+    );
+    assert!(c.failures.is_empty(), "{}", c.failures.join("\n"));
+}
+
+/// The seeds of the read-index planted-bug test, and its fault schedule: biased towards
+/// a deposed leader that still believes it leads ([`SimConfig::with_split_brain_bias`]:
+/// partitions, no crashes, every get by read index). Unbiased, about 1 seed in 200
+/// produces a stale read with the bug planted; biased, about 1 in 16.
+const SPLIT_BRAIN_SEEDS: std::ops::Range<u64> = 0..100;
+
+fn split_brain(seed: u64) -> SimConfig {
+    SimConfig::from_seed(seed).with_split_brain_bias()
+}
+
+/// Without planted bugs, the split-brain seeds (every get by read index, leaders cut off
+/// behind partitions) are linearizable: a deposed leader cannot confirm a read index.
+#[test]
+fn lin_simulator_read_index_histories_are_linearizable() {
+    let start = Instant::now();
+    let c = check_sim(SPLIT_BRAIN_SEEDS, split_brain);
+    println!(
+        "split-brain bias, no bugs: {} histories, {} operations ({} gets answered by read index), checked in {:.2?}",
+        c.runs,
+        c.ops,
+        c.read_index_reads,
+        start.elapsed()
+    );
+    assert_eq!(c.stopped, 0, "the simulator's invariants held: {c:?}");
+    assert!(c.read_index_reads > c.runs * 10, "reads went by read index: {c:?}");
+    assert!(c.failures.is_empty(), "{}", c.failures.join("\n"));
+}
+
+/// `PlantedBugs::proposer_reads_without_quorum`: the leader answers a read index at once,
+/// unconfirmed. A leader cut off behind a partition keeps believing it leads until its
+/// step-down timeout, and serves reads while the majority side elects another leader and
+/// writes: a stale read. The simulator's invariants (about the log) cannot see it; the
+/// linearizability checker must reject some history, with a read-index get in its window.
+#[test]
+fn lin_planted_proposer_reads_without_quorum_is_rejected() {
+    let bugs = sim::parse_bugs("proposer_reads_without_quorum").expect("a known bug");
+    let start = Instant::now();
+    let c = check_sim(SPLIT_BRAIN_SEEDS, |seed| split_brain(seed).with_bugs(bugs));
+    println!(
+        "split-brain bias, proposer_reads_without_quorum: {} histories, {} operations, {} not linearizable ({:.2?})",
+        c.runs,
+        c.ops,
+        c.failures.len(),
+        start.elapsed()
+    );
+    if let Some(first) = c.failures.first() {
+        println!("{first}");
+    }
+    assert_eq!(c.stopped, 0, "the log stays safe; only reads are wrong: {c:?}");
+    assert!(
+        !c.failures.is_empty(),
+        "the planted bug went unnoticed in {} seeds",
+        c.runs
+    );
+    assert!(
+        c.window_has_read_index_get.iter().all(|&r| r),
+        "every rejected window holds a get answered by read index: {c:?}"
+    );
 }
 
 /// The planted bugs (`PlantedBugs`) against client histories. The simulator checks its
@@ -344,7 +441,8 @@ fn lin_simulator_histories_are_linearizable() {
 /// cut short before the anomaly, and they are linearizable. This test prints, per bug,
 /// how many runs the invariants stopped and how many histories the checker rejected
 /// (0 so far); [`lin_doctored_simulator_history_is_rejected`] shows the checker catching
-/// what a client would see.
+/// what a client would see. (`proposer_reads_without_quorum` breaks no log invariant and
+/// is caught by the checker alone: [`lin_planted_proposer_reads_without_quorum_is_rejected`].)
 #[test]
 fn lin_planted_bugs_against_client_histories() {
     let all = [
