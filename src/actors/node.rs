@@ -130,8 +130,12 @@ impl Node {
         tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
 
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
-        let sm_addr =
-            StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied).start();
+        // The state machine gets a thread of its own: applying commands and taking
+        // snapshots of a large application must not delay heartbeats, acceptor replies
+        // or proposals (a stalled elector makes the followers elect another leader).
+        let sm_arbiter = actix::Arbiter::new().handle();
+        let sm_actor = StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied);
+        let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, move |_| sm_actor);
         let acceptor_ctx = Context::<AcceptorActor>::new();
         let proposer_ctx = Context::<ProposerActor>::new();
         let learner_ctx = Context::<LearnerActor>::new();
@@ -182,6 +186,7 @@ impl Node {
                 cfg,
                 peers,
                 sm: sm_addr,
+                sm_arbiter,
                 leader: leader_rx,
                 client,
                 next_seq: AtomicU64::new(1),
@@ -197,6 +202,7 @@ struct Inner<A: Application> {
     cfg: NodeConfig,
     peers: Peers,
     sm: Addr<StateMachineActor<A>>,
+    sm_arbiter: actix::ArbiterHandle,
     leader: watch::Receiver<Leadership>,
     client: u64,
     next_seq: AtomicU64,
@@ -441,6 +447,7 @@ impl<A: Application> NodeHandle<A> {
         l.learner.do_send(Halt);
         l.elector.do_send(Halt);
         self.inner.sm.do_send(Halt);
+        self.inner.sm_arbiter.stop();
     }
 
     /// True once every actor of this node has stopped.
