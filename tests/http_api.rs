@@ -340,6 +340,8 @@ async fn http_status_health_and_metrics() {
         "rolepax_slots_applied",
         "rolepax_acceptor_flushes_total",
         "rolepax_acceptor_largest_batch",
+        "rolepax_proposer_batches_total",
+        "rolepax_proposer_batched_values_total",
         "rolepax_commit_latency_seconds_bucket{le=\"+Inf\"} 1",
         "rolepax_commit_latency_seconds_count 1",
         "rolepax_commit_latency_seconds_sum",

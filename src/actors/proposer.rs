@@ -148,6 +148,10 @@ pub struct Proposer {
     queue: VecDeque<Command>,
     /// Reads waiting for the next batch to leave.
     reads: Vec<PendingRead>,
+    /// Accept batches sent, and the commands (or no-ops) they carried: their ratio is
+    /// the batch size.
+    batches: u64,
+    batched: u64,
     bugs: PlantedBugs,
 }
 
@@ -163,6 +167,8 @@ impl Proposer {
             state: State::Idle,
             queue: VecDeque::new(),
             reads: Vec::new(),
+            batches: 0,
+            batched: 0,
             bugs: PlantedBugs::default(),
         }
     }
@@ -198,6 +204,11 @@ impl Proposer {
             State::Leading { inflight, .. } => inflight.len(),
             _ => 0,
         }
+    }
+
+    /// Accept batches sent, and the values they carried.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        (self.batches, self.batched)
     }
 
     pub fn queued(&self) -> usize {
@@ -410,6 +421,8 @@ impl Proposer {
 
     /// Assigns the next slots to `values` and starts their phase 2.
     fn send_accept(&mut self, values: Vec<Value>, out: &mut ProposerOutput) {
+        self.batches += 1;
+        self.batched += values.len() as u64;
         let call_id = self.call_id();
         let now = self.now;
         let nodes = self.nodes.iter().copied();
@@ -567,6 +580,9 @@ pub struct ProposerStatus {
     pub queued: usize,
     pub handled: u64,
     pub preempted: u64,
+    /// Accept batches sent and the values they carried (batched / batches = batch size).
+    pub batches: u64,
+    pub batched_values: u64,
 }
 
 #[derive(Message)]
@@ -688,6 +704,8 @@ impl Handler<GetProposerStatus> for ProposerActor {
             queued: self.core.queued(),
             handled: self.handled,
             preempted: self.preempted,
+            batches: self.core.batch_counts().0,
+            batched_values: self.core.batch_counts().1,
         })
     }
 }

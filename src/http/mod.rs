@@ -1105,6 +1105,18 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
         s.proposer.inflight,
     );
     p.one(
+        "rolepax_proposer_batches_total",
+        "counter",
+        "Accept batches the proposer sent (batched values / batches = batch size).",
+        s.proposer.batches,
+    );
+    p.one(
+        "rolepax_proposer_batched_values_total",
+        "counter",
+        "Commands and no-ops carried by those batches.",
+        s.proposer.batched_values,
+    );
+    p.one(
         "rolepax_proposer_queued",
         "gauge",
         "Commands waiting for a window.",
