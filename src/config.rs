@@ -368,6 +368,18 @@ impl Settings {
                 format!("{} is too small (at least 1024)", raw.max_frame_bytes),
             ));
         }
+        // One request of the largest body must fit in an Accept, a Decide and a Fetched
+        // with room to spare; otherwise it could never be replicated and would wedge the log.
+        if raw.max_body_bytes > raw.max_frame_bytes / 2 {
+            return Err(bad(
+                s,
+                "max_body_bytes",
+                format!(
+                    "{} must be at most half of max_frame_bytes ({}), so that a command always fits a peer frame",
+                    raw.max_body_bytes, raw.max_frame_bytes
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log_level) {
             return Err(bad(
                 s,
@@ -463,6 +475,10 @@ impl NodeSettings {
         cfg.elector.step_down_ticks = cfg.elector.election_max_ticks;
         cfg.proposer.max_batch = s.max_batch;
         cfg.proposer.max_inflight = s.max_inflight;
+        // Batches and catch-up answers stay within half a frame (a single command may be
+        // up to max_body_bytes, itself at most half a frame).
+        cfg.proposer.max_batch_bytes = s.max_frame_bytes / 2;
+        cfg.learner.max_fetch_bytes = s.max_frame_bytes / 2;
         cfg.request_timeout = s.request_timeout;
         cfg.retry_interval = s.retry_interval;
         cfg.snapshot_every = s.snapshot_every;

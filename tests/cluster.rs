@@ -222,6 +222,7 @@ async fn cluster_stale_and_unexpected_messages_are_ignored() {
                 ballot: Ballot::new(98, 1),
                 value: bogus.clone(),
             }],
+            more_from: None,
         }),
         PeerMessage::AcceptorReply(AcceptorReply::Accepted {
             call: 78,

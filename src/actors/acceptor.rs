@@ -32,11 +32,22 @@ use crate::storage::{AcceptorWrite, Storage};
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
+/// Default budget of value bytes in one Promise.
+pub const DEFAULT_MAX_PROMISE_BYTES: usize = 2 << 20;
+
+impl Default for Acceptor {
+    fn default() -> Self {
+        Acceptor::restore(Ballot::ZERO, BTreeMap::new())
+    }
+}
+
 /// The acceptor's state machine: no I/O.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Acceptor {
     promised: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Most value bytes in one Promise (it must fit a transport frame).
+    max_promise_bytes: usize,
     bugs: PlantedBugs,
 }
 
@@ -46,8 +57,15 @@ impl Acceptor {
         Acceptor {
             promised,
             accepted,
+            max_promise_bytes: DEFAULT_MAX_PROMISE_BYTES,
             bugs: PlantedBugs::default(),
         }
+    }
+
+    /// Caps the value bytes of one Promise (the rest is reported on request).
+    pub fn with_max_promise_bytes(mut self, bytes: usize) -> Self {
+        self.max_promise_bytes = bytes;
+        self
     }
 
     /// Test-only: plants bugs (see [`PlantedBugs`]).
@@ -85,16 +103,28 @@ impl Acceptor {
                     );
                 }
                 let write = self.maybe_promise(ballot);
-                let accepted = self
-                    .accepted
-                    .range(from_slot..)
-                    .map(|(&slot, (b, v))| PValue {
+                let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
+                for (&slot, (b, v)) in self.accepted.range(from_slot..) {
+                    bytes += value_size(v);
+                    if !accepted.is_empty() && bytes > self.max_promise_bytes {
+                        more_from = Some(slot);
+                        break;
+                    }
+                    accepted.push(PValue {
                         slot,
                         ballot: *b,
                         value: v.clone(),
-                    })
-                    .collect();
-                (write, AcceptorReply::Promise { call, ballot, accepted })
+                    });
+                }
+                (
+                    write,
+                    AcceptorReply::Promise {
+                        call,
+                        ballot,
+                        accepted,
+                        more_from,
+                    },
+                )
             }
             // Phase 2b: accept every value of the batch at this ballot.
             AcceptorRequest::Accept {
@@ -157,6 +187,14 @@ impl Acceptor {
     }
 }
 
+/// Roughly how many bytes a value takes on the wire.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Noop => 1,
+        Value::Command(c) => c.payload.len() + 32,
+    }
+}
+
 /// Counters for `/status` and `/metrics`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct AcceptorStatus {
@@ -200,6 +238,19 @@ impl AcceptorActor {
         }
     }
 
+    /// Storage failed: stop answering for good, dropping every unsent reply. The core
+    /// already holds state the disk may not, so answering anything more could reveal it.
+    fn fail_stop(&mut self, ctx: &mut Context<Self>, error: &str) {
+        tracing::error!(
+            node = self.peers.id,
+            role = "acceptor",
+            error,
+            "storage failed: acceptor stops (fail-stop)"
+        );
+        self.waiting.clear();
+        ctx.stop();
+    }
+
     /// Starts a flush if none runs and replies wait; sends them when it completes.
     fn maybe_flush(&mut self, ctx: &mut Context<Self>) {
         if self.flushing || self.waiting.is_empty() {
@@ -224,9 +275,11 @@ impl AcceptorActor {
                     act.status.largest_batch = act.status.largest_batch.max(batch.len() as u64);
                     act.peers.send_all(batch);
                 }
-                // Never answer what may not be durable: drop the replies; proposers retry.
-                Ok(Err(e)) => tracing::error!(node = act.peers.id, role = "acceptor", error = %e, "flush failed; replies dropped"),
-                Err(e) => tracing::error!(node = act.peers.id, role = "acceptor", error = %e, "flush task failed; replies dropped"),
+                // The core's state is ahead of the disk now: a later duplicate request
+                // would be answered from it. Fail-stop instead (Paxos tolerates a crashed
+                // acceptor; an operator restarts the node from what is on disk).
+                Ok(Err(e)) => return act.fail_stop(ctx, &e.to_string()),
+                Err(e) => return act.fail_stop(ctx, &e.to_string()),
             }
             act.maybe_flush(ctx);
         }));
@@ -263,8 +316,7 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
         }
         if let Some(write) = write {
             if let Err(e) = self.storage.write_acceptor(&write) {
-                tracing::error!(node, role = "acceptor", error = %e, "write failed; reply dropped");
-                return;
+                return self.fail_stop(ctx, &e.to_string());
             }
             self.dirty = true;
         }
@@ -429,5 +481,45 @@ mod tests {
         });
         assert!(w.is_none(), "a read barrier must not cost a flush");
         assert!(matches!(r, AcceptorReply::Accepted { count: 0, .. }));
+    }
+
+    #[test]
+    fn acceptor_large_report_comes_in_parts_that_cover_every_slot() {
+        let mut a = Acceptor::default().with_max_promise_bytes(100);
+        let big = |n| {
+            Value::Command(Command {
+                id: RequestId { client: 1, seq: n },
+                ack_below: 0,
+                payload: vec![0; 60],
+            })
+        };
+        a.handle(AcceptorRequest::Accept {
+            call: 1,
+            ballot: b(1, 1),
+            first_slot: 0,
+            values: vec![big(1), big(2), big(3)],
+        });
+        let mut from_slot = 0;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let (_, r) = a.handle(AcceptorRequest::Prepare {
+                call: 2,
+                ballot: b(2, 2),
+                from_slot,
+            });
+            let AcceptorReply::Promise {
+                accepted, more_from, ..
+            } = r
+            else {
+                panic!("a promise")
+            };
+            assert_eq!(accepted.len(), 1, "each 92-byte value fills a 100-byte part");
+            seen.extend(accepted.iter().map(|p| p.slot));
+            match more_from {
+                Some(next) => from_slot = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2]);
     }
 }

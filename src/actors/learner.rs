@@ -33,6 +33,9 @@ pub struct LearnerConfig {
     pub fetch_retry_ticks: u64,
     /// Most slots in one `Fetched`.
     pub max_fetch: u64,
+    /// Most payload bytes in one `Fetched` (it must fit a transport frame); at least
+    /// one value is sent whatever its size.
+    pub max_fetch_bytes: usize,
 }
 
 impl Default for LearnerConfig {
@@ -40,6 +43,7 @@ impl Default for LearnerConfig {
         LearnerConfig {
             fetch_retry_ticks: 20,
             max_fetch: 1024,
+            max_fetch_bytes: 1 << 20,
         }
     }
 }
@@ -117,9 +121,12 @@ impl Learner {
     }
 
     /// Hands over what the persisted log already holds (after a restart).
+    /// Always reports where the log stands, even with nothing to hand over (a snapshot
+    /// may cover the whole log): the proposer's phase 1 starts from there, not from 0.
     pub fn start(&mut self) -> LearnerOutput {
         let mut out = LearnerOutput::default();
         self.deliver(&mut out);
+        out.learned = Some(self.next);
         out
     }
 
@@ -145,7 +152,16 @@ impl Learner {
             // Another learner asks for slots it lacks: send what we have, consecutive.
             LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
                 let to = to.min(first.saturating_add(self.cfg.max_fetch));
-                let values: Vec<Value> = (first..to).map_while(|s| self.log.get(&s).cloned()).collect();
+                let mut bytes = 0;
+                let values: Vec<Value> = (first..to)
+                    .map_while(|s| self.log.get(&s))
+                    .take_while(|v| {
+                        let first_one = bytes == 0;
+                        bytes += value_size(v);
+                        first_one || bytes <= self.cfg.max_fetch_bytes
+                    })
+                    .cloned()
+                    .collect();
                 out.send.push((
                     from,
                     PeerMessage::Learner(LearnerMessage::Fetched {
@@ -229,6 +245,14 @@ impl Learner {
             from,
             PeerMessage::Learner(LearnerMessage::Fetch { from: self.next, to }),
         ));
+    }
+}
+
+/// Roughly how many bytes a value takes on the wire.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Noop => 1,
+        Value::Command(c) => c.payload.len() + 32,
     }
 }
 
@@ -460,5 +484,41 @@ mod tests {
         let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
         l.handle(decide(0, vec![v(1)], 0));
         l.handle(decide(0, vec![v(2)], 0));
+    }
+
+    #[test]
+    fn learner_start_reports_position_even_with_nothing_to_deliver() {
+        // A snapshot covered slots 0..5; the log holds nothing after it.
+        let log = BTreeMap::from([(3, v(1)), (4, v(2))]);
+        let mut l = Learner::restore(1, LearnerConfig::default(), log, 5);
+        let out = l.start();
+        assert!(out.apply.is_empty());
+        assert_eq!(
+            out.learned,
+            Some(5),
+            "phase 1 must not start from slot 0 after a restart"
+        );
+    }
+
+    #[test]
+    fn learner_fetched_is_capped_by_bytes_but_carries_at_least_one_value() {
+        let big = |n| {
+            Value::Command(Command {
+                id: RequestId { client: 1, seq: n },
+                ack_below: 0,
+                payload: vec![0; 700],
+            })
+        };
+        let log = BTreeMap::from([(0, big(1)), (1, big(2)), (2, big(3))]);
+        let cfg = LearnerConfig {
+            max_fetch_bytes: 1000,
+            ..LearnerConfig::default()
+        };
+        let mut l = Learner::restore(3, cfg, log, 3);
+        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 0, to: 3 }));
+        let [(_, PeerMessage::Learner(LearnerMessage::Fetched { values, .. }))] = &out.send[..] else {
+            panic!("one Fetched")
+        };
+        assert_eq!(values.len(), 1, "a second 700-byte value would pass 1000 bytes");
     }
 }

@@ -157,7 +157,9 @@ impl Node {
 
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
-            Acceptor::restore(promised, accepted).with_bugs(cfg.bugs),
+            Acceptor::restore(promised, accepted)
+                .with_max_promise_bytes(cfg.proposer.max_batch_bytes)
+                .with_bugs(cfg.bugs),
             storage.clone(),
             peers.clone(),
         ));
@@ -209,6 +211,35 @@ struct Inner<A: Application> {
     outstanding: Mutex<BTreeSet<u64>>,
 }
 
+/// A sequence number in flight; removing it on drop lets ack_below advance.
+struct Outstanding<'a, A: Application> {
+    inner: &'a Inner<A>,
+    seq: u64,
+}
+
+impl<A: Application> Drop for Outstanding<'_, A> {
+    fn drop(&mut self) {
+        if let Ok(mut out) = self.inner.outstanding.lock() {
+            out.remove(&self.seq);
+        }
+    }
+}
+
+/// Unregisters a waiter when the request ends early (its future dropped).
+struct WaiterGuard<'a, A: Application> {
+    inner: &'a Inner<A>,
+    id: RequestId,
+    armed: bool,
+}
+
+impl<A: Application> Drop for WaiterGuard<'_, A> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.sm.do_send(Unregister(self.id));
+        }
+    }
+}
+
 /// The door to a running node. Cheap to clone; usable from any thread.
 pub struct NodeHandle<A: Application> {
     inner: Arc<Inner<A>>,
@@ -254,26 +285,29 @@ impl<A: Application> NodeHandle<A> {
 
     /// Runs a command through the log (linearizable), as this node's own client.
     pub async fn submit(&self, command: A::Command) -> Result<A::Reply> {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let ack_below = {
+        // The sequence number is taken under the lock that computes ack_below, so no
+        // command can acknowledge a lower number that is still on its way.
+        let (seq, ack_below) = {
             let mut out = self.inner.outstanding.lock().map_err(|_| Error::Stopped)?;
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
             out.insert(seq);
-            out.first().copied().unwrap_or(seq)
+            (seq, out.first().copied().unwrap_or(seq))
         };
-        let result = self
-            .submit_as(
-                RequestId {
-                    client: self.inner.client,
-                    seq,
-                },
-                ack_below,
-                &command,
-            )
-            .await;
-        if let Ok(mut out) = self.inner.outstanding.lock() {
-            out.remove(&seq);
-        }
-        result
+        // Removed when this future finishes or is dropped (a client that hung up), so a
+        // cancelled request cannot hold ack_below back for ever.
+        let _outstanding = Outstanding {
+            inner: &self.inner,
+            seq,
+        };
+        self.submit_as(
+            RequestId {
+                client: self.inner.client,
+                seq,
+            },
+            ack_below,
+            &command,
+        )
+        .await
     }
 
     /// Runs a command with an explicit request id (a client retrying gives the same id:
@@ -302,6 +336,11 @@ impl<A: Application> NodeHandle<A> {
         mut rx: oneshot::Receiver<Outcome<R>>,
         ask: PeerMessage,
     ) -> Result<Outcome<R>> {
+        let mut waiter = WaiterGuard {
+            inner: &self.inner,
+            id,
+            armed: true,
+        };
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
         loop {
@@ -321,7 +360,10 @@ impl<A: Application> NodeHandle<A> {
             }
             let wait = self.inner.cfg.retry_interval.min(deadline - now);
             tokio::select! {
-                answer = &mut rx => return answer.map_err(|_| Error::Stopped),
+                answer = &mut rx => {
+                    waiter.armed = answer.is_err(); // an answered waiter is gone already
+                    return answer.map_err(|_| Error::Stopped);
+                }
                 changed = leader_rx.changed() => {
                     if changed.is_err() {
                         return Err(Error::Stopped);
@@ -330,8 +372,7 @@ impl<A: Application> NodeHandle<A> {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        drop(rx); // Closed first, so the state machine's Unregister finds it closed.
-        self.inner.sm.do_send(Unregister(id));
+        // The guard unregisters the waiter (also when this future is dropped early).
         Err(Error::Unavailable(format!(
             "no quorum answered within {:?}; retry later",
             self.inner.cfg.request_timeout

@@ -57,6 +57,9 @@ pub struct ProposerConfig {
     /// Most client commands queued while waiting for a window; more are dropped
     /// (their clients retry or time out).
     pub max_queue: usize,
+    /// Most payload bytes in one Accept (it must fit a transport frame); a batch holds
+    /// at least one command whatever its size.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for ProposerConfig {
@@ -68,6 +71,7 @@ impl Default for ProposerConfig {
             prepare_timeout_ticks: 100,
             beacon_ticks: 10,
             max_queue: 100_000,
+            max_batch_bytes: 1 << 20,
         }
     }
 }
@@ -126,6 +130,9 @@ enum State {
         call: QuorumCall<Vec<PValue>>,
         from_slot: Slot,
         sent_at: u64,
+        /// Acceptors whose report came in parts: what they sent so far, and the slot to
+        /// ask again from. An acceptor counts toward the quorum once its report is whole.
+        partial: BTreeMap<NodeId, (Slot, Vec<PValue>)>,
     },
     Leading {
         ballot: Ballot,
@@ -268,6 +275,17 @@ impl Proposer {
         out
     }
 
+    /// Tells every waiting read to ask again (this proposer cannot confirm it).
+    fn answer_reads_not_leader(&mut self, out: &mut ProposerOutput) {
+        for read in self.reads.drain(..) {
+            let reply = StateMachineMessage::ReadIndexReply {
+                id: read.id,
+                index: None,
+            };
+            out.send.push((read.from, PeerMessage::StateMachine(reply)));
+        }
+    }
+
     fn call_id(&mut self) -> CallId {
         self.next_call += 1;
         self.next_call
@@ -275,6 +293,9 @@ impl Proposer {
 
     fn start_prepare(&mut self, ballot: Ballot, out: &mut ProposerOutput) {
         assert_eq!(ballot.node, self.id, "a proposer leads only with its own ballots");
+        // Reads waiting under an earlier ballot carry an index that ballot stamped; a
+        // newer leader may have decided writes above it meanwhile. They ask again.
+        self.answer_reads_not_leader(out);
         if self.bugs.proposer_skips_phase_one {
             // Planted bug: lead without learning what earlier ballots may have chosen.
             let (next_slot, last_beacon) = (self.learned, self.now);
@@ -311,6 +332,7 @@ impl Proposer {
             call,
             from_slot,
             sent_at: self.now,
+            partial: BTreeMap::new(),
         };
     }
 
@@ -319,19 +341,42 @@ impl Proposer {
             // A promise for our current phase 1.
             (
                 State::Preparing {
-                    ballot, call_id, call, ..
+                    ballot,
+                    call_id,
+                    call,
+                    partial,
+                    ..
                 },
                 AcceptorReply::Promise {
                     call: c,
                     ballot: b,
                     accepted,
+                    more_from,
                 },
-            ) if c == *call_id && b == *ballot => {
-                let reached = call.reply(from, accepted) == QuorumStatus::Reached;
-                if reached {
-                    self.become_leader(out);
+            ) if c == *call_id && b == *ballot => match more_from {
+                // Part of a report too large for one message: keep it, ask for the rest.
+                Some(next) => {
+                    let entry = partial.entry(from).or_insert_with(|| (next, Vec::new()));
+                    entry.0 = next;
+                    entry.1.extend(accepted);
+                    let msg = AcceptorRequest::Prepare {
+                        call: c,
+                        ballot: b,
+                        from_slot: next,
+                    };
+                    out.send.push((from, PeerMessage::AcceptorRequest(msg)));
                 }
-            }
+                // The whole report (duplicated parts are harmless: recovery keeps the
+                // highest ballot per slot).
+                None => {
+                    let mut report = partial.remove(&from).map(|(_, parts)| parts).unwrap_or_default();
+                    report.extend(accepted);
+                    let reached = call.reply(from, report) == QuorumStatus::Reached;
+                    if reached {
+                        self.become_leader(out);
+                    }
+                }
+            },
             // An acceptor accepted one of our batches.
             (State::Leading { ballot, inflight, .. }, AcceptorReply::Accepted { call: c, ballot: b, .. })
                 if b == *ballot =>
@@ -395,8 +440,24 @@ impl Proposer {
             last_beacon: self.now,
         };
         // Recovery batches go out regardless of the window: they must be decided first.
-        for chunk in recovered.chunks(self.cfg.max_batch.max(1)) {
-            self.send_accept(chunk.to_vec(), out);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for value in recovered {
+            let size = match &value {
+                Value::Noop => 1,
+                Value::Command(c) => c.payload.len(),
+            };
+            if !batch.is_empty()
+                && (batch.len() == self.cfg.max_batch.max(1) || bytes + size > self.cfg.max_batch_bytes)
+            {
+                self.send_accept(std::mem::take(&mut batch), out);
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(value);
+        }
+        if !batch.is_empty() {
+            self.send_accept(batch, out);
         }
         out.events.push(ProposerEvent::Elected(ballot));
         self.maybe_send_accepts(out);
@@ -408,15 +469,28 @@ impl Proposer {
             // Nagle-like: a partial batch leaves only when nothing is in flight; while a
             // batch is out, commands gather into the next one. Only full batches pipeline.
             let nothing_to_send = self.queue.is_empty() && self.reads.is_empty();
-            let wait_to_fill = !inflight.is_empty() && self.queue.len() < self.cfg.max_batch;
+            let (n, full) = self.next_batch_len();
+            let wait_to_fill = !inflight.is_empty() && !full;
             if inflight.len() >= self.cfg.max_inflight || nothing_to_send || wait_to_fill {
                 return;
             }
             // Queued commands, or else an empty batch: a barrier that confirms waiting reads.
-            let n = self.queue.len().min(self.cfg.max_batch.max(1));
             let values = self.queue.drain(..n).map(Value::Command).collect();
             self.send_accept(values, out);
         }
+    }
+
+    /// How many queued commands the next batch takes (by count and by bytes), and
+    /// whether that batch is full.
+    fn next_batch_len(&self) -> (usize, bool) {
+        let mut bytes = 0;
+        for (i, c) in self.queue.iter().enumerate() {
+            if i == self.cfg.max_batch.max(1) || (i > 0 && bytes + c.payload.len() > self.cfg.max_batch_bytes) {
+                return (i, true);
+            }
+            bytes += c.payload.len();
+        }
+        (self.queue.len(), false)
     }
 
     /// Assigns the next slots to `values` and starts their phase 2.
@@ -505,18 +579,22 @@ impl Proposer {
                 call,
                 from_slot,
                 sent_at,
+                partial,
             } => {
                 if call.tick(now) == QuorumStatus::Expired {
                     let ballot = *ballot;
                     self.state = State::Idle;
+                    self.answer_reads_not_leader(out);
                     out.events.push(ProposerEvent::PrepareTimedOut(ballot));
                 } else if now - *sent_at >= retry {
                     *sent_at = now;
                     for to in call.missing() {
+                        // Resume a report that came in parts where it stopped.
+                        let from_slot = partial.get(&to).map_or(*from_slot, |(next, _)| *next);
                         let msg = AcceptorRequest::Prepare {
                             call: *call_id,
                             ballot: *ballot,
-                            from_slot: *from_slot,
+                            from_slot,
                         };
                         out.send.push((to, PeerMessage::AcceptorRequest(msg)));
                     }
@@ -757,7 +835,12 @@ mod tests {
     }
 
     fn promise(call: CallId, ballot: Ballot, accepted: Vec<PValue>) -> AcceptorReply {
-        AcceptorReply::Promise { call, ballot, accepted }
+        AcceptorReply::Promise {
+            call,
+            ballot,
+            accepted,
+            more_from: None,
+        }
     }
 
     #[test]
@@ -1009,6 +1092,109 @@ mod tests {
                 PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: Some(1) })
             )],
             "no Decide for an empty barrier"
+        );
+    }
+
+    #[test]
+    fn proposer_new_ballot_sends_pending_reads_away() {
+        let cfg = ProposerConfig {
+            max_inflight: 1,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+        let b = Ballot::new(1, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        p.handle(ProposerInput::Propose(cmd(1)));
+        let id = RequestId { client: 9, seq: 1 };
+        p.handle(ProposerInput::ReadIndex(3, id)); // waits behind the batch in flight
+        // A newer ballot: the read's index was stamped under the old one; it must ask again.
+        let out = p.handle(ProposerInput::Lead(Ballot::new(2, 1)));
+        let none = PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None });
+        assert!(out.send.contains(&(3, none)), "the pending read is told to ask again");
+    }
+
+    #[test]
+    fn proposer_batches_are_capped_by_bytes_so_they_fit_a_frame() {
+        let cfg = ProposerConfig {
+            max_inflight: 1,
+            max_batch_bytes: 1000,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+        let b = Ballot::new(1, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        let big = |seq| Command {
+            id: RequestId { client: 7, seq },
+            ack_below: 0,
+            payload: vec![0; 600],
+        };
+        let first = accepts(&p.handle(ProposerInput::Propose(big(1))));
+        for seq in 2..=4 {
+            p.handle(ProposerInput::Propose(big(seq)));
+        }
+        let c = first[0].1;
+        p.handle(ProposerInput::Reply(
+            1,
+            AcceptorReply::Accepted {
+                call: c,
+                ballot: b,
+                first_slot: 0,
+                count: 1,
+            },
+        ));
+        let out = p.handle(ProposerInput::Reply(
+            2,
+            AcceptorReply::Accepted {
+                call: c,
+                ballot: b,
+                first_slot: 0,
+                count: 1,
+            },
+        ));
+        let next = accepts(&out);
+        assert_eq!(
+            next[0].3.len(),
+            1,
+            "two 600-byte commands exceed 1000 bytes: one per batch"
+        );
+    }
+
+    #[test]
+    fn proposer_counts_an_acceptor_only_once_its_report_is_whole() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        let b = Ballot::new(3, 1);
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        let pv = |slot, seq| PValue {
+            slot,
+            ballot: Ballot::new(1, 2),
+            value: Value::Command(cmd(seq)),
+        };
+        let part = AcceptorReply::Promise {
+            call,
+            ballot: b,
+            accepted: vec![pv(0, 1)],
+            more_from: Some(1),
+        };
+        let out = p.handle(ProposerInput::Reply(2, part));
+        assert_eq!(prepares(&out), vec![(2, call)], "the rest is asked for");
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        assert!(!p.is_leading(), "a partial report does not count toward the quorum");
+        let rest = AcceptorReply::Promise {
+            call,
+            ballot: b,
+            accepted: vec![pv(1, 2)],
+            more_from: None,
+        };
+        let out = p.handle(ProposerInput::Reply(2, rest));
+        assert!(p.is_leading());
+        assert_eq!(
+            accepts(&out)[0].3,
+            vec![Value::Command(cmd(1)), Value::Command(cmd(2))],
+            "both parts were recovered"
         );
     }
 }

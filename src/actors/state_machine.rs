@@ -391,14 +391,10 @@ impl<A: Application> Handler<FromPeer<StateMachineMessage>> for StateMachineActo
 impl<A: Application> Handler<Unregister> for StateMachineActor<A> {
     type Result = ();
 
+    /// Request ids are unique per request, so nothing else waits on this one.
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Context<Self>) {
         self.reads.remove(&id);
-        if let Some(list) = self.waiters.get_mut(&id) {
-            list.retain(|tx| !tx.is_closed());
-            if list.is_empty() {
-                self.waiters.remove(&id);
-            }
-        }
+        self.waiters.remove(&id);
     }
 }
 

@@ -37,12 +37,15 @@ pub struct PValue {
 /// An acceptor answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AcceptorReply {
-    /// Phase 1b: promised `ballot`; `accepted` lists every slot from the requested one on
-    /// in which a value was accepted, with the ballot it was accepted at.
+    /// Phase 1b: promised `ballot`; `accepted` lists the slots from the requested one on
+    /// in which a value was accepted, with the ballot it was accepted at. If they would
+    /// not fit one message, the list stops early and `more_from` says where to ask again
+    /// (another `Prepare` of the same ballot from that slot).
     Promise {
         call: CallId,
         ballot: Ballot,
         accepted: Vec<PValue>,
+        more_from: Option<Slot>,
     },
     /// Phase 2b: accepted the Accept of this call (its slots and values) at `ballot`.
     Accepted {

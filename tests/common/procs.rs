@@ -35,12 +35,18 @@ pub struct Procs {
 
 impl Procs {
     pub fn new(n: u64) -> Self {
+        Self::with_settings(n, "")
+    }
+
+    /// A cluster whose config file gets `extra` top-level TOML lines.
+    pub fn with_settings(n: u64, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(2 * n as usize);
         let mut toml = String::from(
             "cluster_id = \"process-test\"\ntick_ms = 10\nheartbeat_ms = 50\nelection_min_ms = 300\n\
              election_max_ms = 600\nrequest_timeout_ms = 4000\nretry_interval_ms = 300\nlog_level = \"info\"\n",
         );
+        toml.push_str(extra);
         let mut http = BTreeMap::new();
         for id in 1..=n {
             let (peer, web) = (ports[2 * (id as usize - 1)], ports[2 * (id as usize - 1) + 1]);
