@@ -3,10 +3,11 @@
 //! etcd offer, as one more deterministic [`Application`].
 //!
 //! - **Sessions.** A client opens a session with a TTL and keeps it alive. Time here is
-//!   *log time*: the largest `now_ms` any applied command carried, so every replica
-//!   agrees on it. The leader proposes [`LockCommand::Tick`] with its clock (minus a
-//!   safety margin) while sessions exist; a session whose last keep-alive is more than
-//!   its TTL behind log time expires, releasing its locks and leaving every queue.
+//!   *log time*, which only the leader's [`LockCommand::Tick`] moves (its clock minus a
+//!   safety margin, proposed while sessions exist), so every replica agrees on it and a
+//!   client with a fast clock cannot push it. A client command marks its session alive at
+//!   its node's clock; a session whose last sign of life is more than its TTL behind log
+//!   time expires, releasing its locks and leaving every queue.
 //! - **Locks.** `Lock` grants a free lock at once; otherwise the session joins the lock's
 //!   FIFO queue and the grant happens later, when the holder unlocks or expires. A wait
 //!   is replicated state, not a connection: asking again (from any node) answers
@@ -148,8 +149,17 @@ impl LockService {
         !self.sessions.is_empty()
     }
 
+    /// Only the leader's `Tick` moves log time (its clock minus a safety margin). A
+    /// client command's clock never does: one node with a fast clock must not expire
+    /// everybody's sessions.
     fn advance(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// When a client command shows its session alive: the taking node's clock, but not
+    /// before log time (a session is never seen in the past).
+    fn seen_at(&self, now_ms: u64) -> u64 {
+        now_ms.max(self.now_ms)
     }
 
     fn info(&self, name: &str) -> LockInfo {
@@ -210,25 +220,23 @@ impl LockService {
         match command {
             // A new session, alive from now.
             LockCommand::OpenSession { ttl_ms, now_ms } => {
-                self.advance(now_ms);
                 self.next_session += 1;
                 let session = self.next_session;
                 self.sessions.insert(
                     session,
                     Session {
                         ttl_ms,
-                        last_seen_ms: self.now_ms,
+                        last_seen_ms: self.seen_at(now_ms),
                     },
                 );
                 LockReply::SessionOpened { session, ttl_ms }
             }
             // Keep-alive: refresh, unless it already expired.
             LockCommand::KeepAlive { session, now_ms } => {
-                self.advance(now_ms);
-                self.expire();
+                let seen = self.seen_at(now_ms);
                 match self.sessions.get_mut(&session) {
                     Some(s) => {
-                        s.last_seen_ms = self.now_ms;
+                        s.last_seen_ms = s.last_seen_ms.max(seen);
                         LockReply::SessionAlive { session }
                     }
                     None => LockReply::NoSession { session },
@@ -244,12 +252,11 @@ impl LockService {
             }
             // Lock: grant if free, else queue (once); asking again reports the state.
             LockCommand::Lock { name, session, now_ms } => {
-                self.advance(now_ms);
-                self.expire();
+                let seen = self.seen_at(now_ms);
                 let Some(s) = self.sessions.get_mut(&session) else {
                     return LockReply::NoSession { session };
                 };
-                s.last_seen_ms = self.now_ms;
+                s.last_seen_ms = s.last_seen_ms.max(seen);
                 let lock = self.locks.entry(name.clone()).or_default();
                 if lock.holder == Some(session) {
                     return LockReply::Granted {
@@ -524,5 +531,26 @@ mod tests {
         assert_eq!(l.info("x").holder, None);
         assert!(l.info("y").queue.is_empty());
         assert_eq!(l.read(&LockCommand::List), Some(LockReply::Locks(vec![l.info("y")])));
+    }
+
+    #[test]
+    fn lock_a_fast_client_clock_does_not_expire_other_sessions() {
+        let mut l = LockService::new();
+        let a = open(&mut l, 1_000, 0);
+        lock(&mut l, a, 0);
+        let b = open(&mut l, 1_000, 0);
+        // b's node has a clock ten seconds fast: b stays alive, a is not expired by it.
+        l.apply(LockCommand::KeepAlive {
+            session: b,
+            now_ms: 10_000,
+        });
+        l.apply(LockCommand::Lock {
+            name: "L".into(),
+            session: b,
+            now_ms: 10_000,
+        });
+        assert_eq!(l.info("L").holder, Some(a), "only the leader's tick moves log time");
+        l.apply(LockCommand::Tick { now_ms: 1_001 });
+        assert_eq!(l.info("L").holder, Some(b), "a expired by the log's clock; b took over");
     }
 }
