@@ -156,3 +156,32 @@ fn lock_cli_returns_the_commands_exit_status() {
         .expect("spawn");
     assert_eq!(wait_exit(&mut usage, "bad usage"), 2);
 }
+
+#[test]
+fn lock_cli_cut_off_from_the_cluster_kills_the_command_before_the_ttl() {
+    let p = cluster();
+    let mut holder_cli = rolepax(&p, "2", &["lock", "demo", "--", "sleep", "60"])
+        .spawn()
+        .expect("spawn holder");
+    let deadline = Instant::now() + DEADLINE;
+    while holder(&p, "demo").is_none() {
+        assert!(Instant::now() < deadline, "the holder never got the lock\n{}", p.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Freeze every node: keep-alives go unanswered; the session may expire unseen.
+    let pids: Vec<i32> = p.children.values().map(|c| c.id() as i32).collect();
+    // SAFETY: kill(2) on our own child processes; no memory is involved.
+    pids.iter().for_each(|&pid| unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    });
+    let frozen_at = Instant::now();
+    let code = wait_exit(&mut holder_cli, "the cut-off holder");
+    pids.iter().for_each(|&pid| unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    });
+    assert_eq!(code, 4, "cut off for most of the TTL: the command is killed");
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(30),
+        "it did not wait for the sleep to finish"
+    );
+}

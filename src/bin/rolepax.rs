@@ -46,7 +46,8 @@ exit codes:
   1  key not found (get, delete) or compare failed (cas)
   2  usage error, or the server refused the request (4xx)
   3  unavailable: no endpoint answered, or all answered 503
-  4  lock: the session expired while CMD ran (CMD was killed: the lock may be someone else's)
+  4  lock: the session expired, or no keep-alive was answered for most of the TTL, while
+     CMD ran (CMD was killed: the lock may be someone else's)
   otherwise, for lock: CMD's exit status (127 if it could not be started)";
 
 /// How a command ended; the exit code scripts rely on.
@@ -289,6 +290,9 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let body = json!({"ttl_ms": ttl.as_millis() as u64}).to_string();
+    // When the session was last proven alive: the send time of the last keep-alive the
+    // cluster answered (to begin with, of the request that opened it).
+    let alive_since = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     let session = match client.request("POST", "/v1/sessions", Some(body.as_bytes())) {
         Ok(a) if a.status == 200 => match a.json().get("session").and_then(Value::as_u64) {
             Some(s) => s,
@@ -300,7 +304,7 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
     // Keep the session alive in the background until told to stop; note if it is lost.
     let (stop, lost) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let keeper = {
-        let (stop, lost) = (stop.clone(), lost.clone());
+        let (stop, lost, alive_since) = (stop.clone(), lost.clone(), alive_since.clone());
         let client = Client {
             agent: client.agent.clone(),
             endpoints: client.endpoints.clone(),
@@ -309,11 +313,18 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
         std::thread::spawn(move || {
             let path = format!("/v1/sessions/{session}/keepalive");
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(a) = client.request("POST", &path, None)
-                    && a.status == 404
-                {
-                    lost.store(true, Ordering::Relaxed);
-                    return;
+                let sent = std::time::Instant::now();
+                match client.request("POST", &path, None) {
+                    Ok(a) if a.status == 200 => {
+                        if let Ok(mut t) = alive_since.lock() {
+                            *t = sent;
+                        }
+                    }
+                    Ok(a) if a.status == 404 => {
+                        lost.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    _ => {} // no answer: the main loop watches how long that lasts
                 }
                 for _ in 0..(ttl.as_millis() / 3 / 100).max(1) {
                     if stop.load(Ordering::Relaxed) {
@@ -363,6 +374,25 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
     let code = loop {
         match child.try_wait() {
             Ok(Some(status)) => break exit_code(status),
+            // Cut off from the cluster for most of the TTL: the session may have expired
+            // without our hearing it, and the lock been granted to someone else.
+            Ok(None)
+                if alive_since
+                    .lock()
+                    .map(|t| t.elapsed() >= ttl - ttl / 10)
+                    .unwrap_or(true) =>
+            {
+                eprintln!(
+                    "rolepax: no keep-alive answered for {:?} (TTL {ttl:?}): the lock may be someone else's now; killing {:?}",
+                    alive_since.lock().map(|t| t.elapsed()).unwrap_or_default(),
+                    cmd[0]
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                // No goodbye to a cluster that does not answer: the session expires by itself.
+                stop.store(true, Ordering::Relaxed);
+                return Outcome::Exit(4);
+            }
             Ok(None) if lost.load(Ordering::Relaxed) => {
                 eprintln!(
                     "rolepax: session expired while {:?} ran: the lock may be someone else's now; killing it",
