@@ -26,3 +26,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
     }
     Ok(value)
 }
+
+/// Decodes data this node wrote itself (its own disk: snapshots, which may be larger
+/// than anything a peer may send), without the size limit. Never use it on peer input.
+pub fn decode_local<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    if used != bytes.len() {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}

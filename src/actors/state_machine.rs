@@ -129,7 +129,7 @@ impl<A: Application> StateMachine<A> {
     }
 
     pub fn restore(bytes: &[u8]) -> Result<Self> {
-        let (next, app, sessions): (Slot, Vec<u8>, BTreeMap<ClientId, Session<A::Reply>>) = codec::decode(bytes)?;
+        let (next, app, sessions): (Slot, Vec<u8>, BTreeMap<ClientId, Session<A::Reply>>) = codec::decode_local(bytes)?;
         Ok(StateMachine {
             app: A::restore(&app)?,
             next,

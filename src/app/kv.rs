@@ -372,7 +372,7 @@ impl Application for KvStore {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        crate::codec::decode(bytes).map_err(|e| Error::Storage(format!("key-value snapshot: {e}")))
+        crate::codec::decode_local(bytes).map_err(|e| Error::Storage(format!("key-value snapshot: {e}")))
     }
 }
 

@@ -338,7 +338,7 @@ impl Application for LockService {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        codec::decode(bytes).map_err(|e| Error::Storage(format!("lock service snapshot: {e}")))
+        codec::decode_local(bytes).map_err(|e| Error::Storage(format!("lock service snapshot: {e}")))
     }
 }
 

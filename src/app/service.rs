@@ -55,6 +55,6 @@ impl Application for Service {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        codec::decode(bytes).map_err(|e| Error::Storage(format!("service snapshot: {e}")))
+        codec::decode_local(bytes).map_err(|e| Error::Storage(format!("service snapshot: {e}")))
     }
 }
