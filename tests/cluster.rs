@@ -8,7 +8,8 @@ use common::*;
 use rolepax::actors::PlantedBugs;
 use rolepax::messages::acceptor::PValue;
 use rolepax::messages::{
-    AcceptorReply, AcceptorRequest, Ballot, Command, Envelope, LearnerMessage, PeerMessage, RequestId, Value,
+    AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, Envelope, LearnerMessage, PeerMessage, RequestId,
+    Value,
 };
 use rolepax::net::memory::Faults;
 use rolepax::{Cluster, Error, KvCommand};
@@ -376,4 +377,61 @@ async fn cluster_reads_do_not_write_the_log() {
     }
     let after = c.node(leader).status().await.expect("status").proposer.next_slot;
     assert_eq!(before, after, "40 linearizable reads took no log slot");
+}
+
+#[actix_rt::test]
+async fn cluster_absurd_numbers_from_a_peer_are_refused_without_panics() {
+    let c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    c.node(leader).submit(KvCommand::put("a", "1")).await.expect("write");
+    let peer = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let huge = Ballot::new(u64::MAX, peer);
+    let v = Value::Noop;
+    let msgs = [
+        PeerMessage::Elector(ElectorMessage::Heartbeat { ballot: huge }),
+        PeerMessage::Elector(ElectorMessage::HeartbeatReply {
+            ballot: huge,
+            highest: huge,
+        }),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Prepare {
+            call: 1,
+            ballot: huge,
+            from_slot: 0,
+        }),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+            call: 2,
+            ballot: Ballot::new(1_000, peer),
+            first_slot: u64::MAX,
+            values: vec![v.clone(), v.clone()],
+        }),
+        PeerMessage::Learner(LearnerMessage::Decide {
+            first_slot: u64::MAX - 1,
+            values: vec![v.clone(), v.clone(), v],
+            commit: u64::MAX,
+        }),
+        PeerMessage::Learner(LearnerMessage::Fetch {
+            from: u64::MAX - 1,
+            to: u64::MAX,
+        }),
+    ];
+    for target in c.ids() {
+        let inbound = c.node(target).inbound();
+        for msg in &msgs {
+            inbound(Envelope {
+                from: peer,
+                to: target,
+                msg: msg.clone(),
+            });
+        }
+    }
+    // Every node still runs, and the cluster still commits (perhaps after an election).
+    for id in c.ids() {
+        c.node(id).status().await.expect("the node's roles are alive");
+    }
+    let leader = c.wait_for_leader().await.expect("a leader");
+    c.node(leader)
+        .submit(KvCommand::put("b", "2"))
+        .await
+        .expect("still serving");
+    c.check_safety().await.expect("safety");
 }

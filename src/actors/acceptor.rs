@@ -27,7 +27,7 @@
 
 use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::acceptor::PValue;
-use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
+use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use crate::storage::{AcceptorWrite, Storage};
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -92,7 +92,7 @@ impl Acceptor {
                 ballot,
                 from_slot,
             } => {
-                if ballot < self.promised {
+                if ballot < self.promised || ballot.round > MAX_ROUND {
                     return (
                         None,
                         AcceptorReply::Rejected {
@@ -133,7 +133,10 @@ impl Acceptor {
                 first_slot,
                 values,
             } => {
-                if ballot < self.promised {
+                if ballot < self.promised
+                    || ballot.round > MAX_ROUND
+                    || first_slot.saturating_add(values.len() as u64) > MAX_SLOT
+                {
                     return (
                         None,
                         AcceptorReply::Rejected {

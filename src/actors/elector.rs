@@ -27,7 +27,7 @@
 
 use super::proposer::ElectorOrder;
 use super::{FromPeer, Halt, Peers, Tick};
-use crate::messages::{Ballot, ElectorMessage, NodeId, PeerMessage};
+use crate::messages::{Ballot, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
 use crate::storage::Storage;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -184,7 +184,7 @@ impl Elector {
             ElectorInput::Tick => self.on_tick(&mut out),
             // A leader's heartbeat: follow it if its ballot is the highest we know.
             ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
-                if ballot >= self.highest && ballot.node == from {
+                if ballot >= self.highest && ballot.node == from && ballot.round <= MAX_ROUND {
                     self.highest = ballot;
                     let still_mine = matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
                     if !still_mine {
@@ -281,7 +281,7 @@ impl Elector {
 
     /// A higher ballot exists: if we lead or campaign below it, stop.
     fn maybe_defer_to(&mut self, higher: Ballot, out: &mut ElectorOutput) {
-        if higher <= self.highest {
+        if higher <= self.highest || higher.round > MAX_ROUND {
             return;
         }
         self.highest = higher;

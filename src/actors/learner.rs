@@ -22,7 +22,7 @@
 use super::proposer::Learned;
 use super::state_machine::ApplyBatch;
 use super::{FromPeer, Halt, Peers, PlantedBugs};
-use crate::messages::{LearnerMessage, NodeId, PeerMessage, Slot, Value};
+use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use crate::storage::Storage;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -191,6 +191,9 @@ impl Learner {
     }
 
     fn learn(&mut self, first_slot: Slot, values: Vec<Value>, out: &mut LearnerOutput) {
+        if first_slot.saturating_add(values.len() as u64) > MAX_SLOT {
+            return; // Corrupt: no real log reaches that far.
+        }
         for (slot, value) in (first_slot..).zip(values) {
             match self.log.get(&slot) {
                 Some(known) => assert_eq!(known, &value, "slot {slot} decided twice with different values"),

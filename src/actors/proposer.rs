@@ -40,6 +40,10 @@ use crate::quorum::{QuorumCall, QuorumRule, QuorumStatus};
 use actix::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
 
+/// A recovery never spans more slots than this past the first unlearned one: a Promise
+/// naming a slot further ahead is corrupt (no leader keeps that many slots in flight).
+pub const MAX_RECOVERY_SLOTS: Slot = 1 << 24;
+
 /// Tunables of the proposer, in ticks and counts.
 #[derive(Clone, Debug)]
 pub struct ProposerConfig {
@@ -345,6 +349,7 @@ impl Proposer {
                     call_id,
                     call,
                     partial,
+                    from_slot,
                     ..
                 },
                 AcceptorReply::Promise {
@@ -371,6 +376,14 @@ impl Proposer {
                 None => {
                     let mut report = partial.remove(&from).map(|(_, parts)| parts).unwrap_or_default();
                     report.extend(accepted);
+                    if report
+                        .iter()
+                        .any(|pv| pv.slot > from_slot.saturating_add(MAX_RECOVERY_SLOTS))
+                    {
+                        // No honest acceptor reports a slot this far ahead: refuse the report.
+                        tracing::warn!(from, "promise names a slot far beyond the log; ignored");
+                        return;
+                    }
                     let reached = call.reply(from, report) == QuorumStatus::Reached;
                     if reached {
                         self.become_leader(out);

@@ -60,11 +60,19 @@ impl Ballot {
     /// The smallest ballot of `node` above `self`.
     pub fn next_for(self, node: NodeId) -> Ballot {
         Ballot {
-            round: self.round + 1,
+            round: self.round.saturating_add(1),
             node,
         }
     }
 }
+
+/// The highest slot a message may name: far beyond any real log, low enough that slot
+/// arithmetic on what a peer sends can never overflow.
+pub const MAX_SLOT: Slot = 1 << 62;
+
+/// The highest ballot round a peer may announce (a larger one is refused as corrupt),
+/// so that a node can always pick a higher round of its own.
+pub const MAX_ROUND: u64 = 1 << 62;
 
 impl fmt::Display for Ballot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
