@@ -105,7 +105,7 @@ impl Acceptor {
                 let write = self.maybe_promise(ballot);
                 let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
                 for (&slot, (b, v)) in self.accepted.range(from_slot..) {
-                    bytes += value_size(v);
+                    bytes += v.wire_size();
                     if !accepted.is_empty() && bytes > self.max_promise_bytes {
                         more_from = Some(slot);
                         break;
@@ -187,14 +187,6 @@ impl Acceptor {
         } else {
             None
         }
-    }
-}
-
-/// Roughly how many bytes a value takes on the wire.
-fn value_size(v: &Value) -> usize {
-    match v {
-        Value::Noop => 1,
-        Value::Command(c) => c.payload.len() + 32,
     }
 }
 

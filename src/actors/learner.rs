@@ -157,7 +157,7 @@ impl Learner {
                     .map_while(|s| self.log.get(&s))
                     .take_while(|v| {
                         let first_one = bytes == 0;
-                        bytes += value_size(v);
+                        bytes += v.wire_size();
                         first_one || bytes <= self.cfg.max_fetch_bytes
                     })
                     .cloned()
@@ -248,14 +248,6 @@ impl Learner {
             from,
             PeerMessage::Learner(LearnerMessage::Fetch { from: self.next, to }),
         ));
-    }
-}
-
-/// Roughly how many bytes a value takes on the wire.
-fn value_size(v: &Value) -> usize {
-    match v {
-        Value::Noop => 1,
-        Value::Command(c) => c.payload.len() + 32,
     }
 }
 

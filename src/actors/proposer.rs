@@ -456,10 +456,7 @@ impl Proposer {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for value in recovered {
-            let size = match &value {
-                Value::Noop => 1,
-                Value::Command(c) => c.payload.len(),
-            };
+            let size = value.wire_size();
             if !batch.is_empty()
                 && (batch.len() == self.cfg.max_batch.max(1) || bytes + size > self.cfg.max_batch_bytes)
             {
@@ -498,10 +495,11 @@ impl Proposer {
     fn next_batch_len(&self) -> (usize, bool) {
         let mut bytes = 0;
         for (i, c) in self.queue.iter().enumerate() {
-            if i == self.cfg.max_batch.max(1) || (i > 0 && bytes + c.payload.len() > self.cfg.max_batch_bytes) {
+            let size = c.payload.len() + 32; // as Value::wire_size counts a command
+            if i == self.cfg.max_batch.max(1) || (i > 0 && bytes + size > self.cfg.max_batch_bytes) {
                 return (i, true);
             }
-            bytes += c.payload.len();
+            bytes += size;
         }
         (self.queue.len(), false)
     }
@@ -856,6 +854,14 @@ mod tests {
         }
     }
 
+    /// Runs phase 1 of `b` with two empty promises: `p` leads from slot 0.
+    fn become_leader_unopposed(p: &mut Proposer, b: Ballot) {
+        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        assert!(p.is_leading());
+    }
+
     #[test]
     fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
         let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
@@ -917,9 +923,7 @@ mod tests {
         };
         let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
         let b = Ballot::new(1, 1);
-        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
-        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        become_leader_unopposed(&mut p, b);
         let out = p.handle(ProposerInput::Propose(cmd(1)));
         let first = accepts(&out);
         assert_eq!(first.len(), 3);
@@ -1051,9 +1055,7 @@ mod tests {
             )]
         );
         let b = Ballot::new(1, 1);
-        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
-        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        become_leader_unopposed(&mut p, b);
         let first = accepts(&p.handle(ProposerInput::Propose(cmd(1))))[0].1;
         // A read arriving now must see slot 0: its index is 1. It waits for a batch sent
         // after it arrived: the one in flight does not count.
@@ -1116,9 +1118,7 @@ mod tests {
         };
         let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
         let b = Ballot::new(1, 1);
-        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
-        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        become_leader_unopposed(&mut p, b);
         p.handle(ProposerInput::Propose(cmd(1)));
         let id = RequestId { client: 9, seq: 1 };
         p.handle(ProposerInput::ReadIndex(3, id)); // waits behind the batch in flight
@@ -1137,9 +1137,7 @@ mod tests {
         };
         let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
         let b = Ballot::new(1, 1);
-        let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
-        p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-        p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+        become_leader_unopposed(&mut p, b);
         let big = |seq| Command {
             id: RequestId { client: 7, seq },
             ack_below: 0,

@@ -107,6 +107,17 @@ pub enum Value {
     Command(Command),
 }
 
+impl Value {
+    /// Roughly how many bytes the value takes in a message: what batches and answers
+    /// are cut by, so that each fits a transport frame.
+    pub fn wire_size(&self) -> usize {
+        match self {
+            Value::Noop => 1,
+            Value::Command(c) => c.payload.len() + 32,
+        }
+    }
+}
+
 /// Everything one node's role sends to a role of another node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
