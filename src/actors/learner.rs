@@ -171,11 +171,12 @@ impl Learner {
                 ));
             }
             // The answer to our fetch.
+            // An empty answer leaves the retry timer running: the sender has nothing yet,
+            // so asking again at once (every tick) would only flood it.
             LearnerInput::Peer(from, LearnerMessage::Fetched { first_slot, values }) => {
-                self.fetching = None;
-                let got = !values.is_empty();
-                self.learn(first_slot, values, &mut out);
-                if got {
+                if !values.is_empty() {
+                    self.fetching = None;
+                    self.learn(first_slot, values, &mut out);
                     self.maybe_fetch(from, &mut out);
                 }
             }
@@ -515,5 +516,30 @@ mod tests {
             panic!("one Fetched")
         };
         assert_eq!(values.len(), 1, "a second 700-byte value would pass 1000 bytes");
+    }
+
+    #[test]
+    fn learner_empty_fetched_waits_for_the_retry_interval() {
+        let cfg = LearnerConfig {
+            fetch_retry_ticks: 5,
+            ..LearnerConfig::default()
+        };
+        let mut l = Learner::restore(2, cfg, BTreeMap::new(), 0);
+        assert_eq!(
+            l.handle(decide(3, vec![], 3)).send.len(),
+            1,
+            "a gap below the commit index: fetch"
+        );
+        l.handle(LearnerInput::Peer(
+            1,
+            LearnerMessage::Fetched {
+                first_slot: 0,
+                values: vec![],
+            },
+        ));
+        let asked: usize = (0..4).map(|_| l.handle(LearnerInput::Tick).send.len()).sum();
+        assert_eq!(asked, 0, "no new fetch before the retry interval");
+        let asked: usize = (0..2).map(|_| l.handle(LearnerInput::Tick).send.len()).sum();
+        assert_eq!(asked, 1, "then one");
     }
 }
