@@ -408,18 +408,19 @@ fn check_budget() -> Budget {
     }
 }
 
-fn kv_chaos(run: Duration) {
-    let seed = seed();
-    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
-    let h = Harness::new();
+/// Runs `CLIENTS` client threads (ids 1..) for `run` while the chaos thread kills, pauses
+/// and restarts nodes; returns each client's result and the chaos events once all are done.
+fn under_chaos<T: Send>(
+    h: &Harness,
+    run: Duration,
+    seed: u64,
+    client: fn(&Harness, u64, Instant, u64) -> T,
+) -> (Vec<T>, Vec<String>) {
     let until = Instant::now() + run;
     let chaos = h.spawn_chaos(until, seed);
-    let logs: Vec<ClientLog> = thread::scope(|s| {
+    let results = thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let h = &h;
-                s.spawn(move || kv_client(h, c + 1, until, seed))
-            })
+            .map(|c| s.spawn(move || client(h, c + 1, until, seed)))
             .collect();
         handles
             .into_iter()
@@ -428,6 +429,14 @@ fn kv_chaos(run: Duration) {
     });
     let events = chaos.join().unwrap_or_else(|_| panic!("the chaos thread panicked"));
     println!("chaos: {} events\n  {}", events.len(), events.join("\n  "));
+    (results, events)
+}
+
+fn kv_chaos(run: Duration) {
+    let seed = seed();
+    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
+    let h = Harness::new();
+    let (logs, events): (Vec<ClientLog>, _) = under_chaos(&h, run, seed, kv_client);
 
     h.heal();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -600,22 +609,7 @@ fn lock_chaos(run: Duration) {
     let seed = seed();
     println!("lock chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
     let h = Harness::new();
-    let until = Instant::now() + run;
-    let chaos = h.spawn_chaos(until, seed);
-    let results: Vec<_> = thread::scope(|s| {
-        let handles: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let h = &h;
-                s.spawn(move || lock_client(h, c + 1, until, seed))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| panic!("a client thread panicked")))
-            .collect()
-    });
-    let events = chaos.join().unwrap_or_else(|_| panic!("the chaos thread panicked"));
-    println!("chaos: {} events\n  {}", events.len(), events.join("\n  "));
+    let (results, events) = under_chaos(&h, run, seed, lock_client);
     let unexpected: Vec<&String> = results.iter().flat_map(|(_, u)| u).collect();
     assert!(
         unexpected.is_empty(),
