@@ -198,18 +198,25 @@ impl KvStore {
         }
     }
 
+    /// The stored keys in `key..range_end` (etcd's range rules), in key order. A
+    /// client may send a range_end at or below the key: that range is empty (and must
+    /// not reach `BTreeMap::range`, which panics on reversed bounds).
+    fn matching<'a>(&'a self, key: &'a [u8], range_end: &'a [u8]) -> impl Iterator<Item = &'a KeyValue> + 'a {
+        let valid = range_end.is_empty() || range_end == [0] || range_end > key;
+        valid
+            .then(|| {
+                self.data
+                    .range::<[u8], _>(Self::range_bounds(key, range_end))
+                    .map(|(_, kv)| kv)
+            })
+            .into_iter()
+            .flatten()
+    }
+
     fn range(&self, key: &[u8], range_end: &[u8], limit: u64) -> KvResult {
-        if !range_end.is_empty() && range_end != [0] && range_end <= key {
-            return KvResult::Range {
-                kvs: Vec::new(),
-                count: 0,
-                more: false,
-            };
-        }
-        let matching = self.data.range::<[u8], _>(Self::range_bounds(key, range_end));
         let mut kvs = Vec::new();
         let mut count = 0u64;
-        for (_, kv) in matching {
+        for kv in self.matching(key, range_end) {
             count += 1;
             if limit == 0 || (kvs.len() as u64) < limit {
                 kvs.push(kv.clone());
@@ -254,10 +261,7 @@ impl KvStore {
     }
 
     fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Vec<KeyValue> {
-        let keys: Vec<Vec<u8>> = match self.range(key, range_end, 0) {
-            KvResult::Range { kvs, .. } => kvs.into_iter().map(|kv| kv.key).collect(),
-            _ => unreachable!("range returns a Range result"),
-        };
+        let keys: Vec<Vec<u8>> = self.matching(key, range_end).map(|kv| kv.key.clone()).collect();
         keys.iter().filter_map(|k| self.data.remove(k)).collect()
     }
 
@@ -474,5 +478,25 @@ mod tests {
         let copy = KvStore::restore(&kv.snapshot()).expect("restore");
         assert_eq!(copy, kv);
         assert!(KvStore::restore(b"\xff\xff garbage").is_err());
+    }
+
+    #[test]
+    fn kv_reversed_range_is_empty_not_a_panic() {
+        let mut kv = KvStore::new();
+        kv.apply(KvCommand::put("m", "v"));
+        let r = kv
+            .read(&KvCommand::Range {
+                key: b"z".to_vec(),
+                range_end: b"a".to_vec(),
+                limit: 0,
+            })
+            .expect("read-only");
+        assert!(matches!(r.result, KvResult::Range { count: 0, .. }));
+        let d = kv.apply(KvCommand::Delete {
+            key: b"z".to_vec(),
+            range_end: b"z".to_vec(),
+        });
+        assert!(matches!(d.result, KvResult::Delete { ref deleted } if deleted.is_empty()));
+        assert_eq!(kv.len(), 1);
     }
 }
