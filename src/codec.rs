@@ -15,6 +15,11 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, config())
 }
 
+/// Appends the encoding of `value` to `buf` (no intermediate buffer).
+pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+}
+
 /// Decodes a whole buffer; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;

@@ -16,8 +16,10 @@ pub mod locks;
 pub mod messages;
 pub mod net;
 pub mod quorum;
+pub mod runs;
 pub mod sim;
 pub mod storage;
+pub mod wal;
 
 pub use app::Application;
 pub use app::kv::{KvCommand, KvReply, KvStore};

@@ -1,0 +1,295 @@
+//! An append-only log of records in one file: what the acceptor must not lose, and the
+//! learner's decided log.
+//!
+//! Each record is framed as `len: u32 LE | crc32(payload): u32 LE | payload`. Appends go
+//! to a buffer in memory; [`Wal::take_pending`] hands the buffer to whoever writes it
+//! (the acceptor does so off its actor's thread, then calls `fdatasync` once for the
+//! whole group); [`Wal::read_at`] reads one record back by its offset.
+//!
+//! **Recovery.** [`Wal::open`] replays every intact record in order. A crash can leave
+//! the last record half written (a torn tail): the first record whose header runs past
+//! the end of the file, or whose checksum does not match, ends the log, and the file is
+//! cut there so later appends follow the last intact record. Nothing before it was
+//! acknowledged on the strength of that record: replies leave only after `fdatasync`
+//! returned for the write that holds it.
+//!
+//! **Why not sled for this.** sled 0.34 makes writes durable with `sync_file_range`,
+//! which does not flush the device's write cache or the file's metadata, and its IO
+//! thread pool cost a third of a node's CPU under load (see docs/BENCHMARK.md). A log
+//! that only appends needs neither pages nor trees: one `pwrite` and one `fdatasync`
+//! per group.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes of framing before each payload.
+const HEADER: usize = 8;
+/// Refuses to read a record claiming more than this (a corrupt length).
+const MAX_RECORD: usize = 1 << 30;
+
+/// One append-only log file.
+pub struct Wal {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Offset where the pending buffer starts (everything before it was handed out).
+    written: u64,
+    /// Framed records not yet handed out for writing.
+    pending: Vec<u8>,
+}
+
+/// A group of records to write at `offset`, then (for durability) sync.
+pub struct PendingWrite {
+    file: Arc<File>,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl PendingWrite {
+    /// Writes the group. Blocking: call it off an actor's thread if it must be fast.
+    pub fn write(&self) -> Result<()> {
+        self.file
+            .write_all_at(&self.bytes, self.offset)
+            .map_err(|e| Error::Storage(format!("log write: {e}")))
+    }
+
+    /// Writes the group and waits until it (and every earlier group) is on disk.
+    pub fn write_and_sync(&self) -> Result<()> {
+        self.write()?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::Storage(format!("log fdatasync: {e}")))
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path`, calling `replay(offset, payload)` for every
+    /// intact record in order, and cuts off a torn tail.
+    pub fn open(path: &Path, mut replay: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Wal> {
+        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{what} {}: {e}", path.display()));
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| fail("cannot open", e))?;
+        if created {
+            // The new file's directory entry must survive a crash too.
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| fail("cannot sync the directory of", e))?;
+            }
+        }
+        let len = file.metadata().map_err(|e| fail("cannot stat", e))?.len();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data).map_err(|e| fail("cannot read", e))?;
+        let mut at = 0usize;
+        while let Some((payload, next)) = record_at(&data, at) {
+            replay(at as u64, payload)?;
+            at = next;
+        }
+        if (at as u64) < len {
+            tracing::warn!(path = %path.display(), kept = at, dropped = len - at as u64, "log: cutting a torn tail");
+            file.set_len(at as u64)
+                .map_err(|e| fail("cannot cut the torn tail of", e))?;
+            file.sync_all().map_err(|e| fail("cannot sync", e))?;
+        }
+        Ok(Wal {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            written: at as u64,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Frames `payload` into the pending buffer; returns the offset it will have.
+    pub fn append(&mut self, payload: &[u8]) -> u64 {
+        let offset = self.written + self.pending.len() as u64;
+        assert!(
+            payload.len() <= MAX_RECORD,
+            "log record of {} bytes is too large",
+            payload.len()
+        );
+        self.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending.extend_from_slice(payload);
+        offset
+    }
+
+    /// Appends a record built by `encode` straight into the pending buffer (no copy).
+    pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<u64> {
+        let start = self.pending.len();
+        let offset = self.written + start as u64;
+        self.pending.extend_from_slice(&[0; HEADER]);
+        if let Err(e) = encode(&mut self.pending) {
+            self.pending.truncate(start);
+            return Err(e);
+        }
+        let payload = &self.pending[start + HEADER..];
+        if payload.len() > MAX_RECORD {
+            self.pending.truncate(start);
+            return Err(Error::Storage("log record too large".into()));
+        }
+        let (len, crc) = (
+            (payload.len() as u32).to_le_bytes(),
+            crc32fast::hash(payload).to_le_bytes(),
+        );
+        self.pending[start..start + 4].copy_from_slice(&len);
+        self.pending[start + 4..start + HEADER].copy_from_slice(&crc);
+        Ok(offset)
+    }
+
+    /// Bytes appended but not yet handed out.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Hands out everything appended so far, to be written (in the order handed out).
+    pub fn take_pending(&mut self) -> PendingWrite {
+        let bytes = std::mem::take(&mut self.pending);
+        let offset = self.written;
+        self.written += bytes.len() as u64;
+        PendingWrite {
+            file: self.file.clone(),
+            offset,
+            bytes,
+        }
+    }
+
+    /// Reads back the record at `offset` (which must have been written).
+    pub fn read_at(&self, offset: u64) -> Result<Vec<u8>> {
+        let mut header = [0u8; HEADER];
+        self.file
+            .read_exact_at(&mut header, offset)
+            .map_err(|e| Error::Storage(format!("log read at {offset} in {}: {e}", self.path.display())))?;
+        let (len, crc) = split_header(&header);
+        if len > MAX_RECORD {
+            return Err(Error::Storage(format!("log record at {offset}: bad length {len}")));
+        }
+        let mut payload = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut payload, offset + HEADER as u64)
+            .map_err(|e| Error::Storage(format!("log read at {offset} in {}: {e}", self.path.display())))?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(Error::Storage(format!("log record at {offset}: checksum mismatch")));
+        }
+        Ok(payload)
+    }
+}
+
+fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (len, crc)
+}
+
+/// The intact record at `at`, and where the next one starts; None at the end or at a torn tail.
+fn record_at(data: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let header: &[u8; HEADER] = data.get(at..at.checked_add(HEADER)?)?.try_into().ok()?;
+    let (len, crc) = split_header(header);
+    let end = (at + HEADER).checked_add(len)?;
+    let payload = data.get(at + HEADER..end)?;
+    (len <= MAX_RECORD && crc32fast::hash(payload) == crc).then_some((payload, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay_all(path: &Path) -> (Wal, Vec<(u64, Vec<u8>)>) {
+        let mut seen = Vec::new();
+        let wal = Wal::open(path, |at, p| {
+            seen.push((at, p.to_vec()));
+            Ok(())
+        })
+        .expect("open");
+        (wal, seen)
+    }
+
+    #[test]
+    fn wal_records_round_trip_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wal");
+        let (mut wal, seen) = replay_all(&path);
+        assert!(seen.is_empty());
+        let a = wal.append(b"first");
+        let b = wal
+            .append_with(|buf| {
+                buf.extend_from_slice(b"second");
+                Ok(())
+            })
+            .expect("append");
+        wal.take_pending().write_and_sync().expect("sync");
+        let c = wal.append(b"");
+        wal.take_pending().write_and_sync().expect("sync");
+        assert_eq!(wal.read_at(b).expect("read"), b"second");
+        drop(wal);
+        let (wal, seen) = replay_all(&path);
+        assert_eq!(
+            seen,
+            vec![(a, b"first".to_vec()), (b, b"second".to_vec()), (c, Vec::new())]
+        );
+        assert_eq!(wal.read_at(a).expect("read"), b"first");
+    }
+
+    #[test]
+    fn wal_torn_tail_is_cut_and_appends_follow_the_last_intact_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = replay_all(&path);
+        wal.append(b"kept");
+        wal.append(b"torn record");
+        wal.take_pending().write_and_sync().expect("sync");
+        drop(wal);
+        // A crash in the middle of the second record: its last bytes never arrived.
+        let len = std::fs::metadata(&path).expect("stat").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("cut");
+        let (mut wal, seen) = replay_all(&path);
+        assert_eq!(
+            seen.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+            vec![b"kept".to_vec()]
+        );
+        wal.append(b"after");
+        wal.take_pending().write_and_sync().expect("sync");
+        drop(wal);
+        let (_, seen) = replay_all(&path);
+        assert_eq!(
+            seen.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+            vec![b"kept".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[test]
+    fn wal_corrupt_record_ends_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wal");
+        let (mut wal, _) = replay_all(&path);
+        wal.append(b"good");
+        let bad = wal.append(b"flipped");
+        wal.take_pending().write_and_sync().expect("sync");
+        drop(wal);
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(b"X", bad + HEADER as u64 + 2).expect("flip");
+        let (wal, seen) = replay_all(&path);
+        assert_eq!(seen.len(), 1, "a record failing its checksum is not replayed");
+        assert!(wal.read_at(bad).is_err(), "and cannot be read back");
+    }
+}
