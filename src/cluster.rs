@@ -56,6 +56,9 @@ impl<A: Application + Default> Cluster<A> {
         for &id in &ids {
             let mut cfg = NodeConfig::new(id, ids.clone(), cluster._dir.path().join(format!("node-{id}")));
             cfg.record_applied = true;
+            // Keep almost no accepted values in memory, so that every scenario also
+            // exercises reading them back from the acceptor's log.
+            cfg.acceptor_hot_slots = 2;
             tune(&mut cfg);
             cluster.configs.insert(id, cfg);
             cluster.boot(id)?;

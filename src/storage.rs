@@ -1,30 +1,31 @@
-//! Durable state of a node, in one sled database under the node's data directory.
+//! Durable state of a node, under the node's data directory.
 //!
-//! | tree       | key                 | value                         | written by     |
-//! |------------|---------------------|-------------------------------|----------------|
-//! | `acceptor` | `p`                 | the promised ballot           | acceptor       |
-//! | `acceptor` | `a` + slot (BE)     | (ballot, value) accepted      | acceptor       |
-//! | `log`      | slot (8 bytes, BE)  | the decided value             | learner        |
-//! | `meta`     | `ballot`            | highest ballot this node used | leader-elector |
-//! | `meta`     | `snapshot`          | state machine snapshot        | state machine  |
+//! | file / tree          | holds                                      | written by     | synced          |
+//! |----------------------|--------------------------------------------|----------------|-----------------|
+//! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
+//! | `decided.wal`        | decided values, batch by batch              | learner        | never (see below) |
+//! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
+//! | sled `meta/snapshot` | state machine snapshot                      | state machine  | when taken      |
 //!
-//! Writes land in sled's memory first; [`Storage::flush`] makes everything written so
-//! far durable. The acceptor flushes before any reply leaves (one flush per batch);
-//! the elector flushes before it uses a ballot; the state machine flushes its
-//! snapshots. The learner's log does not flush itself: decided values are durable
-//! at the acceptors anyway, and the next flush of the database covers them.
+//! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
+//! recovery. The acceptor appends its writes, then one `fdatasync` per group covers
+//! every reply that waited for it. The learner's log is written but never synced:
+//! decided values are durable at the acceptors, so a lost tail is learned again
+//! (fetched from a peer, or recovered by the next leader's phase 1).
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::messages::{Ballot, Slot, Value};
+use crate::runs::Runs;
+use crate::wal::{PendingWrite, Wal};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The small things kept in sled: the elector's ballot and the snapshot.
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
-    acceptor: sled::Tree,
-    log: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -32,7 +33,7 @@ pub struct Storage {
 pub type AcceptedMap = BTreeMap<Slot, (Ballot, Value)>;
 
 /// What the acceptor must persist before answering.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptorWrite {
     pub promised: Option<Ballot>,
     pub accepted: Vec<(Slot, Ballot, Value)>,
@@ -44,14 +45,12 @@ impl Storage {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir.join("sled"))
-            .cache_capacity(64 << 20)
+            .cache_capacity(8 << 20)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
         Ok(Storage {
-            acceptor: db.open_tree("acceptor")?,
-            log: db.open_tree("log")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -60,47 +59,6 @@ impl Storage {
     /// Makes every write so far durable. Blocking: call it off the actor's thread.
     pub fn flush(&self) -> Result<usize> {
         Ok(self.db.flush()?)
-    }
-
-    pub fn load_acceptor(&self) -> Result<(Ballot, AcceptedMap)> {
-        let promised = match self.acceptor.get(PROMISED)? {
-            Some(b) => codec::decode(&b)?,
-            None => Ballot::ZERO,
-        };
-        let mut accepted = BTreeMap::new();
-        for item in self.acceptor.scan_prefix(ACCEPTED) {
-            let (k, v) = item?;
-            accepted.insert(slot_of(&k[ACCEPTED.len()..])?, codec::decode(&v)?);
-        }
-        Ok((promised, accepted))
-    }
-
-    pub fn write_acceptor(&self, w: &AcceptorWrite) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        if let Some(b) = w.promised {
-            batch.insert(PROMISED, codec::encode(&b)?);
-        }
-        for (slot, ballot, value) in &w.accepted {
-            batch.insert(&accepted_key(*slot)[..], codec::encode(&(ballot, value))?);
-        }
-        Ok(self.acceptor.apply_batch(batch)?)
-    }
-
-    pub fn load_log(&self) -> Result<BTreeMap<Slot, Value>> {
-        let mut log = BTreeMap::new();
-        for item in self.log.iter() {
-            let (k, v) = item?;
-            log.insert(slot_of(&k)?, codec::decode(&v)?);
-        }
-        Ok(log)
-    }
-
-    pub fn append_log(&self, entries: &[(Slot, Value)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for (slot, value) in entries {
-            batch.insert(&slot.to_be_bytes()[..], codec::encode(value)?);
-        }
-        Ok(self.log.apply_batch(batch)?)
     }
 
     pub fn load_ballot(&self) -> Result<Ballot> {
@@ -125,21 +83,119 @@ impl Storage {
     }
 }
 
-const PROMISED: &[u8] = b"p";
-const ACCEPTED: &[u8] = b"a";
-
-fn accepted_key(slot: Slot) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = ACCEPTED[0];
-    key[1..].copy_from_slice(&slot.to_be_bytes());
-    key
+/// The acceptor's log: every [`AcceptorWrite`], in the order the core made them, and an
+/// index of where each slot's latest acceptance is (to read values evicted from memory).
+pub struct AcceptorLog {
+    wal: Wal,
+    /// Slot -> offset of the record holding its latest acceptance.
+    index: Runs<u64>,
 }
 
-fn slot_of(key: &[u8]) -> Result<Slot> {
-    let arr: [u8; 8] = key
-        .try_into()
-        .map_err(|_| Error::Storage(format!("bad slot key of {} bytes", key.len())))?;
-    Ok(u64::from_be_bytes(arr))
+impl AcceptorLog {
+    /// Opens the log in `dir` and replays it into the promise and the accepted values.
+    pub fn open(dir: &Path) -> Result<(AcceptorLog, Ballot, AcceptedMap)> {
+        let (mut promised, mut accepted, mut index) = (Ballot::ZERO, BTreeMap::new(), Runs::new());
+        let wal = Wal::open(&dir.join("acceptor.wal"), |offset, record| {
+            let write: AcceptorWrite = codec::decode_local(record)?;
+            promised = promised.max(write.promised.unwrap_or(Ballot::ZERO));
+            for (slot, ballot, value) in write.accepted {
+                index.insert(slot, slot + 1, offset);
+                accepted.insert(slot, (ballot, value));
+            }
+            Ok(())
+        })?;
+        Ok((AcceptorLog { wal, index }, promised, accepted))
+    }
+
+    /// Adds a write to the next group (durable once that group's sync returns).
+    pub fn append(&mut self, write: &AcceptorWrite) -> Result<()> {
+        let offset = self
+            .wal
+            .append_with(|buf| codec::encode_into(write, buf).map(drop).map_err(Into::into))?;
+        for (slot, _, _) in &write.accepted {
+            self.index.insert(*slot, slot + 1, offset);
+        }
+        Ok(())
+    }
+
+    /// The group of writes appended since the last call, to write and sync.
+    pub fn take_pending(&mut self) -> PendingWrite {
+        self.wal.take_pending()
+    }
+
+    /// Reads back the value last accepted in `slot` (its group must have been written).
+    pub fn read(&self, slot: Slot) -> Result<Value> {
+        let (_, offset) = self
+            .index
+            .get(slot)
+            .ok_or_else(|| Error::Storage(format!("acceptor log holds no slot {slot}")))?;
+        let write: AcceptorWrite = codec::decode_local(&self.wal.read_at(offset)?)?;
+        let found = write.accepted.into_iter().find(|(s, _, _)| *s == slot);
+        found
+            .map(|(_, _, value)| value)
+            .ok_or_else(|| Error::Storage(format!("acceptor log record at {offset} lacks slot {slot}")))
+    }
+}
+
+/// The learner's log of decided values: one record per run of consecutive slots, so
+/// no two records hold the same slot; an index in memory finds a slot's record.
+pub struct DecidedLog {
+    wal: Wal,
+    /// First slot of each record -> (last slot, offset of the record).
+    index: BTreeMap<Slot, (Slot, u64)>,
+}
+
+impl DecidedLog {
+    /// Opens the log in `dir`; returns it with the values of slots from `from` on (the
+    /// ones below are in the state machine's snapshot already).
+    pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
+        let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
+        let wal = Wal::open(&dir.join("decided.wal"), |offset, record| {
+            let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
+            if let Some(last) = (first..).take(values.len()).last() {
+                index.insert(first, (last, offset));
+            }
+            log.extend((first..).zip(values).filter(|(slot, _)| *slot >= from));
+            Ok(())
+        })?;
+        Ok((DecidedLog { wal, index }, log))
+    }
+
+    /// Writes newly learned values (not synced: see the module docs).
+    pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
+        for run in entries.chunk_by(|a, b| b.0 == a.0 + 1) {
+            let (first, last) = (run[0].0, run[run.len() - 1].0);
+            let values: Vec<&Value> = run.iter().map(|(_, v)| v).collect();
+            let offset = self
+                .wal
+                .append_with(|buf| codec::encode_into(&(first, values), buf).map(drop).map_err(Into::into))?;
+            self.index.insert(first, (last, offset));
+        }
+        self.wal.take_pending().write()
+    }
+
+    /// The decided value of `slot`, if this log holds it.
+    pub fn get(&self, slot: Slot) -> Result<Option<Value>> {
+        let Some((&first, &(last, offset))) = self.index.range(..=slot).next_back() else {
+            return Ok(None);
+        };
+        if slot > last {
+            return Ok(None);
+        }
+        let (_, mut values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
+        let i = (slot - first) as usize;
+        Ok((i < values.len()).then(|| values.swap_remove(i)))
+    }
+
+    /// Every decided value on disk (for tests that compare nodes slot by slot).
+    pub fn read_all(&self) -> Result<BTreeMap<Slot, Value>> {
+        let mut log = BTreeMap::new();
+        for (&first, &(_, offset)) in &self.index {
+            let (_, values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
+            log.extend((first..).zip(values));
+        }
+        Ok(log)
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +204,7 @@ mod tests {
     use crate::messages::{Command, RequestId};
 
     #[test]
-    fn storage_acceptor_state_round_trips_across_reopen() {
+    fn storage_state_round_trips_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let value = Value::Command(Command {
             id: RequestId { client: 1, seq: 1 },
@@ -157,25 +213,52 @@ mod tests {
         });
         {
             let s = Storage::open(dir.path()).expect("open");
-            let write = AcceptorWrite {
-                promised: Some(Ballot::new(3, 2)),
-                accepted: vec![
-                    (0, Ballot::new(3, 2), value.clone()),
-                    (9, Ballot::new(1, 1), Value::Noop),
-                ],
-            };
-            s.write_acceptor(&write).expect("write");
-            s.append_log(&[(0, value.clone())]).expect("log");
+            let (mut acceptor, _, _) = AcceptorLog::open(dir.path()).expect("acceptor log");
+            let (mut decided, _) = DecidedLog::open(dir.path(), 0).expect("decided log");
+            acceptor
+                .append(&AcceptorWrite {
+                    promised: Some(Ballot::new(3, 2)),
+                    accepted: vec![
+                        (0, Ballot::new(1, 2), value.clone()),
+                        (9, Ballot::new(1, 1), Value::Noop),
+                    ],
+                })
+                .expect("append");
+            acceptor
+                .append(&AcceptorWrite {
+                    promised: None,
+                    accepted: vec![(0, Ballot::new(3, 2), value.clone())],
+                })
+                .expect("append");
+            acceptor.take_pending().write_and_sync().expect("sync");
+            decided
+                .append(&[(0, value.clone()), (1, Value::Noop), (5, Value::Noop)])
+                .expect("log");
+            assert_eq!(decided.get(1).expect("read"), Some(Value::Noop));
+            assert_eq!(decided.get(2).expect("read"), None, "a hole between two runs");
             s.save_ballot(Ballot::new(4, 2)).expect("ballot");
             s.flush().expect("flush");
         }
         let s = Storage::open(dir.path()).expect("reopen");
-        let (promised, accepted) = s.load_acceptor().expect("load");
+        let (log, promised, accepted) = AcceptorLog::open(dir.path()).expect("acceptor log");
+        assert_eq!(log.read(0).expect("read"), value, "the latest acceptance of slot 0");
+        assert_eq!(log.read(9).expect("read"), Value::Noop);
         assert_eq!(promised, Ballot::new(3, 2));
-        assert_eq!(accepted.get(&0), Some(&(Ballot::new(3, 2), value.clone())));
+        assert_eq!(
+            accepted.get(&0),
+            Some(&(Ballot::new(3, 2), value.clone())),
+            "the later acceptance wins"
+        );
         assert_eq!(accepted.get(&9), Some(&(Ballot::new(1, 1), Value::Noop)));
-        assert_eq!(accepted.len(), 2, "the promise key is not mistaken for a slot");
-        assert_eq!(s.load_log().expect("log").get(&0), Some(&value));
+        assert_eq!(accepted.len(), 2);
+        let (decided, log) = DecidedLog::open(dir.path(), 1).expect("decided log");
+        assert_eq!(
+            log.keys().copied().collect::<Vec<_>>(),
+            vec![1, 5],
+            "slots below `from` stay on disk"
+        );
+        assert_eq!(decided.get(0).expect("read"), Some(value.clone()));
+        assert_eq!(decided.read_all().expect("read").len(), 3);
         assert_eq!(s.load_ballot().expect("ballot"), Ballot::new(4, 2));
     }
 }

@@ -18,9 +18,17 @@
 //! the node only after that state is on disk.
 //!
 //! **Durability and group commit.** The core returns, with every reply, the write that
-//! must be durable first. The actor applies writes to sled at once but holds replies
-//! back until a flush covers them; one flush, run off the actor's thread, covers every
-//! request that arrived while the previous flush ran. Replies leave in arrival order.
+//! must be durable first. The actor appends writes to its log (`acceptor.wal`) at once
+//! but holds replies back until an `fdatasync` covers them; one write-and-sync, run off
+//! the actor's thread, covers every request that arrived while the previous one ran.
+//! Replies leave in arrival order.
+//!
+//! **Memory.** Values accepted long ago are only needed again if a new leader's phase 1
+//! asks for them. Once durable, all but the most recent ones leave memory
+//! ([`Acceptor::evict_below`]); the core keeps just their ballots, in runs. A `Promise`
+//! never skips such a *stored* slot: it stops there (`more_from`), and the actor reads
+//! the values back from disk ([`Acceptor::reload`]) before it hands the core the
+//! `Prepare` that asks for them.
 //!
 //! **Left out.** Garbage collection of accepted values below the decided prefix (needs
 //! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
@@ -28,7 +36,8 @@
 use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::acceptor::PValue;
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
-use crate::storage::{AcceptorWrite, Storage};
+use crate::runs::Runs;
+use crate::storage::{AcceptorLog, AcceptorWrite};
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
@@ -45,7 +54,11 @@ impl Default for Acceptor {
 #[derive(Clone, Debug)]
 pub struct Acceptor {
     promised: Ballot,
+    /// Accepted values held in memory.
     accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Ballots of accepted values moved out of memory (they are on disk), in runs.
+    /// Never overlaps `accepted`.
+    stored: Runs<Ballot>,
     /// Most value bytes in one Promise (it must fit a transport frame).
     max_promise_bytes: usize,
     bugs: PlantedBugs,
@@ -57,9 +70,14 @@ impl Acceptor {
         Acceptor {
             promised,
             accepted,
+            stored: Runs::new(),
             max_promise_bytes: DEFAULT_MAX_PROMISE_BYTES,
             bugs: PlantedBugs::default(),
         }
+    }
+
+    pub fn max_promise_bytes(&self) -> usize {
+        self.max_promise_bytes
     }
 
     /// Caps the value bytes of one Promise (the rest is reported on request).
@@ -78,8 +96,37 @@ impl Acceptor {
         self.promised
     }
 
+    /// The accepted values held in memory.
     pub fn accepted(&self) -> &BTreeMap<Slot, (Ballot, Value)> {
         &self.accepted
+    }
+
+    /// How many accepted slots this acceptor knows of, in memory or stored.
+    pub fn accepted_slots(&self) -> u64 {
+        self.accepted.len() as u64 + self.stored.slots()
+    }
+
+    /// Drops from memory the values of slots below `below` (the caller has them on
+    /// disk); keeps their ballots. Returns how many left memory.
+    pub fn evict_below(&mut self, below: Slot) -> usize {
+        let keep = self.accepted.split_off(&below);
+        let gone = std::mem::replace(&mut self.accepted, keep);
+        for (&slot, (ballot, _)) in &gone {
+            self.stored.insert(slot, slot + 1, *ballot);
+        }
+        gone.len()
+    }
+
+    /// Stored (not in memory) slots from `from` on, as ranges `[first, end)` in order.
+    pub fn stored_from(&self, from: Slot) -> impl Iterator<Item = (Slot, Slot)> + '_ {
+        self.stored.ranges_from(from).map(|(first, end, _)| (first, end))
+    }
+
+    /// Puts back in memory the value of a stored slot, read from disk by the caller.
+    pub fn reload(&mut self, slot: Slot, value: Value) {
+        let ballot = self.stored.remove(slot, slot + 1);
+        let ballot = ballot.unwrap_or_else(|| panic!("acceptor reloads slot {slot}, which is not stored"));
+        self.accepted.insert(slot, (ballot, value));
     }
 
     /// Answers one request; the write, if any, must be durable before the reply leaves.
@@ -104,8 +151,15 @@ impl Acceptor {
                 }
                 let write = self.maybe_promise(ballot);
                 let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
+                // A stored slot is never skipped: the report stops there, to be asked
+                // again once the actor has read it back.
+                let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
                 for (&slot, (b, v)) in self.accepted.range(from_slot..) {
                     bytes += v.wire_size();
+                    if let Some(s) = stored.filter(|s| *s < slot) {
+                        more_from = Some(s);
+                        break;
+                    }
                     if !accepted.is_empty() && bytes > self.max_promise_bytes {
                         more_from = Some(slot);
                         break;
@@ -116,6 +170,7 @@ impl Acceptor {
                         value: v.clone(),
                     });
                 }
+                more_from = more_from.or(stored);
                 (
                     write,
                     AcceptorReply::Promise {
@@ -148,6 +203,7 @@ impl Acceptor {
                 }
                 let mut write = self.maybe_promise(ballot).unwrap_or_default();
                 let count = values.len() as u64;
+                self.stored.remove(first_slot, first_slot + count);
                 for (slot, value) in (first_slot..).zip(values) {
                     self.accepted.insert(slot, (ballot, value.clone()));
                     write.accepted.push((slot, ballot, value));
@@ -195,6 +251,8 @@ impl Acceptor {
 pub struct AcceptorStatus {
     pub promised: Ballot,
     pub accepted_slots: u64,
+    /// Accepted slots whose values are in memory (the rest are read from disk if needed).
+    pub slots_in_memory: u64,
     pub handled: u64,
     pub rejected: u64,
     pub flushes: u64,
@@ -209,7 +267,7 @@ pub struct GetAcceptorStatus;
 /// The acceptor actor: applies writes, flushes in groups, then replies.
 pub struct AcceptorActor {
     core: Acceptor,
-    storage: Storage,
+    log: AcceptorLog,
     peers: Peers,
     /// Replies waiting for the next flush, in arrival order.
     waiting: Vec<(NodeId, PeerMessage)>,
@@ -217,18 +275,33 @@ pub struct AcceptorActor {
     flushing: bool,
     /// Something was written since the last flush started.
     dirty: bool,
+    /// Accepted slots appended since the last flush started: (lowest, highest).
+    unflushed: Option<(Slot, Slot)>,
+    /// Highest slot of the flush that runs.
+    flushing_high: Option<Slot>,
+    /// Values of this many of the most recent durable slots stay in memory.
+    hot_slots: u64,
     status: AcceptorStatus,
 }
 
 impl AcceptorActor {
-    pub fn new(core: Acceptor, storage: Storage, peers: Peers) -> Self {
+    /// An actor over `core`, whose state `log` holds; keeps the values of the most recent
+    /// `hot_slots` slots in memory.
+    pub fn new(mut core: Acceptor, log: AcceptorLog, peers: Peers, hot_slots: u64) -> Self {
+        // Everything restored from disk is durable: keep only the recent values.
+        if let Some((&high, _)) = core.accepted().last_key_value() {
+            core.evict_below((high + 1).saturating_sub(hot_slots));
+        }
         AcceptorActor {
             core,
-            storage,
+            log,
             peers,
             waiting: Vec::new(),
             flushing: false,
             dirty: false,
+            unflushed: None,
+            flushing_high: None,
+            hot_slots,
             status: AcceptorStatus::default(),
         }
     }
@@ -258,17 +331,19 @@ impl AcceptorActor {
         }
         self.flushing = true;
         self.dirty = false;
+        self.flushing_high = self.unflushed.take().map(|(_, high)| high);
         let batch = std::mem::take(&mut self.waiting);
-        let storage = self.storage.clone();
-        let flush = actix_rt::task::spawn_blocking(move || storage.flush());
+        let group = self.log.take_pending();
+        let flush = actix_rt::task::spawn_blocking(move || group.write_and_sync());
         ctx.spawn(flush.into_actor(self).map(move |res, act, ctx| {
             act.flushing = false;
             match res {
-                Ok(Ok(_)) => {
+                Ok(Ok(())) => {
                     act.status.flushes += 1;
                     act.status.flushed_replies += batch.len() as u64;
                     act.status.largest_batch = act.status.largest_batch.max(batch.len() as u64);
                     act.peers.send_all(batch);
+                    act.maybe_evict();
                 }
                 // The core's state is ahead of the disk now: a later duplicate request
                 // would be answered from it. Fail-stop instead (Paxos tolerates a crashed
@@ -278,6 +353,46 @@ impl AcceptorActor {
             }
             act.maybe_flush(ctx);
         }));
+    }
+}
+
+impl AcceptorActor {
+    /// After a flush: values of durable slots, but the most recent, leave memory. Slots
+    /// appended since the flush started are not on disk yet, so they stay.
+    fn maybe_evict(&mut self) {
+        let Some(high) = self.flushing_high.take() else { return };
+        let mut below = (high + 1).saturating_sub(self.hot_slots);
+        if let Some((low, _)) = self.unflushed {
+            below = below.min(low);
+        }
+        if self
+            .core
+            .accepted()
+            .first_key_value()
+            .is_some_and(|(&first, _)| first < below)
+        {
+            self.core.evict_below(below);
+        }
+    }
+
+    /// Before a `Prepare` from `from`: reads back from disk the stored values it will
+    /// report, up to one Promise's worth (the core stops its report at the next one).
+    fn reload_from(&mut self, from: Slot) -> crate::error::Result<()> {
+        let mut bytes = 0;
+        let slots: Vec<Slot> = self
+            .core
+            .stored_from(from)
+            .flat_map(|(first, end)| first..end)
+            .collect();
+        for slot in slots {
+            let value = self.log.read(slot)?;
+            bytes += value.wire_size();
+            self.core.reload(slot, value);
+            if bytes > self.core.max_promise_bytes() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -304,14 +419,24 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
             }
         }
         self.status.handled += 1;
+        if let AcceptorRequest::Prepare { from_slot, ballot, .. } = &request
+            && *ballot >= self.core.promised()
+            && let Err(e) = self.reload_from(*from_slot)
+        {
+            return self.fail_stop(ctx, &e.to_string());
+        }
         let (write, reply) = self.core.handle(request);
         if let AcceptorReply::Rejected { promised, .. } = &reply {
             self.status.rejected += 1;
             tracing::debug!(node, role = "acceptor", %promised, from, "rejected");
         }
         if let Some(write) = write {
-            if let Err(e) = self.storage.write_acceptor(&write) {
+            if let Err(e) = self.log.append(&write) {
                 return self.fail_stop(ctx, &e.to_string());
+            }
+            if let (Some((first, ..)), Some((last, ..))) = (write.accepted.first(), write.accepted.last()) {
+                let (low, high) = self.unflushed.unwrap_or((*first, *last));
+                self.unflushed = Some((low.min(*first), high.max(*last)));
             }
             self.dirty = true;
         }
@@ -326,7 +451,8 @@ impl Handler<GetAcceptorStatus> for AcceptorActor {
     fn handle(&mut self, _: GetAcceptorStatus, _: &mut Context<Self>) -> Self::Result {
         let mut status = self.status.clone();
         status.promised = self.core.promised();
-        status.accepted_slots = self.core.accepted().len() as u64;
+        status.accepted_slots = self.core.accepted_slots();
+        status.slots_in_memory = self.core.accepted().len() as u64;
         MessageResult(status)
     }
 }
@@ -516,5 +642,63 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn acceptor_promise_stops_at_evicted_slots_until_they_are_reloaded() {
+        let mut a = Acceptor::default();
+        a.handle(AcceptorRequest::Accept {
+            call: 1,
+            ballot: b(1, 1),
+            first_slot: 0,
+            values: vec![cmd(1), cmd(2), cmd(3), cmd(4)],
+        });
+        assert_eq!(a.evict_below(3), 3);
+        assert_eq!(a.accepted().len(), 1, "only slot 3 stays in memory");
+        assert_eq!(a.accepted_slots(), 4, "the evicted ones are still accepted");
+        // A new leader asks from slot 1: the report must not jump over 1 and 2.
+        let (_, r) = a.handle(AcceptorRequest::Prepare {
+            call: 2,
+            ballot: b(2, 2),
+            from_slot: 1,
+        });
+        let AcceptorReply::Promise {
+            accepted, more_from, ..
+        } = r
+        else {
+            panic!("a promise")
+        };
+        assert!(accepted.is_empty());
+        assert_eq!(more_from, Some(1), "ask again from the first stored slot");
+        assert_eq!(a.stored_from(1).collect::<Vec<_>>(), vec![(1, 3)]);
+        // The actor reads them back from disk; now the whole report comes at once.
+        a.reload(1, cmd(2));
+        a.reload(2, cmd(3));
+        let (_, r) = a.handle(AcceptorRequest::Prepare {
+            call: 3,
+            ballot: b(2, 2),
+            from_slot: 1,
+        });
+        let AcceptorReply::Promise {
+            accepted, more_from, ..
+        } = r
+        else {
+            panic!("a promise")
+        };
+        assert_eq!(accepted.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(
+            accepted.iter().all(|p| p.ballot == b(1, 1)),
+            "reloaded with their ballots"
+        );
+        assert_eq!(more_from, None);
+        // Accepting over an evicted slot replaces what was stored.
+        a.handle(AcceptorRequest::Accept {
+            call: 4,
+            ballot: b(2, 2),
+            first_slot: 0,
+            values: vec![cmd(9)],
+        });
+        assert_eq!(a.stored_from(0).count(), 0);
+        assert_eq!(a.accepted().get(&0), Some(&(b(2, 2), cmd(9))));
     }
 }

@@ -13,17 +13,22 @@
 //! learner answers `Fetch` with `Fetched` from its own decided log.
 //!
 //! **Invariant.** A slot, once learned, never changes: learning a different value for a
-//! learned slot is a safety violation and panics. Decided values leave for the state
-//! machine in slot order, each exactly once per incarnation, with no gap.
+//! slot still held in memory is a safety violation and panics (applied slots are
+//! compared across nodes by the tests' safety checks instead). Decided values leave for
+//! the state machine in slot order, each exactly once per incarnation, with no gap.
 //!
-//! **Left out.** Log truncation after a snapshot (a later issue): the decided log is
-//! kept whole, on disk and in memory.
+//! **Memory.** Only values not yet handed to the state machine stay in memory; the rest
+//! live in the decided log on disk. A `Fetch` for applied slots is answered from there:
+//! the core says which slots to serve (`LearnerOutput::serve`) and the actor reads them.
+//!
+//! **Left out.** Log truncation after a snapshot (a later issue): the decided log on disk
+//! is kept whole.
 
 use super::proposer::Learned;
 use super::state_machine::ApplyBatch;
 use super::{FromPeer, Halt, Peers, PlantedBugs};
 use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
-use crate::storage::Storage;
+use crate::storage::DecidedLog;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
@@ -62,6 +67,8 @@ pub struct LearnerOutput {
     /// Values for the state machine, consecutive, in slot order.
     pub apply: Vec<(Slot, Value)>,
     pub send: Vec<(NodeId, PeerMessage)>,
+    /// Fetches to answer from the decided log on disk: (peer, first slot, end slot).
+    pub serve: Vec<(NodeId, Slot, Slot)>,
     /// Every slot below this one is now learned (tell the proposer).
     pub learned: Option<Slot>,
 }
@@ -72,7 +79,7 @@ pub struct Learner {
     id: NodeId,
     cfg: LearnerConfig,
     now: u64,
-    /// Every decided value this node holds.
+    /// Decided values not yet handed to the state machine (slots from `next` on).
     log: BTreeMap<Slot, Value>,
     /// The first slot not yet handed to the state machine.
     next: Slot,
@@ -86,13 +93,14 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// A learner with its persisted log, handing the state machine slots from `next` on.
-    pub fn restore(id: NodeId, cfg: LearnerConfig, log: BTreeMap<Slot, Value>, next: Slot) -> Self {
+    /// A learner with its persisted log, handing the state machine slots from `next` on
+    /// (values below `next` are applied already and are not kept in memory).
+    pub fn restore(id: NodeId, cfg: LearnerConfig, mut log: BTreeMap<Slot, Value>, next: Slot) -> Self {
         Learner {
             id,
             cfg,
             now: 0,
-            log,
+            log: log.split_off(&next),
             next,
             commit: 0,
             source: None,
@@ -107,6 +115,10 @@ impl Learner {
         self
     }
 
+    pub fn config(&self) -> &LearnerConfig {
+        &self.cfg
+    }
+
     /// The first slot not yet handed to the state machine.
     pub fn next(&self) -> Slot {
         self.next
@@ -116,7 +128,8 @@ impl Learner {
         self.commit.max(self.next)
     }
 
-    pub fn log(&self) -> &BTreeMap<Slot, Value> {
+    /// Decided values not yet handed to the state machine.
+    pub fn pending(&self) -> &BTreeMap<Slot, Value> {
         &self.log
     }
 
@@ -149,26 +162,18 @@ impl Learner {
                 self.learn(first_slot, values, &mut out);
                 self.maybe_fetch(from, &mut out);
             }
-            // Another learner asks for slots it lacks: send what we have, consecutive.
+            // Another learner asks for slots it lacks: send what we have, consecutive;
+            // applied slots are on disk only, so the actor serves those.
             LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
-                let to = to.min(first.saturating_add(self.cfg.max_fetch));
-                let mut bytes = 0;
-                let values: Vec<Value> = (first..to)
-                    .map_while(|s| self.log.get(&s))
-                    .take_while(|v| {
-                        let first_one = bytes == 0;
-                        bytes += v.wire_size();
-                        first_one || bytes <= self.cfg.max_fetch_bytes
-                    })
-                    .cloned()
-                    .collect();
-                out.send.push((
-                    from,
-                    PeerMessage::Learner(LearnerMessage::Fetched {
-                        first_slot: first,
-                        values,
-                    }),
-                ));
+                if first < self.next {
+                    out.serve.push((from, first, to.min(self.next)));
+                } else {
+                    let reply = fetched(&self.cfg, first, to, |s| {
+                        Ok::<_, std::convert::Infallible>(self.log.get(&s).cloned())
+                    });
+                    out.send
+                        .push((from, PeerMessage::Learner(reply.unwrap_or_else(|e| match e {}))));
+                }
             }
             // The answer to our fetch.
             // An empty answer leaves the retry timer running: the sender has nothing yet,
@@ -217,8 +222,8 @@ impl Learner {
             return;
         }
         let start = self.next;
-        while let Some(value) = self.log.get(&self.next) {
-            out.apply.push((self.next, value.clone()));
+        while let Some(value) = self.log.remove(&self.next) {
+            out.apply.push((self.next, value));
             self.next += 1;
         }
         if self.next > start {
@@ -252,12 +257,37 @@ impl Learner {
     }
 }
 
+/// The `Fetched` answer to a `Fetch` for `[first, to)`: consecutive values from
+/// `lookup`, at most `max_fetch` of them and (past the first) `max_fetch_bytes`.
+pub fn fetched<E>(
+    cfg: &LearnerConfig,
+    first: Slot,
+    to: Slot,
+    mut lookup: impl FnMut(Slot) -> Result<Option<Value>, E>,
+) -> Result<LearnerMessage, E> {
+    let to = to.min(first.saturating_add(cfg.max_fetch));
+    let (mut values, mut bytes) = (Vec::new(), 0);
+    for slot in first..to {
+        let Some(value) = lookup(slot)? else { break };
+        bytes += value.wire_size();
+        if !values.is_empty() && bytes > cfg.max_fetch_bytes {
+            break;
+        }
+        values.push(value);
+    }
+    Ok(LearnerMessage::Fetched {
+        first_slot: first,
+        values,
+    })
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct LearnerStatus {
     /// First slot not yet handed to the state machine (= decided prefix length).
     pub next_undecided: Slot,
     pub commit: Slot,
-    pub decided_slots: u64,
+    /// Decided values waiting in memory for the state machine.
+    pub pending_slots: u64,
     pub handled: u64,
     pub fetches_sent: u64,
 }
@@ -274,7 +304,7 @@ pub struct GetDecidedLog;
 /// The learner actor: persists learned values, feeds the state machine.
 pub struct LearnerActor {
     core: Learner,
-    storage: Storage,
+    log: DecidedLog,
     peers: Peers,
     state_machine: Recipient<ApplyBatch>,
     tick: std::time::Duration,
@@ -285,14 +315,14 @@ pub struct LearnerActor {
 impl LearnerActor {
     pub fn new(
         core: Learner,
-        storage: Storage,
+        log: DecidedLog,
         peers: Peers,
         state_machine: Recipient<ApplyBatch>,
         tick: std::time::Duration,
     ) -> Self {
         LearnerActor {
             core,
-            storage,
+            log,
             peers,
             state_machine,
             tick,
@@ -303,7 +333,7 @@ impl LearnerActor {
 
     fn emit(&mut self, out: LearnerOutput) {
         if !out.persist.is_empty()
-            && let Err(e) = self.storage.append_log(&out.persist)
+            && let Err(e) = self.log.append(&out.persist)
         {
             // The values stay decided at the acceptors; a restart fetches them again.
             tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot write decided log");
@@ -315,6 +345,14 @@ impl LearnerActor {
         }
         if let Some(slot) = out.learned {
             self.peers.local.proposer.do_send(Learned(slot));
+        }
+        for (peer, first, to) in out.serve {
+            match fetched(self.core.config(), first, to, |s| self.log.get(s)) {
+                Ok(reply) => self.peers.send(peer, PeerMessage::Learner(reply)),
+                Err(e) => {
+                    tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot read decided log")
+                }
+            }
         }
         self.fetches_sent += out
             .send
@@ -371,7 +409,7 @@ impl Handler<GetLearnerStatus> for LearnerActor {
         MessageResult(LearnerStatus {
             next_undecided: self.core.next(),
             commit: self.core.commit(),
-            decided_slots: self.core.log().len() as u64,
+            pending_slots: self.core.pending().len() as u64,
             handled: self.handled,
             fetches_sent: self.fetches_sent,
         })
@@ -382,7 +420,13 @@ impl Handler<GetDecidedLog> for LearnerActor {
     type Result = MessageResult<GetDecidedLog>;
 
     fn handle(&mut self, _: GetDecidedLog, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.log().clone())
+        match self.log.read_all() {
+            Ok(log) => MessageResult(log),
+            Err(e) => {
+                tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot read decided log");
+                MessageResult(BTreeMap::new())
+            }
+        }
     }
 }
 
@@ -449,17 +493,21 @@ mod tests {
     }
 
     #[test]
-    fn learner_serves_fetch_from_its_log() {
-        let log = BTreeMap::from([(0, v(1)), (1, v(2)), (3, v(4))]);
-        let mut l = Learner::restore(3, LearnerConfig::default(), log, 2);
+    fn learner_serves_applied_slots_from_disk_and_pending_ones_from_memory() {
+        let log = BTreeMap::from([(0, v(1)), (1, v(2)), (3, v(4)), (4, v(5)), (6, v(7))]);
+        let mut l = Learner::restore(3, LearnerConfig::default(), log, 3);
+        assert_eq!(l.pending().len(), 3, "applied slots are not kept in memory");
         let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 0, to: 10 }));
+        assert_eq!(out.serve, vec![(1, 0, 3)], "the actor reads applied slots from disk");
+        assert!(out.send.is_empty());
+        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 3, to: 10 }));
         assert_eq!(
             out.send,
             vec![(
                 1,
                 PeerMessage::Learner(LearnerMessage::Fetched {
-                    first_slot: 0,
-                    values: vec![v(1), v(2)]
+                    first_slot: 3,
+                    values: vec![v(4), v(5)]
                 })
             )],
             "consecutive values only"
@@ -478,8 +526,9 @@ mod tests {
     #[should_panic(expected = "decided twice")]
     fn learner_conflicting_decision_is_a_safety_violation() {
         let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
-        l.handle(decide(0, vec![v(1)], 0));
-        l.handle(decide(0, vec![v(2)], 0));
+        // Slot 1 waits for slot 0, so the learner still holds it when the conflict comes.
+        l.handle(decide(1, vec![v(1)], 0));
+        l.handle(decide(1, vec![v(2)], 0));
     }
 
     #[test]
@@ -510,10 +559,9 @@ mod tests {
             max_fetch_bytes: 1000,
             ..LearnerConfig::default()
         };
-        let mut l = Learner::restore(3, cfg, log, 3);
-        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 0, to: 3 }));
-        let [(_, PeerMessage::Learner(LearnerMessage::Fetched { values, .. }))] = &out.send[..] else {
-            panic!("one Fetched")
+        let reply = fetched(&cfg, 0, 3, |s| Ok::<_, std::convert::Infallible>(log.get(&s).cloned()));
+        let Ok(LearnerMessage::Fetched { values, .. }) = reply else {
+            panic!("a Fetched")
         };
         assert_eq!(values.len(), 1, "a second 700-byte value would pass 1000 bytes");
     }

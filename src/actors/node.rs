@@ -29,7 +29,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::messages::{Ballot, Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value};
 use crate::net::{Inbound, Transport};
-use crate::storage::Storage;
+use crate::storage::{AcceptorLog, DecidedLog, Storage};
 use actix::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// Subtracted from the leader's clock in clock commands, so that a session expires
     /// later by the replicas' reckoning than by its client's.
     pub clock_margin: Duration,
+    /// The acceptor keeps the values of this many of its most recent durable slots in
+    /// memory; older ones are read from its log if a new leader asks for them.
+    pub acceptor_hot_slots: u64,
     /// Test-only planted bugs; all off by default.
     pub bugs: PlantedBugs,
 }
@@ -87,6 +90,7 @@ impl NodeConfig {
             seed: id,
             clock_interval: Duration::from_millis(250),
             clock_margin: Duration::from_millis(500),
+            acceptor_hot_slots: 4096,
             bugs: PlantedBugs::default(),
         }
     }
@@ -119,14 +123,14 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         let storage = Storage::open(&cfg.data_dir)?;
-        let (promised, accepted) = storage.load_acceptor()?;
-        let log = storage.load_log()?;
+        let (acceptor_log, promised, accepted) = AcceptorLog::open(&cfg.data_dir)?;
         let used = storage.load_ballot()?;
         let sm = match storage.load_snapshot()? {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
             None => StateMachine::new(A::default()),
         }
         .with_bugs(cfg.bugs);
+        let (decided_log, log) = DecidedLog::open(&cfg.data_dir, sm.next())?;
         tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
 
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
@@ -160,8 +164,9 @@ impl Node {
             Acceptor::restore(promised, accepted)
                 .with_max_promise_bytes(cfg.proposer.max_batch_bytes)
                 .with_bugs(cfg.bugs),
-            storage.clone(),
+            acceptor_log,
             peers.clone(),
+            cfg.acceptor_hot_slots,
         ));
         proposer_ctx.run(ProposerActor::new(
             Proposer::new(cfg.id, nodes, cfg.proposer.clone()).with_bugs(cfg.bugs),
@@ -170,7 +175,7 @@ impl Node {
         ));
         learner_ctx.run(LearnerActor::new(
             learner,
-            storage.clone(),
+            decided_log,
             peers.clone(),
             sm_addr.clone().recipient(),
             cfg.tick,

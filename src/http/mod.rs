@@ -1053,8 +1053,8 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
     p.one(
         "rolepax_slots_decided_total",
         "counter",
-        "Slots this node's learner knows decided.",
-        s.learner.decided_slots,
+        "Slots this node's learner knows decided (its commit index).",
+        s.learner.commit,
     );
     p.one(
         "rolepax_slots_applied",

@@ -8,7 +8,7 @@ use super::{SimConfig, Stats};
 use crate::actors::PlantedBugs;
 use crate::actors::acceptor::Acceptor;
 use crate::actors::elector::{Elector, ElectorConfig, ElectorInput, ElectorOutput, ProposerEvent, SeededRng};
-use crate::actors::learner::{Learner, LearnerConfig, LearnerInput, LearnerOutput};
+use crate::actors::learner::{Learner, LearnerConfig, LearnerInput, LearnerOutput, fetched};
 use crate::actors::proposer::{ElectorOrder, Proposer, ProposerConfig, ProposerInput, ProposerOutput};
 use crate::actors::state_machine::StateMachine;
 use crate::app::kv::{KvCommand, KvReply, KvResult, KvStore};
@@ -19,6 +19,7 @@ use crate::messages::{
 };
 use crate::storage::AcceptorWrite;
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 
 /// What a node keeps across a crash: exactly what the cores asked to persist.
 #[derive(Clone, Debug, Default)]
@@ -511,7 +512,16 @@ impl World {
         if let Some(slot) = out.learned {
             self.local(i, Local::Learned(slot));
         }
-        self.send_all(i, out.send);
+        // The actor reads applied slots from its decided log on disk.
+        let mut send = out.send;
+        for (peer, first, to) in out.serve {
+            let log = &self.nodes[i].disk.log;
+            let reply = fetched(&self.learner_cfg, first, to, |s| {
+                Ok::<_, Infallible>(log.get(&s).cloned())
+            });
+            send.push((peer, PeerMessage::Learner(reply.unwrap_or_else(|e| match e {}))));
+        }
+        self.send_all(i, send);
         Ok(())
     }
 
