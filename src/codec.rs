@@ -20,6 +20,14 @@ pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<usize, 
     bincode::serde::encode_into_std_write(value, buf, config())
 }
 
+/// Writes the encoding of `value` to `w`.
+pub fn encode_to_writer<T: Serialize>(
+    value: &T,
+    w: &mut impl std::io::Write,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, w, config())
+}
+
 /// Decodes a whole buffer; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;

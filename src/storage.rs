@@ -5,7 +5,7 @@
 //! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
 //! | `decided.wal`        | decided values, batch by batch              | learner        | never (see below) |
 //! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
-//! | sled `meta/snapshot` | state machine snapshot                      | state machine  | when taken      |
+//! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | when taken      |
 //!
 //! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
 //! recovery. The acceptor appends its writes, then one `fdatasync` per group covers
@@ -20,14 +20,19 @@ use crate::runs::Runs;
 use crate::wal::{PendingWrite, Wal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 
-/// The small things kept in sled: the elector's ballot and the snapshot.
+/// The elector's ballot (in sled) and the state machine's snapshot (a file).
 #[derive(Clone)]
 pub struct Storage {
+    dir: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
 }
+
+const SNAPSHOT: &str = "snapshot.bin";
 
 /// Per slot, the (ballot, value) an acceptor accepted.
 pub type AcceptedMap = BTreeMap<Slot, (Ballot, Value)>;
@@ -51,6 +56,7 @@ impl Storage {
             .open()
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
         Ok(Storage {
+            dir: dir.to_path_buf(),
             meta: db.open_tree("meta")?,
             db,
         })
@@ -73,13 +79,31 @@ impl Storage {
         Ok(())
     }
 
+    /// The latest snapshot, if one was taken.
     pub fn load_snapshot(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(b"snapshot")?.map(|v| v.to_vec()))
+        match std::fs::read(self.dir.join(SNAPSHOT)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Storage(format!("cannot read the snapshot: {e}"))),
+        }
     }
 
-    pub fn save_snapshot(&self, bytes: &[u8]) -> Result<()> {
-        self.meta.insert(b"snapshot", bytes)?;
-        Ok(())
+    /// Replaces the snapshot with what `write` writes, atomically and durably (a
+    /// temporary file, fdatasync, rename, directory sync); returns its size in bytes.
+    pub fn save_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<u64> {
+        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("snapshot: {what}: {e}"));
+        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        let file = File::create(&tmp).map_err(|e| fail("create", e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| fail("write", e.into_error()))?;
+        file.sync_data().map_err(|e| fail("fdatasync", e))?;
+        let size = file.metadata().map_err(|e| fail("stat", e))?.len();
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| fail("rename", e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("sync directory", e))?;
+        Ok(size)
     }
 }
 

@@ -125,7 +125,15 @@ impl<A: Application> StateMachine<A> {
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        Ok(codec::encode(&(self.next, self.app.snapshot(), &self.sessions))?)
+        let mut bytes = Vec::new();
+        self.write_snapshot(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Writes the snapshot straight to `w` (no second copy of the application's bytes).
+    pub fn write_snapshot(&self, w: &mut impl std::io::Write) -> Result<()> {
+        codec::encode_to_writer(&(self.next, self.app.snapshot(), &self.sessions), w)?;
+        Ok(())
     }
 
     pub fn restore(bytes: &[u8]) -> Result<Self> {
@@ -258,11 +266,7 @@ impl<A: Application> StateMachineActor<A> {
         {
             return;
         }
-        let saved = self.core.snapshot().and_then(|bytes| {
-            self.storage.save_snapshot(&bytes)?;
-            self.storage.flush()?;
-            Ok(bytes.len() as u64)
-        });
+        let saved = self.storage.save_snapshot(|w| self.core.write_snapshot(w));
         match saved {
             Ok(size) => {
                 self.last_snapshot = self.core.next();
