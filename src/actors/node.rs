@@ -20,8 +20,8 @@ use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetEle
 use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
 use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
 use super::state_machine::{
-    ClockCommand, GetApplied, GetStateMachineStatus, Outcome, ReadLocal, ReadWait, Register, StateMachine,
-    StateMachineActor, StateMachineStatus, Unregister,
+    ClockCommand, GetApplied, GetStateMachineStatus, Outcome, ReadLocal, ReadWait, StateMachine, StateMachineActor,
+    StateMachineStatus, Unregister, Waiters,
 };
 use super::{Halt, LocalRoles, Peers, PlantedBugs};
 use crate::app::Application;
@@ -138,7 +138,15 @@ impl Node {
         // snapshots of a large application must not delay heartbeats, acceptor replies
         // or proposals (a stalled elector makes the followers elect another leader).
         let sm_arbiter = actix::Arbiter::new().handle();
-        let sm_actor = StateMachineActor::new(cfg.id, sm, storage.clone(), cfg.snapshot_every, cfg.record_applied);
+        let waiters = Waiters::<A::Reply>::default();
+        let sm_actor = StateMachineActor::new(
+            cfg.id,
+            sm,
+            storage.clone(),
+            waiters.clone(),
+            cfg.snapshot_every,
+            cfg.record_applied,
+        );
         let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, move |_| sm_actor);
         let acceptor_ctx = Context::<AcceptorActor>::new();
         let proposer_ctx = Context::<ProposerActor>::new();
@@ -194,6 +202,7 @@ impl Node {
                 peers,
                 sm: sm_addr,
                 sm_arbiter,
+                waiters,
                 leader: leader_rx,
                 client,
                 next_seq: AtomicU64::new(1),
@@ -210,6 +219,7 @@ struct Inner<A: Application> {
     peers: Peers,
     sm: Addr<StateMachineActor<A>>,
     sm_arbiter: actix::ArbiterHandle,
+    waiters: Waiters<A::Reply>,
     leader: watch::Receiver<Leadership>,
     client: u64,
     next_seq: AtomicU64,
@@ -240,6 +250,11 @@ struct WaiterGuard<'a, A: Application> {
 impl<A: Application> Drop for WaiterGuard<'_, A> {
     fn drop(&mut self) {
         if self.armed {
+            self.inner
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id);
             self.inner.sm.do_send(Unregister(self.id));
         }
     }
@@ -321,9 +336,13 @@ impl<A: Application> NodeHandle<A> {
         let payload = codec::encode(command).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let command = Command { id, ack_below, payload };
         let (tx, rx) = oneshot::channel();
-        // No round trip: the waiter is in the state machine's mailbox before the command
-        // can possibly be decided, so it is registered before the answer comes.
-        self.inner.sm.do_send(Register { id, reply: tx });
+        // The waiter is in the table before the command leaves, so it is there before
+        // the command can possibly be applied.
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
         let ask = PeerMessage::Proposer(ProposerMessage::Propose { command });
         match self.ask_leader(id, rx, ask).await? {
             Ok(reply) => Ok(reply),
