@@ -108,8 +108,10 @@ echo "== memory: 1,000,000 keys with 128-byte values into a fresh cluster" >&2
 for p in "${node_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 start_rolepax "$work/rolepax-mem"
 count=0 puts=0
-for _ in $(seq 1 20); do
-  out=$(wrk -t2 -c64 -d30s -s scripts/load-1m-keys.lua "$rolepax")
+# Each wrk run walks the keys from the start again, so a run must be long enough to reach
+# them all; a too-short one is followed by a longer one.
+for secs_load in 120 240 480; do
+  out=$(wrk -t2 -c64 -d${secs_load}s -s scripts/load-1m-keys.lua "$rolepax")
   puts=$((puts + $(awk '/requests in/ {print $1}' <<<"$out")))
   count=$(curl -sf -X POST "$rolepax/v3/kv/range" -d '{"key":"AA==","range_end":"AA==","count_only":true}' \
     | python3 -c 'import json,sys; print(int(json.load(sys.stdin).get("count", 0)))')
@@ -227,7 +229,7 @@ keys, rss = mem["keys"][0], [kb * 1024 for kb in mem["rss_kb"]]
 raw = (keys - 1) * (12 + 128)  # 12-byte keys and 128-byte values (the warm-up key aside)
 w("## Memory after 1,000,000 keys")
 w()
-w(f"A fresh cluster; `wrk -t2 -c64 -s scripts/load-1m-keys.lua LEADER` in 30 s rounds until the store")
+w(f"A fresh cluster; `wrk -t2 -c64 -d120s -s scripts/load-1m-keys.lua LEADER` (longer if that was too short) until the store")
 w(f"held every key ({mem['puts'][0]:,} puts, {keys:,} keys counted by a `count_only` range), then 5 s idle;")
 w("resident memory from `ps -o rss` of each `rolepax-node`:")
 w()
