@@ -235,8 +235,8 @@ w("resident memory from `ps -o rss` of each `rolepax-node`:")
 w()
 w("| node | RSS | RSS / raw data |")
 w("|---|---|---|")
-for i, r in enumerate(rss, 1):
-    w(f"| {i} | {r / 2**20:.0f} MiB | {r / raw:.2f} |")
+for i, node_rss in enumerate(rss, 1):
+    w(f"| {i} | {node_rss / 2**20:.0f} MiB | {node_rss / raw:.2f} |")
 w()
 w(f"Raw data: {keys - 1:,} × (12-byte key + 128-byte value) = {raw / 2**20:.0f} MiB.")
 w()
