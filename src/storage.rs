@@ -34,9 +34,6 @@ pub struct Storage {
 
 const SNAPSHOT: &str = "snapshot.bin";
 
-/// Per slot, the (ballot, value) an acceptor accepted.
-pub type AcceptedMap = BTreeMap<Slot, (Ballot, Value)>;
-
 /// What the acceptor must persist before answering.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptorWrite {
@@ -116,19 +113,18 @@ pub struct AcceptorLog {
 }
 
 impl AcceptorLog {
-    /// Opens the log in `dir` and replays it into the promise and the accepted values.
-    pub fn open(dir: &Path) -> Result<(AcceptorLog, Ballot, AcceptedMap)> {
-        let (mut promised, mut accepted, mut index) = (Ballot::ZERO, BTreeMap::new(), Runs::new());
+    /// Opens the log in `dir`, handing every write in it to `replay`, in order.
+    pub fn open(dir: &Path, mut replay: impl FnMut(AcceptorWrite)) -> Result<AcceptorLog> {
+        let mut index = Runs::new();
         let wal = Wal::open(&dir.join("acceptor.wal"), |offset, record| {
             let write: AcceptorWrite = codec::decode_local(record)?;
-            promised = promised.max(write.promised.unwrap_or(Ballot::ZERO));
-            for (slot, ballot, value) in write.accepted {
-                index.insert(slot, slot + 1, offset);
-                accepted.insert(slot, (ballot, value));
+            for (slot, _, _) in &write.accepted {
+                index.insert(*slot, slot + 1, offset);
             }
+            replay(write);
             Ok(())
         })?;
-        Ok((AcceptorLog { wal, index }, promised, accepted))
+        Ok(AcceptorLog { wal, index })
     }
 
     /// Adds a write to the next group (durable once that group's sync returns).
@@ -237,7 +233,7 @@ mod tests {
         });
         {
             let s = Storage::open(dir.path()).expect("open");
-            let (mut acceptor, _, _) = AcceptorLog::open(dir.path()).expect("acceptor log");
+            let mut acceptor = AcceptorLog::open(dir.path(), drop).expect("acceptor log");
             let (mut decided, _) = DecidedLog::open(dir.path(), 0).expect("decided log");
             acceptor
                 .append(&AcceptorWrite {
@@ -264,7 +260,14 @@ mod tests {
             s.flush().expect("flush");
         }
         let s = Storage::open(dir.path()).expect("reopen");
-        let (log, promised, accepted) = AcceptorLog::open(dir.path()).expect("acceptor log");
+        let mut writes = Vec::new();
+        let log = AcceptorLog::open(dir.path(), |w| writes.push(w)).expect("acceptor log");
+        let promised = writes.iter().filter_map(|w| w.promised).max().unwrap_or(Ballot::ZERO);
+        let accepted: BTreeMap<Slot, (Ballot, Value)> = writes
+            .into_iter()
+            .flat_map(|w| w.accepted)
+            .map(|(s, b, v)| (s, (b, v)))
+            .collect();
         assert_eq!(log.read(0).expect("read"), value, "the latest acceptance of slot 0");
         assert_eq!(log.read(9).expect("read"), Value::Noop);
         assert_eq!(promised, Ballot::new(3, 2));

@@ -21,6 +21,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,23 +95,36 @@ impl Wal {
             }
         }
         let len = file.metadata().map_err(|e| fail("cannot stat", e))?.len();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut data).map_err(|e| fail("cannot read", e))?;
-        let mut at = 0usize;
-        while let Some((payload, next)) = record_at(&data, at) {
-            replay(at as u64, payload)?;
-            at = next;
+        // Streamed, record by record: a log may be larger than the memory it may use.
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let (mut at, mut payload) = (0u64, Vec::new());
+        loop {
+            let mut header = [0u8; HEADER];
+            if at + HEADER as u64 > len {
+                break; // The end, or a torn header.
+            }
+            reader.read_exact(&mut header).map_err(|e| fail("cannot read", e))?;
+            let (size, crc) = split_header(&header);
+            if size > MAX_RECORD || at + (HEADER + size) as u64 > len {
+                break; // A torn record, or a corrupt length.
+            }
+            payload.resize(size, 0);
+            reader.read_exact(&mut payload).map_err(|e| fail("cannot read", e))?;
+            if crc32fast::hash(&payload) != crc {
+                break;
+            }
+            replay(at, &payload)?;
+            at += (HEADER + size) as u64;
         }
-        if (at as u64) < len {
-            tracing::warn!(path = %path.display(), kept = at, dropped = len - at as u64, "log: cutting a torn tail");
-            file.set_len(at as u64)
-                .map_err(|e| fail("cannot cut the torn tail of", e))?;
+        if at < len {
+            tracing::warn!(path = %path.display(), kept = at, dropped = len - at, "log: cutting a torn tail");
+            file.set_len(at).map_err(|e| fail("cannot cut the torn tail of", e))?;
             file.sync_all().map_err(|e| fail("cannot sync", e))?;
         }
         Ok(Wal {
             path: path.to_path_buf(),
             file: Arc::new(file),
-            written: at as u64,
+            written: at,
             pending: Vec::new(),
         })
     }
@@ -194,15 +208,6 @@ fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     (len, crc)
-}
-
-/// The intact record at `at`, and where the next one starts; None at the end or at a torn tail.
-fn record_at(data: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let header: &[u8; HEADER] = data.get(at..at.checked_add(HEADER)?)?.try_into().ok()?;
-    let (len, crc) = split_header(header);
-    let end = (at + HEADER).checked_add(len)?;
-    let payload = data.get(at + HEADER..end)?;
-    (len <= MAX_RECORD && crc32fast::hash(payload) == crc).then_some((payload, end))
 }
 
 #[cfg(test)]

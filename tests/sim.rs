@@ -131,6 +131,15 @@ fn sim_planted_learner_applies_out_of_order_is_caught() {
 }
 
 #[test]
+fn sim_planted_acceptor_promise_skips_stored_is_caught() {
+    let f = assert_caught(PlantedBugs {
+        acceptor_promise_skips_stored: true,
+        ..PlantedBugs::default()
+    });
+    println!("{f}");
+}
+
+#[test]
 fn sim_unplanted_build_passes_the_planted_bugs_seeds() {
     let ex = explore(0..BUG_SEEDS, SimConfig::from_seed);
     assert_all_safe("no bugs, the bug seeds", &ex);

@@ -76,10 +76,6 @@ impl Acceptor {
         }
     }
 
-    pub fn max_promise_bytes(&self) -> usize {
-        self.max_promise_bytes
-    }
-
     /// Caps the value bytes of one Promise (the rest is reported on request).
     pub fn with_max_promise_bytes(mut self, bytes: usize) -> Self {
         self.max_promise_bytes = bytes;
@@ -106,6 +102,25 @@ impl Acceptor {
         self.accepted.len() as u64 + self.stored.slots()
     }
 
+    /// Applies a write read back from disk at startup (one that `handle` once returned).
+    pub fn replay(&mut self, write: AcceptorWrite) {
+        if let Some(ballot) = write.promised {
+            self.promised = self.promised.max(ballot);
+        }
+        for (slot, ballot, value) in write.accepted {
+            self.stored.remove(slot, slot + 1);
+            self.accepted.insert(slot, (ballot, value));
+        }
+    }
+
+    /// Keeps in memory the values of the `hot` highest slots held, evicting the rest.
+    pub fn evict_all_but(&mut self, hot: u64) -> usize {
+        match self.accepted.last_key_value() {
+            Some((&high, _)) => self.evict_below((high + 1).saturating_sub(hot)),
+            None => 0,
+        }
+    }
+
     /// Drops from memory the values of slots below `below` (the caller has them on
     /// disk); keeps their ballots. Returns how many left memory.
     pub fn evict_below(&mut self, below: Slot) -> usize {
@@ -127,6 +142,25 @@ impl Acceptor {
         let ballot = self.stored.remove(slot, slot + 1);
         let ballot = ballot.unwrap_or_else(|| panic!("acceptor reloads slot {slot}, which is not stored"));
         self.accepted.insert(slot, (ballot, value));
+    }
+
+    /// Before a `Prepare` from `from`: reads back, with `read`, the stored values it will
+    /// report, up to about one Promise's worth (the report stops at the next stored slot).
+    pub fn reload_from<E>(&mut self, from: Slot, mut read: impl FnMut(Slot) -> Result<Value, E>) -> Result<(), E> {
+        if self.bugs.acceptor_promise_skips_stored {
+            return Ok(()); // Planted bug: what left memory is forgotten.
+        }
+        let mut bytes = 0;
+        let ranges: Vec<(Slot, Slot)> = self.stored_from(from).collect();
+        for slot in ranges.into_iter().flat_map(|(first, end)| first..end) {
+            let value = read(slot)?;
+            bytes += value.wire_size();
+            self.reload(slot, value);
+            if bytes > self.max_promise_bytes {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Answers one request; the write, if any, must be durable before the reply leaves.
@@ -154,6 +188,8 @@ impl Acceptor {
                 // A stored slot is never skipped: the report stops there, to be asked
                 // again once the actor has read it back.
                 let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
+                // Planted bug: report only what is in memory, as if nothing else were accepted.
+                let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored);
                 for (&slot, (b, v)) in self.accepted.range(from_slot..) {
                     bytes += v.wire_size();
                     if let Some(s) = stored.filter(|s| *s < slot) {
@@ -289,9 +325,7 @@ impl AcceptorActor {
     /// `hot_slots` slots in memory.
     pub fn new(mut core: Acceptor, log: AcceptorLog, peers: Peers, hot_slots: u64) -> Self {
         // Everything restored from disk is durable: keep only the recent values.
-        if let Some((&high, _)) = core.accepted().last_key_value() {
-            core.evict_below((high + 1).saturating_sub(hot_slots));
-        }
+        core.evict_all_but(hot_slots);
         AcceptorActor {
             core,
             log,
@@ -376,23 +410,10 @@ impl AcceptorActor {
     }
 
     /// Before a `Prepare` from `from`: reads back from disk the stored values it will
-    /// report, up to one Promise's worth (the core stops its report at the next one).
+    /// report.
     fn reload_from(&mut self, from: Slot) -> crate::error::Result<()> {
-        let mut bytes = 0;
-        let slots: Vec<Slot> = self
-            .core
-            .stored_from(from)
-            .flat_map(|(first, end)| first..end)
-            .collect();
-        for slot in slots {
-            let value = self.log.read(slot)?;
-            bytes += value.wire_size();
-            self.core.reload(slot, value);
-            if bytes > self.core.max_promise_bytes() {
-                break;
-            }
-        }
-        Ok(())
+        let log = &self.log;
+        self.core.reload_from(from, |slot| log.read(slot))
     }
 }
 

@@ -44,6 +44,9 @@ pub struct PlantedBugs {
     /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
     /// then serves stale reads).
     pub proposer_reads_without_quorum: bool,
+    /// The acceptor forgets accepted values evicted from memory: it neither reads them
+    /// back for a `Prepare` nor stops its `Promise` at them.
+    pub acceptor_promise_skips_stored: bool,
 }
 
 /// Time, for role cores: every actor with timers gets one `Tick` per `tick` interval.

@@ -123,7 +123,15 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         let storage = Storage::open(&cfg.data_dir)?;
-        let (acceptor_log, promised, accepted) = AcceptorLog::open(&cfg.data_dir)?;
+        // Replayed write by write, evicting as it goes: a long log need not fit in memory.
+        let (mut acceptor, hot) = (Acceptor::default(), cfg.acceptor_hot_slots);
+        let acceptor_log = AcceptorLog::open(&cfg.data_dir, |write| {
+            acceptor.replay(write);
+            if acceptor.accepted().len() as u64 > 2 * hot + 1024 {
+                acceptor.evict_all_but(hot);
+            }
+        })?;
+        let promised = acceptor.promised();
         let used = storage.load_ballot()?;
         let sm = match storage.load_snapshot()? {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
@@ -131,7 +139,7 @@ impl Node {
         }
         .with_bugs(cfg.bugs);
         let (decided_log, log) = DecidedLog::open(&cfg.data_dir, sm.next())?;
-        tracing::info!(node = cfg.id, %promised, accepted = accepted.len(), decided = log.len(), applied = sm.next(), "node starting");
+        tracing::info!(node = cfg.id, %promised, accepted = acceptor.accepted_slots(), decided = log.len(), applied = sm.next(), "node starting");
 
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next()).with_bugs(cfg.bugs);
         // The state machine gets a thread of its own: applying commands and taking
@@ -169,7 +177,7 @@ impl Node {
 
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
-            Acceptor::restore(promised, accepted)
+            acceptor
                 .with_max_promise_bytes(cfg.proposer.max_batch_bytes)
                 .with_bugs(cfg.bugs),
             acceptor_log,

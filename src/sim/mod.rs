@@ -305,6 +305,9 @@ pub fn bug_names(bugs: PlantedBugs) -> Vec<&'static str> {
     if bugs.proposer_reads_without_quorum {
         names.push("proposer_reads_without_quorum");
     }
+    if bugs.acceptor_promise_skips_stored {
+        names.push("acceptor_promise_skips_stored");
+    }
     names
 }
 
@@ -318,6 +321,7 @@ pub fn parse_bugs(list: &str) -> Result<PlantedBugs, String> {
             "proposer_decides_on_minority" => bugs.proposer_decides_on_minority = true,
             "learner_applies_out_of_order" => bugs.learner_applies_out_of_order = true,
             "proposer_reads_without_quorum" => bugs.proposer_reads_without_quorum = true,
+            "acceptor_promise_skips_stored" => bugs.acceptor_promise_skips_stored = true,
             other => return Err(format!("unknown planted bug {other:?}")),
         }
     }

@@ -21,6 +21,9 @@ use crate::storage::AcceptorWrite;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
+/// The acceptor keeps this many of its latest values in memory (the node keeps 4096).
+const SIM_HOT_SLOTS: u64 = 2;
+
 /// What a node keeps across a crash: exactly what the cores asked to persist.
 #[derive(Clone, Debug, Default)]
 struct Disk {
@@ -440,6 +443,17 @@ impl World {
     /// `AcceptorActor`: write first, then reply.
     fn on_acceptor(&mut self, i: usize, from: NodeId, req: AcceptorRequest) -> Result<(), String> {
         let id = self.nodes[i].id;
+        // As the actor does: values evicted from memory are read back for a Prepare.
+        if let AcceptorRequest::Prepare { ballot, from_slot, .. } = &req {
+            let node = &mut self.nodes[i];
+            let (disk, roles) = (&node.disk, node.roles.as_mut().expect("running"));
+            if *ballot >= roles.acceptor.promised() {
+                let read = |slot| disk.accepted.get(&slot).map(|(_, v)| v.clone()).ok_or(slot);
+                if let Err(slot) = roles.acceptor.reload_from(*from_slot, read) {
+                    return Err(format!("acceptor {id} evicted slot {slot}, which is not on its disk"));
+                }
+            }
+        }
         let (write, reply) = self.roles(i).acceptor.handle(req);
         let accepted = match &reply {
             AcceptorReply::Accepted { first_slot, count, .. } => Some((*first_slot, *count)),
@@ -450,6 +464,12 @@ impl World {
         self.checker.acceptor_handled(id, &roles.acceptor, accepted)?;
         if let Some(write) = write {
             node.disk.write_acceptor(write);
+        }
+        // Durable now: all but the most recent values leave memory (few here, so that
+        // every run exercises the reload).
+        if let Some((&high, _)) = node.disk.accepted.last_key_value() {
+            let roles = node.roles.as_mut().expect("running");
+            roles.acceptor.evict_below((high + 1).saturating_sub(SIM_HOT_SLOTS));
         }
         self.send(i, from, PeerMessage::AcceptorReply(reply));
         Ok(())
