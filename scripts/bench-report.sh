@@ -118,7 +118,7 @@ for secs_load in 120 240 480; do
   echo "puts so far: $puts, keys: $count" >&2
   [ "$count" -ge 1000001 ] && break   # the leader's warm-up key, plus the million
 done
-sleep 5   # let the nodes hand freed memory back (rolepax-node trims every 2 s)
+sleep 12  # let the nodes hand freed memory back (rolepax-node trims every 10 s)
 {
   echo "keys $count"
   echo "puts $puts"
@@ -230,7 +230,7 @@ raw = (keys - 1) * (12 + 128)  # 12-byte keys and 128-byte values (the warm-up k
 w("## Memory after 1,000,000 keys")
 w()
 w(f"A fresh cluster; `wrk -t2 -c64 -d120s -s scripts/load-1m-keys.lua LEADER` (longer if that was too short) until the store")
-w(f"held every key ({mem['puts'][0]:,} puts, {keys:,} keys counted by a `count_only` range), then 5 s idle;")
+w(f"held every key ({mem['puts'][0]:,} puts, {keys:,} keys counted by a `count_only` range), then 12 s idle;")
 w("resident memory from `ps -o rss` of each `rolepax-node`:")
 w()
 w("| node | RSS | RSS / raw data |")
