@@ -118,7 +118,8 @@ impl<A: Application + Default> Cluster<A> {
         }
         loop {
             match self.boot(id) {
-                // A flush task of the old incarnation may still hold the database briefly.
+                // A flush task of the old incarnation may still hold the database or a
+                // log file (both locked) briefly.
                 Err(Error::Storage(m)) if m.contains("lock") && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

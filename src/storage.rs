@@ -3,14 +3,15 @@
 //! | file / tree          | holds                                      | written by     | synced          |
 //! |----------------------|--------------------------------------------|----------------|-----------------|
 //! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
-//! | `decided.wal`        | decided values, batch by batch              | learner        | never (see below) |
+//! | `decided.wal`        | decided values, batch by batch              | learner        | before each snapshot |
 //! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
 //! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | when taken      |
 //!
 //! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
 //! recovery. The acceptor appends its writes, then one `fdatasync` per group covers
-//! every reply that waited for it. The learner's log is written but never synced:
-//! decided values are durable at the acceptors, so a lost tail is learned again
+//! every reply that waited for it. The learner's log is synced only before a snapshot
+//! (the slots a snapshot covers must stay servable to lagging peers): decided values
+//! are durable at the acceptors, so a lost tail above the snapshot is learned again
 //! (fetched from a peer, or recovered by the next leader's phase 1).
 
 use crate::codec;
@@ -33,6 +34,7 @@ pub struct Storage {
 }
 
 const SNAPSHOT: &str = "snapshot.bin";
+const DECIDED: &str = "decided.wal";
 
 /// What the acceptor must persist before answering.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +91,14 @@ impl Storage {
     /// temporary file, fdatasync, rename, directory sync); returns its size in bytes.
     pub fn save_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<u64> {
         let fail = |what: &str, e: std::io::Error| Error::Storage(format!("snapshot: {what}: {e}"));
+        // The decided log below the snapshot must outlive a power loss too: this node may
+        // be the one a lagging peer fetches those slots from (there is no snapshot
+        // shipping yet). Everything the state machine applied was written there first.
+        match File::open(self.dir.join(DECIDED)) {
+            Ok(log) => log.sync_data().map_err(|e| fail("fdatasync the decided log", e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail("open the decided log", e)),
+        }
         let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
         let file = File::create(&tmp).map_err(|e| fail("create", e))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -144,15 +154,24 @@ impl AcceptorLog {
     }
 
     /// Reads back the value last accepted in `slot` (its group must have been written).
-    pub fn read(&self, slot: Slot) -> Result<Value> {
+    /// `cache` keeps the last record decoded, so reading a batch's slots one by one
+    /// decodes it once.
+    pub fn read(&self, slot: Slot, cache: &mut Option<(u64, AcceptorWrite)>) -> Result<Value> {
         let (_, offset) = self
             .index
             .get(slot)
             .ok_or_else(|| Error::Storage(format!("acceptor log holds no slot {slot}")))?;
-        let write: AcceptorWrite = codec::decode_local(&self.wal.read_at(offset)?)?;
-        let found = write.accepted.into_iter().find(|(s, _, _)| *s == slot);
+        let write = match cache {
+            Some((at, write)) if *at == offset => write,
+            _ => {
+                &mut cache
+                    .insert((offset, codec::decode_local(&self.wal.read_at(offset)?)?))
+                    .1
+            }
+        };
+        let found = write.accepted.iter().find(|(s, _, _)| *s == slot);
         found
-            .map(|(_, _, value)| value)
+            .map(|(_, _, value)| value.clone())
             .ok_or_else(|| Error::Storage(format!("acceptor log record at {offset} lacks slot {slot}")))
     }
 }
@@ -163,6 +182,8 @@ pub struct DecidedLog {
     wal: Wal,
     /// First slot of each record -> (last slot, offset of the record).
     index: BTreeMap<Slot, (Slot, u64)>,
+    /// A write failed: take nothing more.
+    broken: bool,
 }
 
 impl DecidedLog {
@@ -170,7 +191,7 @@ impl DecidedLog {
     /// ones below are in the state machine's snapshot already).
     pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
         let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
-        let wal = Wal::open(&dir.join("decided.wal"), |offset, record| {
+        let wal = Wal::open(&dir.join(DECIDED), |offset, record| {
             let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
             if let Some(last) = (first..).take(values.len()).last() {
                 index.insert(first, (last, offset));
@@ -178,33 +199,60 @@ impl DecidedLog {
             log.extend((first..).zip(values).filter(|(slot, _)| *slot >= from));
             Ok(())
         })?;
-        Ok((DecidedLog { wal, index }, log))
+        Ok((
+            DecidedLog {
+                wal,
+                index,
+                broken: false,
+            },
+            log,
+        ))
     }
 
     /// Writes newly learned values (not synced: see the module docs).
+    /// After a failed write the log takes nothing more (a hole would hide every later
+    /// record on the next start); the values stay decided at the acceptors.
     pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
+        if self.broken {
+            return Err(Error::Storage("decided log: an earlier write failed".into()));
+        }
+        let mut runs = Vec::new();
         for run in entries.chunk_by(|a, b| b.0 == a.0 + 1) {
             let (first, last) = (run[0].0, run[run.len() - 1].0);
             let values: Vec<&Value> = run.iter().map(|(_, v)| v).collect();
             let offset = self
                 .wal
                 .append_with(|buf| codec::encode_into(&(first, values), buf).map(drop).map_err(Into::into))?;
+            runs.push((first, last, offset));
+        }
+        if let Err(e) = self.wal.take_pending().write() {
+            self.broken = true;
+            return Err(e);
+        }
+        for (first, last, offset) in runs {
             self.index.insert(first, (last, offset));
         }
-        self.wal.take_pending().write()
+        Ok(())
     }
 
     /// The decided value of `slot`, if this log holds it.
-    pub fn get(&self, slot: Slot) -> Result<Option<Value>> {
+    /// `cache` keeps the last record decoded, so reading a run's slots one by one decodes
+    /// it once.
+    pub fn get(&self, slot: Slot, cache: &mut Option<(u64, Vec<Value>)>) -> Result<Option<Value>> {
         let Some((&first, &(last, offset))) = self.index.range(..=slot).next_back() else {
             return Ok(None);
         };
         if slot > last {
             return Ok(None);
         }
-        let (_, mut values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
-        let i = (slot - first) as usize;
-        Ok((i < values.len()).then(|| values.swap_remove(i)))
+        let values = match cache {
+            Some((at, values)) if *at == offset => values,
+            _ => {
+                let (_, values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
+                &mut cache.insert((offset, values)).1
+            }
+        };
+        Ok(values.get((slot - first) as usize).cloned())
     }
 
     /// Every decided value on disk (for tests that compare nodes slot by slot).
@@ -254,8 +302,12 @@ mod tests {
             decided
                 .append(&[(0, value.clone()), (1, Value::Noop), (5, Value::Noop)])
                 .expect("log");
-            assert_eq!(decided.get(1).expect("read"), Some(Value::Noop));
-            assert_eq!(decided.get(2).expect("read"), None, "a hole between two runs");
+            assert_eq!(decided.get(1, &mut None).expect("read"), Some(Value::Noop));
+            assert_eq!(
+                decided.get(2, &mut None).expect("read"),
+                None,
+                "a hole between two runs"
+            );
             s.save_ballot(Ballot::new(4, 2)).expect("ballot");
             s.flush().expect("flush");
         }
@@ -277,8 +329,12 @@ mod tests {
             .flat_map(|w| w.accepted)
             .map(|(s, b, v)| (s, (b, v)))
             .collect();
-        assert_eq!(log.read(0).expect("read"), value, "the latest acceptance of slot 0");
-        assert_eq!(log.read(9).expect("read"), Value::Noop);
+        assert_eq!(
+            log.read(0, &mut None).expect("read"),
+            value,
+            "the latest acceptance of slot 0"
+        );
+        assert_eq!(log.read(9, &mut None).expect("read"), Value::Noop);
         assert_eq!(promised, Ballot::new(3, 2));
         assert_eq!(
             accepted.get(&0),
@@ -293,7 +349,7 @@ mod tests {
             vec![1, 5],
             "slots below `from` stay on disk"
         );
-        assert_eq!(decided.get(0).expect("read"), Some(value.clone()));
+        assert_eq!(decided.get(0, &mut None).expect("read"), Some(value.clone()));
         assert_eq!(decided.read_all().expect("read").len(), 3);
         assert_eq!(s.load_ballot().expect("ballot"), Ballot::new(4, 2));
     }

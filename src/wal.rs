@@ -27,6 +27,7 @@
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +56,9 @@ pub struct PendingWrite {
     file: Arc<File>,
     offset: u64,
     bytes: Vec<u8>,
-    /// How far the file is filled with zeros (shared with the log; one writer at a time).
+    /// How far the file is filled with zeros (shared with the log). Groups must be written
+    /// one at a time, in the order they were handed out (the acceptor runs one flush at
+    /// a time; the learner writes on its own thread).
     allocated: Arc<AtomicU64>,
 }
 
@@ -104,7 +107,6 @@ impl Wal {
     /// intact record in order, and cuts off a torn tail.
     pub fn open(path: &Path, mut replay: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Wal> {
         let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{what} {}: {e}", path.display()));
-        let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -112,13 +114,21 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(|e| fail("cannot open", e))?;
-        if created {
-            // The new file's directory entry must survive a crash too.
-            if let Some(dir) = path.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| fail("cannot sync the directory of", e))?;
-            }
+        // One instance at a time: a second one (or a halted one whose last write is still
+        // running) would interleave its writes with ours. Released when every handle closes.
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(Error::Storage(format!("cannot lock {}: {e}", path.display())));
+        }
+        // What we replay is treated as durable, so make it so: a crash may have come
+        // before the last group's fdatasync, or before the new file's directory entry
+        // reached the disk.
+        file.sync_all().map_err(|e| fail("cannot sync", e))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail("cannot sync the directory of", e))?;
         }
         let len = file.metadata().map_err(|e| fail("cannot stat", e))?.len();
         // Streamed, record by record: a log may be larger than the memory it may use.

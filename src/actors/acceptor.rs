@@ -412,8 +412,8 @@ impl AcceptorActor {
     /// Before a `Prepare` from `from`: reads back from disk the stored values it will
     /// report.
     fn reload_from(&mut self, from: Slot) -> crate::error::Result<()> {
-        let log = &self.log;
-        self.core.reload_from(from, |slot| log.read(slot))
+        let (log, mut cache) = (&self.log, None);
+        self.core.reload_from(from, |slot| log.read(slot, &mut cache))
     }
 }
 

@@ -347,7 +347,8 @@ impl LearnerActor {
             self.peers.local.proposer.do_send(Learned(slot));
         }
         for (peer, first, to) in out.serve {
-            match fetched(self.core.config(), first, to, |s| self.log.get(s)) {
+            let mut cache = None;
+            match fetched(self.core.config(), first, to, |s| self.log.get(s, &mut cache)) {
                 Ok(reply) => self.peers.send(peer, PeerMessage::Learner(reply)),
                 Err(e) => {
                     tracing::error!(node = self.peers.id, role = "learner", error = %e, "cannot read decided log")

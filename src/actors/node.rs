@@ -346,11 +346,10 @@ impl<A: Application> NodeHandle<A> {
         let (tx, rx) = oneshot::channel();
         // The waiter is in the table before the command leaves, so it is there before
         // the command can possibly be applied.
-        self.inner
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.entry(id).or_default().push(tx);
+        }
         let ask = PeerMessage::Proposer(ProposerMessage::Propose { command });
         match self.ask_leader(id, rx, ask).await? {
             Ok(reply) => Ok(reply),

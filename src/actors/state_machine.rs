@@ -161,7 +161,8 @@ pub struct ApplyBatch(pub Vec<(Slot, Value)>);
 /// (which adds a waiter before it proposes) and the state machine (which answers it).
 /// A table instead of a message: registering must not wake the state machine's thread
 /// once per request (measured: it cost about a tenth of the leader's CPU under load).
-pub type Waiters<R> = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Outcome<R>>>>>;
+/// Several may wait for one id (a client retrying while its first attempt still waits).
+pub type Waiters<R> = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<Outcome<R>>>>>>;
 
 /// From the node's gateway: answer read-only `command` once a leader confirmed a read
 /// index for `id` and this node has applied up to it (a linearizable read that does not
@@ -329,8 +330,8 @@ impl<A: Application> Handler<ApplyBatch> for StateMachineActor<A> {
         if !answered.is_empty() {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             for (id, outcome) in answered {
-                if let Some(waiter) = waiters.remove(&id) {
-                    let _ = waiter.send(outcome);
+                for waiter in waiters.remove(&id).unwrap_or_default() {
+                    let _ = waiter.send(outcome.clone());
                 }
             }
         }
