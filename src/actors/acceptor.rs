@@ -665,6 +665,22 @@ mod tests {
         assert_eq!(seen, vec![0, 1, 2]);
     }
 
+    /// Prepares at `ballot` from `from_slot`; returns the Promise's report.
+    fn promise(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> (Vec<PValue>, Option<Slot>) {
+        let (_, r) = a.handle(AcceptorRequest::Prepare {
+            call: 9,
+            ballot,
+            from_slot,
+        });
+        let AcceptorReply::Promise {
+            accepted, more_from, ..
+        } = r
+        else {
+            panic!("a promise, not {r:?}")
+        };
+        (accepted, more_from)
+    }
+
     #[test]
     fn acceptor_promise_stops_at_evicted_slots_until_they_are_reloaded() {
         let mut a = Acceptor::default();
@@ -678,34 +694,14 @@ mod tests {
         assert_eq!(a.accepted().len(), 1, "only slot 3 stays in memory");
         assert_eq!(a.accepted_slots(), 4, "the evicted ones are still accepted");
         // A new leader asks from slot 1: the report must not jump over 1 and 2.
-        let (_, r) = a.handle(AcceptorRequest::Prepare {
-            call: 2,
-            ballot: b(2, 2),
-            from_slot: 1,
-        });
-        let AcceptorReply::Promise {
-            accepted, more_from, ..
-        } = r
-        else {
-            panic!("a promise")
-        };
+        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
         assert!(accepted.is_empty());
         assert_eq!(more_from, Some(1), "ask again from the first stored slot");
         assert_eq!(a.stored_from(1).collect::<Vec<_>>(), vec![(1, 3)]);
         // The actor reads them back from disk; now the whole report comes at once.
         a.reload(1, cmd(2));
         a.reload(2, cmd(3));
-        let (_, r) = a.handle(AcceptorRequest::Prepare {
-            call: 3,
-            ballot: b(2, 2),
-            from_slot: 1,
-        });
-        let AcceptorReply::Promise {
-            accepted, more_from, ..
-        } = r
-        else {
-            panic!("a promise")
-        };
+        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
         assert_eq!(accepted.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(
             accepted.iter().all(|p| p.ballot == b(1, 1)),
