@@ -196,6 +196,22 @@ async fn cluster_retried_command_is_applied_once() {
 }
 
 #[actix_rt::test]
+async fn cluster_retry_overlapping_its_first_attempt_gets_the_same_answer() {
+    let c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let node = c.node(leader);
+    let id = RequestId { client: 4343, seq: 1 };
+    let cmd = KvCommand::put("overlap", "once");
+    // The client gives up waiting and retries while the first attempt is still pending:
+    // both wait on the same request id, and both must be answered.
+    let (first, retry) = futures_util::future::join(node.submit_as(id, 0, &cmd), node.submit_as(id, 0, &cmd)).await;
+    let (first, retry) = (first.expect("first attempt"), retry.expect("overlapping retry"));
+    assert_eq!(first, retry, "one command, one answer");
+    assert_eq!(get(node, "overlap").await.as_deref(), Some(&b"once"[..]));
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
 async fn cluster_stale_and_unexpected_messages_are_ignored() {
     let c = cluster(3).await;
     let leader = c.wait_for_leader().await.expect("a leader");
