@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::messages::{Ballot, Slot, Value};
 use crate::runs::Runs;
-use crate::wal::{PendingWrite, Wal};
+use crate::wal::{PREALLOCATE, PendingWrite, Wal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -126,11 +126,9 @@ impl AcceptorLog {
     /// Opens the log in `dir`, handing every write in it to `replay`, in order.
     pub fn open(dir: &Path, mut replay: impl FnMut(AcceptorWrite)) -> Result<AcceptorLog> {
         let mut index = Runs::new();
-        let wal = Wal::open(&dir.join("acceptor.wal"), |offset, record| {
+        let wal = Wal::open(&dir.join("acceptor.wal"), PREALLOCATE, |offset, record| {
             let write: AcceptorWrite = codec::decode_local(record)?;
-            for (slot, _, _) in &write.accepted {
-                index.insert(*slot, slot + 1, offset);
-            }
+            index_write(&mut index, &write, offset);
             replay(write);
             Ok(())
         })?;
@@ -142,9 +140,7 @@ impl AcceptorLog {
         let offset = self
             .wal
             .append_with(|buf| codec::encode_into(write, buf).map(drop).map_err(Into::into))?;
-        for (slot, _, _) in &write.accepted {
-            self.index.insert(*slot, slot + 1, offset);
-        }
+        index_write(&mut self.index, write, offset);
         Ok(())
     }
 
@@ -176,6 +172,13 @@ impl AcceptorLog {
     }
 }
 
+/// Points the slots of `write` (one Accept batch: consecutive slots) at its record.
+fn index_write(index: &mut Runs<u64>, write: &AcceptorWrite, offset: u64) {
+    for run in write.accepted.chunk_by(|a, b| b.0 == a.0 + 1) {
+        index.insert(run[0].0, run[run.len() - 1].0 + 1, offset);
+    }
+}
+
 /// The learner's log of decided values: one record per run of consecutive slots, so
 /// no two records hold the same slot; an index in memory finds a slot's record.
 pub struct DecidedLog {
@@ -191,7 +194,7 @@ impl DecidedLog {
     /// ones below are in the state machine's snapshot already).
     pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
         let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
-        let wal = Wal::open(&dir.join(DECIDED), |offset, record| {
+        let wal = Wal::open(&dir.join(DECIDED), 0, |offset, record| {
             let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
             if let Some(last) = (first..).take(values.len()).last() {
                 index.insert(first, (last, offset));

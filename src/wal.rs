@@ -13,9 +13,10 @@
 //! acknowledged on the strength of that record: replies leave only after `fdatasync`
 //! returned for the write that holds it.
 //!
-//! **Preallocation.** The file grows 16 MiB at a time, written with zeros, so that a
-//! group's `fdatasync` only flushes data into blocks that already exist: no size change,
-//! no journal commit. A CRC that covers the length field tells a zeroed header from a
+//! **Preallocation.** A log synced per group (the acceptor's) grows 16 MiB at a time,
+//! written with zeros, so that a group's `fdatasync` only flushes data into blocks that
+//! already exist: no size change, no journal commit. A log written without syncs (the
+//! learner's, written on its actor's thread) does not preallocate. A CRC that covers the length field tells a zeroed header from a
 //! record; on open, whatever follows the last intact record is cut off.
 //!
 //! **Why not sled for this.** sled 0.34 makes writes durable with `sync_file_range`,
@@ -35,8 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of framing before each payload.
 const HEADER: usize = 8;
-/// The file grows by this much at a time, filled with zeros ahead of the records.
-const PREALLOCATE: u64 = 16 << 20;
+/// What a log synced per group grows by at a time, filled with zeros ahead of the records.
+pub const PREALLOCATE: u64 = 16 << 20;
 /// Refuses to read a record claiming more than this (a corrupt length).
 const MAX_RECORD: usize = 1 << 30;
 
@@ -48,6 +49,8 @@ pub struct Wal {
     written: u64,
     /// Framed records not yet handed out for writing.
     pending: Vec<u8>,
+    /// Grow the file this much at a time, with zeros (0: no preallocation).
+    preallocate: u64,
     allocated: Arc<AtomicU64>,
 }
 
@@ -56,6 +59,7 @@ pub struct PendingWrite {
     file: Arc<File>,
     offset: u64,
     bytes: Vec<u8>,
+    preallocate: u64,
     /// How far the file is filled with zeros (shared with the log). Groups must be written
     /// one at a time, in the order they were handed out (the acceptor runs one flush at
     /// a time; the learner writes on its own thread).
@@ -68,11 +72,11 @@ impl PendingWrite {
         let fail = |e: std::io::Error| Error::Storage(format!("log write: {e}"));
         let end = self.offset + self.bytes.len() as u64;
         let allocated = self.allocated.load(Ordering::Acquire);
-        if end > allocated {
+        if self.preallocate > 0 && end > allocated {
             // Overwriting blocks already written needs no metadata change, so its
             // fdatasync skips the filesystem journal: measured here with three processes
             // syncing at once, p50 0.22-0.28 ms instead of 0.43-0.48 ms for appends.
-            let new_end = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let new_end = end.div_ceil(self.preallocate) * self.preallocate;
             let zeros = vec![0u8; 1 << 20];
             let mut at = end.max(allocated);
             while at < new_end {
@@ -104,8 +108,9 @@ impl PendingWrite {
 
 impl Wal {
     /// Opens (or creates) the log at `path`, calling `replay(offset, payload)` for every
-    /// intact record in order, and cuts off a torn tail.
-    pub fn open(path: &Path, mut replay: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Wal> {
+    /// intact record in order, and cuts off a torn tail. A log synced per group should
+    /// `preallocate` ([`PREALLOCATE`]); one written without syncs gains nothing by it.
+    pub fn open(path: &Path, preallocate: u64, mut replay: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Wal> {
         let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{what} {}: {e}", path.display()));
         let file = OpenOptions::new()
             .read(true)
@@ -164,23 +169,9 @@ impl Wal {
             file: Arc::new(file),
             written: at,
             pending: Vec::new(),
+            preallocate,
             allocated: Arc::new(AtomicU64::new(at)),
         })
-    }
-
-    /// Frames `payload` into the pending buffer; returns the offset it will have.
-    pub fn append(&mut self, payload: &[u8]) -> u64 {
-        let offset = self.written + self.pending.len() as u64;
-        assert!(
-            payload.len() <= MAX_RECORD,
-            "log record of {} bytes is too large",
-            payload.len()
-        );
-        let len = (payload.len() as u32).to_le_bytes();
-        self.pending.extend_from_slice(&len);
-        self.pending.extend_from_slice(&checksum(&len, payload).to_le_bytes());
-        self.pending.extend_from_slice(payload);
-        offset
     }
 
     /// Appends a record built by `encode` straight into the pending buffer (no copy).
@@ -218,6 +209,7 @@ impl Wal {
             file: self.file.clone(),
             offset,
             bytes,
+            preallocate: self.preallocate,
             allocated: self.allocated.clone(),
         }
     }
@@ -262,9 +254,20 @@ fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
 mod tests {
     use super::*;
 
+    impl Wal {
+        /// Frames a copy of `payload` (production code encodes in place instead).
+        fn append(&mut self, payload: &[u8]) -> u64 {
+            self.append_with(|buf| {
+                buf.extend_from_slice(payload);
+                Ok(())
+            })
+            .expect("append")
+        }
+    }
+
     fn replay_all(path: &Path) -> (Wal, Vec<(u64, Vec<u8>)>) {
         let mut seen = Vec::new();
-        let wal = Wal::open(path, |at, p| {
+        let wal = Wal::open(path, PREALLOCATE, |at, p| {
             seen.push((at, p.to_vec()));
             Ok(())
         })

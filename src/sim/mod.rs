@@ -287,43 +287,40 @@ impl SimConfig {
     }
 }
 
+/// The switch of one planted bug in a [`PlantedBugs`].
+type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
+
+/// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
+const BUGS: [(&str, BugSwitch); 6] = [
+    ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
+    ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
+    ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
+    ("learner_applies_out_of_order", |b| &mut b.learner_applies_out_of_order),
+    ("proposer_reads_without_quorum", |b| {
+        &mut b.proposer_reads_without_quorum
+    }),
+    ("acceptor_promise_skips_stored", |b| {
+        &mut b.acceptor_promise_skips_stored
+    }),
+];
+
 /// The names of the planted bugs that are on, as `ROLEPAX_SIM_BUGS` spells them.
-pub fn bug_names(bugs: PlantedBugs) -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if bugs.acceptor_skips_persist {
-        names.push("acceptor_skips_persist");
-    }
-    if bugs.proposer_skips_phase_one {
-        names.push("proposer_skips_phase_one");
-    }
-    if bugs.proposer_decides_on_minority {
-        names.push("proposer_decides_on_minority");
-    }
-    if bugs.learner_applies_out_of_order {
-        names.push("learner_applies_out_of_order");
-    }
-    if bugs.proposer_reads_without_quorum {
-        names.push("proposer_reads_without_quorum");
-    }
-    if bugs.acceptor_promise_skips_stored {
-        names.push("acceptor_promise_skips_stored");
-    }
-    names
+pub fn bug_names(mut bugs: PlantedBugs) -> Vec<&'static str> {
+    BUGS.iter()
+        .filter(|(_, on)| *on(&mut bugs))
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// Parses a comma-separated list of planted bug names (`ROLEPAX_SIM_BUGS`).
 pub fn parse_bugs(list: &str) -> Result<PlantedBugs, String> {
     let mut bugs = PlantedBugs::default();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match name {
-            "acceptor_skips_persist" => bugs.acceptor_skips_persist = true,
-            "proposer_skips_phase_one" => bugs.proposer_skips_phase_one = true,
-            "proposer_decides_on_minority" => bugs.proposer_decides_on_minority = true,
-            "learner_applies_out_of_order" => bugs.learner_applies_out_of_order = true,
-            "proposer_reads_without_quorum" => bugs.proposer_reads_without_quorum = true,
-            "acceptor_promise_skips_stored" => bugs.acceptor_promise_skips_stored = true,
-            other => return Err(format!("unknown planted bug {other:?}")),
-        }
+        let (_, on) = BUGS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .ok_or_else(|| format!("unknown planted bug {name:?}"))?;
+        *on(&mut bugs) = true;
     }
     Ok(bugs)
 }
@@ -606,4 +603,19 @@ pub fn explore(seeds: impl IntoIterator<Item = u64>, config: impl Fn(u64) -> Sim
     }
     ex.elapsed = start.elapsed();
     ex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_bug_names_and_parse_bugs_agree_on_every_bug() {
+        for (name, _) in BUGS {
+            let bugs = parse_bugs(name).expect("a known bug");
+            assert_eq!(bug_names(bugs), vec![name], "{name} switches on itself only");
+        }
+        assert!(parse_bugs("no_such_bug").is_err());
+        assert_eq!(bug_names(PlantedBugs::default()), Vec::<&str>::new());
+    }
 }

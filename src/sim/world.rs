@@ -467,10 +467,11 @@ impl World {
         }
         // Durable now: all but the most recent values leave memory (few here, so that
         // every run exercises the reload).
-        if let Some((&high, _)) = node.disk.accepted.last_key_value() {
-            let roles = node.roles.as_mut().expect("running");
-            roles.acceptor.evict_below((high + 1).saturating_sub(SIM_HOT_SLOTS));
-        }
+        node.roles
+            .as_mut()
+            .expect("running")
+            .acceptor
+            .evict_all_but(SIM_HOT_SLOTS);
         self.send(i, from, PeerMessage::AcceptorReply(reply));
         Ok(())
     }
