@@ -12,7 +12,8 @@
 //! 3. **Phase 2, per batch of slots**: client commands get the next slots and go out in
 //!    `Accept` messages, up to `max_batch` commands per message and `max_inflight`
 //!    messages in flight at once. A majority of `Accepted` for a batch decides it: the
-//!    proposer sends `Decide` to every learner.
+//!    proposer sends `Decide` to its own learner at once, and to the others behind its
+//!    next `Accept` or at the next tick (at once if a client or a read waits on them).
 //!
 //! A `Rejected` naming a higher ballot means another proposer got ahead: this one stops
 //! at once and tells the elector (`Preempted`). Replies for calls it no longer runs are
@@ -87,8 +88,8 @@ pub enum ProposerInput {
     Lead(Ballot),
     /// From the elector: stop leading.
     StepDown,
-    /// From any node: a client command to put in the log.
-    Propose(Command),
+    /// From a node (this one or another): a client command to put in the log.
+    Propose(NodeId, Command),
     /// From an acceptor.
     Reply(NodeId, AcceptorReply),
     /// From any node: a linearizable read began there; confirm leadership (read index).
@@ -114,6 +115,9 @@ struct Inflight {
     sent_at: u64,
     /// Reads that arrived before this batch left: its quorum confirms our leadership.
     reads: Vec<PendingRead>,
+    /// A command of the batch came through another node, whose client waits for that
+    /// node's learner: its decision must not be deferred.
+    remote: bool,
 }
 
 /// A linearizable read waiting for leadership to be confirmed (read index).
@@ -156,9 +160,14 @@ pub struct Proposer {
     next_call: CallId,
     learned: Slot,
     state: State,
-    queue: VecDeque<Command>,
+    /// Commands waiting for a batch, with the node each came through.
+    queue: VecDeque<(NodeId, Command)>,
     /// Reads waiting for the next batch to leave.
     reads: Vec<PendingRead>,
+    /// Decided batches the other nodes' learners have not been told of yet, merged where
+    /// consecutive. They leave behind the next `Accept`, at the next tick, or at once
+    /// when another node waits on them (see [`Proposer::maybe_decide`]).
+    deferred: Vec<(Slot, Vec<Value>)>,
     /// Accept batches sent, and the commands (or no-ops) they carried: their ratio is
     /// the batch size.
     batches: u64,
@@ -178,6 +187,7 @@ impl Proposer {
             state: State::Idle,
             queue: VecDeque::new(),
             reads: Vec::new(),
+            deferred: Vec::new(),
             batches: 0,
             batched: 0,
             bugs: PlantedBugs::default(),
@@ -232,18 +242,20 @@ impl Proposer {
             // The elector made us a candidate: start phase 1 for every slot not yet learned.
             ProposerInput::Lead(ballot) => self.start_prepare(ballot, &mut out),
             // The elector deposed us: forget the ballot; queued commands go with it.
+            // What was decided stays decided: the other learners hear of it still.
             ProposerInput::StepDown => {
+                self.flush_decides(&mut out);
                 self.state = State::Idle;
                 self.queue.clear();
                 self.reads.clear();
             }
             // A command: queue it; it leaves at once if the window has room.
-            ProposerInput::Propose(command) => {
+            ProposerInput::Propose(from, command) => {
                 if matches!(self.state, State::Idle) || self.queue.len() >= self.cfg.max_queue {
                     // Not leading (or overloaded): the node that asked will retry.
                     return out;
                 }
-                self.queue.push_back(command);
+                self.queue.push_back((from, command));
                 self.maybe_send_accepts(&mut out);
             }
             // A read: only a leader confirmed by a quorum after the read began may answer.
@@ -412,6 +424,7 @@ impl Proposer {
                 self.state = State::Idle;
                 self.queue.clear();
                 self.reads.clear();
+                self.flush_decides(out);
                 out.events.push(ProposerEvent::Preempted(promised));
             }
             // Anything else is stale (an old call or ballot) or a duplicate: ignore it.
@@ -460,14 +473,14 @@ impl Proposer {
             if !batch.is_empty()
                 && (batch.len() == self.cfg.max_batch.max(1) || bytes + size > self.cfg.max_batch_bytes)
             {
-                self.send_accept(std::mem::take(&mut batch), out);
+                self.send_accept(std::mem::take(&mut batch), false, out);
                 bytes = 0;
             }
             bytes += size;
             batch.push(value);
         }
         if !batch.is_empty() {
-            self.send_accept(batch, out);
+            self.send_accept(batch, false, out);
         }
         out.events.push(ProposerEvent::Elected(ballot));
         self.maybe_send_accepts(out);
@@ -485,8 +498,17 @@ impl Proposer {
                 return;
             }
             // Queued commands, or else an empty batch: a barrier that confirms waiting reads.
-            let values = self.queue.drain(..n).map(Value::Command).collect();
-            self.send_accept(values, out);
+            let id = self.id;
+            let mut remote = false;
+            let values = self
+                .queue
+                .drain(..n)
+                .map(|(from, command)| {
+                    remote |= from != id;
+                    Value::Command(command)
+                })
+                .collect();
+            self.send_accept(values, remote, out);
         }
     }
 
@@ -494,7 +516,7 @@ impl Proposer {
     /// whether that batch is full.
     fn next_batch_len(&self) -> (usize, bool) {
         let mut bytes = 0;
-        for (i, c) in self.queue.iter().enumerate() {
+        for (i, (_, c)) in self.queue.iter().enumerate() {
             let size = c.payload.len() + 32; // as Value::wire_size counts a command
             if i == self.cfg.max_batch.max(1) || (i > 0 && bytes + size > self.cfg.max_batch_bytes) {
                 return (i, true);
@@ -504,8 +526,10 @@ impl Proposer {
         (self.queue.len(), false)
     }
 
-    /// Assigns the next slots to `values` and starts their phase 2.
-    fn send_accept(&mut self, values: Vec<Value>, out: &mut ProposerOutput) {
+    /// Assigns the next slots to `values` and starts their phase 2; decisions deferred
+    /// so far ride behind the `Accept`s (after them, so that an acceptor starts its
+    /// flush before its learner applies).
+    fn send_accept(&mut self, values: Vec<Value>, remote: bool, out: &mut ProposerOutput) {
         self.batches += 1;
         self.batched += values.len() as u64;
         let call_id = self.call_id();
@@ -545,11 +569,17 @@ impl Proposer {
                 call,
                 sent_at: now,
                 reads: std::mem::take(&mut self.reads),
+                remote,
             },
         );
+        self.flush_decides(out);
     }
 
-    /// A batch reached its quorum: it is chosen; tell every learner.
+    /// A batch reached its quorum: it is chosen. This node's learner hears at once (its
+    /// clients wait on it); the other learners at once only if a client or a read waits
+    /// on them, and otherwise with the next `Accept` or tick: under load a `Decide`
+    /// shares its frame with an `Accept`, and a lone client's round trip carries no
+    /// follower work (Raft piggybacks its commit index on AppendEntries likewise).
     fn maybe_decide(&mut self, call_id: CallId, out: &mut ProposerOutput) {
         let State::Leading { inflight, .. } = &mut self.state else {
             return;
@@ -564,22 +594,45 @@ impl Proposer {
             };
             out.send.push((read.from, PeerMessage::StateMachine(reply)));
         }
-        if batch.values.is_empty() {
-            return; // A read barrier decides nothing.
-        }
-        let commit = self.learned;
-        for &to in &self.nodes {
+        let waited_on = batch.remote || batch.reads.iter().any(|r| r.from != self.id);
+        if !batch.values.is_empty() {
             let msg = LearnerMessage::Decide {
                 first_slot: batch.first_slot,
                 values: batch.values.clone(),
-                commit,
+                commit: self.learned,
             };
-            out.send.push((to, PeerMessage::Learner(msg)));
+            out.send.push((self.id, PeerMessage::Learner(msg)));
+            match self.deferred.last_mut() {
+                Some((first, values)) if *first + values.len() as u64 == batch.first_slot => {
+                    values.extend(batch.values)
+                }
+                _ => self.deferred.push((batch.first_slot, batch.values)),
+            }
+        }
+        if waited_on {
+            self.flush_decides(out);
+        }
+    }
+
+    /// Tells the other nodes' learners every decision deferred so far.
+    fn flush_decides(&mut self, out: &mut ProposerOutput) {
+        let commit = self.learned;
+        for (first_slot, values) in self.deferred.drain(..) {
+            for &to in self.nodes.iter().filter(|&&n| n != self.id) {
+                let msg = LearnerMessage::Decide {
+                    first_slot,
+                    values: values.clone(),
+                    commit,
+                };
+                out.send.push((to, PeerMessage::Learner(msg)));
+            }
         }
     }
 
     fn on_tick(&mut self, out: &mut ProposerOutput) {
         self.now += 1;
+        // Before any beacon: its `commit` must not run ahead of the decisions sent.
+        self.flush_decides(out);
         let now = self.now;
         let retry = self.cfg.retry_ticks;
         match &mut self.state {
@@ -744,7 +797,7 @@ impl Handler<FromPeer<ProposerMessage>> for ProposerActor {
                     leading = self.core.is_leading(),
                     "propose"
                 );
-                self.run(ProposerInput::Propose(command));
+                self.run(ProposerInput::Propose(from, command));
             }
             ProposerMessage::ReadIndex { id } => {
                 tracing::debug!(
@@ -924,12 +977,12 @@ mod tests {
         let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
         let b = Ballot::new(1, 1);
         become_leader_unopposed(&mut p, b);
-        let out = p.handle(ProposerInput::Propose(cmd(1)));
+        let out = p.handle(ProposerInput::Propose(1, cmd(1)));
         let first = accepts(&out);
         assert_eq!(first.len(), 3);
         // The window is full: these two wait and then leave together.
-        assert!(accepts(&p.handle(ProposerInput::Propose(cmd(2)))).is_empty());
-        p.handle(ProposerInput::Propose(cmd(3)));
+        assert!(accepts(&p.handle(ProposerInput::Propose(1, cmd(2)))).is_empty());
+        p.handle(ProposerInput::Propose(1, cmd(3)));
         let c = first[0].1;
         let accepted = |from| {
             ProposerInput::Reply(
@@ -956,6 +1009,58 @@ mod tests {
         assert!(p.handle(accepted(2)).send.is_empty(), "a late Accepted changes nothing");
     }
 
+    /// Which nodes a `Decide` for `first_slot` goes to in `out`, in order.
+    fn decides_to(out: &ProposerOutput, first_slot: Slot) -> Vec<NodeId> {
+        out.send
+            .iter()
+            .filter(|(_, m)| matches!(m, PeerMessage::Learner(LearnerMessage::Decide { first_slot: f, values, .. }) if *f == first_slot && !values.is_empty()))
+            .map(|(to, _)| *to)
+            .collect()
+    }
+
+    #[test]
+    fn proposer_defers_other_learners_decisions_to_the_next_accept_or_tick() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        let b = Ballot::new(1, 1);
+        become_leader_unopposed(&mut p, b);
+        let accepted = |from, call, first_slot| {
+            ProposerInput::Reply(
+                from,
+                AcceptorReply::Accepted {
+                    call,
+                    ballot: b,
+                    first_slot,
+                    count: 1,
+                },
+            )
+        };
+        // A command of this node's client: only this node's learner hears at once.
+        let c0 = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+        p.handle(accepted(1, c0, 0));
+        assert_eq!(decides_to(&p.handle(accepted(2, c0, 0)), 0), vec![1]);
+        // The next Accept carries the deferred decision behind it.
+        let out = p.handle(ProposerInput::Propose(1, cmd(2)));
+        assert_eq!(decides_to(&out, 0), vec![2, 3], "the others hear with the next Accept");
+        let last_accept = out
+            .send
+            .iter()
+            .rposition(|(_, m)| matches!(m, PeerMessage::AcceptorRequest(_)));
+        let first_decide = out.send.iter().position(|(_, m)| matches!(m, PeerMessage::Learner(_)));
+        assert!(
+            last_accept < first_decide,
+            "Accepts leave before the Decides behind them"
+        );
+        // With no next Accept, the tick tells them.
+        let c1 = accepts(&out)[0].1;
+        p.handle(accepted(1, c1, 1));
+        assert_eq!(decides_to(&p.handle(accepted(3, c1, 1)), 1), vec![1]);
+        assert_eq!(decides_to(&p.handle(ProposerInput::Tick), 1), vec![2, 3]);
+        // A command that came through node 2: its client waits there, so no deferring.
+        let c2 = accepts(&p.handle(ProposerInput::Propose(2, cmd(3))))[0].1;
+        p.handle(accepted(1, c2, 2));
+        assert_eq!(decides_to(&p.handle(accepted(2, c2, 2)), 2), vec![1, 2, 3]);
+    }
+
     #[test]
     fn proposer_preempted_by_higher_ballot_stops_and_tells_elector() {
         let mut p = Proposer::new(2, vec![1, 2, 3], ProposerConfig::default());
@@ -972,7 +1077,7 @@ mod tests {
         assert_eq!(out.events, vec![ProposerEvent::Preempted(Ballot::new(4, 3))]);
         assert!(p.ballot().is_none());
         assert!(
-            p.handle(ProposerInput::Propose(cmd(1))).send.is_empty(),
+            p.handle(ProposerInput::Propose(1, cmd(1))).send.is_empty(),
             "an idle proposer proposes nothing"
         );
     }
@@ -1056,7 +1161,7 @@ mod tests {
         );
         let b = Ballot::new(1, 1);
         become_leader_unopposed(&mut p, b);
-        let first = accepts(&p.handle(ProposerInput::Propose(cmd(1))))[0].1;
+        let first = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
         // A read arriving now must see slot 0: its index is 1. It waits for a batch sent
         // after it arrived: the one in flight does not count.
         assert!(
@@ -1119,7 +1224,7 @@ mod tests {
         let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
         let b = Ballot::new(1, 1);
         become_leader_unopposed(&mut p, b);
-        p.handle(ProposerInput::Propose(cmd(1)));
+        p.handle(ProposerInput::Propose(1, cmd(1)));
         let id = RequestId { client: 9, seq: 1 };
         p.handle(ProposerInput::ReadIndex(3, id)); // waits behind the batch in flight
         // A newer ballot: the read's index was stamped under the old one; it must ask again.
@@ -1143,9 +1248,9 @@ mod tests {
             ack_below: 0,
             payload: vec![0; 600],
         };
-        let first = accepts(&p.handle(ProposerInput::Propose(big(1))));
+        let first = accepts(&p.handle(ProposerInput::Propose(1, big(1))));
         for seq in 2..=4 {
-            p.handle(ProposerInput::Propose(big(seq)));
+            p.handle(ProposerInput::Propose(1, big(seq)));
         }
         let c = first[0].1;
         p.handle(ProposerInput::Reply(

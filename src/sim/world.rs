@@ -426,7 +426,7 @@ impl World {
             }
             PeerMessage::Elector(m) => self.run_elector(i, ElectorInput::Peer(from, m)),
             PeerMessage::Proposer(ProposerMessage::Propose { command }) => {
-                self.run_proposer(i, ProposerInput::Propose(command))
+                self.run_proposer(i, ProposerInput::Propose(from, command))
             }
             PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => {
                 self.run_proposer(i, ProposerInput::ReadIndex(from, id))
