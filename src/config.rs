@@ -48,6 +48,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "retry_interval_ms",
     "max_batch",
     "max_inflight",
+    "thrifty",
     "max_frame_bytes",
     "max_body_bytes",
     "snapshot_every",
@@ -92,6 +93,8 @@ struct RawSettings {
     max_batch: usize,
     #[serde(default = "defaults::max_inflight")]
     max_inflight: usize,
+    #[serde(default = "defaults::thrifty")]
+    thrifty: bool,
     #[serde(default = "defaults::max_frame_bytes")]
     max_frame_bytes: usize,
     #[serde(default = "defaults::max_body_bytes")]
@@ -135,6 +138,9 @@ pub mod defaults {
     pub fn max_inflight() -> usize {
         32
     }
+    pub fn thrifty() -> bool {
+        true
+    }
     pub fn max_frame_bytes() -> usize {
         4 << 20
     }
@@ -175,6 +181,7 @@ pub struct Settings {
     pub retry_interval: Duration,
     pub max_batch: usize,
     pub max_inflight: usize,
+    pub thrifty: bool,
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
     pub snapshot_every: u64,
@@ -401,6 +408,7 @@ impl Settings {
             retry_interval: ms(raw.retry_interval_ms),
             max_batch: raw.max_batch,
             max_inflight: raw.max_inflight,
+            thrifty: raw.thrifty,
             max_frame_bytes: raw.max_frame_bytes,
             max_body_bytes: raw.max_body_bytes,
             snapshot_every: raw.snapshot_every,
@@ -475,6 +483,7 @@ impl NodeSettings {
         cfg.elector.step_down_ticks = cfg.elector.election_max_ticks;
         cfg.proposer.max_batch = s.max_batch;
         cfg.proposer.max_inflight = s.max_inflight;
+        cfg.proposer.thrifty = s.thrifty;
         // Batches and catch-up answers stay within half a frame (a single command may be
         // up to max_body_bytes, itself at most half a frame).
         cfg.proposer.max_batch_bytes = s.max_frame_bytes / 2;
@@ -589,6 +598,7 @@ http_addr = "127.0.0.1:7203"
         let env = vec![
             ("ROLEPAX_DATA_DIR".to_string(), "/srv/rp-{id}".to_string()),
             ("ROLEPAX_ELECTION_MIN_MS".to_string(), "200".to_string()),
+            ("ROLEPAX_THRIFTY".to_string(), "false".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
         ];
         let typo = vec![("ROLEPAX_TICKS".to_string(), "5".to_string())];
@@ -596,6 +606,7 @@ http_addr = "127.0.0.1:7203"
         assert!(e.to_string().contains("ROLEPAX_TICKS"), "{e}");
         let s = Settings::load(&path, env).expect("load");
         assert_eq!(s.election_min, Duration::from_millis(200));
+        assert!(!s.thrifty, "a boolean key is overridden too");
         let n = s.for_node(3, None).expect("node 3");
         assert_eq!(n.data_dir, PathBuf::from("/srv/rp-3"));
         let n = s.for_node(3, Some(PathBuf::from("/elsewhere"))).expect("node 3");

@@ -7,7 +7,8 @@
 //! **How it learns.** From the leader's `Decide`: the proposer already counts a quorum of
 //! `Accepted` for each batch (a quorum call), so it tells every learner the batch's
 //! values instead of every acceptor telling every learner (n messages per batch instead
-//! of n², at the price of one extra hop). A learner that missed decisions, or
+//! of n², at the price of one extra hop; the proposer defers the other nodes' `Decide`s to
+//! its next `Accept` or tick). A learner that missed decisions, or
 //! restarted, notices a gap between what it has and the `commit` index the leader's
 //! `Decide` messages (and empty beacons) carry, and asks the sender with `Fetch`; any
 //! learner answers `Fetch` with `Fetched` from its own decided log.

@@ -11,7 +11,10 @@
 //!    proposed again; the holes up to the highest reported slot are filled with no-ops.
 //! 3. **Phase 2, per batch of slots**: client commands get the next slots and go out in
 //!    `Accept` messages, up to `max_batch` commands per message and `max_inflight`
-//!    messages in flight at once. A majority of `Accepted` for a batch decides it: the
+//!    messages in flight at once. Thrifty by default: an `Accept` goes only to a majority
+//!    (this node and the acceptors that completed quorums fastest; any majority decides,
+//!    so which one is a matter of speed, not safety), and to the rest if no quorum comes
+//!    within `thrifty_ticks`. A majority of `Accepted` for a batch decides it: the
 //!    proposer sends `Decide` to its own learner at once, and to the others behind its
 //!    next `Accept` or at the next tick (at once if a client or a read waits on them).
 //!
@@ -65,6 +68,12 @@ pub struct ProposerConfig {
     /// Most payload bytes in one Accept (it must fit a transport frame); a batch holds
     /// at least one command whatever its size.
     pub max_batch_bytes: usize,
+    /// Thrifty phase 2: an `Accept` goes only to a quorum (this node and the other
+    /// acceptors that answered fastest), not to every acceptor.
+    pub thrifty: bool,
+    /// A thrifty batch still undecided after this many ticks goes to the acceptors it
+    /// skipped.
+    pub thrifty_ticks: u64,
 }
 
 impl Default for ProposerConfig {
@@ -77,6 +86,8 @@ impl Default for ProposerConfig {
             beacon_ticks: 10,
             max_queue: 100_000,
             max_batch_bytes: 1 << 20,
+            thrifty: true,
+            thrifty_ticks: 2,
         }
     }
 }
@@ -113,6 +124,8 @@ struct Inflight {
     values: Vec<Value>,
     call: QuorumCall<()>,
     sent_at: u64,
+    /// Acceptors a thrifty `Accept` skipped; they get it if no quorum comes in time.
+    skipped: Vec<NodeId>,
     /// Reads that arrived before this batch left: its quorum confirms our leadership.
     reads: Vec<PendingRead>,
     /// A command of the batch came through another node, whose client waits for that
@@ -168,6 +181,10 @@ pub struct Proposer {
     /// consecutive. They leave behind the next `Accept`, at the next tick, or at once
     /// when another node waits on them (see [`Proposer::maybe_decide`]).
     deferred: Vec<(Slot, Vec<Value>)>,
+    /// Other acceptors whose `Accepted` completed a quorum, most recent first: the ones
+    /// a thrifty `Accept` goes to. Cleared every tick, so the first batch after a tick
+    /// goes to every acceptor and finds again which answer fastest.
+    fastest: Vec<NodeId>,
     /// Accept batches sent, and the commands (or no-ops) they carried: their ratio is
     /// the batch size.
     batches: u64,
@@ -188,6 +205,7 @@ impl Proposer {
             queue: VecDeque::new(),
             reads: Vec::new(),
             deferred: Vec::new(),
+            fastest: Vec::new(),
             batches: 0,
             batched: 0,
             bugs: PlantedBugs::default(),
@@ -410,6 +428,10 @@ impl Proposer {
                     f.call.status() == QuorumStatus::Pending && f.call.reply(from, ()) == QuorumStatus::Reached
                 });
                 if reached {
+                    if from != self.id {
+                        self.fastest.retain(|&n| n != from);
+                        self.fastest.insert(0, from);
+                    }
                     self.maybe_decide(c, out);
                     self.maybe_send_accepts(out);
                 }
@@ -552,7 +574,15 @@ impl Proposer {
             QuorumRule::Majority
         };
         let call = QuorumCall::new(nodes, rule, now, u64::MAX);
-        for to in call.targets() {
+        // Thrifty: this node and as many of the fastest others as a majority needs,
+        // once that many are known; every acceptor otherwise.
+        let others = call.targets().count() / 2;
+        let thrifty = self.cfg.thrifty && self.fastest.len() >= others;
+        let fastest = &self.fastest[..others.min(self.fastest.len())];
+        let (sent, skipped): (Vec<NodeId>, Vec<NodeId>) = call
+            .targets()
+            .partition(|n| !thrifty || *n == self.id || fastest.contains(n));
+        for to in sent {
             let msg = AcceptorRequest::Accept {
                 call: call_id,
                 ballot: *ballot,
@@ -568,6 +598,7 @@ impl Proposer {
                 values,
                 call,
                 sent_at: now,
+                skipped,
                 reads: std::mem::take(&mut self.reads),
                 remote,
             },
@@ -631,6 +662,7 @@ impl Proposer {
 
     fn on_tick(&mut self, out: &mut ProposerOutput) {
         self.now += 1;
+        self.fastest.clear();
         // Before any beacon: its `commit` must not run ahead of the decisions sent.
         self.flush_decides(out);
         let now = self.now;
@@ -671,17 +703,25 @@ impl Proposer {
                 ..
             } => {
                 for (&call_id, batch) in inflight.iter_mut() {
-                    if now - batch.sent_at >= retry {
+                    let resend: Vec<NodeId> = if now - batch.sent_at >= retry {
+                        // Lost on the way, or a slow acceptor: ask every silent one again.
                         batch.sent_at = now;
-                        for to in batch.call.missing() {
-                            let msg = AcceptorRequest::Accept {
-                                call: call_id,
-                                ballot: *ballot,
-                                first_slot: batch.first_slot,
-                                values: batch.values.clone(),
-                            };
-                            out.send.push((to, PeerMessage::AcceptorRequest(msg)));
-                        }
+                        batch.skipped.clear();
+                        batch.call.missing().collect()
+                    } else if now - batch.sent_at >= self.cfg.thrifty_ticks {
+                        // A thrifty batch waited too long: ask the acceptors it skipped.
+                        std::mem::take(&mut batch.skipped)
+                    } else {
+                        Vec::new()
+                    };
+                    for to in resend {
+                        let msg = AcceptorRequest::Accept {
+                            call: call_id,
+                            ballot: *ballot,
+                            first_slot: batch.first_slot,
+                            values: batch.values.clone(),
+                        };
+                        out.send.push((to, PeerMessage::AcceptorRequest(msg)));
                     }
                 }
                 if now - *last_beacon >= self.cfg.beacon_ticks {
@@ -1018,22 +1058,25 @@ mod tests {
             .collect()
     }
 
+    /// `from` accepted the one-value batch `call` at `first_slot`.
+    fn accepted_one(from: NodeId, call: CallId, ballot: Ballot, first_slot: Slot) -> ProposerInput {
+        ProposerInput::Reply(
+            from,
+            AcceptorReply::Accepted {
+                call,
+                ballot,
+                first_slot,
+                count: 1,
+            },
+        )
+    }
+
     #[test]
     fn proposer_defers_other_learners_decisions_to_the_next_accept_or_tick() {
         let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
         let b = Ballot::new(1, 1);
         become_leader_unopposed(&mut p, b);
-        let accepted = |from, call, first_slot| {
-            ProposerInput::Reply(
-                from,
-                AcceptorReply::Accepted {
-                    call,
-                    ballot: b,
-                    first_slot,
-                    count: 1,
-                },
-            )
-        };
+        let accepted = |from, call, first_slot| accepted_one(from, call, b, first_slot);
         // A command of this node's client: only this node's learner hears at once.
         let c0 = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
         p.handle(accepted(1, c0, 0));
@@ -1059,6 +1102,48 @@ mod tests {
         let c2 = accepts(&p.handle(ProposerInput::Propose(2, cmd(3))))[0].1;
         p.handle(accepted(1, c2, 2));
         assert_eq!(decides_to(&p.handle(accepted(2, c2, 2)), 2), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn proposer_thrifty_accepts_go_to_the_fastest_quorum_and_later_to_the_rest() {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+        let b = Ballot::new(1, 1);
+        become_leader_unopposed(&mut p, b);
+        let to = |out: &ProposerOutput| accepts(out).iter().map(|a| a.0).collect::<Vec<_>>();
+        let accepted = |from, call, first_slot| accepted_one(from, call, b, first_slot);
+        // Nobody has answered yet: the first batch goes to every acceptor.
+        let out = p.handle(ProposerInput::Propose(1, cmd(1)));
+        assert_eq!(to(&out), vec![1, 2, 3]);
+        let c0 = accepts(&out)[0].1;
+        p.handle(accepted(1, c0, 0));
+        p.handle(accepted(3, c0, 0));
+        // Node 3 completed the quorum: the next batch goes to this node and node 3 only.
+        let out = p.handle(ProposerInput::Propose(1, cmd(2)));
+        assert_eq!(to(&out), vec![1, 3], "a thrifty Accept goes to a quorum");
+        // Node 3 falls silent: after thrifty_ticks the skipped node 2 is asked too.
+        let c1 = accepts(&out)[0].1;
+        p.handle(accepted(1, c1, 1));
+        assert!(accepts(&p.handle(ProposerInput::Tick)).is_empty());
+        assert_eq!(
+            to(&p.handle(ProposerInput::Tick)),
+            vec![2],
+            "the skipped acceptor gets the batch"
+        );
+        assert_eq!(decides_to(&p.handle(accepted(2, c1, 1)), 1), vec![1]);
+        // A tick forgot who was fastest: the next batch measures again, at every acceptor.
+        p.handle(ProposerInput::Tick);
+        assert_eq!(to(&p.handle(ProposerInput::Propose(1, cmd(3)))), vec![1, 2, 3]);
+        // Thrifty off: always every acceptor.
+        let cfg = ProposerConfig {
+            thrifty: false,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+        become_leader_unopposed(&mut p, b);
+        let c0 = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+        p.handle(accepted(1, c0, 0));
+        p.handle(accepted(3, c0, 0));
+        assert_eq!(to(&p.handle(ProposerInput::Propose(1, cmd(2)))), vec![1, 2, 3]);
     }
 
     #[test]
@@ -1186,7 +1271,7 @@ mod tests {
             "the earlier batch confirms nothing"
         );
         let barrier = accepts(&out);
-        assert_eq!(barrier.len(), 3);
+        assert_eq!(barrier.len(), 2, "a thrifty barrier: this node and node 2");
         assert!(barrier[0].3.is_empty(), "with no commands queued the barrier is empty");
         let c = barrier[0].1;
         let accepted = |from| {
