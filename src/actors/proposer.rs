@@ -648,11 +648,18 @@ impl Proposer {
     /// Tells the other nodes' learners every decision deferred so far.
     fn flush_decides(&mut self, out: &mut ProposerOutput) {
         let commit = self.learned;
-        for (first_slot, values) in self.deferred.drain(..) {
-            for &to in self.nodes.iter().filter(|&&n| n != self.id) {
+        let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != self.id).collect();
+        for (first_slot, mut values) in self.deferred.drain(..) {
+            // A copy for all but the last learner, which takes the values themselves.
+            for (i, &to) in others.iter().enumerate() {
+                let values = if i + 1 == others.len() {
+                    std::mem::take(&mut values)
+                } else {
+                    values.clone()
+                };
                 let msg = LearnerMessage::Decide {
                     first_slot,
-                    values: values.clone(),
+                    values,
                     commit,
                 };
                 out.send.push((to, PeerMessage::Learner(msg)));
@@ -955,6 +962,14 @@ mod tests {
         assert!(p.is_leading());
     }
 
+    /// A leader of ballot (1, 1) over nodes 1–3 with room for one batch in flight.
+    fn leader_with_window_of_one(cfg: ProposerConfig) -> (Proposer, Ballot) {
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig { max_inflight: 1, ..cfg });
+        let b = Ballot::new(1, 1);
+        become_leader_unopposed(&mut p, b);
+        (p, b)
+    }
+
     #[test]
     fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
         let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
@@ -1010,13 +1025,7 @@ mod tests {
 
     #[test]
     fn proposer_decides_on_majority_and_batches_queued_commands() {
-        let cfg = ProposerConfig {
-            max_inflight: 1,
-            ..ProposerConfig::default()
-        };
-        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
-        let b = Ballot::new(1, 1);
-        become_leader_unopposed(&mut p, b);
+        let (mut p, b) = leader_with_window_of_one(ProposerConfig::default());
         let out = p.handle(ProposerInput::Propose(1, cmd(1)));
         let first = accepts(&out);
         assert_eq!(first.len(), 3);
@@ -1302,13 +1311,7 @@ mod tests {
 
     #[test]
     fn proposer_new_ballot_sends_pending_reads_away() {
-        let cfg = ProposerConfig {
-            max_inflight: 1,
-            ..ProposerConfig::default()
-        };
-        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
-        let b = Ballot::new(1, 1);
-        become_leader_unopposed(&mut p, b);
+        let (mut p, _) = leader_with_window_of_one(ProposerConfig::default());
         p.handle(ProposerInput::Propose(1, cmd(1)));
         let id = RequestId { client: 9, seq: 1 };
         p.handle(ProposerInput::ReadIndex(3, id)); // waits behind the batch in flight
@@ -1320,14 +1323,10 @@ mod tests {
 
     #[test]
     fn proposer_batches_are_capped_by_bytes_so_they_fit_a_frame() {
-        let cfg = ProposerConfig {
-            max_inflight: 1,
+        let (mut p, b) = leader_with_window_of_one(ProposerConfig {
             max_batch_bytes: 1000,
             ..ProposerConfig::default()
-        };
-        let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
-        let b = Ballot::new(1, 1);
-        become_leader_unopposed(&mut p, b);
+        });
         let big = |seq| Command {
             id: RequestId { client: 7, seq },
             ack_below: 0,
