@@ -52,3 +52,128 @@ pub fn decode_local<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::err
     }
     Ok(value)
 }
+
+/// Byte strings as byte strings, for `#[serde(with = "crate::codec::bytes")]` on a
+/// `Vec<u8>` field. Serde's default treats a `Vec<u8>` as a sequence of `u8`s, which
+/// bincode encodes and decodes one element at a time (about 4 % of a cluster's CPU
+/// under 64-connection puts, on the values alone). The encoding is the same either
+/// way (a length, then the bytes), so what was written before reads back unchanged;
+/// formats without byte strings (JSON) still see a sequence of numbers.
+pub mod bytes {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<T: AsRef<[u8]> + ?Sized, S: Serializer>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes.as_ref())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(ByteBuf)
+    }
+
+    /// Takes a byte string in any of the forms a deserializer may hand it over.
+    struct ByteBuf;
+
+    impl<'de> Visitor<'de> for ByteBuf {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The hint comes from the input: cap what it can make us reserve.
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+
+    /// The same for an `Option<Vec<u8>>` field.
+    pub mod option {
+        use serde::de::{self, Visitor};
+        use serde::{Deserializer, Serialize, Serializer};
+        use std::fmt;
+
+        struct Bytes<'a>(&'a [u8]);
+
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            match bytes {
+                Some(b) => s.serialize_some(&Bytes(b)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            struct OptionBytes;
+            impl<'de> Visitor<'de> for OptionBytes {
+                type Value = Option<Vec<u8>>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an optional byte string")
+                }
+                fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                    Ok(None)
+                }
+                fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                    super::deserialize(d).map(Some)
+                }
+            }
+            d.deserialize_option(OptionBytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    /// The same fields with serde's default (a sequence of `u8`s) and as byte strings.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct AsSeq {
+        a: Vec<u8>,
+        b: Option<Vec<u8>>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct AsBytes {
+        #[serde(with = "bytes")]
+        a: Vec<u8>,
+        #[serde(with = "bytes::option")]
+        b: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn codec_byte_strings_encode_like_sequences_so_old_records_still_read() {
+        for b in [None, Some(vec![]), Some(vec![0, 255, 7])] {
+            let seq = AsSeq {
+                a: (0..=255).collect(),
+                b: b.clone(),
+            };
+            let bytes = AsBytes {
+                a: (0..=255).collect(),
+                b,
+            };
+            let encoded = encode(&seq).expect("encode");
+            assert_eq!(encoded, encode(&bytes).expect("encode"), "same bincode bytes");
+            assert_eq!(decode::<AsBytes>(&encoded).expect("decode"), bytes);
+            // JSON has no byte strings: both forms are arrays of numbers.
+            let json = serde_json::to_string(&seq).expect("json");
+            assert_eq!(json, serde_json::to_string(&bytes).expect("json"));
+            assert_eq!(serde_json::from_str::<AsBytes>(&json).expect("from json"), bytes);
+        }
+    }
+}

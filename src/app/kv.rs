@@ -31,7 +31,9 @@ use std::ops::Bound;
 /// One key as stored, with etcd's bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "crate::codec::bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
@@ -42,7 +44,7 @@ pub struct KeyValue {
 /// What a transaction compares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
-    Value(Vec<u8>),
+    Value(#[serde(with = "crate::codec::bytes")] Vec<u8>),
     Version(u64),
     CreateRevision(u64),
     ModRevision(u64),
@@ -58,6 +60,7 @@ pub enum CompareOp {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
@@ -68,22 +71,31 @@ pub struct Compare {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Range {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
+        #[serde(with = "crate::codec::bytes")]
         range_end: Vec<u8>,
         limit: u64,
     },
     Put {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
+        #[serde(with = "crate::codec::bytes")]
         value: Vec<u8>,
     },
     Delete {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
+        #[serde(with = "crate::codec::bytes")]
         range_end: Vec<u8>,
     },
     /// Sets `key` to `new` if its value is `expected` (`None`: if it is absent).
     Cas {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
+        #[serde(with = "crate::codec::bytes::option")]
         expected: Option<Vec<u8>>,
+        #[serde(with = "crate::codec::bytes")]
         new: Vec<u8>,
     },
     /// If every compare holds, runs `success`, else `failure`; atomically, as one revision.
@@ -326,38 +338,9 @@ impl Serialize for Entry {
     }
 }
 
-/// A byte string read back as a boxed slice of exactly its length.
-struct BoxedBytes(Box<[u8]>);
-
-impl<'de> Deserialize<'de> for BoxedBytes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = BoxedBytes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> std::result::Result<BoxedBytes, E> {
-                Ok(BoxedBytes(v.into()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> std::result::Result<BoxedBytes, E> {
-                Ok(BoxedBytes(v.into_boxed_slice()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<BoxedBytes, A::Error> {
-                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(b) = seq.next_element()? {
-                    v.push(b);
-                }
-                Ok(BoxedBytes(v.into_boxed_slice()))
-            }
-        }
-        deserializer.deserialize_bytes(Visit)
-    }
-}
-
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let BoxedBytes(bytes) = BoxedBytes::deserialize(deserializer)?;
+        let bytes = crate::codec::bytes::deserialize(deserializer)?.into_boxed_slice();
         Entry::from_bytes(bytes).ok_or_else(|| de::Error::custom("malformed key-value entry"))
     }
 }

@@ -96,6 +96,7 @@ pub struct Command {
     /// Every request of this client below this sequence number has been answered, so
     /// the state machine may forget their replies (bounds the deduplication table).
     pub ack_below: u64,
+    #[serde(with = "crate::codec::bytes")]
     pub payload: Vec<u8>,
 }
 
