@@ -3,7 +3,8 @@
 # reference 3-member etcd (../shared/bench/etcd-cluster.sh) and a local 3-node rolepax cluster
 # (config/local-3.toml, data in a temporary directory), then against the leader of each, in the
 # same sitting:
-#   - ../shared/bench/gateway-bench.sh (wrk: put c1, put c64, range c64);
+#   - ../shared/bench/gateway-bench.sh (wrk: put c1, put c64, range c64), ROUNDS times (default
+#     3), etcd and rolepax alternating; the targets are checked on the medians of the rounds;
 #   - rolepax-bench sweeps over 1, 4, 16 and 64 clients, puts then linearizable ranges;
 #   - then, on a fresh rolepax cluster, 1,000,000 distinct keys with 128-byte values
 #     (scripts/load-1m-keys.lua through wrk) and each node's resident memory.
@@ -11,12 +12,14 @@
 # rolepax back, written by hand) is appended to the report.
 # Figures are reported as ratios rolepax/etcd: on a shared machine only those mean something.
 #   scripts/bench-report.sh [SECONDS_PER_RUN]     (default 5; wrk uses the same)
+#   ROUNDS=5 scripts/bench-report.sh 5            (more wrk rounds: steadier medians)
 # Needs ports 7101-7103, 7201-7203 (rolepax) and 12379-32380 (etcd) free; installs etcd-server
 # and wrk with apt-get when they are missing (the shared scripts do). Stops everything it
 # started on exit; logs are kept in the printed temporary directory when something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
+rounds=${ROUNDS:-3}
 warmup=1
 here=$(pwd)
 shared=$here/../shared/bench
@@ -83,9 +86,13 @@ start_rolepax() {
 echo "== starting rolepax" >&2
 start_rolepax "$work/rolepax"
 
-echo "== wrk (gateway-bench.sh, ${secs}s per load)" >&2
-"$shared/gateway-bench.sh" "$etcd" "$secs" | tee "$work/wrk-etcd.txt" >&2
-"$shared/gateway-bench.sh" "$rolepax" "$secs" | tee "$work/wrk-rolepax.txt" >&2
+# Alternating rounds: this machine's speed drifts by ±15 % within minutes, so one run of
+# each can compare a fast minute with a slow one; medians over alternating rounds do not.
+for round in $(seq 1 "$rounds"); do
+  echo "== wrk round $round of $rounds (gateway-bench.sh, ${secs}s per load)" >&2
+  "$shared/gateway-bench.sh" "$etcd" "$secs" | tee "$work/wrk-etcd-$round.txt" >&2
+  "$shared/gateway-bench.sh" "$rolepax" "$secs" | tee "$work/wrk-rolepax-$round.txt" >&2
+done
 
 echo "== rolepax-bench sweeps (${secs}s + ${warmup}s warm-up per run)" >&2
 commands=()
@@ -135,9 +142,11 @@ $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r)"
 versions="$(etcd --version 2>/dev/null | head -1); $(rustc --version); $built"
 
 python3 - "$work" "$secs" "$warmup" "$machine" "$versions" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-  "${commands[0]}" >docs/BENCHMARK.md <<'PY'
+  "${commands[0]}" "$rounds" >docs/BENCHMARK.md <<'PY'
 import csv, re, sys
-work, secs, warmup, machine, versions, when, example = sys.argv[1:8]
+from statistics import median
+work, secs, warmup, machine, versions, when, example, rounds = sys.argv[1:9]
+rounds = int(rounds)
 
 def wrk(path):
     rows = {}
@@ -182,13 +191,45 @@ w("- Both clusters run during every measurement; each load ran against etcd, the
 w()
 w("## wrk: `../shared/bench/gateway-bench.sh URL " + secs + "`")
 w()
-e, r = wrk(f"{work}/wrk-etcd.txt"), wrk(f"{work}/wrk-rolepax.txt")
-w("| load | etcd req/s | rolepax req/s | throughput ratio | etcd p99 | rolepax p99 | p99 ratio | non-2xx etcd / rolepax |")
-w("|---|---|---|---|---|---|---|---|")
-for load in ["put-c1", "put-c64", "get-c64"]:
-    ee, rr = e.get(load, ("",) * 4), r.get(load, ("",) * 4)
-    w(f"| {load} | {ee[0]} | {rr[0]} | {ratio(num(rr[0]), num(ee[0]))} | {ee[2]} | {rr[2]} "
-      f"| {ratio(ms(rr[2]), ms(ee[2]))} | {ee[3]} / {rr[3]} |")
+w(f"{rounds} rounds, each running the three loads against etcd, then against rolepax. This")
+w("machine's speed drifts by about ±15 % within minutes, so the figures below are the")
+w("**median of the rounds** for each load and measure, and the targets are checked on them;")
+w("the per-round ratios after them show the spread.")
+w()
+LOADS = ["put-c1", "put-c64", "get-c64"]
+def rounds_of(name):
+    got = [wrk(f"{work}/wrk-{name}-{i}.txt") for i in range(1, rounds + 1)]
+    return [g for g in got if g]
+def medians(per_round):
+    """load -> (req/s, p50 ms, p99 ms, non-2xx summed), medians over the rounds."""
+    m = {}
+    for load in LOADS:
+        rows = [g[load] for g in per_round if load in g]
+        if not rows:
+            continue
+        col = lambda i, f: [x for x in (f(r[i]) for r in rows) if x is not None]
+        m[load] = (median(col(0, num) or [0]), median(col(1, ms) or [0]), median(col(2, ms) or [0]),
+                   sum(int(r[3] or 0) for r in rows))
+    return m
+e_rounds, r_rounds = rounds_of("etcd"), rounds_of("rolepax")
+e, r = medians(e_rounds), medians(r_rounds)
+w("| load | etcd req/s | rolepax req/s | throughput ratio | etcd p50 / p99 ms | rolepax p50 / p99 ms | p50 ratio | p99 ratio | non-2xx etcd / rolepax |")
+w("|---|---|---|---|---|---|---|---|---|")
+for load in LOADS:
+    ee, rr = e.get(load), r.get(load)
+    if not ee or not rr:
+        w(f"| {load} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+        continue
+    w(f"| {load} | {ee[0]:.0f} | {rr[0]:.0f} | {ratio(rr[0], ee[0])} | {ee[1]:.2f} / {ee[2]:.2f} "
+      f"| {rr[1]:.2f} / {rr[2]:.2f} | {ratio(rr[1], ee[1])} | {ratio(rr[2], ee[2])} | {ee[3]} / {rr[3]} |")
+w()
+w("Per round (rolepax/etcd): put-c64 throughput, put-c1 p50, get-c64 throughput.")
+w()
+w("| round | put-c64 req/s ratio | put-c1 p50 ratio | get-c64 req/s ratio |")
+w("|---|---|---|---|")
+for i, (er, rr) in enumerate(zip(e_rounds, r_rounds), 1):
+    cell = lambda load, col, f: ratio(f(rr[load][col]), f(er[load][col])) if load in er and load in rr else "n/a"
+    w(f"| {i} | {cell('put-c64', 0, num)} | {cell('put-c1', 1, ms)} | {cell('get-c64', 0, num)} |")
 w()
 w("Ratios: rolepax/etcd (throughput above 1 and p99 below 1 favour rolepax).")
 w()
@@ -248,23 +289,24 @@ put64, put1, get64 = r.get("put-c64"), r.get("put-c1"), r.get("get-c64")
 e64, e1, eg = e.get("put-c64"), e.get("put-c1"), e.get("get-c64")
 rows = []
 if put64 and e64:
-    t, l = num(put64[0]) / num(e64[0]), ms(put64[2]) / ms(e64[2])
+    t, l = put64[0] / e64[0], put64[2] / e64[2]
     rows.append(("put, 64 connections: ≥ 5× etcd's req/s, p99 ≤ etcd's",
-                 f"{t:.2f}× ({put64[0]} vs {e64[0]} req/s), p99 {l:.2f}× ({put64[2]} vs {e64[2]})",
+                 f"{t:.2f}× ({put64[0]:.0f} vs {e64[0]:.0f} req/s), p99 {l:.2f}× ({put64[2]:.2f} vs {e64[2]:.2f} ms)",
                  f"throughput {verdict(t >= 5)}, p99 {verdict(l <= 1)}"))
 if put1 and e1:
-    l = ms(put1[1]) / ms(e1[1])
-    rows.append(("put, 1 connection: p50 ≤ ½ etcd's", f"{l:.2f}× ({put1[1]} vs {e1[1]})", verdict(l <= 0.5)))
+    l = put1[1] / e1[1]
+    rows.append(("put, 1 connection: p50 ≤ ½ etcd's", f"{l:.2f}× ({put1[1]:.2f} vs {e1[1]:.2f} ms)", verdict(l <= 0.5)))
 if get64 and eg:
-    t = num(get64[0]) / num(eg[0])
-    rows.append(("range, 64 connections: ≥ 5× etcd's req/s", f"{t:.2f}× ({get64[0]} vs {eg[0]} req/s)", verdict(t >= 5)))
+    t = get64[0] / eg[0]
+    rows.append(("range, 64 connections: ≥ 5× etcd's req/s", f"{t:.2f}× ({get64[0]:.0f} vs {eg[0]:.0f} req/s)", verdict(t >= 5)))
 bad = sum(int(x[3] or 0) for x in r.values()) + sum(
     int(x["errors"]) + int(x["non_2xx"]) for (label, _), x in runs.items() if label.startswith("rolepax"))
 rows.append(("no non-2xx responses", f"{bad} non-2xx or failed requests in every rolepax load above", verdict(bad == 0)))
 worst = max(rss) / raw
 rows.append(("RSS after 1,000,000 keys with 128-byte values < 3× raw data",
              f"{max(rss) / 2**20:.0f} MiB on the largest node, {worst:.2f}× raw", verdict(worst < 3)))
-w("Checked by the script against the figures above (wrk loads through `gateway-bench.sh`).")
+w("Checked by the script against the figures above (wrk loads through `gateway-bench.sh`: the")
+w("medians of the rounds).")
 w()
 w("| target | measured | met? |")
 w("|---|---|---|")
