@@ -202,7 +202,10 @@ impl Wal {
 
     /// Hands out everything appended so far, to be written (in the order handed out).
     pub fn take_pending(&mut self) -> PendingWrite {
-        let bytes = std::mem::take(&mut self.pending);
+        // The next group is likely about this one's size: start it with that much room
+        // instead of growing it record by record.
+        let room = self.pending.len();
+        let bytes = std::mem::replace(&mut self.pending, Vec::with_capacity(room));
         let offset = self.written;
         self.written += bytes.len() as u64;
         PendingWrite {
