@@ -343,20 +343,24 @@ struct Obj<'a> {
     at: String,
 }
 
-fn camel(name: &str) -> String {
-    let mut out = String::new();
+/// Whether `name` is the camelCase form of the snake_case `snake` (`prevKv` of
+/// `prev_kv`): etcd's gateway takes both. Compared in place, nothing allocated: every
+/// request looks up its optional fields this way.
+fn is_camel_of(snake: &str, name: &str) -> bool {
+    let mut name = name.bytes();
     let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
+    for c in snake.bytes() {
+        if c == b'_' {
             upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
+            continue;
+        }
+        let want = if upper { c.to_ascii_uppercase() } else { c };
+        upper = false;
+        if name.next() != Some(want) {
+            return false;
         }
     }
-    out
+    name.next().is_none()
 }
 
 impl<'a> Obj<'a> {
@@ -375,7 +379,7 @@ impl<'a> Obj<'a> {
     /// Refuses fields this API does not know (so an unsupported option is not ignored).
     fn only(&self, known: &[&str]) -> Result<(), Reject> {
         for k in self.map.keys() {
-            if !known.iter().any(|n| n == k || camel(n) == *k) {
+            if !known.iter().any(|n| n == k || is_camel_of(n, k)) {
                 return Err(Reject::bad(format!(
                     "unknown or unsupported field `{}` (known: {})",
                     self.path(k),
@@ -389,7 +393,12 @@ impl<'a> Obj<'a> {
     fn get(&self, name: &str) -> Option<&'a Value> {
         self.map
             .get(name)
-            .or_else(|| self.map.get(&camel(name)))
+            .or_else(|| {
+                let camel = name
+                    .contains('_')
+                    .then(|| self.map.iter().find(|(k, _)| is_camel_of(name, k)));
+                camel.flatten().map(|(_, v)| v)
+            })
             .filter(|v| !v.is_null())
     }
 
@@ -1253,8 +1262,13 @@ mod tests {
 
     #[test]
     fn http_camel_case_aliases() {
-        assert_eq!(camel("prev_kv"), "prevKv");
-        assert_eq!(camel("request_delete_range"), "requestDeleteRange");
+        assert!(is_camel_of("prev_kv", "prevKv"));
+        assert!(is_camel_of("request_delete_range", "requestDeleteRange"));
+        assert!(is_camel_of("key", "key"));
+        assert!(!is_camel_of("prev_kv", "prevkv"));
+        assert!(!is_camel_of("prev_kv", "prevKvX"));
+        assert!(!is_camel_of("prev_kv", "prevK"));
+        assert!(!is_camel_of("prev_kv", "prev_kv"));
     }
 
     #[test]
