@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The elector's ballot (in sled) and the state machine's snapshot (a file).
 #[derive(Clone)]
@@ -54,6 +55,7 @@ impl Storage {
             .flush_every_ms(None)
             .open()
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
+        remove_unfinished_snapshots(dir);
         Ok(Storage {
             dir: dir.to_path_buf(),
             meta: db.open_tree("meta")?,
@@ -87,29 +89,83 @@ impl Storage {
         }
     }
 
-    /// Replaces the snapshot with what `write` writes, atomically and durably (a
-    /// temporary file, fdatasync, rename, directory sync); returns its size in bytes.
+    /// Writes a new snapshot, what `write` writes, to a temporary file: into the page
+    /// cache only, so it is quick. [`SnapshotFile::install`] then makes it durable and
+    /// puts it in place of the current one; until then a crash leaves the current one.
+    pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<SnapshotFile> {
+        // A name of its own: a node restarted in the same process (tests) must not write
+        // into the file an earlier instance is still installing.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            "{SNAPSHOT}.{}-{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&tmp).map_err(|e| snapshot_error("create", e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| snapshot_error("write", e.into_error()))?;
+        Ok(SnapshotFile {
+            file,
+            tmp,
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Replaces the snapshot with what `write` writes, atomically and durably, on this
+    /// thread; returns its size in bytes.
     pub fn save_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<u64> {
-        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("snapshot: {what}: {e}"));
+        self.write_snapshot(write)?.install()
+    }
+}
+
+/// Removes temporary snapshot files a crash left behind (they were never installed).
+fn remove_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SNAPSHOT)
+            && name.ends_with(".tmp")
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %name, error = %e, "cannot remove an unfinished snapshot");
+        }
+    }
+}
+
+fn snapshot_error(what: &str, e: std::io::Error) -> Error {
+    Error::Storage(format!("snapshot: {what}: {e}"))
+}
+
+/// A snapshot written to its temporary file, not yet durable nor in place.
+pub struct SnapshotFile {
+    file: File,
+    tmp: PathBuf,
+    dir: PathBuf,
+}
+
+impl SnapshotFile {
+    /// Makes the snapshot durable and puts it in place (fdatasync, rename, directory
+    /// sync); returns its size in bytes. Blocking, for milliseconds on a large state:
+    /// call it off an actor's thread.
+    pub fn install(self) -> Result<u64> {
         // The decided log below the snapshot must outlive a power loss too: this node may
         // be the one a lagging peer fetches those slots from (there is no snapshot
         // shipping yet). Everything the state machine applied was written there first.
         match File::open(self.dir.join(DECIDED)) {
-            Ok(log) => log.sync_data().map_err(|e| fail("fdatasync the decided log", e))?,
+            Ok(log) => log
+                .sync_data()
+                .map_err(|e| snapshot_error("fdatasync the decided log", e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail("open the decided log", e)),
+            Err(e) => return Err(snapshot_error("open the decided log", e)),
         }
-        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
-        let file = File::create(&tmp).map_err(|e| fail("create", e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| fail("write", e.into_error()))?;
-        file.sync_data().map_err(|e| fail("fdatasync", e))?;
-        let size = file.metadata().map_err(|e| fail("stat", e))?.len();
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| fail("rename", e))?;
+        self.file.sync_data().map_err(|e| snapshot_error("fdatasync", e))?;
+        let size = self.file.metadata().map_err(|e| snapshot_error("stat", e))?.len();
+        std::fs::rename(&self.tmp, self.dir.join(SNAPSHOT)).map_err(|e| snapshot_error("rename", e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| fail("sync directory", e))?;
+            .map_err(|e| snapshot_error("sync directory", e))?;
         Ok(size)
     }
 }

@@ -12,7 +12,7 @@ use rolepax::messages::{
     Value,
 };
 use rolepax::net::memory::Faults;
-use rolepax::{Cluster, Error, KvCommand};
+use rolepax::{Cluster, Error, KvCommand, KvStore};
 use std::time::Duration;
 
 #[actix_rt::test]
@@ -149,26 +149,69 @@ async fn cluster_progress_under_twenty_percent_message_loss() {
     c.check_safety().await.expect("safety");
 }
 
-#[actix_rt::test]
-async fn cluster_restart_every_node_keeps_acknowledged_writes() {
-    let mut c = cluster(3).await;
-    let leader = c.wait_for_leader().await.expect("a leader");
-    let acked = write_concurrently(vec![c.node(leader).clone()], 3, 10, "durable").await;
-    assert_eq!(acked.len(), 30);
+/// Crashes every node, restarts them all, and returns the leader they elect.
+async fn restart_every_node(c: &mut Cluster<KvStore>) -> u64 {
     for id in c.ids() {
         c.crash(id);
     }
     for id in c.ids() {
         c.restart(id).await.expect("restart");
     }
-    let leader = c.wait_for_leader().await.expect("a leader after the restart");
-    for (k, v) in &acked {
-        assert_eq!(
-            get(c.node(leader), k).await.as_deref(),
-            Some(v.as_bytes()),
-            "{k} survived"
-        );
+    c.wait_for_leader().await.expect("a leader after the restart")
+}
+
+async fn assert_all_present(node: &rolepax::actors::node::NodeHandle<KvStore>, acked: &[(String, String)]) {
+    for (k, v) in acked {
+        assert_eq!(get(node, k).await.as_deref(), Some(v.as_bytes()), "{k} survived");
     }
+}
+
+#[actix_rt::test]
+async fn cluster_restart_every_node_keeps_acknowledged_writes() {
+    let mut c = cluster(3).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let acked = write_concurrently(vec![c.node(leader).clone()], 3, 10, "durable").await;
+    assert_eq!(acked.len(), 30);
+    let leader = restart_every_node(&mut c).await;
+    assert_all_present(c.node(leader), &acked).await;
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_restart_from_snapshots_keeps_writes_and_remembered_replies() {
+    // A snapshot every 5 slots: every node installs some while the writes go on.
+    let mut c = Cluster::<KvStore>::start_with(3, |cfg| {
+        cfg.request_timeout = Duration::from_secs(10);
+        cfg.retry_interval = Duration::from_millis(300);
+        cfg.snapshot_every = 5;
+    })
+    .await
+    .expect("cluster starts");
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let id = RequestId { client: 4343, seq: 1 };
+    let command = KvCommand::put("once", "first");
+    let first = c.node(leader).submit_as(id, 0, &command).await.expect("first try");
+    c.node(leader)
+        .submit(KvCommand::put("once", "second"))
+        .await
+        .expect("someone else's write");
+    let acked = write_concurrently(vec![c.node(leader).clone()], 3, 10, "snapshotted").await;
+    assert_eq!(acked.len(), 30);
+    for id in c.ids() {
+        let node = c.node(id).clone();
+        eventually_async("a snapshot installed on every node", || {
+            let node = node.clone();
+            async move { node.status().await.is_ok_and(|s| s.state_machine.snapshots >= 1) }
+        })
+        .await;
+    }
+    let leader = restart_every_node(&mut c).await;
+    assert_all_present(c.node(leader), &acked).await;
+    // The client table came back too: the retry is answered as the first try was, and
+    // not applied again over the later write.
+    let retry = c.node(leader).submit_as(id, 0, &command).await.expect("retry");
+    assert_eq!(first, retry);
+    assert_eq!(get(c.node(leader), "once").await.as_deref(), Some(&b"second"[..]));
     c.check_safety().await.expect("safety");
 }
 

@@ -633,8 +633,9 @@ impl Application for KvStore {
         })
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        crate::codec::encode(self).unwrap_or_default()
+    fn write_snapshot(&self, mut w: &mut dyn std::io::Write) -> Result<()> {
+        crate::codec::encode_to_writer(self, &mut w)?;
+        Ok(())
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {

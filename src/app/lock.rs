@@ -333,8 +333,9 @@ impl Application for LockService {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        codec::encode(self).unwrap_or_default()
+    fn write_snapshot(&self, mut w: &mut dyn std::io::Write) -> Result<()> {
+        codec::encode_to_writer(self, &mut w)?;
+        Ok(())
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {

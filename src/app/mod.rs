@@ -35,8 +35,17 @@ pub trait Application: Send + Unpin + 'static {
         None
     }
 
-    /// The whole state as bytes.
-    fn snapshot(&self) -> Vec<u8>;
+    /// Writes the whole state to `w`, streamed: a large state never becomes one buffer.
+    fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()>;
+
+    /// The whole state as bytes (what [`Application::write_snapshot`] writes).
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        match self.write_snapshot(&mut bytes) {
+            Ok(()) => bytes,
+            Err(_) => Vec::new(),
+        }
+    }
 
     /// Rebuilds the state from [`Application::snapshot`]'s bytes.
     fn restore(bytes: &[u8]) -> Result<Self>
