@@ -198,18 +198,18 @@ w("the per-round ratios after them show the spread.")
 w()
 LOADS = ["put-c1", "put-c64", "get-c64"]
 def rounds_of(name):
-    got = [wrk(f"{work}/wrk-{name}-{i}.txt") for i in range(1, rounds + 1)]
-    return [g for g in got if g]
+    # One dict per round, empty for a round that left no output: rounds stay aligned.
+    return [wrk(f"{work}/wrk-{name}-{i}.txt") for i in range(1, rounds + 1)]
 def medians(per_round):
-    """load -> (req/s, p50 ms, p99 ms, non-2xx summed), medians over the rounds."""
+    """load -> (req/s, p50 ms, p99 ms, non-2xx summed), medians over the rounds; a load
+    is left out if some measure is missing or zero in every round."""
     m = {}
     for load in LOADS:
         rows = [g[load] for g in per_round if load in g]
-        if not rows:
-            continue
-        col = lambda i, f: [x for x in (f(r[i]) for r in rows) if x is not None]
-        m[load] = (median(col(0, num) or [0]), median(col(1, ms) or [0]), median(col(2, ms) or [0]),
-                   sum(int(r[3] or 0) for r in rows))
+        col = lambda i, f: [x for x in (f(r[i]) for r in rows) if x]
+        cols = [col(0, num), col(1, ms), col(2, ms)]
+        if all(cols):
+            m[load] = (*(median(c) for c in cols), sum(int(r[3] or 0) for r in rows))
     return m
 e_rounds, r_rounds = rounds_of("etcd"), rounds_of("rolepax")
 e, r = medians(e_rounds), medians(r_rounds)
@@ -288,6 +288,13 @@ def verdict(ok):
 put64, put1, get64 = r.get("put-c64"), r.get("put-c1"), r.get("get-c64")
 e64, e1, eg = e.get("put-c64"), e.get("put-c1"), e.get("get-c64")
 rows = []
+missing = "no figures: the load gave no output in any round"
+if not (put64 and e64):
+    rows.append(("put, 64 connections: ≥ 5× etcd's req/s, p99 ≤ etcd's", missing, verdict(False)))
+if not (put1 and e1):
+    rows.append(("put, 1 connection: p50 ≤ ½ etcd's", missing, verdict(False)))
+if not (get64 and eg):
+    rows.append(("range, 64 connections: ≥ 5× etcd's req/s", missing, verdict(False)))
 if put64 and e64:
     t, l = put64[0] / e64[0], put64[2] / e64[2]
     rows.append(("put, 64 connections: ≥ 5× etcd's req/s, p99 ≤ etcd's",

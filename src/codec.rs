@@ -34,8 +34,9 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     })
 }
 
-/// The most scratch capacity a thread keeps between encodings.
-const SCRATCH_KEEP: usize = 1 << 20;
+/// The most scratch capacity a thread keeps between encodings: a full batch (1 MiB of
+/// values by default) with its framing fits.
+const SCRATCH_KEEP: usize = 4 << 20;
 
 /// Appends the encoding of `value` to `buf` (no intermediate buffer).
 pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<usize, bincode::error::EncodeError> {
@@ -91,7 +92,10 @@ pub mod bytes {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_byte_buf(ByteBuf)
+        // Not `deserialize_byte_buf`: bincode's slice decoder would allocate the claimed
+        // length before checking that the input holds it (a garbled length: up to the
+        // decode limit, or unbounded from local files). `deserialize_bytes` checks first.
+        d.deserialize_bytes(ByteBuf)
     }
 
     /// Takes a byte string in any of the forms a deserializer may hand it over.

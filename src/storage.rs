@@ -5,7 +5,7 @@
 //! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
 //! | `decided.wal`        | decided values, batch by batch              | learner        | before each snapshot |
 //! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
-//! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | when taken      |
+//! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | before the rename, off its thread |
 //!
 //! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
 //! recovery. The acceptor appends its writes, then one `fdatasync` per group covers
@@ -22,7 +22,7 @@ use crate::wal::{PREALLOCATE, PendingWrite, Wal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,10 +89,11 @@ impl Storage {
         }
     }
 
-    /// Writes a new snapshot, what `write` writes, to a temporary file: into the page
-    /// cache only, so it is quick. [`SnapshotFile::install`] then makes it durable and
-    /// puts it in place of the current one; until then a crash leaves the current one.
-    pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<SnapshotFile> {
+    /// Writes a new snapshot, what `write` writes, to a temporary file (into the page
+    /// cache; no sync). [`SnapshotFile::install`] then makes it durable and puts it in
+    /// place of the current one; until then a crash leaves the current one. If writing
+    /// fails, or the file is dropped uninstalled, the temporary file is removed.
+    pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<SnapshotFile> {
         // A name of its own: a node restarted in the same process (tests) must not write
         // into the file an earlier instance is still installing.
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -102,24 +103,24 @@ impl Storage {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let file = File::create(&tmp).map_err(|e| snapshot_error("create", e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| snapshot_error("write", e.into_error()))?;
-        Ok(SnapshotFile {
+        let snapshot = SnapshotFile {
             file,
             tmp,
             dir: self.dir.clone(),
-        })
-    }
-
-    /// Replaces the snapshot with what `write` writes, atomically and durably, on this
-    /// thread; returns its size in bytes.
-    pub fn save_snapshot(&self, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<u64> {
-        self.write_snapshot(write)?.install()
+            installed: false,
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, &snapshot.file);
+        write(&mut w)?;
+        w.flush().map_err(|e| snapshot_error("write", e))?;
+        drop(w);
+        Ok(snapshot)
     }
 }
 
 /// Removes temporary snapshot files a crash left behind (they were never installed).
+/// This also keeps a node restarted in the same process safe from its earlier
+/// instance: an install still running from before finds its file gone and fails,
+/// instead of renaming an older snapshot over one the new instance installs.
 fn remove_unfinished_snapshots(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
@@ -138,18 +139,20 @@ fn snapshot_error(what: &str, e: std::io::Error) -> Error {
     Error::Storage(format!("snapshot: {what}: {e}"))
 }
 
-/// A snapshot written to its temporary file, not yet durable nor in place.
+/// A snapshot written to its temporary file, not yet durable nor in place. Dropped
+/// uninstalled (or when installing fails), it removes its temporary file.
 pub struct SnapshotFile {
     file: File,
     tmp: PathBuf,
     dir: PathBuf,
+    installed: bool,
 }
 
 impl SnapshotFile {
     /// Makes the snapshot durable and puts it in place (fdatasync, rename, directory
     /// sync); returns its size in bytes. Blocking, for milliseconds on a large state:
     /// call it off an actor's thread.
-    pub fn install(self) -> Result<u64> {
+    pub fn install(mut self) -> Result<u64> {
         // The decided log below the snapshot must outlive a power loss too: this node may
         // be the one a lagging peer fetches those slots from (there is no snapshot
         // shipping yet). Everything the state machine applied was written there first.
@@ -163,10 +166,19 @@ impl SnapshotFile {
         self.file.sync_data().map_err(|e| snapshot_error("fdatasync", e))?;
         let size = self.file.metadata().map_err(|e| snapshot_error("stat", e))?.len();
         std::fs::rename(&self.tmp, self.dir.join(SNAPSHOT)).map_err(|e| snapshot_error("rename", e))?;
+        self.installed = true;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| snapshot_error("sync directory", e))?;
         Ok(size)
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -329,6 +341,51 @@ impl DecidedLog {
 mod tests {
     use super::*;
     use crate::messages::{Command, RequestId};
+
+    /// The temporary snapshot files in `dir`.
+    fn temporaries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("read dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    fn snapshot_of(s: &Storage, bytes: &'static [u8]) -> SnapshotFile {
+        s.write_snapshot(|w| w.write_all(bytes).map_err(|e| Error::Storage(e.to_string())))
+            .expect("write snapshot")
+    }
+
+    #[test]
+    fn storage_snapshot_installs_in_place_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("open");
+        assert_eq!(snapshot_of(&s, b"first").install().expect("install"), 5);
+        assert_eq!(s.load_snapshot().expect("load").as_deref(), Some(&b"first"[..]));
+        // Dropped uninstalled, or failing to be written: gone, the installed one kept.
+        drop(snapshot_of(&s, b"second"));
+        let failed = s.write_snapshot(|_| Err(Error::Storage("disk full".into())));
+        assert!(failed.is_err());
+        assert_eq!(temporaries(dir.path()), Vec::<String>::new());
+        assert_eq!(s.load_snapshot().expect("load").as_deref(), Some(&b"first"[..]));
+    }
+
+    #[test]
+    fn storage_snapshot_install_from_before_a_reopen_fails_without_replacing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("open");
+        snapshot_of(&s, b"installed").install().expect("install");
+        let late = snapshot_of(&s, b"from the earlier instance");
+        drop(s);
+        // The node restarts in the same process while its earlier instance's install has
+        // not run yet: the reopen removes that file, so the late install cannot rename
+        // an older snapshot over whatever the new instance installs.
+        let s = Storage::open(dir.path()).expect("reopen");
+        assert_eq!(temporaries(dir.path()), Vec::<String>::new());
+        assert!(late.install().is_err(), "its file is gone");
+        assert_eq!(s.load_snapshot().expect("load").as_deref(), Some(&b"installed"[..]));
+    }
 
     #[test]
     fn storage_state_round_trips_across_reopen() {

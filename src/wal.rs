@@ -203,8 +203,8 @@ impl Wal {
     /// Hands out everything appended so far, to be written (in the order handed out).
     pub fn take_pending(&mut self) -> PendingWrite {
         // The next group is likely about this one's size: start it with that much room
-        // instead of growing it record by record.
-        let room = self.pending.len();
+        // (up to 1 MiB) instead of growing it record by record.
+        let room = self.pending.len().min(1 << 20);
         let bytes = std::mem::replace(&mut self.pending, Vec::with_capacity(room));
         let offset = self.written;
         self.written += bytes.len() as u64;

@@ -27,7 +27,7 @@
 use super::{FromPeer, Halt, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::messages::{ClientId, RequestId, Slot, StateMachineMessage, Value};
 use crate::storage::Storage;
 use actix::prelude::*;
@@ -142,14 +142,21 @@ impl<A: Application> StateMachine<A> {
     /// milliseconds at 100,000 keys, on this actor's thread.) The bytes are those of
     /// encoding the tuple (applied index, application bytes as one byte string, client
     /// table), which is what [`StateMachine::restore`] reads.
-    pub fn write_snapshot(&self, mut w: &mut impl std::io::Write) -> Result<()> {
-        let mut counted = ByteCount(0);
+    pub fn write_snapshot(&self, w: &mut impl std::io::Write) -> Result<()> {
+        let mut counted = Counted::new(std::io::sink());
         self.app.write_snapshot(&mut counted)?;
         // bincode writes a tuple as its fields one after the other, and a byte string
         // as its length (a varint u64) and then the bytes.
         codec::encode_to_writer(&self.next, w)?;
-        codec::encode_to_writer(&counted.0, w)?;
-        self.app.write_snapshot(&mut w)?;
+        codec::encode_to_writer(&counted.bytes, w)?;
+        let mut written = Counted::new(&mut *w);
+        self.app.write_snapshot(&mut written)?;
+        if written.bytes != counted.bytes {
+            return Err(Error::Storage(format!(
+                "snapshot: the application wrote {} bytes, then {} (its snapshot must be deterministic)",
+                counted.bytes, written.bytes
+            )));
+        }
         codec::encode_to_writer(&self.sessions, w)?;
         Ok(())
     }
@@ -165,17 +172,27 @@ impl<A: Application> StateMachine<A> {
     }
 }
 
-/// A writer that only counts what goes through it.
-struct ByteCount(u64);
+/// A writer that counts the bytes it passes on.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
 
-impl std::io::Write for ByteCount {
+impl<W> Counted<W> {
+    fn new(inner: W) -> Self {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
@@ -333,6 +350,8 @@ impl<A: Application> StateMachineActor<A> {
         let taken_at = self.core.next();
         let written = started.elapsed();
         self.snapshotting = true;
+        // Counted from this snapshot on, even if installing it fails: a failing disk is
+        // then retried after as much log again, not on every batch.
         self.applied_bytes = 0;
         let install = actix_rt::task::spawn_blocking(move || file.install());
         ctx.spawn(

@@ -36,6 +36,8 @@ pub trait Application: Send + Unpin + 'static {
     }
 
     /// Writes the whole state to `w`, streamed: a large state never becomes one buffer.
+    /// Called twice per snapshot (a first pass counts the bytes), so it must write the
+    /// same bytes for the same state: no `HashMap` iteration order in it.
     fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()>;
 
     /// The whole state as bytes (what [`Application::write_snapshot`] writes).
