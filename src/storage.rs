@@ -3,7 +3,7 @@
 //! | file / tree          | holds                                      | written by     | synced          |
 //! |----------------------|--------------------------------------------|----------------|-----------------|
 //! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
-//! | `decided.wal`        | decided values, batch by batch              | learner        | before each snapshot |
+//! | `decided.wal`        | decided values, batch by batch              | learner        | before a snapshot is installed |
 //! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
 //! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | before the rename, off its thread |
 //!
@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::messages::{Ballot, Slot, Value};
 use crate::runs::Runs;
-use crate::wal::{PREALLOCATE, PendingWrite, Wal};
+use crate::wal::{PREALLOCATE, PendingWrite, SyncHandle, Wal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -153,16 +153,6 @@ impl SnapshotFile {
     /// sync); returns its size in bytes. Blocking, for milliseconds on a large state:
     /// call it off an actor's thread.
     pub fn install(mut self) -> Result<u64> {
-        // The decided log below the snapshot must outlive a power loss too: this node may
-        // be the one a lagging peer fetches those slots from (there is no snapshot
-        // shipping yet). Everything the state machine applied was written there first.
-        match File::open(self.dir.join(DECIDED)) {
-            Ok(log) => log
-                .sync_data()
-                .map_err(|e| snapshot_error("fdatasync the decided log", e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(snapshot_error("open the decided log", e)),
-        }
         self.file.sync_data().map_err(|e| snapshot_error("fdatasync", e))?;
         let size = self.file.metadata().map_err(|e| snapshot_error("stat", e))?.len();
         std::fs::rename(&self.tmp, self.dir.join(SNAPSHOT)).map_err(|e| snapshot_error("rename", e))?;
@@ -283,6 +273,11 @@ impl DecidedLog {
     /// Writes newly learned values (not synced: see the module docs).
     /// After a failed write the log takes nothing more (a hole would hide every later
     /// record on the next start); the values stay decided at the acceptors.
+    /// A handle that makes everything appended so far durable, from another thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        self.wal.sync_handle()
+    }
+
     pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
         if self.broken {
             return Err(Error::Storage("decided log: an earlier write failed".into()));

@@ -106,6 +106,18 @@ impl PendingWrite {
     }
 }
 
+/// Syncs a log's file: everything written to it so far becomes durable.
+pub struct SyncHandle(Arc<File>);
+
+impl SyncHandle {
+    /// Blocking (an `fdatasync`): call it off an actor's thread.
+    pub fn sync(&self) -> Result<()> {
+        self.0
+            .sync_data()
+            .map_err(|e| Error::Storage(format!("log fdatasync: {e}")))
+    }
+}
+
 impl Wal {
     /// Opens (or creates) the log at `path`, calling `replay(offset, payload)` for every
     /// intact record in order, and cuts off a torn tail. A log synced per group should
@@ -193,6 +205,11 @@ impl Wal {
         self.pending[start..start + 4].copy_from_slice(&len);
         self.pending[start + 4..start + HEADER].copy_from_slice(&crc);
         Ok(offset)
+    }
+
+    /// A handle that syncs this log's file from another thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle(self.file.clone())
     }
 
     /// Bytes appended but not yet handed out.

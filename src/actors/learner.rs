@@ -297,6 +297,13 @@ pub struct LearnerStatus {
 #[rtype(result = "LearnerStatus")]
 pub struct GetLearnerStatus;
 
+/// From the state machine, before it installs a snapshot: make every decided value
+/// written so far durable (the slots a snapshot covers must stay servable to lagging
+/// peers after a power loss; there is no snapshot shipping yet). Answers when synced.
+#[derive(Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct SyncDecided;
+
 /// A copy of the decided log, for tests that compare nodes slot by slot.
 #[derive(Message)]
 #[rtype(result = "BTreeMap<Slot, Value>")]
@@ -414,6 +421,21 @@ impl Handler<GetLearnerStatus> for LearnerActor {
             pending_slots: self.core.pending().len() as u64,
             handled: self.handled,
             fetches_sent: self.fetches_sent,
+        })
+    }
+}
+
+impl Handler<SyncDecided> for LearnerActor {
+    type Result = ResponseFuture<crate::Result<()>>;
+
+    fn handle(&mut self, _: SyncDecided, _: &mut Context<Self>) -> Self::Result {
+        // Everything this actor appended is written already; the fdatasync runs on the
+        // blocking pool, and the answer waits for it.
+        let log = self.log.sync_handle();
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || log.sync())
+                .await
+                .map_err(|e| crate::Error::Storage(format!("decided log sync task: {e}")))?
         })
     }
 }

@@ -147,10 +147,12 @@ impl Node {
         // or proposals (a stalled elector makes the followers elect another leader).
         let sm_arbiter = actix::Arbiter::new().handle();
         let waiters = Waiters::<A::Reply>::default();
+        let learner_ctx = Context::<LearnerActor>::new();
         let sm_actor = StateMachineActor::new(
             cfg.id,
             sm,
             storage.clone(),
+            learner_ctx.address().recipient(),
             waiters.clone(),
             cfg.snapshot_every,
             cfg.record_applied,
@@ -158,7 +160,6 @@ impl Node {
         let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, move |_| sm_actor);
         let acceptor_ctx = Context::<AcceptorActor>::new();
         let proposer_ctx = Context::<ProposerActor>::new();
-        let learner_ctx = Context::<LearnerActor>::new();
         let elector_ctx = Context::<ElectorActor>::new();
         let local = LocalRoles {
             acceptor: acceptor_ctx.address(),

@@ -11,9 +11,11 @@
 //!
 //! **Durability.** Decided values are durable at the acceptors and written to the
 //! learner's log; every `snapshot_every` slots the actor streams a snapshot of the
-//! application, the client table and the applied index to a temporary file, and a
-//! blocking-pool thread syncs it and renames it over `snapshot.bin` while applies go on
-//! (at most one at a time), so a restart replays only the log after it.
+//! application, the client table and the applied index to a temporary file; then it
+//! asks the learner to sync its log (`SyncDecided`: the slots a snapshot covers must
+//! stay servable to lagging peers), and a blocking-pool thread syncs the file and
+//! renames it over `snapshot.bin`, all while applies go on (at most one snapshot at a
+//! time). A restart replays only the log after it.
 //!
 //! **Answering.** The node's gateway puts a waiter for each request in a table shared
 //! with this actor ([`Waiters`]); applying the request's command answers it.
@@ -24,6 +26,7 @@
 //! **Left out.** Truncating the log behind a snapshot and shipping snapshots to a
 //! lagging node (a later issue).
 
+use super::learner::SyncDecided;
 use super::{FromPeer, Halt, PlantedBugs};
 use crate::app::Application;
 use crate::codec;
@@ -286,6 +289,8 @@ pub struct StateMachineActor<A: Application> {
     node: u64,
     core: StateMachine<A>,
     storage: Storage,
+    /// This node's learner, asked to sync its log before a snapshot is installed.
+    learner: Recipient<SyncDecided>,
     waiters: Waiters<A::Reply>,
     reads: BTreeMap<RequestId, PendingRead<A>>,
     snapshot_every: u64,
@@ -306,6 +311,7 @@ impl<A: Application> StateMachineActor<A> {
         node: u64,
         core: StateMachine<A>,
         storage: Storage,
+        learner: Recipient<SyncDecided>,
         waiters: Waiters<A::Reply>,
         snapshot_every: u64,
         record_applied: bool,
@@ -315,6 +321,7 @@ impl<A: Application> StateMachineActor<A> {
             node,
             core,
             storage,
+            learner,
             waiters,
             reads: BTreeMap::new(),
             snapshot_every,
@@ -353,12 +360,19 @@ impl<A: Application> StateMachineActor<A> {
         // Counted from this snapshot on, even if installing it fails: a failing disk is
         // then retried after as much log again, not on every batch.
         self.applied_bytes = 0;
-        let install = actix_rt::task::spawn_blocking(move || file.install());
+        // The learner's log first: everything applied here was written there before.
+        let sync_decided = self.learner.send(SyncDecided);
+        let install = async move {
+            sync_decided.await.map_err(|_| Error::Stopped)??;
+            actix_rt::task::spawn_blocking(move || file.install())
+                .await
+                .map_err(|e| Error::Storage(format!("snapshot task: {e}")))?
+        };
         ctx.spawn(
             actix::fut::wrap_future(install).map(move |installed, act: &mut Self, _| {
                 act.snapshotting = false;
                 match installed {
-                    Ok(Ok(size)) => {
+                    Ok(size) => {
                         tracing::info!(
                             node = act.node,
                             role = "state_machine",
@@ -372,11 +386,8 @@ impl<A: Application> StateMachineActor<A> {
                         act.last_snapshot_bytes = size;
                         act.snapshots += 1;
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(node = act.node, role = "state_machine", error = %e, "snapshot failed")
-                    }
                     Err(e) => {
-                        tracing::error!(node = act.node, role = "state_machine", error = %e, "snapshot task failed")
+                        tracing::error!(node = act.node, role = "state_machine", error = %e, "snapshot failed")
                     }
                 }
             }),
