@@ -270,14 +270,14 @@ impl DecidedLog {
         ))
     }
 
-    /// Writes newly learned values (not synced: see the module docs).
-    /// After a failed write the log takes nothing more (a hole would hide every later
-    /// record on the next start); the values stay decided at the acceptors.
     /// A handle that makes everything appended so far durable, from another thread.
     pub fn sync_handle(&self) -> SyncHandle {
         self.wal.sync_handle()
     }
 
+    /// Writes newly learned values (not synced: see the module docs).
+    /// After a failed write the log takes nothing more (a hole would hide every later
+    /// record on the next start); the values stay decided at the acceptors.
     pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
         if self.broken {
             return Err(Error::Storage("decided log: an earlier write failed".into()));
@@ -337,6 +337,20 @@ mod tests {
     use super::*;
     use crate::messages::{Command, RequestId};
 
+    /// Opens `dir` again once an earlier `Storage` on it is dropped: sled's background
+    /// threads let go of the database a moment after.
+    fn reopen(dir: &Path) -> Storage {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Storage::open(dir) {
+                Err(Error::Storage(m)) if m.contains("lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other.expect("reopen"),
+            }
+        }
+    }
+
     /// The temporary snapshot files in `dir`.
     fn temporaries(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
@@ -376,7 +390,7 @@ mod tests {
         // The node restarts in the same process while its earlier instance's install has
         // not run yet: the reopen removes that file, so the late install cannot rename
         // an older snapshot over whatever the new instance installs.
-        let s = Storage::open(dir.path()).expect("reopen");
+        let s = reopen(dir.path());
         assert_eq!(temporaries(dir.path()), Vec::<String>::new());
         assert!(late.install().is_err(), "its file is gone");
         assert_eq!(s.load_snapshot().expect("load").as_deref(), Some(&b"installed"[..]));
@@ -422,16 +436,7 @@ mod tests {
             s.save_ballot(Ballot::new(4, 2)).expect("ballot");
             s.flush().expect("flush");
         }
-        // sled's background threads let go of the database a moment after it is dropped.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let s = loop {
-            match Storage::open(dir.path()) {
-                Err(Error::Storage(m)) if m.contains("lock") && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => break other.expect("reopen"),
-            }
-        };
+        let s = reopen(dir.path());
         let mut writes = Vec::new();
         let log = AcceptorLog::open(dir.path(), |w| writes.push(w)).expect("acceptor log");
         let promised = writes.iter().filter_map(|w| w.promised).max().unwrap_or(Ballot::ZERO);

@@ -16,8 +16,9 @@
 //! **Preallocation.** A log synced per group (the acceptor's) grows 16 MiB at a time,
 //! written with zeros, so that a group's `fdatasync` only flushes data into blocks that
 //! already exist: no size change, no journal commit. A log written without syncs (the
-//! learner's, written on its actor's thread) does not preallocate. A CRC that covers the length field tells a zeroed header from a
-//! record; on open, whatever follows the last intact record is cut off.
+//! learner's, written on its actor's thread) does not preallocate. A CRC that covers
+//! the length field tells a zeroed header from a record; on open, whatever follows the
+//! last intact record is cut off.
 //!
 //! **Why not sled for this.** sled 0.34 makes writes durable with `sync_file_range`,
 //! which does not flush the device's write cache or the file's metadata, and its IO
@@ -92,9 +93,7 @@ impl PendingWrite {
     /// Writes the group and waits until it (and every earlier group) is on disk.
     pub fn write_and_sync(&self) -> Result<()> {
         self.write()?;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::Storage(format!("log fdatasync: {e}")))
+        fdatasync(&self.file)
     }
 
     pub fn len(&self) -> usize {
@@ -112,10 +111,13 @@ pub struct SyncHandle(Arc<File>);
 impl SyncHandle {
     /// Blocking (an `fdatasync`): call it off an actor's thread.
     pub fn sync(&self) -> Result<()> {
-        self.0
-            .sync_data()
-            .map_err(|e| Error::Storage(format!("log fdatasync: {e}")))
+        fdatasync(&self.0)
     }
+}
+
+fn fdatasync(file: &File) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| Error::Storage(format!("log fdatasync: {e}")))
 }
 
 impl Wal {

@@ -98,12 +98,7 @@ async fn cluster_follower_crash_and_restart_catches_up() {
 
 #[actix_rt::test]
 async fn cluster_minority_partition_stalls_majority_progresses_then_agree() {
-    let c = Cluster::start_with(5, |cfg| {
-        cfg.request_timeout = Duration::from_secs(2);
-        cfg.retry_interval = Duration::from_millis(300);
-    })
-    .await
-    .expect("cluster");
+    let c = cluster_with(5, |cfg| cfg.request_timeout = Duration::from_secs(2)).await;
     let leader = c.wait_for_leader().await.expect("a leader");
     // Cut the leader and one more node off from the other three.
     let other = c.ids().into_iter().find(|&id| id != leader).expect("another node");
@@ -180,13 +175,7 @@ async fn cluster_restart_every_node_keeps_acknowledged_writes() {
 #[actix_rt::test]
 async fn cluster_restart_from_snapshots_keeps_writes_and_remembered_replies() {
     // A snapshot every 5 slots: every node installs some while the writes go on.
-    let mut c = Cluster::<KvStore>::start_with(3, |cfg| {
-        cfg.request_timeout = Duration::from_secs(10);
-        cfg.retry_interval = Duration::from_millis(300);
-        cfg.snapshot_every = 5;
-    })
-    .await
-    .expect("cluster starts");
+    let mut c = cluster_with(3, |cfg| cfg.snapshot_every = 5).await;
     let leader = c.wait_for_leader().await.expect("a leader");
     let id = RequestId { client: 4343, seq: 1 };
     let command = KvCommand::put("once", "first");

@@ -644,17 +644,7 @@ mod tests {
         let mut from_slot = 0;
         let mut seen = Vec::new();
         for _ in 0..10 {
-            let (_, r) = a.handle(AcceptorRequest::Prepare {
-                call: 2,
-                ballot: b(2, 2),
-                from_slot,
-            });
-            let AcceptorReply::Promise {
-                accepted, more_from, ..
-            } = r
-            else {
-                panic!("a promise")
-            };
+            let (accepted, more_from) = promise(&mut a, b(2, 2), from_slot);
             assert_eq!(accepted.len(), 1, "each 92-byte value fills a 100-byte part");
             seen.extend(accepted.iter().map(|p| p.slot));
             match more_from {

@@ -467,11 +467,7 @@ impl World {
         }
         // Durable now: all but the most recent values leave memory (few here, so that
         // every run exercises the reload).
-        node.roles
-            .as_mut()
-            .expect("running")
-            .acceptor
-            .evict_all_but(SIM_HOT_SLOTS);
+        self.roles(i).acceptor.evict_all_but(SIM_HOT_SLOTS);
         self.send(i, from, PeerMessage::AcceptorReply(reply));
         Ok(())
     }

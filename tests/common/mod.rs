@@ -4,7 +4,7 @@
 
 pub mod procs;
 
-use rolepax::actors::node::NodeHandle;
+use rolepax::actors::node::{NodeConfig, NodeHandle};
 use rolepax::{Cluster, KvCommand, KvStore};
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,15 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Starts a cluster with short timeouts suited to tests.
 pub async fn cluster(n: u64) -> Cluster<KvStore> {
+    cluster_with(n, |_| {}).await
+}
+
+/// The same, with `tune` applied to every node's configuration after the test defaults.
+pub async fn cluster_with(n: u64, tune: impl Fn(&mut NodeConfig)) -> Cluster<KvStore> {
     Cluster::start_with(n, |cfg| {
         cfg.request_timeout = Duration::from_secs(10);
         cfg.retry_interval = Duration::from_millis(300);
+        tune(cfg);
     })
     .await
     .expect("cluster starts")
