@@ -125,7 +125,7 @@ for secs_load in 120 240 480; do
   echo "puts so far: $puts, keys: $count" >&2
   [ "$count" -ge 1000001 ] && break   # the leader's warm-up key, plus the million
 done
-sleep 12  # let the nodes hand freed memory back (rolepax-node trims every 10 s)
+sleep 12  # let the nodes settle: a snapshot in progress finishes, the allocator returns freed pages
 {
   echo "keys $count"
   echo "puts $puts"

@@ -638,7 +638,12 @@ mod tests {
             sm.apply(slot, put(slot % 7 + 1, slot + 1, 0, &format!("k{slot}"), "some value"));
         }
         let streamed = sm.snapshot().expect("snapshot");
-        let plain = codec::encode(&SnapshotOut(sm.next(), &sm.app().snapshot(), &sm.sessions)).expect("encode");
+        let plain = codec::encode(&SnapshotOut(
+            sm.next(),
+            &sm.app().snapshot().expect("snapshot"),
+            &sm.sessions,
+        ))
+        .expect("encode");
         assert_eq!(streamed, plain);
     }
 

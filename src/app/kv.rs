@@ -34,7 +34,7 @@
 //! each entry once, at its exact size.
 
 use super::Application;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -385,7 +385,10 @@ enum Bucket {
     Many(Box<BTreeSet<Entry>>),
 }
 
-const _: () = assert!(std::mem::size_of::<Bucket>() == 16, "a bucket is one fat pointer's size");
+const _: () = assert!(
+    std::mem::size_of::<Bucket>() == 16,
+    "a bucket is one fat pointer's size"
+);
 
 /// The entries of one bucket in a key range.
 enum BucketRange<'a> {
@@ -818,13 +821,12 @@ impl Application for KvStore {
         })
     }
 
-    fn write_snapshot(&self, mut w: &mut dyn std::io::Write) -> Result<()> {
-        crate::codec::encode_to_writer(self, &mut w)?;
-        Ok(())
+    fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()> {
+        super::write_encoded(self, w)
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        crate::codec::decode_local(bytes).map_err(|e| Error::Storage(format!("key-value snapshot: {e}")))
+        super::restore_encoded(bytes, "key-value")
     }
 }
 
@@ -923,7 +925,7 @@ mod tests {
     fn kv_snapshot_restores_identical_state() {
         let mut kv = KvStore::new();
         kv.apply(KvCommand::put("a", "1"));
-        let copy = KvStore::restore(&kv.snapshot()).expect("restore");
+        let copy = KvStore::restore(&kv.snapshot().expect("snapshot")).expect("restore");
         assert_eq!(copy, kv);
         assert!(KvStore::restore(b"\xff\xff garbage").is_err());
     }
@@ -955,11 +957,15 @@ mod tests {
         kv.apply(KvCommand::put("no value", ""));
         kv.apply(KvCommand::cas(key(7), Some(b"value-7".to_vec()), "swapped"));
 
-        let bytes = kv.snapshot();
+        let bytes = kv.snapshot().expect("snapshot");
         let mut copy = KvStore::restore(&bytes).expect("restore");
         assert_eq!(copy, kv);
         assert_eq!((copy.len(), copy.revision()), (kv.len(), kv.revision()));
-        assert_eq!(copy.snapshot(), bytes, "a restored store snapshots to the same bytes");
+        assert_eq!(
+            copy.snapshot().expect("snapshot"),
+            bytes,
+            "a restored store snapshots to the same bytes"
+        );
 
         let everything = KvCommand::Range {
             key: vec![0],
@@ -1146,7 +1152,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(all(&kv), model.clone().into_iter().collect::<Vec<_>>());
-        let copy = KvStore::restore(&kv.snapshot()).expect("restore");
+        let copy = KvStore::restore(&kv.snapshot().expect("snapshot")).expect("restore");
         assert_eq!(copy, kv);
         assert_eq!(all(&copy), all(&kv));
     }
@@ -1258,7 +1264,7 @@ mod tests {
         );
         assert_eq!(kv.len() as u64, N);
         // A restored store is built bottom-up with full tree nodes: smaller still.
-        let bytes = kv.snapshot();
+        let bytes = kv.snapshot().expect("snapshot");
         drop(kv);
         let heap2 = heap();
         let copy = KvStore::restore(&bytes).expect("restore");

@@ -19,8 +19,7 @@
 //! Left out: lock modes (shared/exclusive), lock-delay after expiry (Chubby §2.4).
 
 use super::Application;
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -333,13 +332,12 @@ impl Application for LockService {
         }
     }
 
-    fn write_snapshot(&self, mut w: &mut dyn std::io::Write) -> Result<()> {
-        codec::encode_to_writer(self, &mut w)?;
-        Ok(())
+    fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()> {
+        super::write_encoded(self, w)
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        codec::decode_local(bytes).map_err(|e| Error::Storage(format!("lock service snapshot: {e}")))
+        super::restore_encoded(bytes, "lock service")
     }
 }
 

@@ -41,16 +41,27 @@ pub trait Application: Send + Unpin + 'static {
     fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()>;
 
     /// The whole state as bytes (what [`Application::write_snapshot`] writes).
-    fn snapshot(&self) -> Vec<u8> {
+    fn snapshot(&self) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        match self.write_snapshot(&mut bytes) {
-            Ok(()) => bytes,
-            Err(_) => Vec::new(),
-        }
+        self.write_snapshot(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Rebuilds the state from [`Application::snapshot`]'s bytes.
     fn restore(bytes: &[u8]) -> Result<Self>
     where
         Self: Sized;
+}
+
+/// [`Application::write_snapshot`] for an application whose snapshot is its own
+/// encoding (bincode, through serde).
+pub fn write_encoded<T: Serialize>(state: &T, mut w: &mut dyn std::io::Write) -> Result<()> {
+    crate::codec::encode_to_writer(state, &mut w)?;
+    Ok(())
+}
+
+/// [`Application::restore`] for an application whose snapshot is its own encoding;
+/// `what` names it in the error.
+pub fn restore_encoded<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    crate::codec::decode_local(bytes).map_err(|e| crate::Error::Storage(format!("{what} snapshot: {e}")))
 }

@@ -4,8 +4,7 @@
 use super::Application;
 use super::kv::{KvCommand, KvReply, KvStore};
 use super::lock::{LockCommand, LockReply, LockService};
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +49,11 @@ impl Application for Service {
             .then_some(ServiceCommand::Lock(LockCommand::Tick { now_ms }))
     }
 
-    fn write_snapshot(&self, mut w: &mut dyn std::io::Write) -> Result<()> {
-        codec::encode_to_writer(self, &mut w)?;
-        Ok(())
+    fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<()> {
+        super::write_encoded(self, w)
     }
 
     fn restore(bytes: &[u8]) -> Result<Self> {
-        codec::decode_local(bytes).map_err(|e| Error::Storage(format!("service snapshot: {e}")))
+        super::restore_encoded(bytes, "service")
     }
 }
