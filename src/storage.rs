@@ -207,27 +207,33 @@ impl AcceptorLog {
         self.wal.take_pending()
     }
 
-    /// Reads back the value last accepted in `slot` (its group must have been written).
-    /// `cache` keeps the last record decoded, so reading a batch's slots one by one
-    /// decodes it once.
+    /// Reads back the value last accepted in `slot` (its group must have been written),
+    /// through `cache` (see `record_at`).
     pub fn read(&self, slot: Slot, cache: &mut Option<(u64, AcceptorWrite)>) -> Result<Value> {
         let (_, offset) = self
             .index
             .get(slot)
             .ok_or_else(|| Error::Storage(format!("acceptor log holds no slot {slot}")))?;
-        let write = match cache {
-            Some((at, write)) if *at == offset => write,
-            _ => {
-                &mut cache
-                    .insert((offset, codec::decode_local(&self.wal.read_at(offset)?)?))
-                    .1
-            }
-        };
+        let write = record_at(&self.wal, offset, cache)?;
         let found = write.accepted.iter().find(|(s, _, _)| *s == slot);
         found
             .map(|(_, _, value)| value.clone())
             .ok_or_else(|| Error::Storage(format!("acceptor log record at {offset} lacks slot {slot}")))
     }
+}
+
+/// The record at `offset`, decoded, or `cache`'s copy if it holds that record: reading
+/// a batch's slots one by one decodes its record once.
+fn record_at<'c, T: serde::de::DeserializeOwned>(
+    wal: &Wal,
+    offset: u64,
+    cache: &'c mut Option<(u64, T)>,
+) -> Result<&'c T> {
+    let record = match cache.take() {
+        Some((at, record)) if at == offset => record,
+        _ => codec::decode_local(&wal.read_at(offset)?)?,
+    };
+    Ok(&cache.insert((offset, record)).1)
 }
 
 /// Points the slots of `write` (one Accept batch: consecutive slots) at its record.
@@ -301,23 +307,16 @@ impl DecidedLog {
         Ok(())
     }
 
-    /// The decided value of `slot`, if this log holds it.
-    /// `cache` keeps the last record decoded, so reading a run's slots one by one decodes
-    /// it once.
-    pub fn get(&self, slot: Slot, cache: &mut Option<(u64, Vec<Value>)>) -> Result<Option<Value>> {
+    /// The decided value of `slot`, if this log holds it, through `cache` (see
+    /// `record_at`).
+    pub fn get(&self, slot: Slot, cache: &mut Option<(u64, (Slot, Vec<Value>))>) -> Result<Option<Value>> {
         let Some((&first, &(last, offset))) = self.index.range(..=slot).next_back() else {
             return Ok(None);
         };
         if slot > last {
             return Ok(None);
         }
-        let values = match cache {
-            Some((at, values)) if *at == offset => values,
-            _ => {
-                let (_, values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
-                &mut cache.insert((offset, values)).1
-            }
-        };
+        let (_, values) = record_at(&self.wal, offset, cache)?;
         Ok(values.get((slot - first) as usize).cloned())
     }
 
