@@ -49,6 +49,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_batch",
     "max_inflight",
     "thrifty",
+    "pre_vote",
     "max_frame_bytes",
     "max_body_bytes",
     "snapshot_every",
@@ -95,6 +96,8 @@ struct RawSettings {
     max_inflight: usize,
     #[serde(default = "defaults::thrifty")]
     thrifty: bool,
+    #[serde(default = "defaults::pre_vote")]
+    pre_vote: bool,
     #[serde(default = "defaults::max_frame_bytes")]
     max_frame_bytes: usize,
     #[serde(default = "defaults::max_body_bytes")]
@@ -141,6 +144,9 @@ pub mod defaults {
     pub fn thrifty() -> bool {
         true
     }
+    pub fn pre_vote() -> bool {
+        true
+    }
     pub fn max_frame_bytes() -> usize {
         4 << 20
     }
@@ -182,6 +188,7 @@ pub struct Settings {
     pub max_batch: usize,
     pub max_inflight: usize,
     pub thrifty: bool,
+    pub pre_vote: bool,
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
     pub snapshot_every: u64,
@@ -409,6 +416,7 @@ impl Settings {
             max_batch: raw.max_batch,
             max_inflight: raw.max_inflight,
             thrifty: raw.thrifty,
+            pre_vote: raw.pre_vote,
             max_frame_bytes: raw.max_frame_bytes,
             max_body_bytes: raw.max_body_bytes,
             snapshot_every: raw.snapshot_every,
@@ -481,6 +489,7 @@ impl NodeSettings {
         cfg.elector.election_min_ticks = s.ticks(s.election_min);
         cfg.elector.election_max_ticks = s.ticks(s.election_max).max(cfg.elector.election_min_ticks + 1);
         cfg.elector.step_down_ticks = cfg.elector.election_max_ticks;
+        cfg.elector.pre_vote = s.pre_vote;
         cfg.proposer.max_batch = s.max_batch;
         cfg.proposer.max_inflight = s.max_inflight;
         cfg.proposer.thrifty = s.thrifty;
@@ -599,6 +608,7 @@ http_addr = "127.0.0.1:7203"
             ("ROLEPAX_DATA_DIR".to_string(), "/srv/rp-{id}".to_string()),
             ("ROLEPAX_ELECTION_MIN_MS".to_string(), "200".to_string()),
             ("ROLEPAX_THRIFTY".to_string(), "false".to_string()),
+            ("ROLEPAX_PRE_VOTE".to_string(), "false".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
         ];
         let typo = vec![("ROLEPAX_TICKS".to_string(), "5".to_string())];
@@ -607,6 +617,7 @@ http_addr = "127.0.0.1:7203"
         let s = Settings::load(&path, env).expect("load");
         assert_eq!(s.election_min, Duration::from_millis(200));
         assert!(!s.thrifty, "a boolean key is overridden too");
+        assert!(!s.pre_vote, "and a key with an underscore");
         let n = s.for_node(3, None).expect("node 3");
         assert_eq!(n.data_dir, PathBuf::from("/srv/rp-3"));
         let n = s.for_node(3, Some(PathBuf::from("/elsewhere"))).expect("node 3");

@@ -123,6 +123,78 @@ async fn cluster_minority_partition_stalls_majority_progresses_then_agree() {
     c.check_safety().await.expect("safety");
 }
 
+/// A follower cut off for several election timeouts asks for pre-votes nobody
+/// answers, so its ballot stays where it was; when it returns, the leader keeps leading
+/// with the same ballot and the returning node simply follows it.
+#[actix_rt::test]
+async fn cluster_returning_node_does_not_depose_the_leader() {
+    let c = cluster_with(3, rejoin_timeouts).await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    c.node(leader)
+        .submit(KvCommand::put("before", "1"))
+        .await
+        .expect("write");
+    let ballot = c.node(leader).ballot();
+    let away = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let rest: Vec<_> = c.ids().into_iter().filter(|&id| id != away).collect();
+    c.net.partition(&[&[away], &rest]);
+    eventually_async("the cut-off node's election timeout fires three times", || async {
+        c.node(away).status().await.is_ok_and(|s| s.elector.timeouts >= 3)
+    })
+    .await;
+    assert_eq!(c.node(away).ballot(), ballot, "no campaign, so no higher ballot");
+    c.net.heal();
+    eventually("the returning node follows the leader", || {
+        c.node(away).leader() == Some(leader)
+    })
+    .await;
+    c.node(leader)
+        .submit(KvCommand::put("after", "2"))
+        .await
+        .expect("write");
+    assert_eq!(c.node(leader).leader(), Some(leader), "the leader still leads");
+    assert_eq!(c.node(leader).ballot(), ballot, "with the same ballot");
+    c.check_safety().await.expect("safety");
+}
+
+/// The same without pre-vote: the cut-off node campaigns again and again, and its higher
+/// ballot deposes the leader when it returns. (What the test above guards against.)
+#[actix_rt::test]
+async fn cluster_returning_node_deposes_the_leader_without_pre_vote() {
+    let c = cluster_with(3, |cfg| {
+        rejoin_timeouts(cfg);
+        cfg.elector.pre_vote = false;
+    })
+    .await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let ballot = c.node(leader).ballot();
+    let away = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let rest: Vec<_> = c.ids().into_iter().filter(|&id| id != away).collect();
+    c.net.partition(&[&[away], &rest]);
+    eventually("the cut-off node campaigns with higher ballots", || {
+        c.node(away).ballot().round >= ballot.round + 3
+    })
+    .await;
+    c.net.heal();
+    eventually("a higher ballot reaches the leader", || {
+        c.node(leader).ballot() > ballot
+    })
+    .await;
+    c.node(leader)
+        .submit(KvCommand::put("after", "2"))
+        .await
+        .expect("write");
+    c.check_safety().await.expect("safety");
+}
+
+/// Election timeouts of 0.6-1.2 s: a loaded machine does not elect anew by accident
+/// while these two tests watch one leader.
+fn rejoin_timeouts(cfg: &mut rolepax::actors::node::NodeConfig) {
+    cfg.elector.election_min_ticks = 60;
+    cfg.elector.election_max_ticks = 120;
+    cfg.elector.step_down_ticks = 120;
+}
+
 #[actix_rt::test]
 async fn cluster_progress_under_twenty_percent_message_loss() {
     let c = cluster(3).await;
@@ -440,6 +512,11 @@ async fn cluster_absurd_numbers_from_a_peer_are_refused_without_panics() {
         PeerMessage::Elector(ElectorMessage::HeartbeatReply {
             ballot: huge,
             highest: huge,
+        }),
+        PeerMessage::Elector(ElectorMessage::PreVote { ballot: huge }),
+        PeerMessage::Elector(ElectorMessage::PreVoteReply {
+            ballot: huge,
+            granted: true,
         }),
         PeerMessage::AcceptorRequest(AcceptorRequest::Prepare {
             call: 1,

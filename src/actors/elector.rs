@@ -5,9 +5,15 @@
 //! which node's proposer should lead, and with which ballot:
 //!
 //! - A **follower** waits for heartbeats. If none arrives within a randomized election
-//!   timeout it becomes a **candidate**: it picks the smallest ballot of its own above
-//!   every ballot it has seen, persists it (so a restarted node never reuses a ballot),
-//!   and orders its proposer to `Lead` with it.
+//!   timeout it first asks the others for a **pre-vote** (`PreVote`, answered by
+//!   `PreVoteReply`): a node grants it unless it heard a leader within the shortest
+//!   election timeout, and it changes nothing at the node that answers. With a majority
+//!   of grants (its own included) it becomes a **candidate**: it picks the smallest
+//!   ballot of its own above every ballot it has seen, persists it (so a restarted node
+//!   never reuses a ballot), and orders its proposer to `Lead` with it. Without them it
+//!   asks again after another timeout, its ballot unchanged: a node cut off from the
+//!   majority does not inflate its ballot, so when it returns it cannot depose a healthy
+//!   leader (Raft's pre-vote, Ongaro's thesis §9.6; config key `pre_vote`).
 //! - When the proposer's phase 1 succeeds (`Elected`) the candidate becomes **leader** and
 //!   sends `Heartbeat` every `heartbeat_ticks`. A leader that has not heard
 //!   `HeartbeatReply` from a majority within an election timeout steps down (it is
@@ -21,16 +27,15 @@
 //! **Invariant.** Every ballot this elector hands its proposer is its own, higher than
 //! any it has seen or used before, and durable before it is used.
 //!
-//! **Left out.** Pre-vote (a node rejoining from a partition may depose a healthy
-//! leader with its inflated ballot; safety is unaffected), leader leases, and leader
-//! priorities.
+//! **Left out.** Leader leases and leader priorities. Pre-vote is liveness only: Paxos
+//! is safe whoever campaigns, and an acceptor still promises any higher ballot.
 
 use super::proposer::ElectorOrder;
 use super::{FromPeer, Halt, Peers, Tick};
 use crate::messages::{Ballot, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
 use crate::storage::Storage;
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the elector publishes to the rest of the node: who leads, and the highest
 /// ballot known (etcd's gateway reports its round as `raft_term`).
@@ -59,6 +64,8 @@ pub struct ElectorConfig {
     pub election_max_ticks: u64,
     /// A leader that heard no majority for this long steps down (check-quorum).
     pub step_down_ticks: u64,
+    /// Ask for a majority of pre-votes before campaigning.
+    pub pre_vote: bool,
 }
 
 impl Default for ElectorConfig {
@@ -68,6 +75,7 @@ impl Default for ElectorConfig {
             election_min_ticks: 30,
             election_max_ticks: 60,
             step_down_ticks: 60,
+            pre_vote: true,
         }
     }
 }
@@ -99,6 +107,12 @@ impl SeededRng {
 enum Role {
     Follower {
         deadline: u64,
+    },
+    /// Asking for pre-votes for `ballot` (not yet its own: nothing persisted or raised).
+    PreCandidate {
+        ballot: Ballot,
+        deadline: u64,
+        grants: BTreeSet<NodeId>,
     },
     Candidate {
         ballot: Ballot,
@@ -140,7 +154,11 @@ pub struct Elector {
     now: u64,
     highest: Ballot,
     leader: Option<NodeId>,
+    /// When the leader's last heartbeat came (a pre-vote is refused for a while after).
+    heard_leader: Option<u64>,
     role: Role,
+    /// Election timeouts that fired (each a pre-vote or a campaign), for the status.
+    timeouts: u64,
 }
 
 impl Elector {
@@ -156,7 +174,9 @@ impl Elector {
             now: 0,
             highest,
             leader: None,
+            heard_leader: None,
             role: Role::Follower { deadline },
+            timeouts: 0,
         }
     }
 
@@ -168,9 +188,14 @@ impl Elector {
         self.highest
     }
 
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
+    }
+
     pub fn role_name(&self) -> &'static str {
         match self.role {
             Role::Follower { .. } => "follower",
+            Role::PreCandidate { .. } => "pre-candidate",
             Role::Candidate { .. } => "candidate",
             Role::Leader { .. } => "leader",
         }
@@ -186,6 +211,7 @@ impl Elector {
             ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
                 if ballot >= self.highest && ballot.node == from && ballot.round <= MAX_ROUND {
                     self.highest = ballot;
+                    self.heard_leader = Some(self.now);
                     let still_mine = matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
                     if !still_mine {
                         self.follow(Some(from), &mut out);
@@ -205,6 +231,28 @@ impl Elector {
                     acks.insert(from, self.now);
                 }
                 self.maybe_defer_to(highest, &mut out);
+            }
+            // Another node would campaign: grant unless we hear a leader (ours or us).
+            ElectorInput::Peer(from, ElectorMessage::PreVote { ballot }) => {
+                let leader_alive = matches!(self.role, Role::Leader { .. })
+                    || self
+                        .heard_leader
+                        .is_some_and(|t| self.leader.is_some() && self.now - t < self.cfg.election_min_ticks);
+                let granted = ballot > self.highest && !leader_alive;
+                let reply = ElectorMessage::PreVoteReply { ballot, granted };
+                out.send.push((from, PeerMessage::Elector(reply)));
+            }
+            // An answer to our pre-vote: campaign once a majority grants it.
+            ElectorInput::Peer(from, ElectorMessage::PreVoteReply { ballot, granted }) => {
+                if let Role::PreCandidate { ballot: b, grants, .. } = &mut self.role
+                    && *b == ballot
+                    && granted
+                {
+                    grants.insert(from);
+                    if grants.len() > self.nodes.len() / 2 {
+                        self.campaign(&mut out);
+                    }
+                }
             }
             // Our proposer won phase 1: lead, and say so at once.
             ElectorInput::Proposer(ProposerEvent::Elected(ballot)) => {
@@ -240,9 +288,9 @@ impl Elector {
         self.now += 1;
         let now = self.now;
         match &mut self.role {
-            Role::Follower { deadline } | Role::Candidate { deadline, .. } => {
+            Role::Follower { deadline } | Role::PreCandidate { deadline, .. } | Role::Candidate { deadline, .. } => {
                 if now >= *deadline {
-                    self.campaign(out);
+                    self.maybe_pre_vote(out);
                 }
             }
             Role::Leader {
@@ -268,6 +316,29 @@ impl Elector {
         }
     }
 
+    /// The election timeout passed: ask for pre-votes (or, with pre-vote off or alone,
+    /// campaign at once).
+    fn maybe_pre_vote(&mut self, out: &mut ElectorOutput) {
+        self.timeouts += 1;
+        if !self.cfg.pre_vote || self.nodes.len() == 1 {
+            return self.campaign(out);
+        }
+        if matches!(self.role, Role::Candidate { .. }) {
+            out.order = Some(ElectorOrder::StepDown);
+        }
+        let ballot = self.highest.next_for(self.id);
+        self.role = Role::PreCandidate {
+            ballot,
+            deadline: self.now + self.random_timeout(),
+            grants: BTreeSet::from([self.id]),
+        };
+        self.set_leader(None, out);
+        for &to in self.nodes.iter().filter(|&&n| n != self.id) {
+            out.send
+                .push((to, PeerMessage::Elector(ElectorMessage::PreVote { ballot })));
+        }
+    }
+
     /// Become a candidate with a fresh ballot.
     fn campaign(&mut self, out: &mut ElectorOutput) {
         let ballot = self.highest.next_for(self.id);
@@ -285,7 +356,7 @@ impl Elector {
             return;
         }
         self.highest = higher;
-        if !matches!(self.role, Role::Follower { .. }) {
+        if matches!(self.role, Role::Leader { .. } | Role::Candidate { .. }) {
             out.order = Some(ElectorOrder::StepDown);
         }
         self.follow(None, out);
@@ -326,6 +397,8 @@ pub struct ElectorStatus {
     pub role: &'static str,
     pub leader: Option<NodeId>,
     pub highest_ballot: Ballot,
+    /// Election timeouts that fired here (each a pre-vote, or a campaign).
+    pub timeouts: u64,
     pub handled: u64,
 }
 
@@ -432,6 +505,7 @@ impl Handler<GetElectorStatus> for ElectorActor {
             role: self.core.role_name(),
             leader: self.core.leader(),
             highest_ballot: self.core.highest(),
+            timeouts: self.core.timeouts(),
             handled: self.handled,
         })
     }
@@ -453,14 +527,42 @@ mod tests {
         Elector::new(id, vec![1, 2, 3], ElectorConfig::default(), id, Ballot::ZERO)
     }
 
+    /// Ticks until the election timeout, grants the pre-vote from the first other node
+    /// asked (a majority, with this one), and returns the campaign that follows.
     fn tick_until_order(e: &mut Elector) -> ElectorOutput {
         for _ in 0..1000 {
             let out = e.handle(ElectorInput::Tick);
-            if out.order.is_some() {
-                return out;
+            if let Some((to, PeerMessage::Elector(ElectorMessage::PreVote { ballot }))) = out.send.first() {
+                let granted = ElectorMessage::PreVoteReply {
+                    ballot: *ballot,
+                    granted: true,
+                };
+                return e.handle(ElectorInput::Peer(*to, granted));
             }
         }
-        panic!("no campaign within 1000 ticks");
+        panic!("no pre-vote within 1000 ticks");
+    }
+
+    /// The pre-votes `out` asks for: (to, ballot).
+    fn pre_votes(out: &ElectorOutput) -> Vec<(NodeId, Ballot)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::Elector(ElectorMessage::PreVote { ballot }) => Some((*to, *ballot)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `e` grants a pre-vote for `ballot` from node 3.
+    fn grants(e: &mut Elector, ballot: Ballot) -> bool {
+        let out = e.handle(ElectorInput::Peer(3, ElectorMessage::PreVote { ballot }));
+        match &out.send[..] {
+            [(3, PeerMessage::Elector(ElectorMessage::PreVoteReply { ballot: b, granted }))] if *b == ballot => {
+                *granted
+            }
+            other => panic!("expected one PreVoteReply to node 3, got {other:?}"),
+        }
     }
 
     #[test]
@@ -539,10 +641,84 @@ mod tests {
     fn elector_same_seed_same_timeouts() {
         let run = || {
             let mut e = elector(2);
-            (0..200)
-                .map(|_| e.handle(ElectorInput::Tick).order.is_some())
-                .collect::<Vec<_>>()
+            (0..200).map(|_| e.handle(ElectorInput::Tick)).collect::<Vec<_>>()
         };
-        assert_eq!(run(), run());
+        let first = run();
+        assert!(
+            first.iter().any(|out| !pre_votes(out).is_empty()),
+            "200 ticks of silence ask for pre-votes"
+        );
+        assert_eq!(first, run());
+    }
+
+    #[test]
+    fn elector_cut_off_node_asks_for_pre_votes_without_raising_its_ballot() {
+        let mut e = Elector::new(2, vec![1, 2, 3], ElectorConfig::default(), 42, Ballot::new(7, 3));
+        let mut asked = Vec::new();
+        for _ in 0..1000 {
+            let out = e.handle(ElectorInput::Tick);
+            assert_eq!((out.persist, out.order), (None, None), "no campaign without a majority");
+            asked.extend(pre_votes(&out));
+            // Node 1 refuses; node 3 is cut off.
+            for &(to, ballot) in pre_votes(&out).iter().filter(|(to, _)| *to == 1) {
+                let refused = ElectorMessage::PreVoteReply { ballot, granted: false };
+                let out = e.handle(ElectorInput::Peer(to, refused));
+                assert_eq!((out.persist, out.order), (None, None), "a refusal starts nothing");
+            }
+        }
+        assert!(e.timeouts() >= 10, "it keeps asking, {} rounds", e.timeouts());
+        assert!(
+            asked.iter().all(|&(_, b)| b == Ballot::new(8, 2)),
+            "always for the same ballot"
+        );
+        assert_eq!(e.highest(), Ballot::new(7, 3), "its ballot did not grow");
+        assert_eq!(e.role_name(), "pre-candidate");
+    }
+
+    #[test]
+    fn elector_refuses_pre_votes_while_it_hears_a_leader() {
+        let mut e = elector(2);
+        let leader = Ballot::new(5, 1);
+        e.handle(ElectorInput::Peer(1, ElectorMessage::Heartbeat { ballot: leader }));
+        assert!(!grants(&mut e, Ballot::new(6, 3)), "the leader was just heard");
+        assert_eq!(
+            (e.highest(), e.leader(), e.role_name()),
+            (leader, Some(1), "follower"),
+            "answering changes nothing"
+        );
+        // Silence for the shortest election timeout: the leader may be gone.
+        for _ in 0..ElectorConfig::default().election_min_ticks {
+            e.handle(ElectorInput::Tick);
+        }
+        assert!(
+            grants(&mut e, Ballot::new(6, 3)),
+            "no leader heard for an election timeout"
+        );
+        assert!(
+            !grants(&mut e, Ballot::new(4, 3)),
+            "never for a ballot not above the highest"
+        );
+        // A leader refuses too.
+        let mut l = elector(1);
+        let Some(ElectorOrder::Lead(b)) = tick_until_order(&mut l).order else {
+            panic!("expected Lead")
+        };
+        l.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        assert!(!grants(&mut l, Ballot::new(b.round + 1, 3)));
+    }
+
+    #[test]
+    fn elector_without_pre_vote_campaigns_at_the_timeout() {
+        let cfg = ElectorConfig {
+            pre_vote: false,
+            ..ElectorConfig::default()
+        };
+        let mut e = Elector::new(2, vec![1, 2, 3], cfg, 42, Ballot::new(7, 3));
+        let out = (0..1000)
+            .map(|_| e.handle(ElectorInput::Tick))
+            .find(|out| out.persist.is_some())
+            .expect("a campaign");
+        assert!(pre_votes(&out).is_empty());
+        assert_eq!(out.order, Some(ElectorOrder::Lead(Ballot::new(8, 2))));
     }
 }

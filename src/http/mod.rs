@@ -1150,6 +1150,12 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
         s.elector.highest_ballot.round,
     );
     p.one(
+        "rolepax_election_timeouts_total",
+        "counter",
+        "Election timeouts that fired here (each a pre-vote, or a campaign).",
+        s.elector.timeouts,
+    );
+    p.one(
         "rolepax_leader_id",
         "gauge",
         "The leader this node believes in (0: none).",

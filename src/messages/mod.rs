@@ -11,6 +11,7 @@
 //! | `Decide` (proposer)         | none: learners fetch what they miss | [`learner`] |
 //! | `Fetch` (learner)           | `Fetched` (learner)             | [`learner`]   |
 //! | `Heartbeat` (elector)       | `HeartbeatReply` (elector)      | [`elector`]   |
+//! | `PreVote` (elector)         | `PreVoteReply` (elector)        | [`elector`]   |
 //! | `Propose` (any node)        | the reply comes from the state machine of the node the client asked | [`proposer`] |
 //! | `ReadIndex` (any node)      | `ReadIndexReply` (leader's proposer, to the asker's state machine) | [`proposer`], [`state_machine`] |
 //!

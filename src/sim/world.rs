@@ -892,6 +892,8 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::Learner(LearnerMessage::Fetched { .. }) => "Fetched",
         PeerMessage::Elector(ElectorMessage::Heartbeat { .. }) => "Heartbeat",
         PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. }) => "HeartbeatReply",
+        PeerMessage::Elector(ElectorMessage::PreVote { .. }) => "PreVote",
+        PeerMessage::Elector(ElectorMessage::PreVoteReply { .. }) => "PreVoteReply",
         PeerMessage::Proposer(ProposerMessage::Propose { .. }) => "Propose",
         PeerMessage::Proposer(ProposerMessage::ReadIndex { .. }) => "ReadIndex",
         PeerMessage::StateMachine(_) => "ReadIndexReply",
