@@ -4,7 +4,7 @@
 //! |----------------------|--------------------------------------------|----------------|-----------------|
 //! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
 //! | `decided.wal`        | decided values, batch by batch              | learner        | before a snapshot is installed |
-//! | sled `meta/ballot`   | highest ballot this node used               | leader-elector | before use      |
+//! | `ballot`             | highest ballot this node used               | leader-elector | before use (fdatasync, rename, directory sync) |
 //! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | before the rename, off its thread |
 //!
 //! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
@@ -13,6 +13,12 @@
 //! (the slots a snapshot covers must stay servable to lagging peers): decided values
 //! are durable at the acceptors, so a lost tail above the snapshot is learned again
 //! (fetched from a peer, or recovered by the next leader's phase 1).
+//!
+//! The ballot used to live in sled, whose `flush` makes writes durable with
+//! `sync_file_range` (no device cache flush, no metadata): after a power cut a node
+//! could have forgotten a ballot it campaigned with and used it again. A data directory
+//! from then still has its `sled` directory; its ballot is read at start (the higher of
+//! the two counts), and nothing is written there any more.
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -26,16 +32,17 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The elector's ballot (in sled) and the state machine's snapshot (a file).
+/// The elector's ballot and the state machine's snapshot, each a file.
 #[derive(Clone)]
 pub struct Storage {
     dir: PathBuf,
-    db: sled::Db,
-    meta: sled::Tree,
 }
 
 const SNAPSHOT: &str = "snapshot.bin";
 const DECIDED: &str = "decided.wal";
+const BALLOT: &str = "ballot";
+/// Where data directories from before kept the ballot (read only).
+const LEGACY_SLED: &str = "sled";
 
 /// What the acceptor must persist before answering.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,39 +52,63 @@ pub struct AcceptorWrite {
 }
 
 impl Storage {
-    /// Opens (or creates) the database in `dir`. Fails if another instance holds it.
+    /// Opens (or creates) the data directory `dir`, removing temporary files a crash
+    /// left behind. (Two instances on one directory are kept apart by the logs' locks.)
     pub fn open(dir: &Path) -> Result<Storage> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .cache_capacity(8 << 20)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
-        remove_unfinished_snapshots(dir);
-        Ok(Storage {
-            dir: dir.to_path_buf(),
-            meta: db.open_tree("meta")?,
-            db,
-        })
+        remove_temporaries(dir);
+        Ok(Storage { dir: dir.to_path_buf() })
     }
 
-    /// Makes every write so far durable. Blocking: call it off the actor's thread.
-    pub fn flush(&self) -> Result<usize> {
-        Ok(self.db.flush()?)
-    }
-
+    /// The highest ballot this node used: from its file, or from a data directory's
+    /// sled database of before, whichever is higher.
     pub fn load_ballot(&self) -> Result<Ballot> {
-        match self.meta.get(b"ballot")? {
+        let path = self.dir.join(BALLOT);
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => decode_ballot(&bytes).ok_or_else(|| {
+                Error::Storage(format!(
+                    "{} is damaged (bad checksum or length); the node cannot know which ballots it used",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ballot::ZERO,
+            Err(e) => return Err(Error::Storage(format!("cannot read {}: {e}", path.display()))),
+        };
+        Ok(saved.max(self.legacy_ballot()?))
+    }
+
+    fn legacy_ballot(&self) -> Result<Ballot> {
+        let path = self.dir.join(LEGACY_SLED);
+        if !path.is_dir() {
+            return Ok(Ballot::ZERO);
+        }
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        match db.open_tree("meta")?.get(b"ballot")? {
             Some(b) => Ok(codec::decode(&b)?),
             None => Ok(Ballot::ZERO),
         }
     }
 
+    /// Makes `b` the ballot [`Storage::load_ballot`] returns, durably before it returns:
+    /// written to a temporary file, synced, renamed over the old one, directory synced.
+    /// Blocking for about a millisecond; the elector calls it once per campaign.
     pub fn save_ballot(&self, b: Ballot) -> Result<()> {
-        self.meta.insert(b"ballot", codec::encode(&b)?)?;
-        Ok(())
+        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("ballot: {what}: {e}"));
+        let tmp = self.dir.join(unique_tmp(BALLOT));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&encode_ballot(b)?).and_then(|_| f.sync_data()))
+            .map_err(|e| fail("write", e))
+            .and_then(|_| std::fs::rename(&tmp, self.dir.join(BALLOT)).map_err(|e| fail("rename", e)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("sync directory", e))
     }
 
     /// The latest snapshot, if one was taken.
@@ -96,12 +127,7 @@ impl Storage {
     pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<SnapshotFile> {
         // A name of its own: a node restarted in the same process (tests) must not write
         // into the file an earlier instance is still installing.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.dir.join(format!(
-            "{SNAPSHOT}.{}-{}.tmp",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.dir.join(unique_tmp(SNAPSHOT));
         let file = File::create(&tmp).map_err(|e| snapshot_error("create", e))?;
         let snapshot = SnapshotFile {
             file,
@@ -121,18 +147,43 @@ impl Storage {
 /// This also keeps a node restarted in the same process safe from its earlier
 /// instance: an install still running from before finds its file gone and fails,
 /// instead of renaming an older snapshot over one the new instance installs.
-fn remove_unfinished_snapshots(dir: &Path) {
+fn remove_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(SNAPSHOT)
+        if (name.starts_with(SNAPSHOT) || name.starts_with(BALLOT))
             && name.ends_with(".tmp")
             && let Err(e) = std::fs::remove_file(entry.path())
         {
-            tracing::warn!(file = %name, error = %e, "cannot remove an unfinished snapshot");
+            tracing::warn!(file = %name, error = %e, "cannot remove an unfinished temporary file");
         }
     }
+}
+
+/// `<name>.<pid>-<n>.tmp`, a name no other writer in this process uses.
+fn unique_tmp(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}.{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A ballot as stored: the CRC-32 of its encoding, then the encoding.
+fn encode_ballot(b: Ballot) -> std::io::Result<Vec<u8>> {
+    let payload = codec::encode(&b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+fn decode_ballot(bytes: &[u8]) -> Option<Ballot> {
+    let (crc, payload) = bytes.split_first_chunk::<4>()?;
+    (u32::from_le_bytes(*crc) == crc32fast::hash(payload))
+        .then(|| codec::decode(payload).ok())
+        .flatten()
 }
 
 fn snapshot_error(what: &str, e: std::io::Error) -> Error {
@@ -396,6 +447,47 @@ mod tests {
     }
 
     #[test]
+    fn storage_ballot_is_a_file_read_with_the_legacy_sled_ballot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("open");
+        assert_eq!(s.load_ballot().expect("none yet"), Ballot::ZERO);
+        s.save_ballot(Ballot::new(4, 2)).expect("save");
+        s.save_ballot(Ballot::new(5, 2)).expect("save");
+        assert_eq!(temporaries(dir.path()), Vec::<String>::new(), "no temporary file left");
+        assert!(
+            !dir.path().join(LEGACY_SLED).exists(),
+            "a new data directory has no sled"
+        );
+        assert_eq!(reopen(dir.path()).load_ballot().expect("load"), Ballot::new(5, 2));
+
+        // A data directory from before: sled holds a higher ballot, and it counts.
+        {
+            let db = sled::open(dir.path().join(LEGACY_SLED)).expect("sled");
+            let meta = db.open_tree("meta").expect("tree");
+            meta.insert(b"ballot", codec::encode(&Ballot::new(9, 1)).expect("encode"))
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.load_ballot().expect("load"), Ballot::new(9, 1));
+        s.save_ballot(Ballot::new(10, 2)).expect("save");
+        assert_eq!(
+            s.load_ballot().expect("load"),
+            Ballot::new(10, 2),
+            "the file, once higher"
+        );
+
+        // A damaged file is an error, not a ballot of zero.
+        let mut bytes = std::fs::read(dir.path().join(BALLOT)).expect("read");
+        bytes[4] ^= 1;
+        std::fs::write(dir.path().join(BALLOT), &bytes).expect("write");
+        let e = s.load_ballot().expect_err("damaged");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        std::fs::write(dir.path().join(BALLOT), &bytes[..3]).expect("write");
+        assert!(s.load_ballot().is_err(), "too short");
+    }
+
+    #[test]
     fn storage_state_round_trips_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let value = Value::Command(Command {
@@ -433,7 +525,6 @@ mod tests {
                 "a hole between two runs"
             );
             s.save_ballot(Ballot::new(4, 2)).expect("ballot");
-            s.flush().expect("flush");
         }
         let s = reopen(dir.path());
         let mut writes = Vec::new();

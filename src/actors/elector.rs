@@ -439,7 +439,7 @@ impl ElectorActor {
         let out = self.core.handle(input);
         if let Some(ballot) = out.persist {
             // Rare (once per campaign), so a blocking flush here is acceptable.
-            if let Err(e) = self.storage.save_ballot(ballot).and_then(|_| self.storage.flush()) {
+            if let Err(e) = self.storage.save_ballot(ballot) {
                 tracing::error!(node = self.peers.id, role = "elector", error = %e, "cannot persist ballot; not campaigning");
                 return;
             }

@@ -68,7 +68,7 @@
 //!
 //! ## What is not modelled
 //!
-//! The simulator drives the cores, not the actors: actix, tokio, sled, the TCP
+//! The simulator drives the cores, not the actors: actix, tokio, the files, the TCP
 //! transport and the codec on the wire are not exercised (the cluster and TCP tests do
 //! that). Writes are durable the moment they are made (no torn or lost writes, no
 //! group-commit window), state machine snapshots are not taken, and the cluster's
