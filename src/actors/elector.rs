@@ -6,8 +6,9 @@
 //!
 //! - A **follower** waits for heartbeats. If none arrives within a randomized election
 //!   timeout it first asks the others for a **pre-vote** (`PreVote`, answered by
-//!   `PreVoteReply`): a node grants it unless it heard a leader within the shortest
-//!   election timeout, and it changes nothing at the node that answers. With a majority
+//!   `PreVoteReply`): a node grants it if the ballot asked for is above every ballot it
+//!   knows and it heard no leader within the shortest election timeout, and answering
+//!   changes nothing at the node that answers. With a majority
 //!   of grants (its own included) it becomes a **candidate**: it picks the smallest
 //!   ballot of its own above every ballot it has seen, persists it (so a restarted node
 //!   never reuses a ballot), and orders its proposer to `Lead` with it. Without them it
@@ -238,7 +239,7 @@ impl Elector {
                     || self
                         .heard_leader
                         .is_some_and(|t| self.leader.is_some() && self.now - t < self.cfg.election_min_ticks);
-                let granted = ballot > self.highest && !leader_alive;
+                let granted = ballot > self.highest && ballot.round <= MAX_ROUND && !leader_alive;
                 let reply = ElectorMessage::PreVoteReply { ballot, granted };
                 out.send.push((from, PeerMessage::Elector(reply)));
             }
@@ -247,6 +248,7 @@ impl Elector {
                 if let Role::PreCandidate { ballot: b, grants, .. } = &mut self.role
                     && *b == ballot
                     && granted
+                    && self.nodes.contains(&from)
                 {
                     grants.insert(from);
                     if grants.len() > self.nodes.len() / 2 {
@@ -320,6 +322,11 @@ impl Elector {
     /// campaign at once).
     fn maybe_pre_vote(&mut self, out: &mut ElectorOutput) {
         self.timeouts += 1;
+        if self.highest.round >= MAX_ROUND {
+            // No acceptor takes a higher ballot: campaigning would only wedge the cluster.
+            tracing::error!(node = self.id, role = "elector", highest = %self.highest, "ballots exhausted: not campaigning");
+            return self.follow(None, out);
+        }
         if !self.cfg.pre_vote || self.nodes.len() == 1 {
             return self.campaign(out);
         }
@@ -705,6 +712,39 @@ mod tests {
         };
         l.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
         assert!(!grants(&mut l, Ballot::new(b.round + 1, 3)));
+    }
+
+    #[test]
+    fn elector_pre_votes_from_strangers_or_for_absurd_ballots_count_for_nothing() {
+        let mut e = elector(2);
+        let out = (0..1000)
+            .map(|_| e.handle(ElectorInput::Tick))
+            .find(|out| !pre_votes(out).is_empty())
+            .expect("a pre-vote");
+        let ballot = pre_votes(&out)[0].1;
+        let granted = ElectorMessage::PreVoteReply { ballot, granted: true };
+        for stranger in [2, 99] {
+            let out = e.handle(ElectorInput::Peer(stranger, granted.clone()));
+            assert_eq!(out.order, None, "a grant from {stranger} is not one of the others'");
+        }
+        assert_eq!(
+            e.handle(ElectorInput::Peer(1, granted)).order,
+            Some(ElectorOrder::Lead(ballot))
+        );
+        // No grant for a ballot no acceptor would take, and no campaign past the last one.
+        let mut f = elector(1);
+        assert!(!grants(&mut f, Ballot::new(MAX_ROUND + 1, 3)));
+        let mut last = Elector::new(
+            2,
+            vec![1, 2, 3],
+            ElectorConfig::default(),
+            42,
+            Ballot::new(MAX_ROUND, 3),
+        );
+        for _ in 0..1000 {
+            let out = last.handle(ElectorInput::Tick);
+            assert!(pre_votes(&out).is_empty() && out.order.is_none(), "ballots exhausted");
+        }
     }
 
     #[test]

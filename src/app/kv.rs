@@ -416,6 +416,14 @@ impl Bucket {
         }
     }
 
+    /// The entry with the highest key.
+    fn last(&self) -> Option<&Entry> {
+        match self {
+            Bucket::One(e) => Some(e),
+            Bucket::Many(set) => set.last(),
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         match self {
             Bucket::One(e) => (e.key() == key).then_some(e),
@@ -524,9 +532,7 @@ impl<'de> Deserialize<'de> for KvStore {
                             Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
                         let mut len = 0;
                         while let Some(e) = seq.next_element::<Entry>()? {
-                            let last = buckets
-                                .last()
-                                .and_then(|(_, b)| b.range((Bound::Unbounded, Bound::Unbounded)).last());
+                            let last = buckets.last().and_then(|(_, b)| b.last());
                             if last.is_some_and(|last| last.key() >= e.key()) {
                                 return Err(de::Error::custom("entries out of key order"));
                             }
@@ -1194,8 +1200,8 @@ mod tests {
     /// (12-byte keys, 128-byte values) and prints the heap bytes in use (glibc's
     /// `mallinfo2`, chunk headers included) and the growth of the resident set, per key.
     /// Run alone: `cargo test --lib kv_bytes_per_key -- --ignored --nocapture`.
-    /// Measures one put and one get on a store of 100,000 keys, random keys, for short
-    /// keys and for keys under one long prefix. Run by hand:
+    /// Measures one put, one get and restoring one key on a store of 100,000 keys,
+    /// random keys, for short keys and for keys under one long prefix. Run by hand:
     /// `cargo test --release --lib kv_put_and_get_cost -- --ignored --nocapture`.
     #[test]
     #[ignore = "measures time; run by hand"]
@@ -1226,7 +1232,12 @@ mod tests {
                 assert!(kv.read(get).and_then(|r| r.value().map(<[u8]>::len)) == Some(128));
             }
             let get = started.elapsed() / N;
-            println!("keys {prefix:?}key000000000: put {put:?}, get {get:?}");
+            let bytes = kv.snapshot().expect("snapshot");
+            let started = std::time::Instant::now();
+            let copy = KvStore::restore(&bytes).expect("restore");
+            let restore = started.elapsed() / 100_000;
+            assert_eq!(copy, kv);
+            println!("keys {prefix:?}key000000000: put {put:?}, get {get:?}, restore {restore:?} a key");
         }
     }
 
