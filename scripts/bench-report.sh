@@ -4,7 +4,7 @@
 # (config/local-3.toml, data in a temporary directory), then against the leader of each, in the
 # same sitting:
 #   - ../shared/bench/gateway-bench.sh (wrk: put c1, put c64, range c64), ROUNDS times (default
-#     3), etcd and rolepax alternating; the targets are checked on the medians of the rounds;
+#     5), etcd and rolepax alternating; the targets are checked on the medians of the rounds;
 #   - rolepax-bench sweeps over 1, 4, 16 and 64 clients, puts then linearizable ranges;
 #   - then, on a fresh rolepax cluster, 1,000,000 distinct keys with 128-byte values
 #     (scripts/load-1m-keys.lua through wrk) and each node's resident memory.
@@ -12,14 +12,14 @@
 # rolepax back, written by hand) is appended to the report.
 # Figures are reported as ratios rolepax/etcd: on a shared machine only those mean something.
 #   scripts/bench-report.sh [SECONDS_PER_RUN]     (default 5; wrk uses the same)
-#   ROUNDS=5 scripts/bench-report.sh 5            (more wrk rounds: steadier medians)
+#   ROUNDS=9 scripts/bench-report.sh 5            (more wrk rounds: steadier medians)
 # Needs ports 7101-7103, 7201-7203 (rolepax) and 12379-32380 (etcd) free; installs etcd-server
 # and wrk with apt-get when they are missing (the shared scripts do). Stops everything it
 # started on exit; logs are kept in the printed temporary directory when something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 warmup=1
 here=$(pwd)
 shared=$here/../shared/bench
