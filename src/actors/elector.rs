@@ -8,13 +8,13 @@
 //!   timeout it first asks the others for a **pre-vote** (`PreVote`, answered by
 //!   `PreVoteReply`): a node grants it if the ballot asked for is above every ballot it
 //!   knows and it heard no leader within the shortest election timeout, and answering
-//!   changes nothing at the node that answers. With a majority
-//!   of grants (its own included) it becomes a **candidate**: it picks the smallest
-//!   ballot of its own above every ballot it has seen, persists it (so a restarted node
-//!   never reuses a ballot), and orders its proposer to `Lead` with it. Without them it
-//!   asks again after another timeout, its ballot unchanged: a node cut off from the
-//!   majority does not inflate its ballot, so when it returns it cannot depose a healthy
-//!   leader (Raft's pre-vote, Ongaro's thesis §9.6; config key `pre_vote`).
+//!   changes nothing at the node that answers. With a majority of grants (its own
+//!   included) it becomes a **candidate**: it picks the smallest ballot of its own above
+//!   every ballot it has seen, persists it (so a restarted node never reuses a ballot),
+//!   and orders its proposer to `Lead` with it. Without them it asks again after
+//!   another timeout, its ballot unchanged: a node cut off from the majority does not
+//!   inflate its ballot, so when it returns it cannot depose a healthy leader (Raft's
+//!   pre-vote, Ongaro's thesis §9.6; config key `pre_vote`).
 //! - When the proposer's phase 1 succeeds (`Elected`) the candidate becomes **leader** and
 //!   sends `Heartbeat` every `heartbeat_ticks`. A leader that has not heard
 //!   `HeartbeatReply` from a majority within an election timeout steps down (it is
