@@ -1,11 +1,11 @@
 //! Chaos against real `rolepax-node` processes on loopback (tests/common/procs.rs).
 //!
-//! Three nodes; several client threads (each with its own `ureq` agent, moving to
-//! another node when theirs fails them) run puts, linearizable gets and
-//! compare-and-swaps on a few keys through the HTTP API for a bounded time, while a
-//! chaos thread SIGKILLs and restarts nodes and freezes them with SIGSTOP/SIGCONT. One
-//! node is impaired at a time (a majority stays up), except now and then two are frozen
-//! for a moment. Every operation is recorded with its invocation and response times
+//! Three nodes (and, for the key-value run, five too); several client threads (each
+//! with its own `ureq` agent, moving to another node when theirs fails them) run puts,
+//! linearizable gets and compare-and-swaps on a few keys through the HTTP API for a
+//! bounded time, while a chaos thread SIGKILLs and restarts nodes and freezes them with
+//! SIGSTOP/SIGCONT. At most a minority is impaired at a time (one node of three, one or
+//! two of five), except now and then a majority is frozen for a moment. Every operation is recorded with its invocation and response times
 //! from one `Instant`; a timeout or a 503 is an unknown outcome (it may have taken
 //! effect, at any time after its invocation, or never), a refused connection is no
 //! operation at all (the request never left). After the chaos the cluster heals; a
@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const NODES: u64 = 3;
 const KEYS: u64 = 3;
 const CLIENTS: u64 = 4;
 
@@ -119,13 +118,14 @@ struct Harness {
     frozen: Arc<Frozen>,
     procs: Arc<Mutex<Procs>>,
     urls: Vec<String>,
+    nodes: u64,
     start: Instant,
 }
 
 impl Harness {
-    fn new() -> Self {
-        let mut procs = Procs::new(NODES);
-        for id in 1..=NODES {
+    fn new(nodes: u64) -> Self {
+        let mut procs = Procs::new(nodes);
+        for id in 1..=nodes {
             procs.start(id);
         }
         procs.wait_for_leader();
@@ -134,6 +134,7 @@ impl Harness {
             frozen: Arc::new(Frozen::default()),
             procs: Arc::new(Mutex::new(procs)),
             urls,
+            nodes,
             start: Instant::now(),
         }
     }
@@ -144,7 +145,7 @@ impl Harness {
 
     /// Kills, restarts, freezes and thaws nodes until `until`; returns what it did.
     fn spawn_chaos(&self, until: Instant, seed: u64) -> thread::JoinHandle<Vec<String>> {
-        let (procs, frozen, start) = (self.procs.clone(), self.frozen.clone(), self.start);
+        let (procs, frozen, start, nodes) = (self.procs.clone(), self.frozen.clone(), self.start, self.nodes);
         thread::spawn(move || {
             let mut rng = Rng(seed);
             let mut log = Vec::new();
@@ -155,14 +156,22 @@ impl Harness {
                 if Instant::now() >= until {
                     break;
                 }
-                let victim = 1 + rng.below(NODES);
+                let victim = 1 + rng.below(nodes);
+                // `n` nodes from the victim on, in id order (wrapping).
+                let from_victim = |n: u64| (0..n).map(|i| 1 + (victim - 1 + i) % nodes).collect::<Vec<u64>>();
                 match rng.below(6) {
                     0..=2 => {
-                        lock(&procs).kill(victim);
-                        log.push(at(format!("SIGKILL node {victim}")));
+                        // A minority killed: one node of three, one or two of five.
+                        let down = from_victim(1 + rng.below((nodes - 1) / 2));
+                        for &id in &down {
+                            lock(&procs).kill(id);
+                        }
+                        log.push(at(format!("SIGKILL nodes {down:?}")));
                         nap(rng.millis(800, 2500));
-                        lock(&procs).start(victim);
-                        log.push(at(format!("restart node {victim}")));
+                        for &id in &down {
+                            lock(&procs).start(id);
+                        }
+                        log.push(at(format!("restart nodes {down:?}")));
                     }
                     3 | 4 => {
                         let pid = frozen.stop(&lock(&procs), victim);
@@ -175,19 +184,19 @@ impl Harness {
                         log.push(at(format!("SIGCONT node {victim}")));
                     }
                     _ => {
-                        // A moment without a majority: two nodes frozen.
-                        let other = 1 + (victim % NODES);
-                        let pids = {
+                        // A moment without a majority: a majority frozen.
+                        let stopped = from_victim(nodes / 2 + 1);
+                        let pids: Vec<_> = {
                             let p = lock(&procs);
-                            [frozen.stop(&p, victim), frozen.stop(&p, other)]
+                            stopped.iter().map(|&id| frozen.stop(&p, id)).collect()
                         };
-                        log.push(at(format!("SIGSTOP nodes {victim} and {other}")));
+                        log.push(at(format!("SIGSTOP nodes {stopped:?}")));
                         nap(rng.millis(200, 700));
                         let _guard = lock(&procs);
                         for pid in pids.into_iter().flatten() {
                             frozen.resume(pid);
                         }
-                        log.push(at(format!("SIGCONT nodes {victim} and {other}")));
+                        log.push(at(format!("SIGCONT nodes {stopped:?}")));
                     }
                 }
             }
@@ -199,7 +208,7 @@ impl Harness {
     fn heal(&self) {
         self.frozen.resume_all();
         let mut p = lock(&self.procs);
-        for id in 1..=NODES {
+        for id in 1..=self.nodes {
             if !p.children.contains_key(&id) {
                 p.start(id);
             }
@@ -257,7 +266,7 @@ struct ClientLog {
 fn kv_client(h: &Harness, client: u64, until: Instant, seed: u64) -> ClientLog {
     let agent = agent();
     let mut rng = Rng(seed ^ (client << 32));
-    let mut node = (client % NODES) as usize;
+    let mut node = (client % h.nodes) as usize;
     let mut seen: Vec<Option<String>> = vec![None; KEYS as usize];
     let mut log = ClientLog::default();
     let mut n = 0u64;
@@ -432,10 +441,10 @@ fn under_chaos<T: Send>(
     (results, events)
 }
 
-fn kv_chaos(run: Duration) {
+fn kv_chaos(nodes: u64, run: Duration) {
     let seed = seed();
-    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
-    let h = Harness::new();
+    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {nodes} nodes, {run:?}");
+    let h = Harness::new(nodes);
     let (logs, events): (Vec<ClientLog>, _) = under_chaos(&h, run, seed, kv_client);
 
     h.heal();
@@ -493,7 +502,7 @@ fn lock_client(
 ) -> (Vec<Operation<LockInput, LockOutput>>, Vec<String>) {
     let agent = agent();
     let mut rng = Rng(seed ^ (client << 40));
-    let mut node = (client % NODES) as usize;
+    let mut node = (client % h.nodes) as usize;
     let mut ops = Vec::new();
     let mut unexpected = Vec::new();
     // A session that outlives the run (expiry is not in the model).
@@ -608,7 +617,7 @@ fn lock_client(
 fn lock_chaos(run: Duration) {
     let seed = seed();
     println!("lock chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
-    let h = Harness::new();
+    let h = Harness::new(3);
     let (results, events) = under_chaos(&h, run, seed, lock_client);
     let unexpected: Vec<&String> = results.iter().flat_map(|(_, u)| u).collect();
     assert!(
@@ -650,5 +659,12 @@ fn chaos_lock_three_processes_keep_one_holder_in_fifo_order() {
 #[test]
 fn chaos_kv_three_processes_stay_linearizable() {
     let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(15);
-    kv_chaos(Duration::from_secs(secs));
+    kv_chaos(3, Duration::from_secs(secs));
+}
+
+/// Five nodes: quorums of three, two nodes killed at once, three frozen at once.
+#[test]
+fn chaos_kv_five_processes_stay_linearizable() {
+    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(15);
+    kv_chaos(5, Duration::from_secs(secs));
 }
