@@ -125,10 +125,7 @@ struct Harness {
 impl Harness {
     fn new(nodes: u64) -> Self {
         let mut procs = Procs::new(nodes);
-        for id in 1..=nodes {
-            procs.start(id);
-        }
-        procs.wait_for_leader();
+        procs.start_all();
         let urls = procs.http.values().cloned().collect();
         Harness {
             frozen: Arc::new(Frozen::default()),

@@ -133,10 +133,7 @@ fn normalize(mut v: Value) -> Value {
 #[test]
 fn etcd_gateway_answers_match_a_real_etcd_field_by_field() {
     let mut procs = Procs::new(3);
-    for id in 1..=3 {
-        procs.start(id);
-    }
-    let leader = procs.wait_for_leader();
+    let leader = procs.start_all();
     let etcd = start_etcd(&procs.agent);
     let rolepax = procs.http[&leader].clone();
     let (foo, foo2, foo3) = (b64("foo"), b64("foo/2"), b64("foo/3"));

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 fn cluster() -> Procs {
     let mut p = Procs::new(3);
-    for id in 1..=3 {
-        p.start(id);
-    }
-    p.wait_for_leader();
+    p.start_all();
     p
 }
 

@@ -70,6 +70,15 @@ impl Procs {
         }
     }
 
+    /// Starts every node and waits for a leader; returns it.
+    pub fn start_all(&mut self) -> u64 {
+        let ids: Vec<u64> = self.http.keys().copied().collect();
+        for id in ids {
+            self.start(id);
+        }
+        self.wait_for_leader()
+    }
+
     pub fn start(&mut self, id: u64) {
         let log = OpenOptions::new()
             .create(true)
