@@ -92,23 +92,17 @@ impl Storage {
         }
     }
 
-    /// Makes `b` the ballot [`Storage::load_ballot`] returns, durably before it returns:
-    /// written to a temporary file, synced, renamed over the old one, directory synced.
-    /// Blocking for about a millisecond; the elector calls it once per campaign.
+    /// Makes `b` the ballot [`Storage::load_ballot`] returns, durably before it returns
+    /// (a [`ReplacingFile`]: written aside, synced, renamed over the old one). Blocking
+    /// for about a millisecond; the elector calls it once per campaign.
     pub fn save_ballot(&self, b: Ballot) -> Result<()> {
-        let fail = |what: &str, e: std::io::Error| Error::Storage(format!("ballot: {what}: {e}"));
-        let tmp = self.dir.join(unique_tmp(BALLOT));
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&encode_ballot(b)?).and_then(|_| f.sync_data()))
-            .map_err(|e| fail("write", e))
-            .and_then(|_| std::fs::rename(&tmp, self.dir.join(BALLOT)).map_err(|e| fail("rename", e)));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| fail("sync directory", e))
+        let payload = codec::encode(&b)?;
+        self.write_file(BALLOT, |w| {
+            w.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
+            w.write_all(&payload)
+        })?
+        .install()
+        .map(drop)
     }
 
     /// The latest snapshot, if one was taken.
@@ -121,25 +115,38 @@ impl Storage {
     }
 
     /// Writes a new snapshot, what `write` writes, to a temporary file (into the page
-    /// cache; no sync). [`SnapshotFile::install`] then makes it durable and puts it in
-    /// place of the current one; until then a crash leaves the current one. If writing
-    /// fails, or the file is dropped uninstalled, the temporary file is removed.
-    pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<SnapshotFile> {
+    /// cache; no sync). [`ReplacingFile::install`] then makes it durable and puts it in
+    /// place of the current one; until then a crash leaves the current one.
+    pub fn write_snapshot(&self, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<ReplacingFile> {
+        let file = self.write_file(SNAPSHOT, |_| Ok(()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, &file.file);
+        write(&mut w)?;
+        w.flush().map_err(|e| file.error("write", e))?;
+        drop(w);
+        Ok(file)
+    }
+
+    /// A temporary file beside `name`, holding what `write` writes, to replace `name`
+    /// when installed. If writing fails, or the file is dropped uninstalled, it is
+    /// removed.
+    fn write_file(
+        &self,
+        name: &'static str,
+        write: impl FnOnce(&mut &File) -> std::io::Result<()>,
+    ) -> Result<ReplacingFile> {
         // A name of its own: a node restarted in the same process (tests) must not write
         // into the file an earlier instance is still installing.
-        let tmp = self.dir.join(unique_tmp(SNAPSHOT));
-        let file = File::create(&tmp).map_err(|e| snapshot_error("create", e))?;
-        let snapshot = SnapshotFile {
-            file,
+        let tmp = self.dir.join(unique_tmp(name));
+        let file = ReplacingFile {
+            file: File::create(&tmp).map_err(|e| Error::Storage(format!("{name}: create: {e}")))?,
             tmp,
             dir: self.dir.clone(),
+            name,
             installed: false,
         };
-        let mut w = BufWriter::with_capacity(1 << 20, &snapshot.file);
-        write(&mut w)?;
-        w.flush().map_err(|e| snapshot_error("write", e))?;
-        drop(w);
-        Ok(snapshot)
+        let mut f = &file.file;
+        write(&mut f).map_err(|e| file.error("write", e))?;
+        Ok(file)
     }
 }
 
@@ -171,14 +178,8 @@ fn unique_tmp(name: &str) -> String {
     )
 }
 
-/// A ballot as stored: the CRC-32 of its encoding, then the encoding.
-fn encode_ballot(b: Ballot) -> std::io::Result<Vec<u8>> {
-    let payload = codec::encode(&b).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
-}
-
+/// A ballot as stored (see [`Storage::save_ballot`]): the CRC-32 of its encoding, then
+/// the encoding.
 fn decode_ballot(bytes: &[u8]) -> Option<Ballot> {
     let (crc, payload) = bytes.split_first_chunk::<4>()?;
     (u32::from_le_bytes(*crc) == crc32fast::hash(payload))
@@ -186,36 +187,37 @@ fn decode_ballot(bytes: &[u8]) -> Option<Ballot> {
         .flatten()
 }
 
-fn snapshot_error(what: &str, e: std::io::Error) -> Error {
-    Error::Storage(format!("snapshot: {what}: {e}"))
-}
-
-/// A snapshot written to its temporary file, not yet durable nor in place. Dropped
-/// uninstalled (or when installing fails), it removes its temporary file.
-pub struct SnapshotFile {
+/// A file written beside the one it replaces (a snapshot, the ballot), not yet durable
+/// nor in place. Dropped uninstalled (or when installing fails), it removes itself.
+pub struct ReplacingFile {
     file: File,
     tmp: PathBuf,
     dir: PathBuf,
+    name: &'static str,
     installed: bool,
 }
 
-impl SnapshotFile {
-    /// Makes the snapshot durable and puts it in place (fdatasync, rename, directory
-    /// sync); returns its size in bytes. Blocking, for milliseconds on a large state:
-    /// call it off an actor's thread.
+impl ReplacingFile {
+    /// Makes the file durable and puts it in place (fdatasync, rename, directory sync);
+    /// returns its size in bytes. Blocking, for milliseconds on a large snapshot: call
+    /// it off an actor's thread.
     pub fn install(mut self) -> Result<u64> {
-        self.file.sync_data().map_err(|e| snapshot_error("fdatasync", e))?;
-        let size = self.file.metadata().map_err(|e| snapshot_error("stat", e))?.len();
-        std::fs::rename(&self.tmp, self.dir.join(SNAPSHOT)).map_err(|e| snapshot_error("rename", e))?;
+        self.file.sync_data().map_err(|e| self.error("fdatasync", e))?;
+        let size = self.file.metadata().map_err(|e| self.error("stat", e))?.len();
+        std::fs::rename(&self.tmp, self.dir.join(self.name)).map_err(|e| self.error("rename", e))?;
         self.installed = true;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| snapshot_error("sync directory", e))?;
+            .map_err(|e| self.error("sync directory", e))?;
         Ok(size)
+    }
+
+    fn error(&self, what: &str, e: std::io::Error) -> Error {
+        Error::Storage(format!("{}: {what}: {e}", self.name))
     }
 }
 
-impl Drop for SnapshotFile {
+impl Drop for ReplacingFile {
     fn drop(&mut self) {
         if !self.installed {
             let _ = std::fs::remove_file(&self.tmp);
@@ -411,7 +413,7 @@ mod tests {
             .collect()
     }
 
-    fn snapshot_of(s: &Storage, bytes: &'static [u8]) -> SnapshotFile {
+    fn snapshot_of(s: &Storage, bytes: &'static [u8]) -> ReplacingFile {
         s.write_snapshot(|w| w.write_all(bytes).map_err(|e| Error::Storage(e.to_string())))
             .expect("write snapshot")
     }

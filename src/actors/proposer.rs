@@ -647,6 +647,9 @@ impl Proposer {
 
     /// Tells the other nodes' learners every decision deferred so far.
     fn flush_decides(&mut self, out: &mut ProposerOutput) {
+        if self.deferred.is_empty() {
+            return; // Every Accept and tick comes here: most find nothing to send.
+        }
         let commit = self.learned;
         let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != self.id).collect();
         for (first_slot, mut values) in self.deferred.drain(..) {

@@ -433,8 +433,13 @@ impl<A: Application> Handler<ApplyBatch> for StateMachineActor<A> {
         if !answered.is_empty() {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             for (id, outcome) in answered {
-                for waiter in waiters.remove(&id).unwrap_or_default() {
-                    let _ = waiter.send(outcome.clone());
+                // Usually one waiter: it takes the outcome itself, any others a copy.
+                let mut waiting = waiters.remove(&id).unwrap_or_default();
+                if let Some(last) = waiting.pop() {
+                    for waiter in waiting {
+                        let _ = waiter.send(outcome.clone());
+                    }
+                    let _ = last.send(outcome);
                 }
             }
         }
