@@ -364,14 +364,14 @@ impl Settings {
                 ),
             ));
         }
-        if raw.max_frame_bytes > crate::codec::DECODE_LIMIT {
+        if raw.max_frame_bytes > crate::messages::codec::DECODE_LIMIT {
             return Err(bad(
                 s,
                 "max_frame_bytes",
                 format!(
                     "{} is more than the decoder accepts ({})",
                     raw.max_frame_bytes,
-                    crate::codec::DECODE_LIMIT
+                    crate::messages::codec::DECODE_LIMIT
                 ),
             ));
         }

@@ -10,7 +10,7 @@
 //! effect, at any time after its invocation, or never), a refused connection is no
 //! operation at all (the request never left). After the chaos the cluster heals; a
 //! final linearizable read of each key joins the history, the whole history is checked
-//! against the key-value model (`rolepax::check::linearizability`), and every node's
+//! against the key-value model (`rolepax::harness::check::linearizability`), and every node's
 //! local state (`?stale=true`) must converge on those final values, which therefore
 //! hold every acknowledged write or a later one.
 //!
@@ -26,7 +26,7 @@
 mod common;
 
 use common::procs::Procs;
-use rolepax::check::linearizability::*;
+use rolepax::harness::check::linearizability::*;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;

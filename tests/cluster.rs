@@ -5,13 +5,13 @@
 mod common;
 
 use common::*;
-use rolepax::actors::PlantedBugs;
 use rolepax::messages::acceptor::PValue;
 use rolepax::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, Envelope, LearnerMessage, PeerMessage, RequestId,
     Value,
 };
 use rolepax::net::memory::Faults;
+use rolepax::roles::bugs::PlantedBugs;
 use rolepax::{Cluster, Error, KvCommand, KvStore};
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The linearizability checker (`rolepax::check::linearizability`): hand-written
+//! The linearizability checker (`rolepax::harness::check::linearizability`): hand-written
 //! histories that are linearizable pass (concurrent operations, operations that never
 //! answered); doctored ones are rejected with the smallest failing window (a stale read,
 //! a lost acknowledged write, a new-old inversion, two lock holders, tokens out of
@@ -8,8 +8,8 @@
 //! linearizable, while a planted read-index bug (`proposer_reads_without_quorum`) yields
 //! stale reads the checker rejects.
 
-use rolepax::check::linearizability::*;
-use rolepax::sim::{self, SimConfig, bug_names};
+use rolepax::harness::check::linearizability::*;
+use rolepax::harness::sim::{self, SimConfig, bug_names};
 use std::time::{Duration, Instant};
 
 type KvOp = Operation<KvInput, KvOutput>;

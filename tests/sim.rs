@@ -1,4 +1,4 @@
-//! The deterministic simulator (`rolepax::sim`) as a test suite: thousands of seeded
+//! The deterministic simulator (`rolepax::harness::sim`) as a test suite: thousands of seeded
 //! runs of 3- and 5-node clusters with crashes, partitions and a lossy network, every
 //! safety invariant checked after every step; each planted bug caught within a seed
 //! budget; and the same seeds passing without bugs.
@@ -7,11 +7,11 @@
 //! `ROLEPAX_SIM_SEED=<seed> cargo test --test sim sim_replay -- --nocapture`.
 //! A long soak: `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim sim_soak -- --ignored --nocapture`.
 
-use rolepax::actors::PlantedBugs;
-use rolepax::actors::acceptor::Acceptor;
-use rolepax::messages::{AcceptorRequest, Ballot, Value};
-use rolepax::sim::checker::Checker;
-use rolepax::sim::*;
+use rolepax::harness::sim::checker::Checker;
+use rolepax::harness::sim::*;
+use rolepax::messages::{Ballot, Value};
+use rolepax::roles::bugs::PlantedBugs;
+use std::collections::BTreeMap;
 
 /// The seed budget within which every planted bug must be caught.
 const BUG_SEEDS: u64 = 200;
@@ -47,6 +47,10 @@ fn sim_three_nodes_with_crashes_and_partitions_stay_safe() {
     assert!(
         ex.stats.ops_ok > ex.runs * 20,
         "clients got answers (the checks were not vacuous): {ex}"
+    );
+    assert!(
+        ex.stats.snapshots > ex.runs,
+        "state machines took snapshots (and restarts restored them): {ex}"
     );
 }
 
@@ -181,29 +185,21 @@ fn sim_checker_flags_two_values_chosen_in_one_slot() {
             payload: vec![n],
         })
     };
-    let accept = |ballot: Ballot, v: Value| AcceptorRequest::Accept {
-        call: 1,
-        ballot,
-        first_slot: 0,
-        values: vec![v],
-    };
+    // What each acceptor's disk holds when it answers Accepted.
+    let disk = |ballot: Ballot, v: Value| BTreeMap::from([(0, (ballot, v))]);
     let mut checker = Checker::new(3);
-    let mut acceptors = [Acceptor::default(), Acceptor::default(), Acceptor::default()];
     // Acceptors 1 and 2 choose value 1 at ballot 1.1 ...
-    for (i, a) in acceptors.iter_mut().enumerate().take(2) {
-        a.handle(accept(Ballot::new(1, 1), value(1)));
+    for node in [1, 2] {
         checker
-            .acceptor_handled(i as u64 + 1, a, Some((0, 1)))
+            .accepted_revealed(node, &disk(Ballot::new(1, 1), value(1)), 0, 1, Ballot::new(1, 1))
             .expect("one chosen value is fine");
     }
     // ... then acceptors 2 and 3 (as if 2 had forgotten) choose value 2 at ballot 2.2.
-    acceptors[1].handle(accept(Ballot::new(2, 2), value(2)));
     checker
-        .acceptor_handled(2, &acceptors[1], Some((0, 1)))
+        .accepted_revealed(2, &disk(Ballot::new(2, 2), value(2)), 0, 1, Ballot::new(2, 2))
         .expect("not yet a majority");
-    acceptors[2].handle(accept(Ballot::new(2, 2), value(2)));
     let err = checker
-        .acceptor_handled(3, &acceptors[2], Some((0, 1)))
+        .accepted_revealed(3, &disk(Ballot::new(2, 2), value(2)), 0, 1, Ballot::new(2, 2))
         .expect_err("two values chosen in slot 0");
     assert!(err.contains("two values chosen"), "{err}");
 }

@@ -332,8 +332,8 @@ async fn tcp_silent_mid_frame_after_handshake_is_closed() {
         let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut answer).map_err(|e| format!("ack payload: {e}"))?;
         let ack = Handshake::decode(&answer).map_err(|e| e.to_string())?;
-        let good = rolepax::codec::encode(&envelope(2, 1)).map_err(|e| e.to_string())?;
-        let bad = rolepax::codec::encode(&envelope(3, 1)).map_err(|e| e.to_string())?;
+        let good = rolepax::messages::codec::encode(&envelope(2, 1)).map_err(|e| e.to_string())?;
+        let bad = rolepax::messages::codec::encode(&envelope(3, 1)).map_err(|e| e.to_string())?;
         let mut bytes = frame(&good);
         bytes.extend(frame(&bad));
         bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2, 3]);

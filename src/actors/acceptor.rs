@@ -1,286 +1,16 @@
-//! # Acceptor
-//!
-//! The acceptor is Paxos's memory (Lamport, "Paxos Made Simple" §2.2; PMMC §3, the
-//! Acceptor). It remembers one ballot it has *promised* and, per log slot, the value it
-//! *accepted* with the ballot it was accepted at. It never initiates anything; it only
-//! answers proposers:
-//!
-//! - `Prepare { ballot, from_slot }`: if `ballot` is not below the promise, promise it
-//!   and answer `Promise` with every (slot, ballot, value) accepted from `from_slot` on;
-//!   otherwise answer `Rejected` naming the promise.
-//! - `Accept { ballot, first_slot, values }`: if `ballot` is not below the promise,
-//!   accept each value in its slot (and promise `ballot`); answer `Accepted`; otherwise
-//!   `Rejected`.
-//!
-//! **Invariant.** The promised ballot never decreases, and nothing is ever accepted at a
-//! ballot below the promise, so once a majority promised `b` no ballot below `b` can
-//! gather a new majority. The answer that reveals a new promise or acceptance leaves
-//! the node only after that state is on disk.
-//!
-//! **Durability and group commit.** The core returns, with every reply, the write that
-//! must be durable first. The actor appends writes to its log (`acceptor.wal`) at once
-//! but holds replies back until an `fdatasync` covers them; one write-and-sync, run off
-//! the actor's thread, covers every request that arrived while the previous one ran.
-//! Replies leave in arrival order.
-//!
-//! **Memory.** Values accepted long ago are only needed again if a new leader's phase 1
-//! asks for them. Once durable, all but the most recent ones leave memory
-//! ([`Acceptor::evict_below`]); the core keeps just their ballots, in runs. A `Promise`
-//! never skips such a *stored* slot: it stops there (`more_from`), and the actor reads
-//! the values back from disk ([`Acceptor::reload`]) before it hands the core the
-//! `Prepare` that asks for them.
-//!
-//! **Left out.** Garbage collection of accepted values below the decided prefix (needs
-//! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
+//! The acceptor's shell: feeds requests to the core ([`crate::roles::acceptor`]) through
+//! the driver, and hosts it over `acceptor.wal`: writes are appended on the actor's
+//! thread, and each sync (one `fdatasync` for every write appended while the previous
+//! one ran: group commit) runs on the blocking pool.
 
-use super::{FromPeer, Halt, Peers, PlantedBugs};
-use crate::messages::acceptor::PValue;
-use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
-use crate::runs::Runs;
-use crate::storage::{AcceptorLog, AcceptorWrite};
+use super::{FromPeer, Halt, Peers};
+use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
+use crate::error::{Error, Result};
+use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
+use crate::roles::acceptor::Acceptor;
+use crate::roles::ready::Write;
+use crate::storage::acceptor_log::AcceptorLog;
 use actix::prelude::*;
-use std::collections::BTreeMap;
-
-/// Default budget of value bytes in one Promise.
-pub const DEFAULT_MAX_PROMISE_BYTES: usize = 2 << 20;
-
-impl Default for Acceptor {
-    fn default() -> Self {
-        Acceptor::restore(Ballot::ZERO, BTreeMap::new())
-    }
-}
-
-/// The acceptor's state machine: no I/O.
-#[derive(Clone, Debug)]
-pub struct Acceptor {
-    promised: Ballot,
-    /// Accepted values held in memory.
-    accepted: BTreeMap<Slot, (Ballot, Value)>,
-    /// Ballots of accepted values moved out of memory (they are on disk), in runs.
-    /// Never overlaps `accepted`.
-    stored: Runs<Ballot>,
-    /// Most value bytes in one Promise (it must fit a transport frame).
-    max_promise_bytes: usize,
-    bugs: PlantedBugs,
-}
-
-impl Acceptor {
-    /// An acceptor with the state it persisted.
-    pub fn restore(promised: Ballot, accepted: BTreeMap<Slot, (Ballot, Value)>) -> Self {
-        Acceptor {
-            promised,
-            accepted,
-            stored: Runs::new(),
-            max_promise_bytes: DEFAULT_MAX_PROMISE_BYTES,
-            bugs: PlantedBugs::default(),
-        }
-    }
-
-    /// Caps the value bytes of one Promise (the rest is reported on request).
-    pub fn with_max_promise_bytes(mut self, bytes: usize) -> Self {
-        self.max_promise_bytes = bytes;
-        self
-    }
-
-    /// Test-only: plants bugs (see [`PlantedBugs`]).
-    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
-        self.bugs = bugs;
-        self
-    }
-
-    pub fn promised(&self) -> Ballot {
-        self.promised
-    }
-
-    /// The accepted values held in memory.
-    pub fn accepted(&self) -> &BTreeMap<Slot, (Ballot, Value)> {
-        &self.accepted
-    }
-
-    /// How many accepted slots this acceptor knows of, in memory or stored.
-    pub fn accepted_slots(&self) -> u64 {
-        self.accepted.len() as u64 + self.stored.slots()
-    }
-
-    /// Applies a write read back from disk at startup (one that `handle` once returned).
-    pub fn replay(&mut self, write: AcceptorWrite) {
-        if let Some(ballot) = write.promised {
-            self.promised = self.promised.max(ballot);
-        }
-        for (slot, ballot, value) in write.accepted {
-            self.stored.remove(slot, slot + 1);
-            self.accepted.insert(slot, (ballot, value));
-        }
-    }
-
-    /// Keeps in memory the values of the `hot` highest slots held, evicting the rest.
-    pub fn evict_all_but(&mut self, hot: u64) -> usize {
-        match self.accepted.last_key_value() {
-            Some((&high, _)) => self.evict_below((high + 1).saturating_sub(hot)),
-            None => 0,
-        }
-    }
-
-    /// Drops from memory the values of slots below `below` (the caller has them on
-    /// disk); keeps their ballots. Returns how many left memory.
-    pub fn evict_below(&mut self, below: Slot) -> usize {
-        let keep = self.accepted.split_off(&below);
-        let gone = std::mem::replace(&mut self.accepted, keep);
-        for (&slot, (ballot, _)) in &gone {
-            self.stored.insert(slot, slot + 1, *ballot);
-        }
-        gone.len()
-    }
-
-    /// Stored (not in memory) slots from `from` on, as ranges `[first, end)` in order.
-    pub fn stored_from(&self, from: Slot) -> impl Iterator<Item = (Slot, Slot)> + '_ {
-        self.stored.ranges_from(from).map(|(first, end, _)| (first, end))
-    }
-
-    /// Puts back in memory the value of a stored slot, read from disk by the caller.
-    pub fn reload(&mut self, slot: Slot, value: Value) {
-        let ballot = self.stored.remove(slot, slot + 1);
-        let ballot = ballot.unwrap_or_else(|| panic!("acceptor reloads slot {slot}, which is not stored"));
-        self.accepted.insert(slot, (ballot, value));
-    }
-
-    /// Before a `Prepare` from `from`: reads back, with `read`, the stored values it will
-    /// report, up to about one Promise's worth (the report stops at the next stored slot).
-    pub fn reload_from<E>(&mut self, from: Slot, mut read: impl FnMut(Slot) -> Result<Value, E>) -> Result<(), E> {
-        if self.bugs.acceptor_promise_skips_stored {
-            return Ok(()); // Planted bug: what left memory is forgotten.
-        }
-        let mut bytes = 0;
-        let ranges: Vec<(Slot, Slot)> = self.stored_from(from).collect();
-        for slot in ranges.into_iter().flat_map(|(first, end)| first..end) {
-            let value = read(slot)?;
-            bytes += value.wire_size();
-            self.reload(slot, value);
-            if bytes > self.max_promise_bytes {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Answers one request; the write, if any, must be durable before the reply leaves.
-    pub fn handle(&mut self, request: AcceptorRequest) -> (Option<AcceptorWrite>, AcceptorReply) {
-        let before = self.promised;
-        let out = match request {
-            // Phase 1b: promise, and report what was accepted from the requested slot on.
-            AcceptorRequest::Prepare {
-                call,
-                ballot,
-                from_slot,
-            } => {
-                if ballot < self.promised || ballot.round > MAX_ROUND {
-                    return (
-                        None,
-                        AcceptorReply::Rejected {
-                            call,
-                            ballot,
-                            promised: self.promised,
-                        },
-                    );
-                }
-                let write = self.maybe_promise(ballot);
-                let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
-                // A stored slot is never skipped: the report stops there, to be asked
-                // again once the actor has read it back.
-                let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
-                // Planted bug: report only what is in memory, as if nothing else were accepted.
-                let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored);
-                for (&slot, (b, v)) in self.accepted.range(from_slot..) {
-                    bytes += v.wire_size();
-                    if let Some(s) = stored.filter(|s| *s < slot) {
-                        more_from = Some(s);
-                        break;
-                    }
-                    if !accepted.is_empty() && bytes > self.max_promise_bytes {
-                        more_from = Some(slot);
-                        break;
-                    }
-                    accepted.push(PValue {
-                        slot,
-                        ballot: *b,
-                        value: v.clone(),
-                    });
-                }
-                more_from = more_from.or(stored);
-                (
-                    write,
-                    AcceptorReply::Promise {
-                        call,
-                        ballot,
-                        accepted,
-                        more_from,
-                    },
-                )
-            }
-            // Phase 2b: accept every value of the batch at this ballot.
-            AcceptorRequest::Accept {
-                call,
-                ballot,
-                first_slot,
-                values,
-            } => {
-                if ballot < self.promised
-                    || ballot.round > MAX_ROUND
-                    || first_slot.saturating_add(values.len() as u64) > MAX_SLOT
-                {
-                    return (
-                        None,
-                        AcceptorReply::Rejected {
-                            call,
-                            ballot,
-                            promised: self.promised,
-                        },
-                    );
-                }
-                let mut write = self.maybe_promise(ballot).unwrap_or_default();
-                let count = values.len() as u64;
-                self.stored.remove(first_slot, first_slot + count);
-                for (slot, value) in (first_slot..).zip(values) {
-                    self.accepted.insert(slot, (ballot, value.clone()));
-                    write.accepted.push((slot, ballot, value));
-                }
-                // An empty batch at the promised ballot (a read barrier) changes nothing.
-                let changed = write.promised.is_some() || !write.accepted.is_empty();
-                (
-                    changed.then_some(write),
-                    AcceptorReply::Accepted {
-                        call,
-                        ballot,
-                        first_slot,
-                        count,
-                    },
-                )
-            }
-        };
-        assert!(
-            self.promised >= before,
-            "acceptor promise went down from {before} to {}",
-            self.promised
-        );
-        if self.bugs.acceptor_skips_persist {
-            return (None, out.1);
-        }
-        out
-    }
-
-    /// Raises the promise to `ballot` if it is higher; returns the write that makes it durable.
-    fn maybe_promise(&mut self, ballot: Ballot) -> Option<AcceptorWrite> {
-        if ballot > self.promised {
-            self.promised = ballot;
-            Some(AcceptorWrite {
-                promised: Some(ballot),
-                accepted: Vec::new(),
-            })
-        } else {
-            None
-        }
-    }
-}
 
 /// Counters for `/status` and `/metrics`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -300,120 +30,86 @@ pub struct AcceptorStatus {
 #[rtype(result = "AcceptorStatus")]
 pub struct GetAcceptorStatus;
 
-/// The acceptor actor: applies writes, flushes in groups, then replies.
+/// The acceptor actor.
 pub struct AcceptorActor {
     core: Acceptor,
+    driver: Driver,
+    io: Io,
+}
+
+/// What the driver works through: the log, the peers, and the actor's context (to
+/// spawn a sync).
+struct Io {
     log: AcceptorLog,
     peers: Peers,
-    /// Replies waiting for the next flush, in arrival order.
-    waiting: Vec<(NodeId, PeerMessage)>,
-    /// True while a flush runs; requests meanwhile wait for the next one.
-    flushing: bool,
-    /// Something was written since the last flush started.
-    dirty: bool,
-    /// Accepted slots appended since the last flush started: (lowest, highest).
-    unflushed: Option<(Slot, Slot)>,
-    /// Highest slot of the flush that runs.
-    flushing_high: Option<Slot>,
-    /// Values of this many of the most recent durable slots stay in memory.
-    hot_slots: u64,
-    status: AcceptorStatus,
+    handled: u64,
+    rejected: u64,
+}
+
+/// The host of one call into the driver.
+struct AcceptorIo<'a> {
+    io: &'a mut Io,
+    ctx: &'a mut Context<AcceptorActor>,
+}
+
+impl Host for AcceptorIo<'_> {
+    fn append(&mut self, write: Write) -> Result<()> {
+        match write {
+            Write::Acceptor(w) => self.io.log.append(&w),
+            other => Err(Error::Storage(format!("the acceptor cannot write {other:?}"))),
+        }
+    }
+
+    fn start_sync(&mut self) -> Result<Sync> {
+        let group = self.io.log.take_pending();
+        let sync = actix_rt::task::spawn_blocking(move || group.write_and_sync());
+        self.ctx.spawn(
+            actix::fut::wrap_future::<_, AcceptorActor>(sync).map(|res, act: &mut AcceptorActor, ctx| {
+                let res = match res {
+                    Ok(r) => r,
+                    Err(e) => Err(Error::Storage(format!("acceptor sync task: {e}"))),
+                };
+                let mut host = AcceptorIo { io: &mut act.io, ctx };
+                driver::acceptor_synced(&mut act.core, &mut act.driver, &mut host, res);
+            }),
+        );
+        Ok(Sync::Started)
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        if let PeerMessage::AcceptorReply(AcceptorReply::Rejected { promised, .. }) = &msg {
+            self.io.rejected += 1;
+            tracing::debug!(node = self.io.peers.id, role = "acceptor", %promised, to, "rejected");
+        }
+        self.io.peers.send(to, msg);
+    }
+
+    fn fail_stop(&mut self, error: &Error) {
+        self.io.peers.fail_stop("acceptor", error);
+        self.ctx.stop();
+    }
+}
+
+impl AcceptorHost for AcceptorIo<'_> {
+    fn read_accepted(&mut self, slot: Slot) -> Result<Value> {
+        self.io.log.read(slot, &mut None)
+    }
 }
 
 impl AcceptorActor {
-    /// An actor over `core`, whose state `log` holds; keeps the values of the most recent
-    /// `hot_slots` slots in memory.
-    pub fn new(mut core: Acceptor, log: AcceptorLog, peers: Peers, hot_slots: u64) -> Self {
-        // Everything restored from disk is durable: keep only the recent values.
-        core.evict_all_but(hot_slots);
+    /// An actor over `core`, whose state `log` holds.
+    pub fn new(mut core: Acceptor, log: AcceptorLog, peers: Peers) -> Self {
+        core.evict_restored();
         AcceptorActor {
             core,
-            log,
-            peers,
-            waiting: Vec::new(),
-            flushing: false,
-            dirty: false,
-            unflushed: None,
-            flushing_high: None,
-            hot_slots,
-            status: AcceptorStatus::default(),
+            driver: Driver::new(),
+            io: Io {
+                log,
+                peers,
+                handled: 0,
+                rejected: 0,
+            },
         }
-    }
-
-    /// Storage failed: stop answering for good, dropping every unsent reply. The core
-    /// already holds state the disk may not, so answering anything more could reveal it.
-    fn fail_stop(&mut self, ctx: &mut Context<Self>, error: &str) {
-        tracing::error!(
-            node = self.peers.id,
-            role = "acceptor",
-            error,
-            "storage failed: acceptor stops (fail-stop)"
-        );
-        self.waiting.clear();
-        ctx.stop();
-    }
-
-    /// Starts a flush if none runs and replies wait; sends them when it completes.
-    fn maybe_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.waiting.is_empty() {
-            return;
-        }
-        if !self.dirty {
-            // Nothing new to make durable: every waiting reply is covered already.
-            self.peers.send_all(self.waiting.drain(..));
-            return;
-        }
-        self.flushing = true;
-        self.dirty = false;
-        self.flushing_high = self.unflushed.take().map(|(_, high)| high);
-        let batch = std::mem::take(&mut self.waiting);
-        let group = self.log.take_pending();
-        let flush = actix_rt::task::spawn_blocking(move || group.write_and_sync());
-        ctx.spawn(flush.into_actor(self).map(move |res, act, ctx| {
-            act.flushing = false;
-            match res {
-                Ok(Ok(())) => {
-                    act.status.flushes += 1;
-                    act.status.flushed_replies += batch.len() as u64;
-                    act.status.largest_batch = act.status.largest_batch.max(batch.len() as u64);
-                    act.peers.send_all(batch);
-                    act.maybe_evict();
-                }
-                // The core's state is ahead of the disk now: a later duplicate request
-                // would be answered from it. Fail-stop instead (Paxos tolerates a crashed
-                // acceptor; an operator restarts the node from what is on disk).
-                Ok(Err(e)) => return act.fail_stop(ctx, &e.to_string()),
-                Err(e) => return act.fail_stop(ctx, &e.to_string()),
-            }
-            act.maybe_flush(ctx);
-        }));
-    }
-}
-
-impl AcceptorActor {
-    /// After a flush: values of durable slots, but the most recent, leave memory. Slots
-    /// appended since the flush started are not on disk yet, so they stay.
-    fn maybe_evict(&mut self) {
-        let Some(high) = self.flushing_high.take() else { return };
-        let mut below = (high + 1).saturating_sub(self.hot_slots);
-        if let Some((low, _)) = self.unflushed {
-            below = below.min(low);
-        }
-        if self
-            .core
-            .accepted()
-            .first_key_value()
-            .is_some_and(|(&first, _)| first < below)
-        {
-            self.core.evict_below(below);
-        }
-    }
-
-    /// Before a `Prepare` from `from`: reads back from disk the stored values it will
-    /// report.
-    fn reload_from(&mut self, from: Slot) -> crate::error::Result<()> {
-        let (log, mut cache) = (&self.log, None);
-        self.core.reload_from(from, |slot| log.read(slot, &mut cache))
     }
 }
 
@@ -425,7 +121,7 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
     type Result = ();
 
     fn handle(&mut self, FromPeer(from, request): FromPeer<AcceptorRequest>, ctx: &mut Context<Self>) {
-        let node = self.peers.id;
+        let node = self.io.peers.id;
         match &request {
             AcceptorRequest::Prepare { ballot, from_slot, .. } => {
                 tracing::debug!(node, role = "acceptor", %ballot, slot = from_slot, from, "prepare")
@@ -439,30 +135,9 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
                 tracing::debug!(node, role = "acceptor", %ballot, slot = first_slot, count = values.len(), from, "accept")
             }
         }
-        self.status.handled += 1;
-        if let AcceptorRequest::Prepare { from_slot, ballot, .. } = &request
-            && *ballot >= self.core.promised()
-            && let Err(e) = self.reload_from(*from_slot)
-        {
-            return self.fail_stop(ctx, &e.to_string());
-        }
-        let (write, reply) = self.core.handle(request);
-        if let AcceptorReply::Rejected { promised, .. } = &reply {
-            self.status.rejected += 1;
-            tracing::debug!(node, role = "acceptor", %promised, from, "rejected");
-        }
-        if let Some(write) = write {
-            if let Err(e) = self.log.append(&write) {
-                return self.fail_stop(ctx, &e.to_string());
-            }
-            if let (Some((first, ..)), Some((last, ..))) = (write.accepted.first(), write.accepted.last()) {
-                let (low, high) = self.unflushed.unwrap_or((*first, *last));
-                self.unflushed = Some((low.min(*first), high.max(*last)));
-            }
-            self.dirty = true;
-        }
-        self.waiting.push((from, PeerMessage::AcceptorReply(reply)));
-        self.maybe_flush(ctx);
+        self.io.handled += 1;
+        let mut host = AcceptorIo { io: &mut self.io, ctx };
+        driver::acceptor_request(&mut self.core, &mut self.driver, &mut host, from, request);
     }
 }
 
@@ -470,11 +145,17 @@ impl Handler<GetAcceptorStatus> for AcceptorActor {
     type Result = MessageResult<GetAcceptorStatus>;
 
     fn handle(&mut self, _: GetAcceptorStatus, _: &mut Context<Self>) -> Self::Result {
-        let mut status = self.status.clone();
-        status.promised = self.core.promised();
-        status.accepted_slots = self.core.accepted_slots();
-        status.slots_in_memory = self.core.accepted().len() as u64;
-        MessageResult(status)
+        let stats = self.driver.stats();
+        MessageResult(AcceptorStatus {
+            promised: self.core.promised(),
+            accepted_slots: self.core.accepted_slots(),
+            slots_in_memory: self.core.accepted().len() as u64,
+            handled: self.io.handled,
+            rejected: self.io.rejected,
+            flushes: stats.syncs,
+            flushed_replies: stats.synced_readies,
+            largest_batch: stats.largest_group,
+        })
     }
 }
 
@@ -482,230 +163,6 @@ impl Handler<Halt> for AcceptorActor {
     type Result = ();
 
     fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
-        self.waiting.clear();
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::messages::{Command, RequestId};
-
-    fn b(round: u64, node: u64) -> Ballot {
-        Ballot::new(round, node)
-    }
-
-    fn cmd(n: u64) -> Value {
-        Value::Command(Command {
-            id: RequestId { client: 1, seq: n },
-            ack_below: 0,
-            payload: vec![n as u8],
-        })
-    }
-
-    #[test]
-    fn acceptor_promises_and_reports_accepted_values() {
-        let mut a = Acceptor::default();
-        let (w, r) = a.handle(AcceptorRequest::Prepare {
-            call: 1,
-            ballot: b(1, 1),
-            from_slot: 0,
-        });
-        assert_eq!(
-            w.and_then(|w| w.promised),
-            Some(b(1, 1)),
-            "a new promise must be persisted"
-        );
-        assert!(matches!(r, AcceptorReply::Promise { accepted, .. } if accepted.is_empty()));
-        let (w, _) = a.handle(AcceptorRequest::Accept {
-            call: 2,
-            ballot: b(1, 1),
-            first_slot: 3,
-            values: vec![cmd(1), cmd(2)],
-        });
-        assert_eq!(w.map(|w| w.accepted.len()), Some(2));
-        let (_, r) = a.handle(AcceptorRequest::Prepare {
-            call: 3,
-            ballot: b(2, 2),
-            from_slot: 4,
-        });
-        let AcceptorReply::Promise { accepted, .. } = r else {
-            panic!("expected a promise")
-        };
-        assert_eq!(
-            accepted,
-            vec![PValue {
-                slot: 4,
-                ballot: b(1, 1),
-                value: cmd(2)
-            }],
-            "only slots from the requested one"
-        );
-    }
-
-    #[test]
-    fn acceptor_rejects_stale_prepare_and_accept() {
-        let mut a = Acceptor::default();
-        a.handle(AcceptorRequest::Prepare {
-            call: 1,
-            ballot: b(5, 2),
-            from_slot: 0,
-        });
-        let (w, r) = a.handle(AcceptorRequest::Prepare {
-            call: 2,
-            ballot: b(5, 1),
-            from_slot: 0,
-        });
-        assert!(w.is_none());
-        assert_eq!(
-            r,
-            AcceptorReply::Rejected {
-                call: 2,
-                ballot: b(5, 1),
-                promised: b(5, 2)
-            }
-        );
-        let (w, r) = a.handle(AcceptorRequest::Accept {
-            call: 3,
-            ballot: b(4, 9),
-            first_slot: 0,
-            values: vec![cmd(1)],
-        });
-        assert!(w.is_none(), "a rejected accept writes nothing");
-        assert!(matches!(r, AcceptorReply::Rejected { .. }));
-        assert!(a.accepted().is_empty());
-    }
-
-    #[test]
-    fn acceptor_duplicate_prepare_needs_no_write() {
-        let mut a = Acceptor::default();
-        a.handle(AcceptorRequest::Prepare {
-            call: 1,
-            ballot: b(1, 1),
-            from_slot: 0,
-        });
-        let (w, r) = a.handle(AcceptorRequest::Prepare {
-            call: 1,
-            ballot: b(1, 1),
-            from_slot: 0,
-        });
-        assert!(w.is_none());
-        assert!(matches!(r, AcceptorReply::Promise { .. }));
-    }
-
-    #[test]
-    fn acceptor_accept_at_higher_ballot_raises_promise() {
-        let mut a = Acceptor::default();
-        let (w, _) = a.handle(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(3, 1),
-            first_slot: 0,
-            values: vec![cmd(1)],
-        });
-        assert_eq!(w.and_then(|w| w.promised), Some(b(3, 1)));
-        assert_eq!(a.promised(), b(3, 1));
-    }
-
-    #[test]
-    fn acceptor_empty_accept_at_promised_ballot_needs_no_write() {
-        let mut a = Acceptor::default();
-        a.handle(AcceptorRequest::Prepare {
-            call: 1,
-            ballot: b(2, 1),
-            from_slot: 0,
-        });
-        let (w, r) = a.handle(AcceptorRequest::Accept {
-            call: 2,
-            ballot: b(2, 1),
-            first_slot: 0,
-            values: vec![],
-        });
-        assert!(w.is_none(), "a read barrier must not cost a flush");
-        assert!(matches!(r, AcceptorReply::Accepted { count: 0, .. }));
-    }
-
-    #[test]
-    fn acceptor_large_report_comes_in_parts_that_cover_every_slot() {
-        let mut a = Acceptor::default().with_max_promise_bytes(100);
-        let big = |n| {
-            Value::Command(Command {
-                id: RequestId { client: 1, seq: n },
-                ack_below: 0,
-                payload: vec![0; 60],
-            })
-        };
-        a.handle(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(1, 1),
-            first_slot: 0,
-            values: vec![big(1), big(2), big(3)],
-        });
-        let mut from_slot = 0;
-        let mut seen = Vec::new();
-        for _ in 0..10 {
-            let (accepted, more_from) = promise(&mut a, b(2, 2), from_slot);
-            assert_eq!(accepted.len(), 1, "each 92-byte value fills a 100-byte part");
-            seen.extend(accepted.iter().map(|p| p.slot));
-            match more_from {
-                Some(next) => from_slot = next,
-                None => break,
-            }
-        }
-        assert_eq!(seen, vec![0, 1, 2]);
-    }
-
-    /// Prepares at `ballot` from `from_slot`; returns the Promise's report.
-    fn promise(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> (Vec<PValue>, Option<Slot>) {
-        let (_, r) = a.handle(AcceptorRequest::Prepare {
-            call: 9,
-            ballot,
-            from_slot,
-        });
-        let AcceptorReply::Promise {
-            accepted, more_from, ..
-        } = r
-        else {
-            panic!("a promise, not {r:?}")
-        };
-        (accepted, more_from)
-    }
-
-    #[test]
-    fn acceptor_promise_stops_at_evicted_slots_until_they_are_reloaded() {
-        let mut a = Acceptor::default();
-        a.handle(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(1, 1),
-            first_slot: 0,
-            values: vec![cmd(1), cmd(2), cmd(3), cmd(4)],
-        });
-        assert_eq!(a.evict_below(3), 3);
-        assert_eq!(a.accepted().len(), 1, "only slot 3 stays in memory");
-        assert_eq!(a.accepted_slots(), 4, "the evicted ones are still accepted");
-        // A new leader asks from slot 1: the report must not jump over 1 and 2.
-        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
-        assert!(accepted.is_empty());
-        assert_eq!(more_from, Some(1), "ask again from the first stored slot");
-        assert_eq!(a.stored_from(1).collect::<Vec<_>>(), vec![(1, 3)]);
-        // The actor reads them back from disk; now the whole report comes at once.
-        a.reload(1, cmd(2));
-        a.reload(2, cmd(3));
-        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
-        assert_eq!(accepted.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert!(
-            accepted.iter().all(|p| p.ballot == b(1, 1)),
-            "reloaded with their ballots"
-        );
-        assert_eq!(more_from, None);
-        // Accepting over an evicted slot replaces what was stored.
-        a.handle(AcceptorRequest::Accept {
-            call: 4,
-            ballot: b(2, 2),
-            first_slot: 0,
-            values: vec![cmd(9)],
-        });
-        assert_eq!(a.stored_from(0).count(), 0);
-        assert_eq!(a.accepted().get(&0), Some(&(b(2, 2), cmd(9))));
     }
 }

@@ -1,63 +1,49 @@
-//! The roles of a node, each a plain state machine (no I/O, no actix, no clock, no
-//! randomness) wrapped by a thin actix actor that persists, sends and sets timers.
+//! The actix shells around the role cores ([`crate::roles`]), and the wiring of a node.
 //!
-//! | module            | role            | keeps                                               |
-//! |-------------------|-----------------|-----------------------------------------------------|
-//! | [`acceptor`]      | Acceptor        | promised ballot, accepted (ballot, value) per slot  |
-//! | [`proposer`]      | Proposer        | ballot it leads with, slots in flight               |
-//! | [`learner`]       | Learner         | decided values, the first slot not yet applied      |
-//! | [`elector`]       | Leader-elector  | who leads, with which ballot; heartbeats            |
-//! | [`state_machine`] | StateMachine    | the application, applied index, client replies      |
-//! | [`node`]          | wiring          | starts the five actors of one node and routes messages |
+//! Each shell owns its core and a [`Driver`](crate::driver::Driver), feeds the core its
+//! mailbox messages and ticks, and is the driver's [`Host`](crate::driver::Host): it
+//! appends to the real files, runs syncs on the blocking pool, and delivers messages.
+//! What to do with a core's output, and in which order, is the driver's business, not
+//! the shell's.
+//!
+//! | module            | shell of        | host for                                           |
+//! |-------------------|-----------------|----------------------------------------------------|
+//! | [`acceptor`]      | Acceptor        | `acceptor.wal` (group commit on the blocking pool) |
+//! | [`proposer`]      | Proposer        | messages only                                      |
+//! | [`learner`]       | Learner         | `decided.wal`                                      |
+//! | [`elector`]       | Leader-elector  | the `ballot` file; publishes who leads             |
+//! | [`state_machine`] | StateMachine    | `snapshot.bin`; answers the node's waiting clients |
+//! | [`node`]          | wiring          | starts the five actors of one node; the client-facing handle |
+//! | [`lock_client`]   | wiring          | waiting for lock grants on behalf of a client       |
 //!
 //! Roles talk only by messages. Messages to another node go through [`Peers::send`],
 //! which also short-cuts messages a node sends to itself (a proposer's Prepare to its
-//! own acceptor) straight into the local mailbox.
+//! own acceptor) straight into the local mailbox; messages between roles of one node
+//! go through [`LocalRoles::deliver_local`].
 
 pub mod acceptor;
 pub mod elector;
 pub mod learner;
+pub mod lock_client;
 pub mod node;
 pub mod proposer;
 pub mod state_machine;
 
+use crate::messages::local::LocalMessage;
 use crate::messages::{Envelope, NodeId, PeerMessage, StateMachineMessage};
 use crate::net::Transport;
 use actix::prelude::*;
 use std::sync::Arc;
 
-/// Deliberately planted bugs, one per role, to show that the safety checks can fail.
-/// **Test-only**: every field is false in any real configuration, and the node's config
-/// file cannot set them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlantedBugs {
-    /// The acceptor answers without asking for its state to be persisted first.
-    pub acceptor_skips_persist: bool,
-    /// The proposer skips phase 1 when it becomes leader (proposes into slots blindly).
-    pub proposer_skips_phase_one: bool,
-    /// The proposer declares a batch decided on the first `Accepted` (a minority).
-    pub proposer_decides_on_minority: bool,
-    /// The learner hands values to the state machine as they come, gaps or not, and the
-    /// state machine applies whatever slot it is given.
-    pub learner_applies_out_of_order: bool,
-    /// The proposer answers a `ReadIndex` at once with its next slot, without waiting
-    /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
-    /// then serves stale reads).
-    pub proposer_reads_without_quorum: bool,
-    /// The acceptor forgets accepted values evicted from memory: it neither reads them
-    /// back for a `Prepare` nor stops its `Promise` at them.
-    pub acceptor_promise_skips_stored: bool,
-}
-
-/// Time, for role cores: every actor with timers gets one `Tick` per `tick` interval.
-#[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
-pub struct Tick;
-
 /// A message from a role of node `.0` (possibly this node).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct FromPeer<M>(pub NodeId, pub M);
+
+/// A message from another role of this node.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Local(pub LocalMessage);
 
 /// Stops an actor at once, dropping whatever it had not made durable (a crash).
 #[derive(Message, Debug)]
@@ -71,9 +57,11 @@ pub struct LocalRoles {
     pub proposer: Addr<proposer::ProposerActor>,
     pub learner: Addr<learner::LearnerActor>,
     pub elector: Addr<elector::ElectorActor>,
-    /// The state machine's mailbox for read-index answers (it is generic over the
-    /// application, so it is reached through a recipient).
+    /// The state machine's mailboxes (it is generic over the application, so it is
+    /// reached through recipients): read-index answers, decided values, a stop.
     pub reads: Recipient<FromPeer<StateMachineMessage>>,
+    pub state_machine: Recipient<Local>,
+    pub state_machine_halt: Recipient<Halt>,
 }
 
 impl LocalRoles {
@@ -87,6 +75,25 @@ impl LocalRoles {
             PeerMessage::Proposer(m) => self.proposer.do_send(FromPeer(from, m)),
             PeerMessage::StateMachine(m) => self.reads.do_send(FromPeer(from, m)),
         }
+    }
+
+    /// Puts a message from another role of this node into the mailbox of its role.
+    pub fn deliver_local(&self, msg: LocalMessage) {
+        match msg {
+            LocalMessage::Order(_) | LocalMessage::Learned(_) => self.proposer.do_send(Local(msg)),
+            LocalMessage::Event(_) => self.elector.do_send(Local(msg)),
+            LocalMessage::Apply(_) => self.state_machine.do_send(Local(msg)),
+        }
+    }
+
+    /// Stops every role of the node at once: a role's storage failed, and the node must
+    /// not go on as if it had not (fail-stop; an operator restarts it from its disk).
+    pub fn halt_all(&self) {
+        self.acceptor.do_send(Halt);
+        self.proposer.do_send(Halt);
+        self.learner.do_send(Halt);
+        self.elector.do_send(Halt);
+        self.state_machine_halt.do_send(Halt);
     }
 }
 
@@ -109,9 +116,9 @@ impl Peers {
         }
     }
 
-    pub fn send_all(&self, out: impl IntoIterator<Item = (NodeId, PeerMessage)>) {
-        for (to, msg) in out {
-            self.send(to, msg);
-        }
+    /// A role's storage failed: the whole node stops (see [`LocalRoles::halt_all`]).
+    pub fn fail_stop(&self, role: &'static str, error: &crate::Error) {
+        tracing::error!(node = self.id, role, %error, "storage failed: the node stops (fail-stop)");
+        self.local.halt_all();
     }
 }

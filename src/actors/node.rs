@@ -15,21 +15,30 @@
 //! change), the node proposes again (the state machine deduplicates); after
 //! `request_timeout` it gives up with `Error::Unavailable`.
 
-use super::acceptor::{Acceptor, AcceptorActor, AcceptorStatus, GetAcceptorStatus};
-use super::elector::{Elector, ElectorActor, ElectorConfig, ElectorStatus, GetElectorStatus, Leadership};
-use super::learner::{GetDecidedLog, GetLearnerStatus, Learner, LearnerActor, LearnerConfig, LearnerStatus};
-use super::proposer::{GetProposerStatus, Proposer, ProposerActor, ProposerConfig, ProposerStatus};
+use super::acceptor::{AcceptorActor, AcceptorStatus, GetAcceptorStatus};
+use super::elector::{ElectorActor, ElectorStatus, GetElectorStatus, Leadership};
+use super::learner::{GetDecidedLog, GetLearnerStatus, LearnerActor, LearnerStatus};
+use super::proposer::{GetProposerStatus, ProposerActor, ProposerStatus};
 use super::state_machine::{
-    ClockCommand, GetApplied, GetStateMachineStatus, Outcome, ReadLocal, ReadWait, StateMachine, StateMachineActor,
-    StateMachineStatus, Unregister, Waiters,
+    ClockCommand, GetApplied, GetStateMachineStatus, ReadLocal, ReadWait, StateMachineActor, StateMachineStatus,
+    Unregister, Waiters,
 };
-use super::{Halt, LocalRoles, Peers, PlantedBugs};
+use super::{Halt, LocalRoles, Peers};
 use crate::app::Application;
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::messages::codec;
 use crate::messages::{Ballot, Command, Envelope, NodeId, PeerMessage, ProposerMessage, RequestId, Slot, Value};
 use crate::net::{Inbound, Transport};
-use crate::storage::{AcceptorLog, DecidedLog, Storage};
+use crate::roles::acceptor::Acceptor;
+use crate::roles::bugs::PlantedBugs;
+use crate::roles::elector::{Elector, ElectorConfig};
+use crate::roles::learner::{Learner, LearnerConfig};
+use crate::roles::proposer::{Proposer, ProposerConfig};
+use crate::roles::ready::Outcome;
+use crate::roles::state_machine::{SnapshotPolicy, StateMachine};
+use crate::storage::Storage;
+use crate::storage::acceptor_log::AcceptorLog;
+use crate::storage::decided_log::DecidedLog;
 use actix::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,7 +99,7 @@ impl NodeConfig {
             seed: id,
             clock_interval: Duration::from_millis(250),
             clock_margin: Duration::from_millis(500),
-            acceptor_hot_slots: 4096,
+            acceptor_hot_slots: crate::roles::acceptor::DEFAULT_HOT_SLOTS,
             bugs: PlantedBugs::default(),
         }
     }
@@ -137,7 +146,10 @@ impl Node {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
             None => StateMachine::new(A::default()),
         }
-        .with_bugs(cfg.bugs);
+        .with_bugs(cfg.bugs)
+        .with_snapshots(SnapshotPolicy {
+            every: cfg.snapshot_every,
+        });
         let (decided_log, log) = DecidedLog::open(&cfg.data_dir, sm.next())?;
         tracing::info!(node = cfg.id, %promised, accepted = acceptor.accepted_slots(), decided = log.len(), applied = sm.next(), "node starting");
 
@@ -147,56 +159,55 @@ impl Node {
         // or proposals (a stalled elector makes the followers elect another leader).
         let sm_arbiter = actix::Arbiter::new().handle();
         let waiters = Waiters::<A::Reply>::default();
-        let learner_ctx = Context::<LearnerActor>::new();
-        let sm_actor = StateMachineActor::new(
-            cfg.id,
-            sm,
-            storage.clone(),
-            learner_ctx.address().recipient(),
-            waiters.clone(),
-            cfg.snapshot_every,
-            cfg.record_applied,
-        );
-        let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, move |_| sm_actor);
         let acceptor_ctx = Context::<AcceptorActor>::new();
         let proposer_ctx = Context::<ProposerActor>::new();
+        let learner_ctx = Context::<LearnerActor>::new();
         let elector_ctx = Context::<ElectorActor>::new();
-        let local = LocalRoles {
-            acceptor: acceptor_ctx.address(),
-            proposer: proposer_ctx.address(),
-            learner: learner_ctx.address(),
-            elector: elector_ctx.address(),
-            reads: sm_addr.clone().recipient(),
+        let (acceptor_addr, proposer_addr) = (acceptor_ctx.address(), proposer_ctx.address());
+        let (learner_addr, elector_addr) = (learner_ctx.address(), elector_ctx.address());
+        let nodes_arc = Arc::new(nodes.clone());
+        let peers_with = {
+            let (id, transport) = (cfg.id, transport.clone());
+            move |sm: &Addr<StateMachineActor<A>>| Peers {
+                id,
+                nodes: nodes_arc.clone(),
+                transport: transport.clone(),
+                local: LocalRoles {
+                    acceptor: acceptor_addr.clone(),
+                    proposer: proposer_addr.clone(),
+                    learner: learner_addr.clone(),
+                    elector: elector_addr.clone(),
+                    reads: sm.clone().recipient(),
+                    state_machine: sm.clone().recipient(),
+                    state_machine_halt: sm.clone().recipient(),
+                },
+            }
         };
-        let peers = Peers {
-            id: cfg.id,
-            nodes: Arc::new(nodes.clone()),
-            transport,
-            local: local.clone(),
+        let sm_actor = {
+            let (storage, decided, waiters) = (storage.clone(), decided_log.sync_handle(), waiters.clone());
+            let (peers_with, record) = (peers_with.clone(), cfg.record_applied);
+            move |ctx: &mut Context<StateMachineActor<A>>| {
+                StateMachineActor::new(sm, storage, decided, waiters, peers_with(&ctx.address()), record)
+            }
         };
+        let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, sm_actor);
+        let peers = peers_with(&sm_addr);
         let (leader_tx, leader_rx) = watch::channel(Leadership::default());
-
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
             acceptor
                 .with_max_promise_bytes(cfg.proposer.max_batch_bytes)
+                .with_hot_slots(cfg.acceptor_hot_slots)
                 .with_bugs(cfg.bugs),
             acceptor_log,
             peers.clone(),
-            cfg.acceptor_hot_slots,
         ));
         proposer_ctx.run(ProposerActor::new(
             Proposer::new(cfg.id, nodes, cfg.proposer.clone()).with_bugs(cfg.bugs),
             peers.clone(),
             cfg.tick,
         ));
-        learner_ctx.run(LearnerActor::new(
-            learner,
-            decided_log,
-            peers.clone(),
-            sm_addr.clone().recipient(),
-            cfg.tick,
-        ));
+        learner_ctx.run(LearnerActor::new(learner, decided_log, peers.clone(), cfg.tick));
         elector_ctx.run(ElectorActor::new(elector, storage, peers.clone(), cfg.tick, leader_tx));
 
         // A client id per incarnation: the node id in the top bits, the start time below.

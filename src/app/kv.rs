@@ -46,9 +46,9 @@ use std::ops::{Bound, RangeBounds};
 /// One key as stored, with etcd's bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
-    #[serde(with = "crate::codec::bytes")]
+    #[serde(with = "crate::messages::codec::bytes")]
     pub key: Vec<u8>,
-    #[serde(with = "crate::codec::bytes")]
+    #[serde(with = "crate::messages::codec::bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
@@ -59,7 +59,7 @@ pub struct KeyValue {
 /// What a transaction compares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
-    Value(#[serde(with = "crate::codec::bytes")] Vec<u8>),
+    Value(#[serde(with = "crate::messages::codec::bytes")] Vec<u8>),
     Version(u64),
     CreateRevision(u64),
     ModRevision(u64),
@@ -75,7 +75,7 @@ pub enum CompareOp {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
-    #[serde(with = "crate::codec::bytes")]
+    #[serde(with = "crate::messages::codec::bytes")]
     pub key: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
@@ -86,31 +86,31 @@ pub struct Compare {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Range {
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         key: Vec<u8>,
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         range_end: Vec<u8>,
         limit: u64,
     },
     Put {
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         key: Vec<u8>,
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         value: Vec<u8>,
     },
     Delete {
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         key: Vec<u8>,
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         range_end: Vec<u8>,
     },
     /// Sets `key` to `new` if its value is `expected` (`None`: if it is absent).
     Cas {
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         key: Vec<u8>,
-        #[serde(with = "crate::codec::bytes::option")]
+        #[serde(with = "crate::messages::codec::bytes::option")]
         expected: Option<Vec<u8>>,
-        #[serde(with = "crate::codec::bytes")]
+        #[serde(with = "crate::messages::codec::bytes")]
         new: Vec<u8>,
     },
     /// If every compare holds, runs `success`, else `failure`; atomically, as one revision.
@@ -356,7 +356,7 @@ impl Serialize for Entry {
 
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let bytes = crate::codec::bytes::deserialize(deserializer)?.into_boxed_slice();
+        let bytes = crate::messages::codec::bytes::deserialize(deserializer)?.into_boxed_slice();
         Entry::from_bytes(bytes).ok_or_else(|| de::Error::custom("malformed key-value entry"))
     }
 }
@@ -1035,20 +1035,20 @@ mod tests {
         kv.apply(KvCommand::put("b", "2"));
         let entries: Vec<&Entry> = kv.entries().collect();
         // Out of key order.
-        let swapped = crate::codec::encode(&(kv.revision, vec![entries[1], entries[0]])).expect("encode");
+        let swapped = crate::messages::codec::encode(&(kv.revision, vec![entries[1], entries[0]])).expect("encode");
         assert!(fails_with(&swapped, "out of key order"));
         // Duplicate key.
-        let twice = crate::codec::encode(&(kv.revision, vec![entries[0], entries[0]])).expect("encode");
+        let twice = crate::messages::codec::encode(&(kv.revision, vec![entries[0], entries[0]])).expect("encode");
         assert!(fails_with(&twice, "out of key order"));
         // A key length running past the entry's bytes, and a truncated header.
         let mut long = entries[0].bytes.to_vec();
         long[..4].copy_from_slice(&100u32.to_le_bytes());
-        let bad = crate::codec::encode(&(kv.revision, vec![Bytes(&long)])).expect("encode");
+        let bad = crate::messages::codec::encode(&(kv.revision, vec![Bytes(&long)])).expect("encode");
         assert!(fails_with(&bad, "malformed key-value entry"));
-        let short = crate::codec::encode(&(kv.revision, vec![Bytes(&long[..HEADER - 1])])).expect("encode");
+        let short = crate::messages::codec::encode(&(kv.revision, vec![Bytes(&long[..HEADER - 1])])).expect("encode");
         assert!(fails_with(&short, "malformed key-value entry"));
         // And the well-formed list restores.
-        let good = crate::codec::encode(&(kv.revision, vec![entries[0], entries[1]])).expect("encode");
+        let good = crate::messages::codec::encode(&(kv.revision, vec![entries[0], entries[1]])).expect("encode");
         assert_eq!(KvStore::restore(&good).expect("restore"), kv);
     }
 

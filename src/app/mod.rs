@@ -8,7 +8,7 @@
 //! [`StateMachine`]: crate::actors::state_machine::StateMachine
 
 pub mod kv;
-pub mod lock;
+pub mod lock_service;
 pub mod service;
 
 use crate::error::Result;
@@ -17,9 +17,9 @@ use std::fmt::Debug;
 
 pub trait Application: Send + Unpin + 'static {
     /// A command, as clients send it and the log carries it (encoded).
-    type Command: Serialize + DeserializeOwned + Clone + Debug + Send + 'static;
+    type Command: Serialize + DeserializeOwned + Clone + Debug + Send + Unpin + 'static;
     /// What applying (or reading) a command answers.
-    type Reply: Serialize + DeserializeOwned + Clone + Debug + Send + 'static;
+    type Reply: Serialize + DeserializeOwned + Clone + Debug + Send + Unpin + 'static;
 
     /// Applies one command. Must be deterministic: same state and command, same result.
     fn apply(&mut self, command: Self::Command) -> Self::Reply;
@@ -56,12 +56,12 @@ pub trait Application: Send + Unpin + 'static {
 /// [`Application::write_snapshot`] for an application whose snapshot is its own
 /// encoding (bincode, through serde).
 pub fn write_encoded<T: Serialize>(state: &T, mut w: &mut dyn std::io::Write) -> Result<()> {
-    crate::codec::encode_to_writer(state, &mut w)?;
+    crate::messages::codec::encode_to_writer(state, &mut w)?;
     Ok(())
 }
 
 /// [`Application::restore`] for an application whose snapshot is its own encoding;
 /// `what` names it in the error.
 pub fn restore_encoded<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    crate::codec::decode_local(bytes).map_err(|e| crate::Error::Storage(format!("{what} snapshot: {e}")))
+    crate::messages::codec::decode_local(bytes).map_err(|e| crate::Error::Storage(format!("{what} snapshot: {e}")))
 }

@@ -3,7 +3,7 @@
 
 use super::Application;
 use super::kv::{KvCommand, KvReply, KvStore};
-use super::lock::{LockCommand, LockReply, LockService};
+use super::lock_service::{LockCommand, LockReply, LockService};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 

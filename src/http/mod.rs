@@ -37,7 +37,7 @@
 //! `min/max_*_revision` range filters, compares over a `range_end`, and the etcd
 //! rule that a txn may not write one key twice.
 
-mod locks;
+mod lock_routes;
 
 use crate::actors::node::{NodeHandle, NodeStatus};
 use crate::app::kv::{Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvReply, KvResult};
@@ -201,7 +201,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/status").route(web::get().to(status)))
         .service(resource("/health").route(web::get().to(health)))
         .service(resource("/metrics").route(web::get().to(metrics)))
-        .configure(locks::configure)
+        .configure(lock_routes::configure)
         .default_service(web::to(not_found));
 }
 

@@ -16,12 +16,14 @@
 //! | `ReadIndex` (any node)      | `ReadIndexReply` (leader's proposer, to the asker's state machine) | [`proposer`], [`state_machine`] |
 //!
 //! Messages between roles of the *same* node (the elector telling its proposer to lead,
-//! the learner handing decided commands to the state machine) are actor messages
-//! defined next to the actors, because they never leave the process.
+//! the learner handing decided commands to the state machine) are in [`local`]: they
+//! never leave the process, but they are messages all the same.
 
 pub mod acceptor;
+pub mod codec;
 pub mod elector;
 pub mod learner;
+pub mod local;
 pub mod proposer;
 pub mod state_machine;
 
@@ -97,7 +99,7 @@ pub struct Command {
     /// Every request of this client below this sequence number has been answered, so
     /// the state machine may forget their replies (bounds the deduplication table).
     pub ack_below: u64,
-    #[serde(with = "crate::codec::bytes")]
+    #[serde(with = "crate::messages::codec::bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -11,8 +11,8 @@
 //! may differ between runs: for exact replay use the simulator).
 
 use super::{Inbound, Transport};
-use crate::actors::elector::SeededRng;
 use crate::messages::{Envelope, NodeId};
+use crate::roles::rng::SeededRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -18,7 +18,7 @@
 //!
 //! - The **first frame** of a connection, from the side that dialed, is the handshake:
 //!   `b"RPAX"` (4 bytes), the protocol version ([`PROTOCOL_VERSION`], `u16` big-endian),
-//!   then the bincode 2 encoding ([`crate::codec`]) of `(cluster_id: String, node_id: u64)`.
+//!   then the bincode 2 encoding ([`crate::messages::codec`]) of `(cluster_id: String, node_id: u64)`.
 //!   The version sits in a fixed place so that a node can refuse a peer of another
 //!   version even if the rest of that peer's handshake looks different. See [`Handshake`].
 //! - The accepting side checks the version, the cluster id and that the node id is one
@@ -70,9 +70,9 @@
 //! no acknowledgements or retransmission (Paxos retries at its own level).
 
 use super::{Inbound, Transport};
-use crate::actors::elector::SeededRng;
-use crate::codec;
+use crate::messages::codec;
 use crate::messages::{Envelope, NodeId};
+use crate::roles::rng::SeededRng;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};

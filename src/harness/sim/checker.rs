@@ -12,9 +12,9 @@
 //!
 //! A violation is reported as a message; the run stops there.
 
-use crate::actors::acceptor::Acceptor;
 use crate::messages::acceptor::PValue;
 use crate::messages::{Ballot, NodeId, Slot, Value};
+use crate::roles::acceptor::Acceptor;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a run failed: at which step and simulated time, and what broke.
@@ -84,25 +84,35 @@ impl Checker {
         self.canon.len()
     }
 
-    /// The acceptor of `node` handled a request; `accepted` are the slots it accepted now.
-    pub fn acceptor_handled(&mut self, node: NodeId, acceptor: &Acceptor, accepted: Option<(Slot, u64)>) -> Check {
-        self.acceptor_promise(node, acceptor)?;
-        let Some((first, count)) = accepted else {
-            return Ok(());
-        };
+    /// The acceptor of `node` revealed a promise of `ballot` (a `Promise` or `Accepted`
+    /// left it): no incarnation of it may promise less from now on.
+    pub fn promise_revealed(&mut self, node: NodeId, ballot: Ballot) {
+        let max = self.max_promised.entry(node).or_insert(Ballot::ZERO);
+        *max = (*max).max(ballot);
+    }
+
+    /// The acceptor of `node` answered `Accepted` for `count` slots from `first` at
+    /// `ballot`; `durable` is what its disk holds. An acceptance counts (towards a value
+    /// being chosen) from the moment it is revealed, and it must be on disk by then.
+    pub fn accepted_revealed(
+        &mut self,
+        node: NodeId,
+        durable: &BTreeMap<Slot, (Ballot, Value)>,
+        first: Slot,
+        count: u64,
+        ballot: Ballot,
+    ) -> Check {
+        self.promise_revealed(node, ballot);
         for slot in first..first + count {
-            let Some((ballot, value)) = acceptor.accepted().get(&slot) else {
-                return Err(format!(
-                    "acceptor {node} answered Accepted for slot {slot} but holds nothing there"
-                ));
-            };
-            if *ballot > acceptor.promised() {
-                return Err(format!(
-                    "acceptor {node} accepted slot {slot} at {ballot} above its promise {}",
-                    acceptor.promised()
-                ));
+            match durable.get(&slot) {
+                Some((b, value)) if *b == ballot => self.record_accept(node, slot, ballot, value)?,
+                Some((b, _)) if *b > ballot => {} // accepted again since, at a higher ballot
+                _ => {
+                    return Err(format!(
+                        "acceptor {node} answered Accepted for slot {slot} at {ballot}, but its disk does not hold that"
+                    ));
+                }
             }
-            self.record_accept(node, slot, *ballot, value)?;
         }
         Ok(())
     }
@@ -198,9 +208,10 @@ impl Checker {
         }
     }
 
-    /// A node restarted: its state machine starts over from nothing.
-    pub fn restarted(&mut self, node: NodeId) {
-        self.applied.insert(node, 0);
+    /// A node restarted: its state machine starts over from its snapshot, which covers
+    /// the slots below `from` (0: no snapshot).
+    pub fn restarted(&mut self, node: NodeId, from: Slot) {
+        self.applied.insert(node, from as usize);
     }
 
     /// A promise for `ballot` reached its proposer while that proposer was in phase 1 of it.

@@ -1,36 +1,53 @@
 //! The simulated world: N nodes made of the five role cores, one event queue, a faulty
 //! network, a disk per node, crashes, partitions, and clients. Everything here runs on
 //! one thread and draws randomness from one seeded generator.
+//!
+//! The roles' outputs are carried out by the production driver ([`crate::driver`]): the
+//! world is only its [`Host`], over a simulated disk (appends lost in a crash until a
+//! sync, which takes simulated time, covers them) and the simulated network.
 
 use super::checker::{Checker, Violation};
 use super::history::{OpInput, OpOutput, OpRecord};
 use super::{SimConfig, Stats};
-use crate::actors::PlantedBugs;
-use crate::actors::acceptor::Acceptor;
-use crate::actors::elector::{Elector, ElectorConfig, ElectorInput, ElectorOutput, ProposerEvent, SeededRng};
-use crate::actors::learner::{Learner, LearnerConfig, LearnerInput, LearnerOutput, fetched};
-use crate::actors::proposer::{ElectorOrder, Proposer, ProposerConfig, ProposerInput, ProposerOutput};
-use crate::actors::state_machine::StateMachine;
 use crate::app::kv::{KvCommand, KvReply, KvResult, KvStore};
-use crate::codec;
+use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
+use crate::error::{Error, Result as CrateResult};
+use crate::messages::codec;
+use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
 use crate::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, LearnerMessage, NodeId, PeerMessage,
     ProposerMessage, RequestId, Slot, StateMachineMessage, Value,
 };
-use crate::storage::AcceptorWrite;
+use crate::roles::acceptor::Acceptor;
+use crate::roles::bugs::PlantedBugs;
+use crate::roles::elector::{Elector, ElectorConfig, ElectorInput};
+use crate::roles::learner::{Learner, LearnerConfig, LearnerInput};
+use crate::roles::proposer::{Proposer, ProposerConfig, ProposerInput};
+use crate::roles::ready::{AcceptorWrite, Outcome, Write};
+use crate::roles::rng::SeededRng;
+use crate::roles::state_machine::{SnapshotPolicy, StateMachine, StateMachineInput};
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 
 /// The acceptor keeps this many of its latest values in memory (the node keeps 4096).
 const SIM_HOT_SLOTS: u64 = 2;
 
-/// What a node keeps across a crash: exactly what the cores asked to persist.
+/// The state machine snapshots every this many slots (the node's default is 10,000), so
+/// that runs restart from snapshots too.
+const SIM_SNAPSHOT_EVERY: u64 = 40;
+
+/// What a node keeps across a crash: exactly what the cores asked to persist, and of
+/// that only what a sync made durable (the decided log's appends count as durable: a
+/// process crash keeps what was written).
 #[derive(Clone, Debug, Default)]
 struct Disk {
     promised: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
     log: BTreeMap<Slot, Value>,
     ballot: Ballot,
+    snapshot: Option<Vec<u8>>,
+    /// Appended but not yet synced: lost in a crash.
+    unsynced_acceptor: Vec<AcceptorWrite>,
+    unsynced_ballot: Option<Ballot>,
 }
 
 impl Disk {
@@ -44,13 +61,34 @@ impl Disk {
     }
 }
 
-/// The roles of a running node: lost on a crash.
+/// The roles of a running node, and the drivers carrying out their outputs: lost on a
+/// crash.
 struct Roles {
     acceptor: Acceptor,
     proposer: Proposer,
     learner: Learner,
     elector: Elector,
     sm: StateMachine<KvStore>,
+    drivers: Drivers,
+}
+
+#[derive(Default)]
+struct Drivers {
+    acceptor: Driver,
+    proposer: Driver,
+    learner: Driver,
+    elector: Driver,
+    sm: Driver<KvReply>,
+}
+
+/// The role a host serves (for messages and for what it may write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SimRole {
+    Acceptor,
+    Proposer,
+    Learner,
+    Elector,
+    StateMachine,
 }
 
 /// A client request this node waits on (as `NodeHandle::submit` and `NodeHandle::read`
@@ -68,7 +106,7 @@ enum Ask {
     /// A read by read index (`NodeHandle::read`): ask for `ReadIndex`, then answer
     /// `command` from this node's state machine once it has applied every slot below
     /// the first index a leader confirmed (the state machine's `ReadWait`).
-    Read { command: KvCommand, index: Option<Slot> },
+    Read { command: KvCommand },
 }
 
 struct SimNode {
@@ -84,11 +122,9 @@ struct SimNode {
 /// A message between two roles of one node (an actor mailbox).
 #[derive(Debug)]
 enum Local {
+    /// A peer message a node sent to itself.
     Peer(NodeId, PeerMessage),
-    Order(ElectorOrder),
-    Event(ProposerEvent),
-    Learned(Slot),
-    Apply(Vec<(Slot, Value)>),
+    Msg(LocalMessage),
 }
 
 #[derive(Debug)]
@@ -119,6 +155,21 @@ enum Event {
         node: NodeId,
         inc: u64,
         id: RequestId,
+    },
+    /// A sync of a node's disk completes: the first `count` unsynced writes of `role`
+    /// are durable.
+    Synced {
+        node: NodeId,
+        inc: u64,
+        role: SimRole,
+        count: usize,
+    },
+    /// A snapshot taken at `at` is durable.
+    SnapshotDone {
+        node: NodeId,
+        inc: u64,
+        at: Slot,
+        bytes: Vec<u8>,
     },
     /// Something bad happens.
     Chaos,
@@ -158,6 +209,8 @@ pub(crate) struct World {
     elector_cfg: ElectorConfig,
     proposer_cfg: ProposerConfig,
     learner_cfg: LearnerConfig,
+    /// A check failed inside a host call (reported after the step).
+    violation: Option<String>,
 }
 
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -186,6 +239,7 @@ impl World {
             elector_cfg: ElectorConfig::default(),
             proposer_cfg: ProposerConfig::default(),
             learner_cfg: LearnerConfig::default(),
+            violation: None,
         };
         for &id in &ids {
             w.nodes.push(SimNode {
@@ -260,7 +314,8 @@ impl World {
         if let Some(trace) = &mut self.trace {
             trace.push(format!("#{} t={}us {:?}", self.steps, at, ev));
         }
-        self.handle(ev).map_err(|message| Violation {
+        let result = self.handle(ev).and_then(|()| self.violation.take().map_or(Ok(()), Err));
+        result.map_err(|message| Violation {
             step: self.steps,
             time_us: self.now,
             message,
@@ -289,12 +344,38 @@ impl World {
                 self.mix(node);
                 match msg {
                     Local::Peer(from, m) => self.deliver(i, from, m),
-                    Local::Order(ElectorOrder::Lead(b)) => self.run_proposer(i, ProposerInput::Lead(b)),
-                    Local::Order(ElectorOrder::StepDown) => self.run_proposer(i, ProposerInput::StepDown),
-                    Local::Event(e) => self.run_elector(i, ElectorInput::Proposer(e)),
-                    Local::Learned(s) => self.run_proposer(i, ProposerInput::Learned(s)),
-                    Local::Apply(batch) => self.apply(i, batch),
+                    Local::Msg(LocalMessage::Order(ElectorOrder::Lead(b))) => {
+                        self.run_proposer(i, ProposerInput::Lead(b))
+                    }
+                    Local::Msg(LocalMessage::Order(ElectorOrder::StepDown)) => {
+                        self.run_proposer(i, ProposerInput::StepDown)
+                    }
+                    Local::Msg(LocalMessage::Event(e)) => self.run_elector(i, ElectorInput::Proposer(e)),
+                    Local::Msg(LocalMessage::Learned(s)) => self.run_proposer(i, ProposerInput::Learned(s)),
+                    Local::Msg(LocalMessage::Apply(batch)) => self.run_sm(i, StateMachineInput::Apply(batch)),
                 }
+            }
+            Event::Synced { node, inc, role, count } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(9);
+                self.mix(node);
+                self.synced(i, role, count);
+                Ok(())
+            }
+            Event::SnapshotDone { node, inc, at, bytes } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(10);
+                self.mix(at);
+                self.stats.snapshots += 1;
+                let size = bytes.len() as u64;
+                self.nodes[i].disk.snapshot = Some(bytes);
+                self.run_sm(i, StateMachineInput::SnapshotInstalled(Ok(size)))
             }
             Event::Tick { node, inc } => {
                 let i = self.idx(node);
@@ -311,10 +392,7 @@ impl World {
                     match (first + k) % 3 {
                         0 => self.run_elector(i, ElectorInput::Tick)?,
                         1 => self.run_proposer(i, ProposerInput::Tick)?,
-                        _ => {
-                            let out = self.roles(i).learner.handle(LearnerInput::Tick);
-                            self.emit_learner(i, out)?;
-                        }
+                        _ => self.run_learner(i, LearnerInput::Tick)?,
                     }
                 }
                 Ok(())
@@ -351,11 +429,21 @@ impl World {
         }
     }
 
-    fn roles(&mut self, i: usize) -> &mut Roles {
-        self.nodes[i]
+    /// Runs `f` on node `i`'s roles, taken out of the world for the call so that the
+    /// world can be the drivers' host meanwhile.
+    fn with_roles<T>(&mut self, i: usize, f: impl FnOnce(&mut World, &mut Roles) -> T) -> T {
+        let mut roles = self.nodes[i]
             .roles
-            .as_mut()
-            .expect("events for a crashed node are filtered before they get here")
+            .take()
+            .expect("events for a crashed node are filtered before they get here");
+        let out = f(self, &mut roles);
+        self.nodes[i].roles = Some(roles);
+        out
+    }
+
+    /// Records a failed check; the step fails with it.
+    fn violated(&mut self, message: String) {
+        self.violation.get_or_insert(message);
     }
 
     // ---- the network ------------------------------------------------------------------
@@ -404,12 +492,6 @@ impl World {
         }
     }
 
-    fn send_all(&mut self, i: usize, out: Vec<(NodeId, PeerMessage)>) {
-        for (to, msg) in out {
-            self.send(i, to, msg);
-        }
-    }
-
     fn local(&mut self, i: usize, msg: Local) {
         let (node, inc, now) = (self.nodes[i].id, self.nodes[i].incarnation, self.now);
         self.schedule(now, Event::Local { node, inc, msg });
@@ -420,10 +502,7 @@ impl World {
         match msg {
             PeerMessage::AcceptorRequest(req) => self.on_acceptor(i, from, req),
             PeerMessage::AcceptorReply(reply) => self.run_proposer(i, ProposerInput::Reply(from, reply)),
-            PeerMessage::Learner(m) => {
-                let out = self.roles(i).learner.handle(LearnerInput::Peer(from, m));
-                self.emit_learner(i, out)
-            }
+            PeerMessage::Learner(m) => self.run_learner(i, LearnerInput::Peer(from, m)),
             PeerMessage::Elector(m) => self.run_elector(i, ElectorInput::Peer(from, m)),
             PeerMessage::Proposer(ProposerMessage::Propose { command }) => {
                 self.run_proposer(i, ProposerInput::Propose(from, command))
@@ -432,213 +511,134 @@ impl World {
                 self.run_proposer(i, ProposerInput::ReadIndex(from, id))
             }
             PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => {
-                self.on_read_index(i, id, index);
-                Ok(())
+                self.run_sm(i, StateMachineInput::ReadIndexReply { id, index })
             }
         }
     }
 
-    // ---- the roles, wired as their actors are ------------------------------------------
+    // ---- the roles: each input to its core, the output to the production driver --------
 
-    /// `AcceptorActor`: write first, then reply.
+    /// The acceptor, as `AcceptorActor` hands it a request.
     fn on_acceptor(&mut self, i: usize, from: NodeId, req: AcceptorRequest) -> Result<(), String> {
-        let id = self.nodes[i].id;
-        // As the actor does: values evicted from memory are read back for a Prepare.
-        if let AcceptorRequest::Prepare { ballot, from_slot, .. } = &req {
-            let node = &mut self.nodes[i];
-            let (disk, roles) = (&node.disk, node.roles.as_mut().expect("running"));
-            if *ballot >= roles.acceptor.promised() {
-                let read = |slot| disk.accepted.get(&slot).map(|(_, v)| v.clone()).ok_or(slot);
-                if let Err(slot) = roles.acceptor.reload_from(*from_slot, read) {
-                    return Err(format!("acceptor {id} evicted slot {slot}, which is not on its disk"));
-                }
-            }
-        }
-        let (write, reply) = self.roles(i).acceptor.handle(req);
-        let accepted = match &reply {
-            AcceptorReply::Accepted { first_slot, count, .. } => Some((*first_slot, *count)),
-            _ => None,
-        };
-        let node = &mut self.nodes[i];
-        let roles = node.roles.as_ref().expect("running");
-        self.checker.acceptor_handled(id, &roles.acceptor, accepted)?;
-        if let Some(write) = write {
-            node.disk.write_acceptor(write);
-        }
-        // Durable now: all but the most recent values leave memory (few here, so that
-        // every run exercises the reload).
-        self.roles(i).acceptor.evict_all_but(SIM_HOT_SLOTS);
-        self.send(i, from, PeerMessage::AcceptorReply(reply));
+        self.with_roles(i, |w, r| {
+            let mut host = SimHost::new(w, i, SimRole::Acceptor);
+            driver::acceptor_request(&mut r.acceptor, &mut r.drivers.acceptor, &mut host, from, req);
+        });
         Ok(())
     }
 
-    /// `ProposerActor::run`, watched by the phase-1 checks.
+    /// A sync of node `i`'s disk completed.
+    fn synced(&mut self, i: usize, role: SimRole, count: usize) {
+        let disk = &mut self.nodes[i].disk;
+        match role {
+            SimRole::Acceptor => {
+                let count = count.min(disk.unsynced_acceptor.len());
+                for w in disk.unsynced_acceptor.drain(..count).collect::<Vec<_>>() {
+                    disk.write_acceptor(w);
+                }
+                self.with_roles(i, |w, r| {
+                    let mut host = SimHost::new(w, i, SimRole::Acceptor);
+                    driver::acceptor_synced(&mut r.acceptor, &mut r.drivers.acceptor, &mut host, Ok(()));
+                });
+            }
+            SimRole::Elector => {
+                if let Some(b) = disk.unsynced_ballot.take() {
+                    disk.ballot = disk.ballot.max(b);
+                }
+                self.with_roles(i, |w, r| {
+                    let mut host = SimHost::new(w, i, SimRole::Elector);
+                    r.drivers.elector.synced(Ok(()), &mut host);
+                });
+            }
+            other => self.violated(format!("a sync for the {other:?}, which never asks for one")),
+        }
+    }
+
+    /// `ProposerActor`, watched by the phase-1 checks.
     fn run_proposer(&mut self, i: usize, input: ProposerInput) -> Result<(), String> {
         let id = self.nodes[i].id;
-        let p = &self.roles(i).proposer;
-        let (before, was_leading) = (p.ballot(), p.is_leading());
-        if let (Some(b), false, ProposerInput::Reply(from, AcceptorReply::Promise { ballot, accepted, .. })) =
-            (before, was_leading, &input)
-            && *ballot == b
-        {
-            self.checker.promise_received(b, *from, accepted);
-        }
-        let out: ProposerOutput = self.roles(i).proposer.handle(input);
-        let p = &self.roles(i).proposer;
-        if let (true, Some(b)) = (p.is_leading(), p.ballot())
-            && !(was_leading && before == Some(b))
-        {
-            self.checker.proposer_leads(id, b)?;
-        }
-        let mut checked = BTreeSet::new();
-        for (_, msg) in &out.send {
-            if let PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
-                call,
-                ballot,
-                first_slot,
-                values,
-            }) = msg
-                && checked.insert(*call)
+        self.with_roles(i, |w, r| {
+            let p = &r.proposer;
+            let (before, was_leading) = (p.ballot(), p.is_leading());
+            if let (Some(b), false, ProposerInput::Reply(from, AcceptorReply::Promise { ballot, accepted, .. })) =
+                (before, was_leading, &input)
+                && *ballot == b
             {
-                self.checker.accept_sent(id, *ballot, *first_slot, values)?;
+                w.checker.promise_received(b, *from, accepted);
             }
-        }
-        for event in out.events {
-            if let ProposerEvent::Elected(_) = event {
-                self.stats.elections += 1;
+            let ready = r.proposer.handle(input);
+            let p = &r.proposer;
+            if let (true, Some(b)) = (p.is_leading(), p.ballot())
+                && !(was_leading && before == Some(b))
+            {
+                w.checker.proposer_leads(id, b)?;
             }
-            self.local(i, Local::Event(event));
-        }
-        self.send_all(i, out.send);
-        Ok(())
-    }
-
-    /// `LearnerActor::emit`: persist, feed the state machine, tell the proposer, send.
-    fn emit_learner(&mut self, i: usize, out: LearnerOutput) -> Result<(), String> {
-        let id = self.nodes[i].id;
-        if !out.persist.is_empty() {
-            self.checker.learned(id, &out.persist)?;
-            let disk = &mut self.nodes[i].disk;
-            for (slot, value) in out.persist {
-                disk.log.insert(slot, value);
-            }
-        }
-        if !out.apply.is_empty() {
-            self.local(i, Local::Apply(out.apply));
-        }
-        if let Some(slot) = out.learned {
-            self.local(i, Local::Learned(slot));
-        }
-        // The actor reads applied slots from its decided log on disk.
-        let mut send = out.send;
-        for (peer, first, to) in out.serve {
-            let log = &self.nodes[i].disk.log;
-            let reply = fetched(&self.learner_cfg, first, to, |s| {
-                Ok::<_, Infallible>(log.get(&s).cloned())
-            });
-            send.push((peer, PeerMessage::Learner(reply.unwrap_or_else(|e| match e {}))));
-        }
-        self.send_all(i, send);
-        Ok(())
-    }
-
-    /// `ElectorActor::run`: persist the ballot, publish the leader, order the proposer, send.
-    fn run_elector(&mut self, i: usize, input: ElectorInput) -> Result<(), String> {
-        let out: ElectorOutput = self.roles(i).elector.handle(input);
-        if let Some(ballot) = out.persist {
-            self.nodes[i].disk.ballot = ballot;
-        }
-        if let Some(leader) = out.leader {
-            self.nodes[i].leader = leader;
-            // `submit` proposes again as soon as the leader changes.
-            if leader.is_some() {
-                let ids: Vec<RequestId> = self.nodes[i].pending.keys().copied().collect();
-                for id in ids {
-                    self.ask_leader(i, id);
+            let mut checked = BTreeSet::new();
+            for (_, msg) in &ready.send {
+                if let PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+                    call,
+                    ballot,
+                    first_slot,
+                    values,
+                }) = msg
+                    && checked.insert(*call)
+                {
+                    w.checker.accept_sent(id, *ballot, *first_slot, values)?;
                 }
             }
-        }
-        if let Some(order) = out.order {
-            self.local(i, Local::Order(order));
-        }
-        self.send_all(i, out.send);
+            let elected = ready
+                .local
+                .iter()
+                .filter(|m| matches!(m, LocalMessage::Event(ProposerEvent::Elected(_))))
+                .count();
+            w.stats.elections += elected as u64;
+            let mut host = SimHost::new(w, i, SimRole::Proposer);
+            r.drivers.proposer.carry_out(ready, &mut host);
+            Ok(())
+        })
+    }
+
+    /// `LearnerActor`.
+    fn run_learner(&mut self, i: usize, input: LearnerInput) -> Result<(), String> {
+        self.with_roles(i, |w, r| {
+            let ready = r.learner.handle(input);
+            let mut host = SimHost::new(w, i, SimRole::Learner);
+            r.drivers.learner.carry_out(ready, &mut host);
+        });
         Ok(())
     }
 
-    /// `StateMachineActor`'s `ApplyBatch`: apply in order, answer waiting clients.
-    fn apply(&mut self, i: usize, batch: Vec<(Slot, Value)>) -> Result<(), String> {
+    /// `ElectorActor`.
+    fn run_elector(&mut self, i: usize, input: ElectorInput) -> Result<(), String> {
+        self.with_roles(i, |w, r| {
+            let ready = r.elector.handle(input);
+            let mut host = SimHost::new(w, i, SimRole::Elector);
+            r.drivers.elector.carry_out(ready, &mut host);
+        });
+        Ok(())
+    }
+
+    /// `StateMachineActor`: every applied slot is checked against the other replicas.
+    fn run_sm(&mut self, i: usize, input: StateMachineInput<KvCommand>) -> Result<(), String> {
         let id = self.nodes[i].id;
-        for (slot, value) in batch {
-            if slot < self.roles(i).sm.next() {
-                continue;
+        self.with_roles(i, |w, r| {
+            if let StateMachineInput::Apply(batch) = &input {
+                for (slot, value) in batch.iter().filter(|(slot, _)| *slot >= r.sm.next()) {
+                    w.checker.applied(id, *slot, value)?;
+                }
             }
-            self.checker.applied(id, slot, &value)?;
-            let Some((rid, outcome)) = self.roles(i).sm.apply(slot, value) else {
-                continue;
-            };
-            // Slots answer commands only: reads wait apart, as in the actor.
-            if matches!(
-                self.nodes[i].pending.get(&rid),
-                Some(Pending {
-                    ask: Ask::Propose(_),
-                    ..
-                })
-            ) && let Some(p) = self.nodes[i].pending.remove(&rid)
-            {
-                self.complete(p.client, kv_output(outcome));
-            }
-        }
-        self.maybe_answer_reads(i);
-        Ok(())
-    }
-
-    /// `StateMachineActor`'s `ReadIndexReply`: the first confirmed index counts.
-    fn on_read_index(&mut self, i: usize, id: RequestId, index: Option<Slot>) {
-        if let (
-            Some(Pending {
-                ask: Ask::Read { index: mine, .. },
-                ..
-            }),
-            Some(index),
-        ) = (self.nodes[i].pending.get_mut(&id), index)
-        {
-            mine.get_or_insert(index);
-        }
-        self.maybe_answer_reads(i);
-    }
-
-    /// `StateMachineActor::maybe_answer_reads`: answers every read whose index this node's
-    /// state machine has reached, from its state.
-    fn maybe_answer_reads(&mut self, i: usize) {
-        let next = self.roles(i).sm.next();
-        let ready: Vec<RequestId> = self.nodes[i]
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p.ask, Ask::Read { index: Some(index), .. } if index <= next))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            let Some(Pending {
-                client,
-                ask: Ask::Read { command, .. },
-                ..
-            }) = self.nodes[i].pending.remove(&id)
-            else {
-                continue;
-            };
-            let answer = self
-                .roles(i)
-                .sm
-                .read(&command)
-                .ok_or_else(|| "not a read-only command".to_string());
-            self.stats.read_index_reads += 1;
-            self.complete(client, kv_output(answer));
-        }
+            let ready = r.sm.handle(input);
+            let mut host = SimHost::new(w, i, SimRole::StateMachine);
+            host.sm = Some(&r.sm);
+            r.drivers.sm.carry_out(ready, &mut host);
+            Ok(())
+        })
     }
 
     // ---- crashes and restarts -------------------------------------------------------------
 
-    /// Starts a node from its disk, as `Node::start` does with no snapshot.
+    /// Starts a node from its disk, as `Node::start` does: the state machine from the
+    /// snapshot if there is one, the learner from the decided log after it.
     fn start_node(&mut self, i: usize) -> Result<(), String> {
         let bugs = self.bugs;
         let id = self.nodes[i].id;
@@ -647,8 +647,18 @@ impl World {
         node.incarnation += 1;
         node.leader = None;
         let disk = &node.disk;
-        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone()).with_bugs(bugs);
-        let sm = StateMachine::new(KvStore::new()).with_bugs(bugs);
+        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
+            .with_hot_slots(SIM_HOT_SLOTS)
+            .with_bugs(bugs);
+        let sm = match &disk.snapshot {
+            Some(bytes) => StateMachine::<KvStore>::restore(bytes)
+                .map_err(|e| format!("node {id} cannot restore its snapshot: {e}"))?,
+            None => StateMachine::new(KvStore::new()),
+        }
+        .with_bugs(bugs)
+        .with_snapshots(SnapshotPolicy {
+            every: SIM_SNAPSHOT_EVERY,
+        });
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next()).with_bugs(bugs);
         let elector = Elector::new(
             id,
@@ -658,18 +668,23 @@ impl World {
             disk.promised.max(disk.ballot),
         );
         let proposer = Proposer::new(id, self.ids.clone(), self.proposer_cfg.clone()).with_bugs(bugs);
-        node.roles = Some(Roles {
+        self.checker.restarted(id, sm.next());
+        let mut roles = Roles {
             acceptor,
             proposer,
             learner,
             elector,
             sm,
-        });
-        self.checker.restarted(id);
-        let roles = self.nodes[i].roles.as_ref().expect("just started");
+            drivers: Drivers::default(),
+        };
+        roles.acceptor.evict_restored();
         self.checker.acceptor_restored(id, &roles.acceptor)?;
-        let out = self.roles(i).learner.start();
-        self.emit_learner(i, out)?;
+        self.nodes[i].roles = Some(roles);
+        self.with_roles(i, |w, r| {
+            let ready = r.learner.start();
+            let mut host = SimHost::new(w, i, SimRole::Learner);
+            r.drivers.learner.carry_out(ready, &mut host);
+        });
         let inc = self.nodes[i].incarnation;
         let at = self.now + self.rng.between(1, self.cfg.tick_us);
         self.schedule(at, Event::Tick { node: id, inc });
@@ -682,6 +697,9 @@ impl World {
         node.roles = None;
         node.incarnation += 1;
         node.leader = None;
+        // What no sync covered yet is gone.
+        node.disk.unsynced_acceptor.clear();
+        node.disk.unsynced_ballot = None;
         let pending = std::mem::take(&mut node.pending);
         for (_, p) in pending {
             self.complete(p.client, OpOutput::Unknown);
@@ -761,7 +779,7 @@ impl World {
             seq: c.seq,
         };
         let ask = if by_read_index {
-            Ask::Read { command, index: None }
+            Ask::Read { command }
         } else {
             let payload = codec::encode(&command).expect("a KV command always encodes");
             Ask::Propose(Command {
@@ -780,6 +798,10 @@ impl World {
             completed_us: None,
             output: None,
         });
+        let read = match &ask {
+            Ask::Read { command, .. } => Some(command.clone()),
+            Ask::Propose(_) => None,
+        };
         self.nodes[i].pending.insert(
             rid,
             Pending {
@@ -788,6 +810,11 @@ impl World {
                 deadline: self.now + self.cfg.request_timeout_us,
             },
         );
+        if let Some(command) = read
+            && let Err(e) = self.run_sm(i, StateMachineInput::ReadWait { id: rid, command })
+        {
+            self.violated(e);
+        }
         self.ask_leader(i, rid);
         let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
         let at = self.now + self.cfg.retry_us;
@@ -816,6 +843,9 @@ impl World {
         if self.now >= p.deadline {
             let client = p.client;
             self.nodes[i].pending.remove(&id);
+            if let Err(e) = self.run_sm(i, StateMachineInput::Unregister(id)) {
+                self.violated(e);
+            }
             self.complete(client, OpOutput::Unknown);
             return;
         }
@@ -863,6 +893,163 @@ impl World {
             self.mix(e);
         }
         self.mix(self.history.len() as u64);
+    }
+}
+
+/// The world as the host of one role of node `i`: what the driver carries out lands on
+/// the simulated disk and network.
+struct SimHost<'a> {
+    w: &'a mut World,
+    i: usize,
+    role: SimRole,
+    /// The state machine, to take a snapshot of (its host only).
+    sm: Option<&'a StateMachine<KvStore>>,
+}
+
+impl<'a> SimHost<'a> {
+    fn new(w: &'a mut World, i: usize, role: SimRole) -> Self {
+        SimHost { w, i, role, sm: None }
+    }
+
+    /// How long a sync takes.
+    fn sync_latency(&mut self) -> u64 {
+        self.w.rng.between(20, 1_500)
+    }
+
+    fn schedule_sync(&mut self, count: usize) {
+        let (node, inc) = (self.w.nodes[self.i].id, self.w.nodes[self.i].incarnation);
+        let at = self.w.now + self.sync_latency();
+        let role = self.role;
+        self.w.schedule(at, Event::Synced { node, inc, role, count });
+    }
+}
+
+/// The answers a driver's host hands clients: the key-value store's, or none.
+trait SimReply: Sized {
+    fn output(outcome: Outcome<Self>) -> OpOutput;
+}
+
+impl SimReply for () {
+    fn output(_: Outcome<()>) -> OpOutput {
+        OpOutput::Unknown
+    }
+}
+
+impl SimReply for KvReply {
+    fn output(outcome: Outcome<KvReply>) -> OpOutput {
+        kv_output(outcome)
+    }
+}
+
+impl<R: SimReply> Host<R> for SimHost<'_> {
+    fn append(&mut self, write: Write) -> CrateResult<()> {
+        let id = self.w.nodes[self.i].id;
+        match (self.role, write) {
+            (SimRole::Acceptor, Write::Acceptor(w)) => self.w.nodes[self.i].disk.unsynced_acceptor.push(w),
+            (SimRole::Elector, Write::Ballot(b)) => self.w.nodes[self.i].disk.unsynced_ballot = Some(b),
+            (SimRole::Learner, Write::Decided(values)) => {
+                if let Err(e) = self.w.checker.learned(id, &values) {
+                    self.w.violated(e);
+                }
+                let disk = &mut self.w.nodes[self.i].disk;
+                for (slot, value) in values {
+                    disk.log.insert(slot, value);
+                }
+            }
+            (SimRole::StateMachine, Write::Snapshot { at }) => {
+                let sm = self
+                    .sm
+                    .ok_or_else(|| Error::Storage("no state machine to snapshot".into()))?;
+                let bytes = sm.snapshot()?;
+                let (node, inc) = (id, self.w.nodes[self.i].incarnation);
+                let at_us = self.w.now + self.sync_latency();
+                self.w.schedule(at_us, Event::SnapshotDone { node, inc, at, bytes });
+            }
+            (role, write) => return Err(Error::Storage(format!("the {role:?} cannot write {write:?}"))),
+        }
+        Ok(())
+    }
+
+    fn start_sync(&mut self) -> CrateResult<Sync> {
+        let disk = &self.w.nodes[self.i].disk;
+        let count = match self.role {
+            SimRole::Acceptor => disk.unsynced_acceptor.len(),
+            _ => 1,
+        };
+        self.schedule_sync(count);
+        Ok(Sync::Started)
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        let id = self.w.nodes[self.i].id;
+        match &msg {
+            // What an acceptor reveals must be on its disk by now.
+            PeerMessage::AcceptorReply(AcceptorReply::Promise { ballot, .. }) => {
+                self.w.checker.promise_revealed(id, *ballot)
+            }
+            PeerMessage::AcceptorReply(AcceptorReply::Accepted {
+                ballot,
+                first_slot,
+                count,
+                ..
+            }) => {
+                let durable = &self.w.nodes[self.i].disk.accepted;
+                if let Err(e) = self
+                    .w
+                    .checker
+                    .accepted_revealed(id, durable, *first_slot, *count, *ballot)
+                {
+                    self.w.violated(e);
+                }
+            }
+            _ => {}
+        }
+        self.w.send(self.i, to, msg);
+    }
+
+    fn local(&mut self, msg: LocalMessage) {
+        self.w.local(self.i, Local::Msg(msg));
+    }
+
+    fn leader(&mut self, leader: Option<NodeId>) {
+        self.w.nodes[self.i].leader = leader;
+        // `submit` proposes again as soon as the leader changes.
+        if leader.is_some() {
+            let ids: Vec<RequestId> = self.w.nodes[self.i].pending.keys().copied().collect();
+            for id in ids {
+                self.w.ask_leader(self.i, id);
+            }
+        }
+    }
+
+    fn read_decided(&mut self, slot: Slot) -> CrateResult<Option<Value>> {
+        Ok(self.w.nodes[self.i].disk.log.get(&slot).cloned())
+    }
+
+    fn answer(&mut self, id: RequestId, outcome: Outcome<R>) {
+        if let Some(p) = self.w.nodes[self.i].pending.remove(&id) {
+            if matches!(p.ask, Ask::Read { .. }) {
+                self.w.stats.read_index_reads += 1;
+            }
+            self.w.complete(p.client, R::output(outcome));
+        }
+    }
+
+    fn fail_stop(&mut self, error: &Error) {
+        let id = self.w.nodes[self.i].id;
+        self.w
+            .violated(format!("the {:?} of node {id} failed: {error}", self.role));
+    }
+}
+
+impl AcceptorHost for SimHost<'_> {
+    fn read_accepted(&mut self, slot: Slot) -> CrateResult<Value> {
+        let id = self.w.nodes[self.i].id;
+        let disk = &self.w.nodes[self.i].disk;
+        disk.accepted
+            .get(&slot)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::Storage(format!("acceptor {id} evicted slot {slot}, which is not on its disk")))
     }
 }
 

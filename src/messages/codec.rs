@@ -76,7 +76,7 @@ pub fn decode_local<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::err
     Ok(value)
 }
 
-/// Byte strings as byte strings, for `#[serde(with = "crate::codec::bytes")]` on a
+/// Byte strings as byte strings, for `#[serde(with = "crate::messages::codec::bytes")]` on a
 /// `Vec<u8>` field. Serde's default treats a `Vec<u8>` as a sequence of `u8`s, which
 /// bincode encodes and decodes one element at a time (about 4 % of a cluster's CPU
 /// under 64-connection puts, on the values alone). The encoding is the same either

@@ -857,10 +857,10 @@ impl Model for KvModel {
     }
 }
 
-/// The simulator's history ([`crate::sim::RunReport::history`]) in the checker's terms.
+/// The simulator's history ([`crate::harness::sim::RunReport::history`]) in the checker's terms.
 /// An answer the simulator marks as an error is treated as no answer.
-pub fn from_sim(history: &[crate::sim::OpRecord]) -> Vec<Operation<KvInput, KvOutput>> {
-    use crate::sim::{OpInput, OpOutput};
+pub fn from_sim(history: &[crate::harness::sim::OpRecord]) -> Vec<Operation<KvInput, KvOutput>> {
+    use crate::harness::sim::{OpInput, OpOutput};
     history
         .iter()
         .map(|r| {

@@ -10,7 +10,7 @@
 //! answers `Granted` and the caller holds the lock after all.
 
 use crate::actors::node::NodeHandle;
-use crate::app::lock::{LockCommand, LockInfo, LockReply, SessionId};
+use crate::app::lock_service::{LockCommand, LockInfo, LockReply, SessionId};
 use crate::app::service::{Service, ServiceCommand, ServiceReply};
 use crate::error::{Error, Result};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

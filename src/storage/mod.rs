@@ -20,17 +20,18 @@
 //! from then still has its `sled` directory; its ballot is read at start (the higher of
 //! the two counts), and nothing is written there any more.
 
-use crate::codec;
 use crate::error::{Error, Result};
-use crate::messages::{Ballot, Slot, Value};
-use crate::runs::Runs;
-use crate::wal::{PREALLOCATE, PendingWrite, SyncHandle, Wal};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use crate::messages::Ballot;
+use crate::messages::codec;
+pub mod acceptor_log;
+pub mod decided_log;
+pub mod wal;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use wal::Wal;
 
 /// The elector's ballot and the state machine's snapshot, each a file.
 #[derive(Clone)]
@@ -39,17 +40,10 @@ pub struct Storage {
 }
 
 const SNAPSHOT: &str = "snapshot.bin";
-const DECIDED: &str = "decided.wal";
+pub(crate) const DECIDED: &str = "decided.wal";
 const BALLOT: &str = "ballot";
 /// Where data directories from before kept the ballot (read only).
 const LEGACY_SLED: &str = "sled";
-
-/// What the acceptor must persist before answering.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AcceptorWrite {
-    pub promised: Option<Ballot>,
-    pub accepted: Vec<(Slot, Ballot, Value)>,
-}
 
 impl Storage {
     /// Opens (or creates) the data directory `dir`, removing temporary files a crash
@@ -225,59 +219,9 @@ impl Drop for ReplacingFile {
     }
 }
 
-/// The acceptor's log: every [`AcceptorWrite`], in the order the core made them, and an
-/// index of where each slot's latest acceptance is (to read values evicted from memory).
-pub struct AcceptorLog {
-    wal: Wal,
-    /// Slot -> offset of the record holding its latest acceptance.
-    index: Runs<u64>,
-}
-
-impl AcceptorLog {
-    /// Opens the log in `dir`, handing every write in it to `replay`, in order.
-    pub fn open(dir: &Path, mut replay: impl FnMut(AcceptorWrite)) -> Result<AcceptorLog> {
-        let mut index = Runs::new();
-        let wal = Wal::open(&dir.join("acceptor.wal"), PREALLOCATE, |offset, record| {
-            let write: AcceptorWrite = codec::decode_local(record)?;
-            index_write(&mut index, &write, offset);
-            replay(write);
-            Ok(())
-        })?;
-        Ok(AcceptorLog { wal, index })
-    }
-
-    /// Adds a write to the next group (durable once that group's sync returns).
-    pub fn append(&mut self, write: &AcceptorWrite) -> Result<()> {
-        let offset = self
-            .wal
-            .append_with(|buf| codec::encode_into(write, buf).map(drop).map_err(Into::into))?;
-        index_write(&mut self.index, write, offset);
-        Ok(())
-    }
-
-    /// The group of writes appended since the last call, to write and sync.
-    pub fn take_pending(&mut self) -> PendingWrite {
-        self.wal.take_pending()
-    }
-
-    /// Reads back the value last accepted in `slot` (its group must have been written),
-    /// through `cache` (see `record_at`).
-    pub fn read(&self, slot: Slot, cache: &mut Option<(u64, AcceptorWrite)>) -> Result<Value> {
-        let (_, offset) = self
-            .index
-            .get(slot)
-            .ok_or_else(|| Error::Storage(format!("acceptor log holds no slot {slot}")))?;
-        let write = record_at(&self.wal, offset, cache)?;
-        let found = write.accepted.iter().find(|(s, _, _)| *s == slot);
-        found
-            .map(|(_, _, value)| value.clone())
-            .ok_or_else(|| Error::Storage(format!("acceptor log record at {offset} lacks slot {slot}")))
-    }
-}
-
 /// The record at `offset`, decoded, or `cache`'s copy if it holds that record: reading
 /// a batch's slots one by one decodes its record once.
-fn record_at<'c, T: serde::de::DeserializeOwned>(
+pub(crate) fn record_at<'c, T: serde::de::DeserializeOwned>(
     wal: &Wal,
     offset: u64,
     cache: &'c mut Option<(u64, T)>,
@@ -289,105 +233,14 @@ fn record_at<'c, T: serde::de::DeserializeOwned>(
     Ok(&cache.insert((offset, record)).1)
 }
 
-/// Points the slots of `write` (one Accept batch: consecutive slots) at its record.
-fn index_write(index: &mut Runs<u64>, write: &AcceptorWrite, offset: u64) {
-    for run in write.accepted.chunk_by(|a, b| b.0 == a.0 + 1) {
-        index.insert(run[0].0, run[run.len() - 1].0 + 1, offset);
-    }
-}
-
-/// The learner's log of decided values: one record per run of consecutive slots, so
-/// no two records hold the same slot; an index in memory finds a slot's record.
-pub struct DecidedLog {
-    wal: Wal,
-    /// First slot of each record -> (last slot, offset of the record).
-    index: BTreeMap<Slot, (Slot, u64)>,
-    /// A write failed: take nothing more.
-    broken: bool,
-}
-
-impl DecidedLog {
-    /// Opens the log in `dir`; returns it with the values of slots from `from` on (the
-    /// ones below are in the state machine's snapshot already).
-    pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
-        let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
-        let wal = Wal::open(&dir.join(DECIDED), 0, |offset, record| {
-            let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
-            if let Some(last) = (first..).take(values.len()).last() {
-                index.insert(first, (last, offset));
-            }
-            log.extend((first..).zip(values).filter(|(slot, _)| *slot >= from));
-            Ok(())
-        })?;
-        Ok((
-            DecidedLog {
-                wal,
-                index,
-                broken: false,
-            },
-            log,
-        ))
-    }
-
-    /// A handle that makes everything appended so far durable, from another thread.
-    pub fn sync_handle(&self) -> SyncHandle {
-        self.wal.sync_handle()
-    }
-
-    /// Writes newly learned values (not synced: see the module docs).
-    /// After a failed write the log takes nothing more (a hole would hide every later
-    /// record on the next start); the values stay decided at the acceptors.
-    pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
-        if self.broken {
-            return Err(Error::Storage("decided log: an earlier write failed".into()));
-        }
-        let mut runs = Vec::new();
-        for run in entries.chunk_by(|a, b| b.0 == a.0 + 1) {
-            let (first, last) = (run[0].0, run[run.len() - 1].0);
-            let values: Vec<&Value> = run.iter().map(|(_, v)| v).collect();
-            let offset = self
-                .wal
-                .append_with(|buf| codec::encode_into(&(first, values), buf).map(drop).map_err(Into::into))?;
-            runs.push((first, last, offset));
-        }
-        if let Err(e) = self.wal.take_pending().write() {
-            self.broken = true;
-            return Err(e);
-        }
-        for (first, last, offset) in runs {
-            self.index.insert(first, (last, offset));
-        }
-        Ok(())
-    }
-
-    /// The decided value of `slot`, if this log holds it, through `cache` (see
-    /// `record_at`).
-    pub fn get(&self, slot: Slot, cache: &mut Option<(u64, (Slot, Vec<Value>))>) -> Result<Option<Value>> {
-        let Some((&first, &(last, offset))) = self.index.range(..=slot).next_back() else {
-            return Ok(None);
-        };
-        if slot > last {
-            return Ok(None);
-        }
-        let (_, values) = record_at(&self.wal, offset, cache)?;
-        Ok(values.get((slot - first) as usize).cloned())
-    }
-
-    /// Every decided value on disk (for tests that compare nodes slot by slot).
-    pub fn read_all(&self) -> Result<BTreeMap<Slot, Value>> {
-        let mut log = BTreeMap::new();
-        for (&first, &(_, offset)) in &self.index {
-            let (_, values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
-            log.extend((first..).zip(values));
-        }
-        Ok(log)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::acceptor_log::AcceptorLog;
+    use super::decided_log::DecidedLog;
     use super::*;
-    use crate::messages::{Command, RequestId};
+    use crate::messages::{Command, RequestId, Slot, Value};
+    use crate::roles::ready::AcceptorWrite;
+    use std::collections::BTreeMap;
 
     /// Opens `dir` again once an earlier `Storage` on it is dropped: sled's background
     /// threads let go of the database a moment after.

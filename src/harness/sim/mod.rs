@@ -98,7 +98,7 @@
 //! [`Learner`]: crate::actors::learner::Learner
 //! [`Elector`]: crate::actors::elector::Elector
 //! [`StateMachine`]: crate::actors::state_machine::StateMachine
-//! [`SeededRng`]: crate::actors::elector::SeededRng
+//! [`SeededRng`]: crate::roles::rng::SeededRng
 
 pub mod checker;
 pub mod history;
@@ -107,8 +107,8 @@ mod world;
 pub use checker::Violation;
 pub use history::{OpInput, OpOutput, OpRecord};
 
-use crate::actors::PlantedBugs;
-use crate::actors::elector::SeededRng;
+use crate::roles::bugs::PlantedBugs;
+use crate::roles::rng::SeededRng;
 use std::cell::Cell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -342,6 +342,8 @@ pub struct Stats {
     pub chosen_slots: u64,
     /// The longest applied sequence.
     pub applied: u64,
+    /// State machine snapshots made durable.
+    pub snapshots: u64,
 }
 
 impl Stats {
@@ -356,6 +358,7 @@ impl Stats {
         self.read_index_reads += o.read_index_reads;
         self.chosen_slots += o.chosen_slots;
         self.applied += o.applied;
+        self.snapshots += o.snapshots;
     }
 }
 
@@ -567,7 +570,7 @@ impl fmt::Display for Exploration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} crashes, {} partitions, {} elections",
+            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} snapshots, {} crashes, {} partitions, {} elections",
             self.runs,
             self.steps,
             self.elapsed,
@@ -576,6 +579,7 @@ impl fmt::Display for Exploration {
             self.stats.read_index_reads,
             self.stats.ops_unknown,
             self.stats.chosen_slots,
+            self.stats.snapshots,
             self.stats.crashes,
             self.stats.partitions,
             self.stats.elections,

@@ -106,6 +106,7 @@ impl PendingWrite {
 }
 
 /// Syncs a log's file: everything written to it so far becomes durable.
+#[derive(Clone)]
 pub struct SyncHandle(Arc<File>);
 
 impl SyncHandle {

@@ -1,0 +1,57 @@
+//! Messages between the roles of one node. They never cross the network, but they are
+//! messages all the same: a role never calls into another role, it hands one of these to
+//! the driver, which puts it into the other role's mailbox (an actor's in production, an
+//! event at the current time in the simulator).
+//!
+//! | message                       | from → to                 |
+//! |-------------------------------|---------------------------|
+//! | [`ElectorOrder::Lead`], [`ElectorOrder::StepDown`] | elector → proposer |
+//! | [`ProposerEvent::Elected`], [`ProposerEvent::Preempted`], [`ProposerEvent::PrepareTimedOut`] | proposer → elector |
+//! | [`LocalMessage::Learned`]     | learner → proposer        |
+//! | [`LocalMessage::Apply`]       | learner → state machine   |
+
+use super::{Ballot, Slot, Value};
+
+/// From the elector to its proposer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectorOrder {
+    /// Run phase 1 with this (durable, fresh) ballot and lead if it succeeds.
+    Lead(Ballot),
+    /// Stop leading or trying to.
+    StepDown,
+}
+
+/// From the proposer to its elector: how phase 1 went, or that it was preempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposerEvent {
+    /// Phase 1 of this ballot succeeded: this node leads.
+    Elected(Ballot),
+    /// An acceptor promised this higher ballot.
+    Preempted(Ballot),
+    /// Phase 1 of this ballot got no majority in time.
+    PrepareTimedOut(Ballot),
+}
+
+/// A message from one role of a node to another role of the same node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalMessage {
+    /// Elector → proposer.
+    Order(ElectorOrder),
+    /// Proposer → elector.
+    Event(ProposerEvent),
+    /// Learner → proposer: every slot below this one is learned here.
+    Learned(Slot),
+    /// Learner → state machine: decided values, consecutive, in slot order.
+    Apply(Vec<(Slot, Value)>),
+}
+
+impl LocalMessage {
+    /// The role that handles this message, for tracing and metrics.
+    pub fn role(&self) -> &'static str {
+        match self {
+            LocalMessage::Order(_) | LocalMessage::Learned(_) => "proposer",
+            LocalMessage::Event(_) => "elector",
+            LocalMessage::Apply(_) => "state_machine",
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Deliberately planted bugs, to show that the safety checks can fail.
+
+/// Deliberately planted bugs, one per role, to show that the safety checks can fail.
+/// **Test-only**: every field is false in any real configuration, and the node's config
+/// file cannot set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// The acceptor answers without asking for its state to be persisted first.
+    pub acceptor_skips_persist: bool,
+    /// The proposer skips phase 1 when it becomes leader (proposes into slots blindly).
+    pub proposer_skips_phase_one: bool,
+    /// The proposer declares a batch decided on the first `Accepted` (a minority).
+    pub proposer_decides_on_minority: bool,
+    /// The learner hands values to the state machine as they come, gaps or not, and the
+    /// state machine applies whatever slot it is given.
+    pub learner_applies_out_of_order: bool,
+    /// The proposer answers a `ReadIndex` at once with its next slot, without waiting
+    /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
+    /// then serves stale reads).
+    pub proposer_reads_without_quorum: bool,
+    /// The acceptor forgets accepted values evicted from memory: it neither reads them
+    /// back for a `Prepare` nor stops its `Promise` at them.
+    pub acceptor_promise_skips_stored: bool,
+}

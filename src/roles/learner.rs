@@ -1,0 +1,491 @@
+//! # Learner
+//!
+//! The learner finds out which value each slot chose and hands decided commands to the
+//! state machine strictly in slot order (Lamport, "Paxos Made Simple" §2.3; PMMC §3,
+//! the Replica's `decisions`).
+//!
+//! **How it learns.** From the leader's `Decide`: the proposer already counts a quorum of
+//! `Accepted` for each batch (a quorum call), so it tells every learner the batch's
+//! values instead of every acceptor telling every learner (n messages per batch instead
+//! of n², at the price of one extra hop; the proposer defers the other nodes' `Decide`s to
+//! its next `Accept` or tick). A learner that missed decisions, or
+//! restarted, notices a gap between what it has and the `commit` index the leader's
+//! `Decide` messages (and empty beacons) carry, and asks the sender with `Fetch`; any
+//! learner answers `Fetch` with `Fetched` from its own decided log.
+//!
+//! **Invariant.** A slot, once learned, never changes: learning a different value for a
+//! slot still held in memory is a safety violation and panics (applied slots are
+//! compared across nodes by the tests' safety checks instead). Decided values leave for
+//! the state machine in slot order, each exactly once per incarnation, with no gap.
+//!
+//! **Memory.** Only values not yet handed to the state machine stay in memory; the rest
+//! live in the decided log on disk. A `Fetch` for applied slots is answered from there:
+//! the core says which slots to serve (`LearnerOutput::serve`) and the actor reads them.
+//!
+//! **Left out.** Log truncation after a snapshot (a later issue): the decided log on disk
+//! is kept whole.
+
+use super::bugs::PlantedBugs;
+use super::ready::{Ready, Serve, Write};
+use crate::messages::local::LocalMessage;
+use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct LearnerConfig {
+    /// Ask again after this many ticks without an answer.
+    pub fetch_retry_ticks: u64,
+    /// Most slots in one `Fetched`.
+    pub max_fetch: u64,
+    /// Most payload bytes in one `Fetched` (it must fit a transport frame); at least
+    /// one value is sent whatever its size.
+    pub max_fetch_bytes: usize,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            fetch_retry_ticks: 20,
+            max_fetch: 1024,
+            max_fetch_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LearnerInput {
+    Peer(NodeId, LearnerMessage),
+    Tick,
+}
+
+/// What the learner asks to have done, gathered while it handles one input and then
+/// handed over as a [`Ready`]: the learned values are written first, then the state
+/// machine gets the ordered ones and the proposer hears how far the log is learned.
+#[derive(Debug, Default)]
+struct Output {
+    persist: Vec<(Slot, Value)>,
+    apply: Vec<(Slot, Value)>,
+    send: Vec<(NodeId, PeerMessage)>,
+    serve: Vec<Serve>,
+    learned: Option<Slot>,
+}
+
+impl From<Output> for Ready {
+    fn from(out: Output) -> Ready {
+        let mut ready = Ready::default();
+        if !out.persist.is_empty() {
+            ready.writes.push(Write::Decided(out.persist));
+        }
+        if !out.apply.is_empty() {
+            ready.local.push(LocalMessage::Apply(out.apply));
+        }
+        if let Some(slot) = out.learned {
+            ready.local.push(LocalMessage::Learned(slot));
+        }
+        ready.send = out.send;
+        ready.serve = out.serve;
+        ready
+    }
+}
+
+/// The learner's state machine: no I/O.
+#[derive(Debug)]
+pub struct Learner {
+    id: NodeId,
+    cfg: LearnerConfig,
+    now: u64,
+    /// Decided values not yet handed to the state machine (slots from `next` on).
+    log: BTreeMap<Slot, Value>,
+    /// The first slot not yet handed to the state machine.
+    next: Slot,
+    /// The highest commit index a leader announced.
+    commit: Slot,
+    bugs: PlantedBugs,
+    /// Who announced it, to fetch from.
+    source: Option<NodeId>,
+    /// An outstanding fetch: from which slot, sent when.
+    fetching: Option<(Slot, u64)>,
+}
+
+impl Learner {
+    /// A learner with its persisted log, handing the state machine slots from `next` on
+    /// (values below `next` are applied already and are not kept in memory).
+    pub fn restore(id: NodeId, cfg: LearnerConfig, mut log: BTreeMap<Slot, Value>, next: Slot) -> Self {
+        Learner {
+            id,
+            cfg,
+            now: 0,
+            log: log.split_off(&next),
+            next,
+            commit: 0,
+            source: None,
+            fetching: None,
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    /// Test-only: plants bugs (see [`PlantedBugs`]).
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
+    pub fn config(&self) -> &LearnerConfig {
+        &self.cfg
+    }
+
+    /// The first slot not yet handed to the state machine.
+    pub fn next(&self) -> Slot {
+        self.next
+    }
+
+    pub fn commit(&self) -> Slot {
+        self.commit.max(self.next)
+    }
+
+    /// Decided values not yet handed to the state machine.
+    pub fn pending(&self) -> &BTreeMap<Slot, Value> {
+        &self.log
+    }
+
+    /// Hands over what the persisted log already holds (after a restart).
+    /// Always reports where the log stands, even with nothing to hand over (a snapshot
+    /// may cover the whole log): the proposer's phase 1 starts from there, not from 0.
+    pub fn start(&mut self) -> Ready {
+        let mut out = Output::default();
+        self.deliver(&mut out);
+        out.learned = Some(self.next);
+        out.into()
+    }
+
+    pub fn handle(&mut self, input: LearnerInput) -> Ready {
+        let mut out = Output::default();
+        match input {
+            // The leader's decision (or its empty beacon): learn, deliver, fetch any gap.
+            LearnerInput::Peer(
+                from,
+                LearnerMessage::Decide {
+                    first_slot,
+                    values,
+                    commit,
+                },
+            ) => {
+                if commit > self.commit {
+                    self.commit = commit;
+                    self.source = Some(from);
+                }
+                self.learn(first_slot, values, &mut out);
+                self.maybe_fetch(from, &mut out);
+            }
+            // Another learner asks for slots it lacks: send what we have, consecutive;
+            // applied slots are on disk only, so the actor serves those.
+            LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
+                if first < self.next {
+                    out.serve.push(Serve {
+                        to: from,
+                        first,
+                        end: to.min(self.next).min(first.saturating_add(self.cfg.max_fetch)),
+                        max_bytes: self.cfg.max_fetch_bytes,
+                    });
+                } else {
+                    let end = to.min(first.saturating_add(self.cfg.max_fetch));
+                    let reply = fetched(first, end, self.cfg.max_fetch_bytes, |s| {
+                        Ok::<_, std::convert::Infallible>(self.log.get(&s).cloned())
+                    });
+                    out.send
+                        .push((from, PeerMessage::Learner(reply.unwrap_or_else(|e| match e {}))));
+                }
+            }
+            // The answer to our fetch.
+            // An empty answer leaves the retry timer running: the sender has nothing yet,
+            // so asking again at once (every tick) would only flood it.
+            LearnerInput::Peer(from, LearnerMessage::Fetched { first_slot, values }) => {
+                if !values.is_empty() {
+                    self.fetching = None;
+                    self.learn(first_slot, values, &mut out);
+                    self.maybe_fetch(from, &mut out);
+                }
+            }
+            // Time passes: retry a fetch that went unanswered.
+            LearnerInput::Tick => {
+                self.now += 1;
+                if let Some(source) = self.source {
+                    self.maybe_fetch(source, &mut out);
+                }
+            }
+        }
+        out.into()
+    }
+
+    fn learn(&mut self, first_slot: Slot, values: Vec<Value>, out: &mut Output) {
+        if first_slot.saturating_add(values.len() as u64) > MAX_SLOT {
+            return; // Corrupt: no real log reaches that far.
+        }
+        for (slot, value) in (first_slot..).zip(values) {
+            match self.log.get(&slot) {
+                Some(known) => assert_eq!(known, &value, "slot {slot} decided twice with different values"),
+                None if slot < self.next => {} // applied and no longer in memory
+                None => {
+                    self.commit = self.commit.max(slot + 1);
+                    if self.bugs.learner_applies_out_of_order {
+                        out.apply.push((slot, value.clone())); // Planted bug: no waiting for gaps.
+                    }
+                    out.persist.push((slot, value.clone()));
+                    self.log.insert(slot, value);
+                }
+            }
+        }
+        self.deliver(out);
+    }
+
+    fn deliver(&mut self, out: &mut Output) {
+        if self.bugs.learner_applies_out_of_order {
+            return;
+        }
+        let start = self.next;
+        while let Some(value) = self.log.remove(&self.next) {
+            out.apply.push((self.next, value));
+            self.next += 1;
+        }
+        if self.next > start {
+            out.learned = Some(self.next);
+        }
+    }
+
+    /// If slots below the known commit index are missing, ask `from` for them (once per
+    /// retry interval).
+    fn maybe_fetch(&mut self, from: NodeId, out: &mut Output) {
+        if from == self.id || self.commit <= self.next {
+            return;
+        }
+        if let Some((slot, at)) = self.fetching
+            && slot == self.next
+            && self.now - at < self.cfg.fetch_retry_ticks
+        {
+            return;
+        }
+        // Stop at the first slot we already hold, so we do not fetch what we have.
+        let held = self.log.range(self.next..).next().map_or(self.commit, |(&s, _)| s);
+        let to = held.min(self.commit).min(self.next + self.cfg.max_fetch);
+        if to <= self.next {
+            return;
+        }
+        self.fetching = Some((self.next, self.now));
+        out.send.push((
+            from,
+            PeerMessage::Learner(LearnerMessage::Fetch { from: self.next, to }),
+        ));
+    }
+}
+
+/// The `Fetched` answer to a `Fetch` for `[first, end)`: consecutive values from
+/// `lookup`, at most `max_bytes` of them past the first.
+pub fn fetched<E>(
+    first: Slot,
+    end: Slot,
+    max_bytes: usize,
+    mut lookup: impl FnMut(Slot) -> Result<Option<Value>, E>,
+) -> Result<LearnerMessage, E> {
+    let (mut values, mut bytes) = (Vec::new(), 0);
+    for slot in first..end {
+        let Some(value) = lookup(slot)? else { break };
+        bytes += value.wire_size();
+        if !values.is_empty() && bytes > max_bytes {
+            break;
+        }
+        values.push(value);
+    }
+    Ok(LearnerMessage::Fetched {
+        first_slot: first,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Command, RequestId};
+
+    fn apply_of(out: &Ready) -> Vec<(Slot, Value)> {
+        out.local
+            .iter()
+            .flat_map(|m| match m {
+                LocalMessage::Apply(batch) => batch.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn persist_of(out: &Ready) -> Vec<(Slot, Value)> {
+        out.writes
+            .iter()
+            .flat_map(|w| match w {
+                Write::Decided(values) => values.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn learned_of(out: &Ready) -> Option<Slot> {
+        out.local.iter().find_map(|m| match m {
+            LocalMessage::Learned(slot) => Some(*slot),
+            _ => None,
+        })
+    }
+
+    fn v(n: u64) -> Value {
+        Value::Command(Command {
+            id: RequestId { client: 1, seq: n },
+            ack_below: 0,
+            payload: vec![],
+        })
+    }
+
+    fn decide(first_slot: Slot, values: Vec<Value>, commit: Slot) -> LearnerInput {
+        LearnerInput::Peer(
+            1,
+            LearnerMessage::Decide {
+                first_slot,
+                values,
+                commit,
+            },
+        )
+    }
+
+    #[test]
+    fn learner_delivers_in_slot_order_across_out_of_order_decisions() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        let out = l.handle(decide(1, vec![v(2)], 0));
+        assert!(
+            apply_of(&out).is_empty(),
+            "slot 0 is missing: nothing may be applied yet"
+        );
+        assert_eq!(persist_of(&out).len(), 1);
+        let out = l.handle(decide(0, vec![v(1)], 0));
+        assert_eq!(apply_of(&out), vec![(0, v(1)), (1, v(2))]);
+        assert_eq!(learned_of(&out), Some(2));
+    }
+
+    #[test]
+    fn learner_fetches_gap_below_commit_and_fills_it() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        let out = l.handle(decide(3, vec![], 3));
+        assert_eq!(
+            out.send,
+            vec![(1, PeerMessage::Learner(LearnerMessage::Fetch { from: 0, to: 3 }))]
+        );
+        let out = l.handle(LearnerInput::Peer(
+            1,
+            LearnerMessage::Fetched {
+                first_slot: 0,
+                values: vec![v(1), v(2), v(3)],
+            },
+        ));
+        assert_eq!(apply_of(&out).len(), 3);
+        assert!(out.send.is_empty(), "nothing left to fetch");
+    }
+
+    #[test]
+    fn learner_serves_applied_slots_from_disk_and_pending_ones_from_memory() {
+        let log = BTreeMap::from([(0, v(1)), (1, v(2)), (3, v(4)), (4, v(5)), (6, v(7))]);
+        let mut l = Learner::restore(3, LearnerConfig::default(), log, 3);
+        assert_eq!(l.pending().len(), 3, "applied slots are not kept in memory");
+        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 0, to: 10 }));
+        assert_eq!(
+            out.serve,
+            vec![Serve {
+                to: 1,
+                first: 0,
+                end: 3,
+                max_bytes: LearnerConfig::default().max_fetch_bytes
+            }],
+            "applied slots are read from the decided log on disk"
+        );
+        assert!(out.send.is_empty());
+        let out = l.handle(LearnerInput::Peer(1, LearnerMessage::Fetch { from: 3, to: 10 }));
+        assert_eq!(
+            out.send,
+            vec![(
+                1,
+                PeerMessage::Learner(LearnerMessage::Fetched {
+                    first_slot: 3,
+                    values: vec![v(4), v(5)]
+                })
+            )],
+            "consecutive values only"
+        );
+    }
+
+    #[test]
+    fn learner_duplicate_decision_is_harmless() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        l.handle(decide(0, vec![v(1)], 0));
+        let out = l.handle(decide(0, vec![v(1)], 0));
+        assert!(apply_of(&out).is_empty() && persist_of(&out).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "decided twice")]
+    fn learner_conflicting_decision_is_a_safety_violation() {
+        let mut l = Learner::restore(2, LearnerConfig::default(), BTreeMap::new(), 0);
+        // Slot 1 waits for slot 0, so the learner still holds it when the conflict comes.
+        l.handle(decide(1, vec![v(1)], 0));
+        l.handle(decide(1, vec![v(2)], 0));
+    }
+
+    #[test]
+    fn learner_start_reports_position_even_with_nothing_to_deliver() {
+        // A snapshot covered slots 0..5; the log holds nothing after it.
+        let log = BTreeMap::from([(3, v(1)), (4, v(2))]);
+        let mut l = Learner::restore(1, LearnerConfig::default(), log, 5);
+        let out = l.start();
+        assert!(apply_of(&out).is_empty());
+        assert_eq!(
+            learned_of(&out),
+            Some(5),
+            "phase 1 must not start from slot 0 after a restart"
+        );
+    }
+
+    #[test]
+    fn learner_fetched_is_capped_by_bytes_but_carries_at_least_one_value() {
+        let big = |n| {
+            Value::Command(Command {
+                id: RequestId { client: 1, seq: n },
+                ack_below: 0,
+                payload: vec![0; 700],
+            })
+        };
+        let log = BTreeMap::from([(0, big(1)), (1, big(2)), (2, big(3))]);
+        let reply = fetched(0, 3, 1000, |s| Ok::<_, std::convert::Infallible>(log.get(&s).cloned()));
+        let Ok(LearnerMessage::Fetched { values, .. }) = reply else {
+            panic!("a Fetched")
+        };
+        assert_eq!(values.len(), 1, "a second 700-byte value would pass 1000 bytes");
+    }
+
+    #[test]
+    fn learner_empty_fetched_waits_for_the_retry_interval() {
+        let cfg = LearnerConfig {
+            fetch_retry_ticks: 5,
+            ..LearnerConfig::default()
+        };
+        let mut l = Learner::restore(2, cfg, BTreeMap::new(), 0);
+        assert_eq!(
+            l.handle(decide(3, vec![], 3)).send.len(),
+            1,
+            "a gap below the commit index: fetch"
+        );
+        l.handle(LearnerInput::Peer(
+            1,
+            LearnerMessage::Fetched {
+                first_slot: 0,
+                values: vec![],
+            },
+        ));
+        let asked: usize = (0..4).map(|_| l.handle(LearnerInput::Tick).send.len()).sum();
+        assert_eq!(asked, 0, "no new fetch before the retry interval");
+        let asked: usize = (0..2).map(|_| l.handle(LearnerInput::Tick).send.len()).sum();
+        assert_eq!(asked, 1, "then one");
+    }
+}

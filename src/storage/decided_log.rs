@@ -1,0 +1,97 @@
+//! `decided.wal`: the learner's decided values.
+
+use super::wal::{SyncHandle, Wal};
+use super::{DECIDED, record_at};
+use crate::error::{Error, Result};
+use crate::messages::codec;
+use crate::messages::{Slot, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The learner's log of decided values: one record per run of consecutive slots, so
+/// no two records hold the same slot; an index in memory finds a slot's record.
+pub struct DecidedLog {
+    wal: Wal,
+    /// First slot of each record -> (last slot, offset of the record).
+    index: BTreeMap<Slot, (Slot, u64)>,
+    /// A write failed: take nothing more.
+    broken: bool,
+}
+
+impl DecidedLog {
+    /// Opens the log in `dir`; returns it with the values of slots from `from` on (the
+    /// ones below are in the state machine's snapshot already).
+    pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
+        let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
+        let wal = Wal::open(&dir.join(DECIDED), 0, |offset, record| {
+            let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
+            if let Some(last) = (first..).take(values.len()).last() {
+                index.insert(first, (last, offset));
+            }
+            log.extend((first..).zip(values).filter(|(slot, _)| *slot >= from));
+            Ok(())
+        })?;
+        Ok((
+            DecidedLog {
+                wal,
+                index,
+                broken: false,
+            },
+            log,
+        ))
+    }
+
+    /// A handle that makes everything appended so far durable, from another thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        self.wal.sync_handle()
+    }
+
+    /// Writes newly learned values (not synced: see the module docs).
+    /// After a failed write the log takes nothing more (a hole would hide every later
+    /// record on the next start); the values stay decided at the acceptors.
+    pub fn append(&mut self, entries: &[(Slot, Value)]) -> Result<()> {
+        if self.broken {
+            return Err(Error::Storage("decided log: an earlier write failed".into()));
+        }
+        let mut runs = Vec::new();
+        for run in entries.chunk_by(|a, b| b.0 == a.0 + 1) {
+            let (first, last) = (run[0].0, run[run.len() - 1].0);
+            let values: Vec<&Value> = run.iter().map(|(_, v)| v).collect();
+            let offset = self
+                .wal
+                .append_with(|buf| codec::encode_into(&(first, values), buf).map(drop).map_err(Into::into))?;
+            runs.push((first, last, offset));
+        }
+        if let Err(e) = self.wal.take_pending().write() {
+            self.broken = true;
+            return Err(e);
+        }
+        for (first, last, offset) in runs {
+            self.index.insert(first, (last, offset));
+        }
+        Ok(())
+    }
+
+    /// The decided value of `slot`, if this log holds it, through `cache` (see
+    /// `record_at`).
+    pub fn get(&self, slot: Slot, cache: &mut Option<(u64, (Slot, Vec<Value>))>) -> Result<Option<Value>> {
+        let Some((&first, &(last, offset))) = self.index.range(..=slot).next_back() else {
+            return Ok(None);
+        };
+        if slot > last {
+            return Ok(None);
+        }
+        let (_, values) = record_at(&self.wal, offset, cache)?;
+        Ok(values.get((slot - first) as usize).cloned())
+    }
+
+    /// Every decided value on disk (for tests that compare nodes slot by slot).
+    pub fn read_all(&self) -> Result<BTreeMap<Slot, Value>> {
+        let mut log = BTreeMap::new();
+        for (&first, &(_, offset)) in &self.index {
+            let (_, values): (Slot, Vec<Value>) = codec::decode_local(&self.wal.read_at(offset)?)?;
+            log.extend((first..).zip(values));
+        }
+        Ok(log)
+    }
+}
