@@ -193,7 +193,7 @@ impl Acceptor {
     /// Before a `Prepare` from `from`: reads back, with `read`, the stored values it will
     /// report, up to about one Promise's worth (the report stops at the next stored slot).
     pub fn reload_from<E>(&mut self, from: Slot, mut read: impl FnMut(Slot) -> Result<Value, E>) -> Result<(), E> {
-        if self.bugs.acceptor_promise_skips_stored {
+        if self.bugs.acceptor_promise_skips_stored() {
             return Ok(()); // Planted bug: what left memory is forgotten.
         }
         let mut bytes = 0;
@@ -251,7 +251,7 @@ impl Acceptor {
                 // again once the actor has read it back.
                 let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
                 // Planted bug: report only what is in memory, as if nothing else were accepted.
-                let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored);
+                let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored());
                 for (&slot, (b, v)) in self.accepted.range(from_slot..) {
                     bytes += v.wire_size();
                     if let Some(s) = stored.filter(|s| *s < slot) {
@@ -324,7 +324,7 @@ impl Acceptor {
             "acceptor promise went down from {before} to {}",
             self.promised
         );
-        if self.bugs.acceptor_skips_persist {
+        if self.bugs.acceptor_skips_persist() {
             return (None, out.1);
         }
         out

@@ -1,4 +1,9 @@
 //! Deliberately planted bugs, to show that the safety checks can fail.
+//!
+//! Behind the cargo feature `planted-bugs`, which only the tests turn on (a
+//! dev-dependency of the crate on itself): without it every switch below reads `false`
+//! whatever its field says, so the buggy branches compile to nothing in the node's
+//! binaries.
 
 /// Deliberately planted bugs, one per role, to show that the safety checks can fail.
 /// **Test-only**: every field is false in any real configuration, and the node's config
@@ -21,4 +26,42 @@ pub struct PlantedBugs {
     /// The acceptor forgets accepted values evicted from memory: it neither reads them
     /// back for a `Prepare` nor stops its `Promise` at them.
     pub acceptor_promise_skips_stored: bool,
+}
+
+impl PlantedBugs {
+    /// Whether [`PlantedBugs::acceptor_skips_persist`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn acceptor_skips_persist(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.acceptor_skips_persist
+    }
+
+    /// Whether [`PlantedBugs::proposer_skips_phase_one`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_skips_phase_one(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_skips_phase_one
+    }
+
+    /// Whether [`PlantedBugs::proposer_decides_on_minority`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_decides_on_minority(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_decides_on_minority
+    }
+
+    /// Whether [`PlantedBugs::learner_applies_out_of_order`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn learner_applies_out_of_order(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.learner_applies_out_of_order
+    }
+
+    /// Whether [`PlantedBugs::proposer_reads_without_quorum`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_reads_without_quorum(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_reads_without_quorum
+    }
+
+    /// Whether [`PlantedBugs::acceptor_promise_skips_stored`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn acceptor_promise_skips_stored(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.acceptor_promise_skips_stored
+    }
 }

@@ -227,7 +227,7 @@ impl Learner {
                 None if slot < self.next => {} // applied and no longer in memory
                 None => {
                     self.commit = self.commit.max(slot + 1);
-                    if self.bugs.learner_applies_out_of_order {
+                    if self.bugs.learner_applies_out_of_order() {
                         out.apply.push((slot, value.clone())); // Planted bug: no waiting for gaps.
                     }
                     out.persist.push((slot, value.clone()));
@@ -239,7 +239,7 @@ impl Learner {
     }
 
     fn deliver(&mut self, out: &mut Output) {
-        if self.bugs.learner_applies_out_of_order {
+        if self.bugs.learner_applies_out_of_order() {
             return;
         }
         let start = self.next;

@@ -274,7 +274,7 @@ impl Proposer {
             }
             // A read: only a leader confirmed by a quorum after the read began may answer.
             ProposerInput::ReadIndex(from, id) => match &self.state {
-                State::Leading { next_slot, .. } if self.bugs.proposer_reads_without_quorum => {
+                State::Leading { next_slot, .. } if self.bugs.proposer_reads_without_quorum() => {
                     // Planted bug: trust our leadership without a quorum's word.
                     let reply = StateMachineMessage::ReadIndexReply {
                         id,
@@ -326,7 +326,7 @@ impl Proposer {
         // Reads waiting under an earlier ballot carry an index that ballot stamped; a
         // newer leader may have decided writes above it meanwhile. They ask again.
         self.answer_reads_not_leader(out);
-        if self.bugs.proposer_skips_phase_one {
+        if self.bugs.proposer_skips_phase_one() {
             // Planted bug: lead without learning what earlier ballots may have chosen.
             let (next_slot, last_beacon) = (self.learned, self.now);
             self.state = State::Leading {
@@ -564,7 +564,7 @@ impl Proposer {
         };
         let first_slot = *next_slot;
         *next_slot += values.len() as u64;
-        let rule = if self.bugs.proposer_decides_on_minority {
+        let rule = if self.bugs.proposer_decides_on_minority() {
             QuorumRule::First
         } else {
             QuorumRule::Majority

@@ -244,7 +244,7 @@ impl<A: Application> StateMachine<A> {
 
     /// Applies slot `slot`; returns the request it answered and the outcome, if any.
     pub fn apply(&mut self, slot: Slot, value: Value) -> Option<(RequestId, Outcome<A::Reply>)> {
-        if self.bugs.learner_applies_out_of_order {
+        if self.bugs.learner_applies_out_of_order() {
             self.next = slot; // Planted bug: apply whatever slot comes.
         }
         assert_eq!(

@@ -316,6 +316,11 @@ pub fn bug_names(mut bugs: PlantedBugs) -> Vec<&'static str> {
 pub fn parse_bugs(list: &str) -> Result<PlantedBugs, String> {
     let mut bugs = PlantedBugs::default();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !cfg!(feature = "planted-bugs") {
+            return Err(format!(
+                "planted bug {name:?}: this build has no planted bugs (they need the cargo feature `planted-bugs`, which the tests turn on)"
+            ));
+        }
         let (_, on) = BUGS
             .iter()
             .find(|(known, _)| *known == name)
