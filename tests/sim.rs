@@ -52,6 +52,10 @@ fn sim_three_nodes_with_crashes_and_partitions_stay_safe() {
         ex.stats.snapshots > ex.runs,
         "state machines took snapshots (and restarts restored them): {ex}"
     );
+    assert!(
+        ex.stats.lock_grants > ex.runs && ex.stats.sessions_expired > ex.runs / 2,
+        "locks were granted, and sessions of dead holders expired by log time: {ex}"
+    );
 }
 
 #[test]

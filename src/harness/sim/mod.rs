@@ -174,6 +174,8 @@ pub struct SimConfig {
     /// One tick of the role cores' clocks (the node's `tick`).
     pub tick_us: u64,
     pub clients: usize,
+    /// Clients of the lock service (contending for one lock).
+    pub lock_clients: usize,
     /// Keys the clients use (`k0`, `k1`, ...).
     pub keys: usize,
     /// A node proposes a waiting request again after this long.
@@ -218,6 +220,7 @@ impl SimConfig {
             duration_us: 3_000_000,
             tick_us: 10_000,
             clients: 3,
+            lock_clients: 2,
             keys: 3,
             retry_us: 100_000,
             request_timeout_us: 1_000_000,
@@ -349,6 +352,11 @@ pub struct Stats {
     pub applied: u64,
     /// State machine snapshots made durable.
     pub snapshots: u64,
+    /// Locks granted to lock clients, lock clients that died holding a lock, and
+    /// sessions the leader's clock commands expired.
+    pub lock_grants: u64,
+    pub lock_clients_died: u64,
+    pub sessions_expired: u64,
 }
 
 impl Stats {
@@ -364,6 +372,9 @@ impl Stats {
         self.chosen_slots += o.chosen_slots;
         self.applied += o.applied;
         self.snapshots += o.snapshots;
+        self.lock_grants += o.lock_grants;
+        self.lock_clients_died += o.lock_clients_died;
+        self.sessions_expired += o.sessions_expired;
     }
 }
 
@@ -575,7 +586,7 @@ impl fmt::Display for Exploration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} snapshots, {} crashes, {} partitions, {} elections",
+            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} snapshots, {} lock grants ({} holders died, {} sessions expired), {} crashes, {} partitions, {} elections",
             self.runs,
             self.steps,
             self.elapsed,
@@ -585,6 +596,9 @@ impl fmt::Display for Exploration {
             self.stats.ops_unknown,
             self.stats.chosen_slots,
             self.stats.snapshots,
+            self.stats.lock_grants,
+            self.stats.lock_clients_died,
+            self.stats.sessions_expired,
             self.stats.crashes,
             self.stats.partitions,
             self.stats.elections,

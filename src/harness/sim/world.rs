@@ -9,7 +9,10 @@
 use super::checker::{Checker, Violation};
 use super::history::{OpInput, OpOutput, OpRecord};
 use super::{SimConfig, Stats};
-use crate::app::kv::{KvCommand, KvReply, KvResult, KvStore};
+use crate::app::Application;
+use crate::app::kv::{KvCommand, KvResult};
+use crate::app::lock_service::{LockCommand, LockReply, SessionId};
+use crate::app::service::{Service, ServiceCommand, ServiceReply};
 use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
 use crate::error::{Error, Result as CrateResult};
 use crate::messages::codec;
@@ -68,7 +71,7 @@ struct Roles {
     proposer: Proposer,
     learner: Learner,
     elector: Elector,
-    sm: StateMachine<KvStore>,
+    sm: StateMachine<Service>,
     drivers: Drivers,
 }
 
@@ -78,7 +81,7 @@ struct Drivers {
     proposer: Driver,
     learner: Driver,
     elector: Driver,
-    sm: Driver<KvReply>,
+    sm: Driver<ServiceReply>,
 }
 
 /// The role a host serves (for messages and for what it may write).
@@ -94,9 +97,20 @@ enum SimRole {
 /// A client request this node waits on (as `NodeHandle::submit` and `NodeHandle::read`
 /// do).
 struct Pending {
-    client: usize,
+    who: Who,
     ask: Ask,
     deadline: u64,
+}
+
+/// On whose behalf a node waits for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// A key-value client (its operations make the history).
+    Kv(usize),
+    /// A lock client.
+    Lock(usize),
+    /// The node's own clock loop (the leader's clock command).
+    Clock,
 }
 
 /// What a node asks the leader for on a client's behalf, until it is answered.
@@ -106,7 +120,7 @@ enum Ask {
     /// A read by read index (`NodeHandle::read`): ask for `ReadIndex`, then answer
     /// `command` from this node's state machine once it has applied every slot below
     /// the first index a leader confirmed (the state machine's `ReadWait`).
-    Read { command: KvCommand },
+    Read { command: ServiceCommand },
 }
 
 struct SimNode {
@@ -150,6 +164,15 @@ enum Event {
     Invoke {
         client: usize,
     },
+    /// A lock client takes its next step.
+    LockStep {
+        locker: usize,
+    },
+    /// A node's clock loop: the leader proposes the application's clock command.
+    Clock {
+        node: NodeId,
+        inc: u64,
+    },
     /// A node retries (or gives up on) a client request.
     Retry {
         node: NodeId,
@@ -188,6 +211,28 @@ struct Client {
     op: Option<usize>,
 }
 
+/// A client of the lock service: opens a session, waits in line for lock `L`, holds it
+/// for a while with keep-alives, then releases it, or dies holding it (its session then
+/// expires by log time and the lock passes on).
+struct Locker {
+    id: u64,
+    seq: u64,
+    session: Option<SessionId>,
+    /// The fencing token of the grant it holds.
+    holding: Option<u64>,
+    /// Keep-alives left before it lets go.
+    hold_steps: u64,
+    /// A request in flight.
+    busy: bool,
+}
+
+/// The lock service's settings in the simulator (simulated milliseconds): sessions live
+/// `LOCK_TTL_MS` past their last sign of life; the leader moves log time every
+/// `CLOCK_MS`, `CLOCK_MARGIN_MS` behind its clock (as `NodeHandle`'s clock loop does).
+const LOCK_TTL_MS: u64 = 400;
+const CLOCK_MS: u64 = 100;
+const CLOCK_MARGIN_MS: u64 = 100;
+
 pub(crate) struct World {
     cfg: SimConfig,
     bugs: PlantedBugs,
@@ -200,6 +245,11 @@ pub(crate) struct World {
     /// The side of the partition each node is on (all 0: no partition).
     side: Vec<u8>,
     clients: Vec<Client>,
+    lockers: Vec<Locker>,
+    /// Every fencing token granted for lock `L`, with the session it went to.
+    tokens: BTreeMap<u64, SessionId>,
+    /// Sequence numbers of the nodes' clock commands.
+    clock_seq: u64,
     pub(crate) history: Vec<OpRecord>,
     pub(crate) checker: Checker,
     pub(crate) steps: u64,
@@ -230,6 +280,9 @@ impl World {
             ids: ids.clone(),
             side: vec![0; n],
             clients: Vec::new(),
+            lockers: Vec::new(),
+            tokens: BTreeMap::new(),
+            clock_seq: 0,
             history: Vec::new(),
             checker: Checker::new(n),
             steps: 0,
@@ -260,6 +313,18 @@ impl World {
             });
             let at = w.rng.between(0, 50 * cfg.tick_us);
             w.schedule(at, Event::Invoke { client });
+        }
+        for locker in 0..cfg.lock_clients {
+            w.lockers.push(Locker {
+                id: 2000 + locker as u64,
+                seq: 0,
+                session: None,
+                holding: None,
+                hold_steps: 0,
+                busy: false,
+            });
+            let at = w.rng.between(0, 50 * cfg.tick_us);
+            w.schedule(at, Event::LockStep { locker });
         }
         if cfg.faults.crashes || cfg.faults.partitions {
             let at = w.rng.between(cfg.faults.chaos_min_us, cfg.faults.chaos_max_us);
@@ -400,6 +465,20 @@ impl World {
             Event::Invoke { client } => {
                 self.mix(4);
                 self.invoke(client);
+                Ok(())
+            }
+            Event::LockStep { locker } => {
+                self.mix(11);
+                self.lock_step(locker);
+                Ok(())
+            }
+            Event::Clock { node, inc } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(12);
+                self.clock(i);
                 Ok(())
             }
             Event::Retry { node, inc, id } => {
@@ -619,7 +698,7 @@ impl World {
     }
 
     /// `StateMachineActor`: every applied slot is checked against the other replicas.
-    fn run_sm(&mut self, i: usize, input: StateMachineInput<KvCommand>) -> Result<(), String> {
+    fn run_sm(&mut self, i: usize, input: StateMachineInput<ServiceCommand>) -> Result<(), String> {
         let id = self.nodes[i].id;
         self.with_roles(i, |w, r| {
             if let StateMachineInput::Apply(batch) = &input {
@@ -651,9 +730,9 @@ impl World {
             .with_hot_slots(SIM_HOT_SLOTS)
             .with_bugs(bugs);
         let sm = match &disk.snapshot {
-            Some(bytes) => StateMachine::<KvStore>::restore(bytes)
+            Some(bytes) => StateMachine::<Service>::restore(bytes)
                 .map_err(|e| format!("node {id} cannot restore its snapshot: {e}"))?,
-            None => StateMachine::new(KvStore::new()),
+            None => StateMachine::new(Service::default()),
         }
         .with_bugs(bugs)
         .with_snapshots(SnapshotPolicy {
@@ -688,6 +767,8 @@ impl World {
         let inc = self.nodes[i].incarnation;
         let at = self.now + self.rng.between(1, self.cfg.tick_us);
         self.schedule(at, Event::Tick { node: id, inc });
+        let at = self.now + CLOCK_MS * 1000;
+        self.schedule(at, Event::Clock { node: id, inc });
         Ok(())
     }
 
@@ -702,7 +783,16 @@ impl World {
         node.disk.unsynced_ballot = None;
         let pending = std::mem::take(&mut node.pending);
         for (_, p) in pending {
-            self.complete(p.client, OpOutput::Unknown);
+            self.gave_up(p.who);
+        }
+    }
+
+    /// A request of `who` ended without an answer (timed out, or its node crashed).
+    fn gave_up(&mut self, who: Who) {
+        match who {
+            Who::Kv(client) => self.complete(client, OpOutput::Unknown),
+            Who::Lock(locker) => self.lock_answered(locker, None),
+            Who::Clock => {}
         }
     }
 
@@ -768,26 +858,17 @@ impl World {
                 new: value,
             }
         };
-        let command = match &input {
+        let command = ServiceCommand::Kv(match &input {
             OpInput::Get { key } => KvCommand::get(key.clone()),
             OpInput::Put { key, value } => KvCommand::put(key.clone(), value.clone()),
             OpInput::Cas { key, expected, new } => KvCommand::cas(key.clone(), expected.clone(), new.clone()),
-        };
+        });
         let c = &mut self.clients[client];
         let rid = RequestId {
             client: c.id,
             seq: c.seq,
         };
-        let ask = if by_read_index {
-            Ask::Read { command }
-        } else {
-            let payload = codec::encode(&command).expect("a KV command always encodes");
-            Ask::Propose(Command {
-                id: rid,
-                ack_below: c.seq,
-                payload,
-            })
-        };
+        let ack_below = c.seq;
         c.op = Some(self.history.len());
         self.history.push(OpRecord {
             client: c.id,
@@ -798,27 +879,173 @@ impl World {
             completed_us: None,
             output: None,
         });
+        let ask = if by_read_index {
+            Ask::Read { command }
+        } else {
+            Ask::Propose(Command {
+                id: rid,
+                ack_below,
+                payload: encode(&command),
+            })
+        };
+        self.submit(i, Who::Kv(client), rid, ask);
+    }
+
+    /// Node `i` takes request `id` on behalf of `who`, as `NodeHandle::submit` (a
+    /// command) or `NodeHandle::read` (a read by read index) do: it waits for the
+    /// answer, asks the leader, and asks again every `retry_us` until `request_timeout_us`.
+    fn submit(&mut self, i: usize, who: Who, id: RequestId, ask: Ask) {
         let read = match &ask {
-            Ask::Read { command, .. } => Some(command.clone()),
+            Ask::Read { command } => Some(command.clone()),
             Ask::Propose(_) => None,
         };
-        self.nodes[i].pending.insert(
-            rid,
-            Pending {
-                client,
-                ask,
-                deadline: self.now + self.cfg.request_timeout_us,
-            },
-        );
+        let deadline = self.now + self.cfg.request_timeout_us;
+        self.nodes[i].pending.insert(id, Pending { who, ask, deadline });
         if let Some(command) = read
-            && let Err(e) = self.run_sm(i, StateMachineInput::ReadWait { id: rid, command })
+            && let Err(e) = self.run_sm(i, StateMachineInput::ReadWait { id, command })
         {
             self.violated(e);
         }
-        self.ask_leader(i, rid);
+        self.ask_leader(i, id);
         let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
         let at = self.now + self.cfg.retry_us;
-        self.schedule(at, Event::Retry { node, inc, id: rid });
+        self.schedule(at, Event::Retry { node, inc, id });
+    }
+
+    /// A random live node, if any.
+    fn random_live_node(&mut self) -> Option<usize> {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].roles.is_some())
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        Some(up[self.rng.between(0, up.len() as u64 - 1) as usize])
+    }
+
+    // ---- the lock service ------------------------------------------------------------------
+
+    /// Lock client `k`'s next step: open a session, ask for lock `L` (asking again keeps
+    /// the session alive while it waits in line), keep the session alive while holding,
+    /// then release, or die holding the lock (a new incarnation starts over).
+    fn lock_step(&mut self, k: usize) {
+        let now_ms = self.now / 1000;
+        let locker = &self.lockers[k];
+        if locker.busy {
+            return;
+        }
+        let command = match (locker.session, locker.holding) {
+            (None, _) => LockCommand::OpenSession {
+                ttl_ms: LOCK_TTL_MS,
+                now_ms,
+            },
+            (Some(session), None) => LockCommand::Lock {
+                name: "L".into(),
+                session,
+                now_ms,
+            },
+            (Some(session), Some(_)) if locker.hold_steps > 0 => LockCommand::KeepAlive { session, now_ms },
+            (Some(session), Some(_)) => {
+                if self.chance(250) {
+                    // Dies holding the lock: its session must expire before anyone else gets it.
+                    self.stats.lock_clients_died += 1;
+                    let locker = &mut self.lockers[k];
+                    locker.session = None;
+                    locker.holding = None;
+                    let at = self.now + self.rng.between(1, 5) * 10_000;
+                    self.schedule(at, Event::LockStep { locker: k });
+                    return;
+                }
+                LockCommand::Unlock {
+                    name: "L".into(),
+                    session,
+                }
+            }
+        };
+        let Some(i) = self.random_live_node() else {
+            let at = self.now + self.cfg.tick_us;
+            self.schedule(at, Event::LockStep { locker: k });
+            return;
+        };
+        let locker = &mut self.lockers[k];
+        locker.busy = true;
+        locker.hold_steps = locker.hold_steps.saturating_sub(1);
+        locker.seq += 1;
+        let id = RequestId {
+            client: locker.id,
+            seq: locker.seq,
+        };
+        let command = Command {
+            id,
+            ack_below: locker.seq,
+            payload: encode(&ServiceCommand::Lock(command)),
+        };
+        self.submit(i, Who::Lock(k), id, Ask::Propose(command));
+    }
+
+    /// Lock client `k`'s request was answered (`None`: it gave up on it).
+    fn lock_answered(&mut self, k: usize, outcome: Option<Outcome<ServiceReply>>) {
+        let locker = &mut self.lockers[k];
+        locker.busy = false;
+        match outcome {
+            Some(Ok(ServiceReply::Lock(LockReply::SessionOpened { session, .. }))) => locker.session = Some(session),
+            Some(Ok(ServiceReply::Lock(LockReply::Granted { token, .. }))) => {
+                let session = locker.session.unwrap_or_default();
+                if locker.holding.is_none() {
+                    locker.holding = Some(token);
+                    locker.hold_steps = 1 + self.rng.between(0, 4);
+                    self.stats.lock_grants += 1;
+                }
+                // Fencing: a token names one grant, to one session.
+                match self.tokens.insert(token, session) {
+                    Some(other) if other != session => self.violated(format!(
+                        "lock L granted with token {token} to session {other} and to session {session}"
+                    )),
+                    _ => {}
+                }
+            }
+            Some(Ok(ServiceReply::Lock(LockReply::Released { .. } | LockReply::NotHolder { .. }))) => {
+                locker.holding = None
+            }
+            // The session expired (its client was cut off too long), and its lock with it.
+            Some(Ok(ServiceReply::Lock(LockReply::NoSession { .. }))) => {
+                locker.session = None;
+                locker.holding = None;
+            }
+            _ => {}
+        }
+        let at = self.now + self.rng.between(2, 8) * 10_000;
+        self.schedule(at, Event::LockStep { locker: k });
+    }
+
+    /// `NodeHandle`'s clock loop: the leader proposes the application's clock command
+    /// (log time moves only this way), `CLOCK_MARGIN_MS` behind its clock.
+    fn clock(&mut self, i: usize) {
+        let (id, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
+        let at = self.now + CLOCK_MS * 1000;
+        self.schedule(at, Event::Clock { node: id, inc });
+        if self.nodes[i].leader != Some(id) {
+            return;
+        }
+        let now_ms = (self.now / 1000).saturating_sub(CLOCK_MARGIN_MS);
+        let Some(command) = self.nodes[i]
+            .roles
+            .as_ref()
+            .and_then(|r| r.sm.app().clock_command(now_ms))
+        else {
+            return;
+        };
+        self.clock_seq += 1;
+        let rid = RequestId {
+            client: 3000 + id,
+            seq: self.clock_seq,
+        };
+        let command = Command {
+            id: rid,
+            ack_below: self.clock_seq,
+            payload: encode(&command),
+        };
+        self.submit(i, Who::Clock, rid, Ask::Propose(command));
     }
 
     /// Sends `Propose` (a command) or `ReadIndex` (a read) to the leader this node's
@@ -841,12 +1068,12 @@ impl World {
             return;
         };
         if self.now >= p.deadline {
-            let client = p.client;
+            let who = p.who;
             self.nodes[i].pending.remove(&id);
             if let Err(e) = self.run_sm(i, StateMachineInput::Unregister(id)) {
                 self.violated(e);
             }
-            self.complete(client, OpOutput::Unknown);
+            self.gave_up(who);
             return;
         }
         self.ask_leader(i, id);
@@ -903,7 +1130,7 @@ struct SimHost<'a> {
     i: usize,
     role: SimRole,
     /// The state machine, to take a snapshot of (its host only).
-    sm: Option<&'a StateMachine<KvStore>>,
+    sm: Option<&'a StateMachine<Service>>,
 }
 
 impl<'a> SimHost<'a> {
@@ -924,20 +1151,20 @@ impl<'a> SimHost<'a> {
     }
 }
 
-/// The answers a driver's host hands clients: the key-value store's, or none.
+/// The answers a driver's host hands clients: the service's, or none.
 trait SimReply: Sized {
-    fn output(outcome: Outcome<Self>) -> OpOutput;
+    fn service(outcome: Outcome<Self>) -> Option<Outcome<ServiceReply>>;
 }
 
 impl SimReply for () {
-    fn output(_: Outcome<()>) -> OpOutput {
-        OpOutput::Unknown
+    fn service(_: Outcome<()>) -> Option<Outcome<ServiceReply>> {
+        None
     }
 }
 
-impl SimReply for KvReply {
-    fn output(outcome: Outcome<KvReply>) -> OpOutput {
-        kv_output(outcome)
+impl SimReply for ServiceReply {
+    fn service(outcome: Outcome<ServiceReply>) -> Option<Outcome<ServiceReply>> {
+        Some(outcome)
     }
 }
 
@@ -1027,11 +1254,24 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
     }
 
     fn answer(&mut self, id: RequestId, outcome: Outcome<R>) {
-        if let Some(p) = self.w.nodes[self.i].pending.remove(&id) {
-            if matches!(p.ask, Ask::Read { .. }) {
-                self.w.stats.read_index_reads += 1;
+        let Some(p) = self.w.nodes[self.i].pending.remove(&id) else {
+            return;
+        };
+        let outcome = R::service(outcome);
+        match p.who {
+            Who::Kv(client) => {
+                if matches!(p.ask, Ask::Read { .. }) {
+                    self.w.stats.read_index_reads += 1;
+                }
+                let output = outcome.map_or(OpOutput::Unknown, kv_output);
+                self.w.complete(client, output);
             }
-            self.w.complete(p.client, R::output(outcome));
+            Who::Lock(locker) => self.w.lock_answered(locker, outcome),
+            Who::Clock => {
+                if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = outcome {
+                    self.w.stats.sessions_expired += expired.len() as u64;
+                }
+            }
         }
     }
 
@@ -1053,8 +1293,18 @@ impl AcceptorHost for SimHost<'_> {
     }
 }
 
+/// A command as the log carries it.
+fn encode(command: &ServiceCommand) -> Vec<u8> {
+    codec::encode(command).expect("a service command always encodes")
+}
+
 /// What a client is told, from its state machine's answer (applied or read).
-fn kv_output(outcome: Result<KvReply, String>) -> OpOutput {
+fn kv_output(outcome: Outcome<ServiceReply>) -> OpOutput {
+    let outcome = match outcome {
+        Ok(ServiceReply::Kv(reply)) => Ok(reply),
+        Ok(other) => Err(format!("not a key-value reply: {other:?}")),
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(reply) => match reply.result {
             KvResult::Range { .. } => OpOutput::Got(reply.value().map(<[u8]>::to_vec)),
