@@ -102,6 +102,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod script;
 mod world;
 
 pub use checker::Violation;
