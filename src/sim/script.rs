@@ -46,7 +46,7 @@
 //! | `drop F` / `undrop [F]` | messages matching F are lost / no longer (no F: every drop rule goes) |
 //! | `hold F` / `release [F]` | messages matching F wait / the rule goes and what it held is sent again |
 //! | `slow N K` | acceptor N's replies arrive K ticks late (`slow N 0`: on time) |
-//! | `trace on\|off` | print every message as it is delivered (or dropped, or held) |
+//! | `trace on [-KIND ..]` / `trace off` | print every message as it is delivered (or dropped, or held), but for the kinds named (`-beacon`: the leader's empty `Decide`s); with the trace on, `tick` heads each tick that printed anything `-- tick N` |
 //! | `status` | a line per node: elector role, highest ballot, leader, proposer, learned/commit/applied |
 //! | `log N` / `acceptor N` | node N's decided log / its acceptor's promise and accepted values (from its disk) |
 //! | `local N K` | K in node N's state machine, read locally (no quorum: may be stale) |
@@ -485,8 +485,16 @@ impl Runner {
                 w.set_slow(node, count_arg(Some(key_arg(arg(1), "a number of ticks")?), 0)?)?;
             }
             "trace" => {
-                no_more(1)?;
-                w.set_trace(on_off(key_arg(arg(0), "on or off")?)?);
+                let on = on_off(key_arg(arg(0), "on or off")?)?;
+                let mut skip = Vec::new();
+                for word in &args[1..] {
+                    let kind = word
+                        .strip_prefix('-')
+                        .filter(|k| on && (MESSAGE_KINDS.contains(k) || *k == "beacon"))
+                        .ok_or_else(|| format!("{word:?}: `trace on` skips kinds written -KIND (or -beacon)"))?;
+                    skip.push(kind.to_string());
+                }
+                w.set_trace(on, skip);
             }
             "status" => {
                 no_more(0)?;

@@ -1022,6 +1022,8 @@ pub(crate) struct Scripted {
     w: World,
     ticks: u64,
     trace: bool,
+    /// Message kinds the trace leaves out.
+    trace_skip: Vec<String>,
     drops: Vec<Filter>,
     holds: Vec<Filter>,
     held: Vec<(NodeId, NodeId, PeerMessage)>,
@@ -1059,6 +1061,7 @@ impl World {
             w,
             ticks: 0,
             trace: false,
+            trace_skip: Vec::new(),
             drops: Vec::new(),
             holds: Vec::new(),
             held: Vec::new(),
@@ -1200,7 +1203,12 @@ impl Scripted {
     }
 
     fn trace_line(&mut self, from: NodeId, to: NodeId, msg: &PeerMessage, note: &str) {
-        if self.trace {
+        let beacon = matches!(msg, PeerMessage::Learner(LearnerMessage::Decide { values, .. }) if values.is_empty());
+        let skip = self
+            .trace_skip
+            .iter()
+            .any(|k| k == brief(msg) || (beacon && k == "beacon"));
+        if self.trace && !skip {
             self.out.push(format!("{from}->{to} {}{note}", describe(msg)));
         }
     }
@@ -1236,9 +1244,10 @@ impl Scripted {
     }
 
     /// `tick K`: K ticks of every live node, each after everything due before it.
+    /// With the trace on, a tick that printed anything is headed `-- tick N`.
     pub(crate) fn tick(&mut self, k: u64) {
+        self.deliver();
         for _ in 0..k {
-            self.deliver();
             if self.stopped {
                 return;
             }
@@ -1251,8 +1260,12 @@ impl Scripted {
                     self.ticks_due.insert(self.w.seq);
                 }
             }
+            let mark = self.out.len();
+            self.deliver();
+            if self.trace && self.out.len() > mark {
+                self.out.insert(mark, format!("-- tick {}", self.ticks));
+            }
         }
-        self.deliver();
     }
 
     /// `campaign N`: node N's election timer runs out now (its elector alone is ticked
@@ -1430,8 +1443,11 @@ impl Scripted {
         self.w.side.iter_mut().for_each(|s| *s = 0);
     }
 
-    pub(crate) fn set_trace(&mut self, on: bool) {
+    /// `trace on [-KIND ..]` / `trace off`: print messages as they arrive, but for the
+    /// kinds skipped (`beacon` skips the leader's empty `Decide`s).
+    pub(crate) fn set_trace(&mut self, on: bool, skip: Vec<String>) {
         self.trace = on;
+        self.trace_skip = skip;
     }
 
     /// `drop FILTER`: matching messages are lost until `undrop`.
