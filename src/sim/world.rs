@@ -1649,6 +1649,12 @@ fn describe(msg: &PeerMessage) -> String {
         PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { ballot, from_slot, .. }) => {
             format!("Prepare ballot={ballot} from_slot={from_slot}")
         }
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept { ballot, values, .. }) if values.is_empty() => {
+            format!("Accept ballot={ballot} (empty: a read barrier)")
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted { ballot, count: 0, .. }) => {
+            format!("Accepted ballot={ballot} (empty)")
+        }
         PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
             ballot,
             first_slot,
