@@ -48,7 +48,7 @@
 //! | `slow N K` | acceptor N's replies arrive K ticks late (`slow N 0`: on time) |
 //! | `trace on [-KIND ..]` / `trace off` | print every message as it is delivered (or dropped, or held), but for the kinds named (`-beacon`: the leader's empty `Decide`s); with the trace on, `tick` heads each tick that printed anything `-- tick N` |
 //! | `status` | a line per node: elector role, highest ballot, leader, proposer, learned/commit/applied |
-//! | `log N` / `acceptor N` | node N's decided log / its acceptor's promise and accepted values (from its disk) |
+//! | `log N` / `acceptor N` | node N's decided log / its acceptor's promise and accepted values (from its disk), and which values it holds in memory |
 //! | `local N K` | K in node N's state machine, read locally (no quorum: may be stale) |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
@@ -59,13 +59,17 @@
 //! on arrival, to messages between two nodes (a node's messages to itself take its
 //! mailbox, never the network).
 //!
+//! With the trace on, what a node's elector and proposer tell each other prints too
+//! (`2 elector->proposer Lead ballot=1.2`, `2 proposer->elector Elected ballot=1.2`,
+//! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them).
+//!
 //! Output lines: `client C at node N: OP -> ANSWER` when a client is answered (or
 //! `unknown (no answer)` when its node crashed or gave up); trace lines `1->2 Accept
 //! ballot=1.1 slots=0-1 [c1 put x=1, noop]`; and `violation: ...` when the safety checker
 //! (run after every step) or a core's own assertion objects, after which the world stops.
 //! A value prints as `noop` or `cK OP` (client K's command).
 
-use super::world::{Filter, MESSAGE_KINDS, ScriptOp, ScriptSetup, Scripted, World};
+use super::world::{Filter, LOCAL_KINDS, MESSAGE_KINDS, ScriptOp, ScriptSetup, Scripted, World};
 use crate::actors::PlantedBugs;
 use crate::messages::NodeId;
 use std::path::Path;
@@ -490,7 +494,7 @@ impl Runner {
                 for word in &args[1..] {
                     let kind = word
                         .strip_prefix('-')
-                        .filter(|k| on && (MESSAGE_KINDS.contains(k) || *k == "beacon"))
+                        .filter(|k| on && (MESSAGE_KINDS.contains(k) || LOCAL_KINDS.contains(k) || *k == "beacon"))
                         .ok_or_else(|| format!("{word:?}: `trace on` skips kinds written -KIND (or -beacon)"))?;
                     skip.push(kind.to_string());
                 }

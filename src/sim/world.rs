@@ -959,6 +959,10 @@ impl Filter {
     }
 }
 
+/// What a node's elector and proposer tell each other, as the trace names it (a script
+/// may leave these out of the trace like message kinds).
+pub(crate) const LOCAL_KINDS: [&str; 5] = ["Lead", "StepDown", "Elected", "Preempted", "PrepareTimedOut"];
+
 /// The message kinds a script may name, as [`brief`] names them.
 pub(crate) const MESSAGE_KINDS: [&str; 15] = [
     "Prepare",
@@ -1198,6 +1202,29 @@ impl Scripted {
                 inc,
                 msg: Local::Peer(from, msg),
             } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => self.trace_line(*from, *node, msg, ""),
+            // Between the elector and the proposer of one node: who leads.
+            Event::Local { node, inc, msg } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => {
+                let (kind, line) = match msg {
+                    Local::Order(ElectorOrder::Lead(b)) => {
+                        ("Lead", format!("{node} elector->proposer Lead ballot={b}"))
+                    }
+                    Local::Order(ElectorOrder::StepDown) => ("StepDown", format!("{node} elector->proposer StepDown")),
+                    Local::Event(ProposerEvent::Elected(b)) => {
+                        ("Elected", format!("{node} proposer->elector Elected ballot={b}"))
+                    }
+                    Local::Event(ProposerEvent::Preempted(b)) => {
+                        ("Preempted", format!("{node} proposer->elector Preempted by={b}"))
+                    }
+                    Local::Event(ProposerEvent::PrepareTimedOut(b)) => (
+                        "PrepareTimedOut",
+                        format!("{node} proposer->elector PrepareTimedOut ballot={b}"),
+                    ),
+                    _ => return,
+                };
+                if self.trace && !self.trace_skip.iter().any(|k| k == kind) {
+                    self.out.push(line);
+                }
+            }
             _ => {}
         }
     }
@@ -1551,6 +1578,12 @@ impl Scripted {
         for (slot, (ballot, v)) in &disk.accepted {
             lines.push(format!("slot {slot}: accepted at {ballot}: {}", describe_value(v)));
         }
+        if let Some(roles) = &self.w.nodes[i].roles
+            && !roles.acceptor.accepted().is_empty()
+        {
+            let hot: Vec<String> = roles.acceptor.accepted().keys().map(|s| s.to_string()).collect();
+            lines.push(format!("values in memory: slots {}", hot.join(", ")));
+        }
         self.out.extend(lines);
         Ok(())
     }
@@ -1665,12 +1698,18 @@ fn describe(msg: &PeerMessage) -> String {
             slot_range(*first_slot, values.len() as u64),
             describe_values(values)
         ),
-        PeerMessage::AcceptorReply(AcceptorReply::Promise { ballot, accepted, .. }) => {
+        PeerMessage::AcceptorReply(AcceptorReply::Promise {
+            ballot,
+            accepted,
+            more_from,
+            ..
+        }) => {
             let all: Vec<String> = accepted
                 .iter()
                 .map(|pv| format!("{}@{}: {}", pv.slot, pv.ballot, describe_value(&pv.value)))
                 .collect();
-            format!("Promise ballot={ballot} accepted=[{}]", all.join(", "))
+            let more = more_from.map_or(String::new(), |s| format!(" more_from={s}"));
+            format!("Promise ballot={ballot} accepted=[{}]{more}", all.join(", "))
         }
         PeerMessage::AcceptorReply(AcceptorReply::Accepted {
             ballot,
