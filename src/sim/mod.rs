@@ -75,6 +75,16 @@
 //! membership never changes. Liveness is not asserted, only reported (operations
 //! answered, slots chosen).
 //!
+//! ## Scenario scripts
+//!
+//! The same world also runs under a script's control ([`script`]): a perfect network,
+//! time that moves only when the script says `tick`, clients and faults (crashes,
+//! partitions, lost, held or late messages) only where the script puts them, and every
+//! message and client answer printable, with the checks above after every step. The
+//! scripts in `tests/scenarios/` each put the protocol into one situation (a value
+//! recovered by phase 1, a hole filled with a no-op, a read refused by a deposed
+//! leader, ...) and record what it does (`cargo test --test scenarios`).
+//!
 //! ## Replaying a seed
 //!
 //! A run is a pure function of its [`SimConfig`], and [`SimConfig::from_seed`] derives

@@ -27,8 +27,8 @@
 //! and stay as they are. The first command is `start`.
 //!
 //! The scripted world: a perfect network that delivers every message after 100 µs in
-//! the order sent; clocks that move only by `tick` (10 ms each, ten times the
-//! message delay... a hundred hops fit in one tick); no random clients, no chaos.
+//! the order sent; clocks that move only by `tick` (10 ms each: a hundred hops fit in
+//! one tick); no random clients, no chaos.
 //! Commands other than `tick` and `deliver` change the world at the current instant
 //! and run nothing: what they cause waits for the next `deliver` or `tick`.
 //!

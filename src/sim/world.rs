@@ -1374,6 +1374,12 @@ impl Scripted {
         if client == 0 || client as usize > self.requests.len() {
             return Err(format!("no client {client} yet"));
         }
+        if self.w.clients[(client - 1) as usize].op.is_some() {
+            // One operation per client at a time, as the history records them.
+            return Err(format!(
+                "client {client} still waits for an answer (resubmit once it got one or none)"
+            ));
+        }
         self.ask_through(i, client)
     }
 
