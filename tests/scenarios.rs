@@ -6,7 +6,7 @@
 //! place instead (`SCENARIO=word` limits either to the files whose name contains
 //! `word`): read the diff (`git diff tests/scenarios`) before committing it.
 
-use rolepax::sim::script::{check_file, update_requested};
+use rolepax::sim::script::{check_file, run_script, update_requested};
 use std::path::PathBuf;
 
 #[test]
@@ -34,6 +34,18 @@ fn scenarios() {
     for file in &files {
         if let Err(e) = check_file(file, update) {
             failures.push(e);
+        }
+    }
+    // A script is a pure function of its text: two runs print the same.
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let name = file.display().to_string();
+        if let (Ok(a), Ok(b)) = (run_script(&name, &text), run_script(&name, &text))
+            && a.rendered != b.rendered
+        {
+            failures.push(format!("{name}: two runs of the script printed different output"));
         }
     }
     assert!(

@@ -189,12 +189,12 @@ fn diff_lines(expected: &[String], actual: &[String]) -> Vec<String> {
             out.push(format!("  {}", expected[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", actual[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push(format!("- {}", expected[i]));
             i += 1;
+        } else {
+            out.push(format!("+ {}", actual[j]));
+            j += 1;
         }
     }
     out
@@ -575,9 +575,26 @@ local 1 x
     }
 
     #[test]
+    fn sim_script_check_file_fails_then_update_rewrites_in_place() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("tiny.txt");
+        let wrong = TINY.replace("put x=1 -> ok", "put x=1 -> failed");
+        std::fs::write(&path, &wrong).expect("written");
+        let err = check_file(&path, false).expect_err("the expectation is wrong");
+        assert!(err.contains("tiny.txt:11: `deliver`"), "{err}");
+        assert!(err.contains("- client 1 at node 1: put x=1 -> failed"), "{err}");
+        assert!(err.contains("+ client 1 at node 1: put x=1 -> ok"), "{err}");
+        check_file(&path, true).expect("rewritten");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), TINY);
+        check_file(&path, false).expect("passes now");
+    }
+
+    #[test]
     fn sim_script_diff_marks_missing_and_extra_lines() {
         let e = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let d = diff_lines(&e(&["a", "b", "c"]), &e(&["a", "c", "d"]));
         assert_eq!(d, e(&["  a", "- b", "  c", "+ d"]));
+        // A changed line reads as the expected one, then the actual one.
+        assert_eq!(diff_lines(&e(&["x = 9"]), &e(&["x = 1"])), e(&["- x = 9", "+ x = 1"]));
     }
 }

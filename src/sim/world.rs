@@ -903,10 +903,12 @@ fn brief(msg: &PeerMessage) -> &'static str {
 // ---- scripted control (scenario scripts) ----------------------------------------------
 //
 // Everything below drives the world above from a script (`super::script`) instead of
-// from random clients and random chaos. It adds no behaviour to the nodes: it reuses
-// `World::new`, `boot`, `schedule`, `step` (and with it the wiring and the checker),
-// `crash`, `start_node`, `ask_leader` and the `Retry` events of the clients' nodes. What
-// it changes is only the world around the nodes:
+// from random clients and random chaos. It adds no behaviour to the nodes and changes
+// no line above: it reuses `World::new`, `boot`, `schedule`, `step` (and with it the
+// wiring and the checker), `run_elector` (for `campaign`), `crash`, `start_node`, the
+// partition sides, and the clients' machinery (`Client`, `Pending`, `ask_leader`, the
+// `Retry` events, `complete` and the history). What it changes is only the world
+// around the nodes:
 //
 // - The network is fault-free and in order: every message takes `SCRIPT_DELAY_US`, none
 //   is dropped, duplicated or reordered unless a script rule says so.
@@ -918,6 +920,9 @@ fn brief(msg: &PeerMessage) -> &'static str {
 // - `deliver` runs every event due before the next tick (messages, mailboxes, retries):
 //   with `SCRIPT_DELAY_US` far below a tick, that is every message in flight and
 //   every message they cause, until the network is quiet.
+// - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
+//   sent across a partition is lost inside `send`, before it is an event, so the
+//   trace does not show it; one that arrives across a partition shows as lost.
 
 /// One tick of the scripted world's clocks.
 const SCRIPT_TICK_US: u64 = 10_000;
