@@ -75,6 +75,16 @@
 //! membership never changes. Liveness is not asserted, only reported (operations
 //! answered, slots chosen).
 //!
+//! ## Scenario scripts
+//!
+//! The same world also runs under a script's control ([`script`]): a perfect network,
+//! time that moves only when the script says `tick`, clients and faults (crashes,
+//! partitions, lost, held or late messages) only where the script puts them, and every
+//! message and client answer printable, with the checks above after every step. The
+//! scripts in `tests/scenarios/` each put the protocol into one situation (a value
+//! recovered by phase 1, a hole filled with a no-op, a read refused by a deposed
+//! leader, ...) and record what it does (`cargo test --test scenarios`).
+//!
 //! ## Replaying a seed
 //!
 //! A run is a pure function of its [`SimConfig`], and [`SimConfig::from_seed`] derives
@@ -102,6 +112,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod script;
 mod world;
 
 pub use checker::Violation;
@@ -127,6 +138,10 @@ pub struct Faults {
     pub delay_max_us: u64,
     pub slow_min_us: u64,
     pub slow_max_us: u64,
+    /// How long a sync of a node's disk takes (appends it has not covered are lost in a
+    /// crash).
+    pub disk_min_us: u64,
+    pub disk_max_us: u64,
     /// Whether nodes crash (and restart after `down_*_us`).
     pub crashes: bool,
     /// Whether the network partitions (and heals after `heal_*_us`).
@@ -151,6 +166,8 @@ impl Faults {
             delay_max_us: 2_000,
             slow_min_us: 5_000,
             slow_max_us: 80_000,
+            disk_min_us: 20,
+            disk_max_us: 1_500,
             crashes: false,
             partitions: false,
             chaos_min_us: 100_000,
@@ -395,12 +412,12 @@ pub struct RunReport {
 }
 
 thread_local! {
-    static IN_SIM: Cell<bool> = const { Cell::new(false) };
+    pub(crate) static IN_SIM: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Keeps the default panic hook quiet for panics inside simulated steps (they are
 /// caught and reported as violations); other panics print as usual.
-fn quiet_panics_in_sim() {
+pub(crate) fn quiet_panics_in_sim() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -412,7 +429,7 @@ fn quiet_panics_in_sim() {
     });
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

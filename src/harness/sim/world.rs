@@ -1140,7 +1140,9 @@ impl<'a> SimHost<'a> {
 
     /// How long a sync takes.
     fn sync_latency(&mut self) -> u64 {
-        self.w.rng.between(20, 1_500)
+        let f = &self.w.cfg.faults;
+        let (lo, hi) = (f.disk_min_us, f.disk_max_us);
+        self.w.rng.between(lo, hi)
     }
 
     fn schedule_sync(&mut self, count: usize) {
@@ -1336,3 +1338,6 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::StateMachine(_) => "ReadIndexReply",
     }
 }
+
+mod scripted;
+pub(crate) use scripted::*;

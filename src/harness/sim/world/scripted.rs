@@ -1,0 +1,903 @@
+//! Scripted control of the simulated world, for the scenario scripts
+//! (`super::super::script`).
+
+use super::*;
+// ---- scripted control (scenario scripts) ----------------------------------------------
+//
+// Everything below drives the world above from a script (`super::script`) instead of
+// from random clients and random chaos. It adds no behaviour to the nodes and changes
+// no line above: it reuses `World::new`, `boot`, `schedule`, `step` (and with it the
+// wiring and the checker), `run_elector` (for `campaign`), `crash`, `start_node`, the
+// partition sides, and the clients' machinery (`Client`, `Pending`, `ask_leader`, the
+// `Retry` events, `complete` and the history). What it changes is only the world
+// around the nodes:
+//
+// - The network is fault-free and in order: every message takes `SCRIPT_DELAY_US`, none
+//   is dropped, duplicated or reordered unless a script rule says so.
+// - Time moves in whole ticks, and only when the script says `tick`: at each tick every
+//   live node ticks (its elector, proposer and learner, as `Event::Tick` does). The
+//   nodes' own periodic `Tick` events, random client invocations and chaos are removed
+//   from the queue unrun. Nothing else is: a node's client retries (`Retry`) and
+//   delayed messages still fire at their time, which a `tick` reaches.
+// - `deliver` runs every event due before the next tick (messages, mailboxes, retries):
+//   with `SCRIPT_DELAY_US` far below a tick, that is every message in flight and
+//   every message they cause, until the network is quiet.
+// - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
+//   sent across a partition is lost inside `send`, before it is an event, so the
+//   trace does not show it; one that arrives across a partition shows as lost.
+
+/// One tick of the scripted world's clocks.
+const SCRIPT_TICK_US: u64 = 10_000;
+/// The scripted network's one delay: a hundred hops fit in one tick.
+const SCRIPT_DELAY_US: u64 = 100;
+/// Every sync of a node's disk takes this long: less than a message, so a leader's own
+/// acceptor answers before the others' Accepts arrive.
+const SCRIPT_DISK_US: u64 = 20;
+
+/// The knobs a script's `start` line may turn.
+#[derive(Clone, Debug)]
+pub(crate) struct ScriptSetup {
+    pub(crate) nodes: usize,
+    pub(crate) seed: u64,
+    pub(crate) pre_vote: bool,
+    pub(crate) thrifty: bool,
+    pub(crate) max_batch: usize,
+    pub(crate) bugs: PlantedBugs,
+}
+
+/// Which network messages a script rule (`drop`, `hold`, `release`) is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Filter {
+    /// `None`: from any node.
+    pub(crate) from: Option<NodeId>,
+    /// `None`: to any node.
+    pub(crate) to: Option<NodeId>,
+    /// A message kind as [`brief`] names it (`None`: every kind).
+    pub(crate) kind: Option<String>,
+    /// Only messages that carry this slot (an `Accept`, `Accepted` or `Decide` covering it).
+    pub(crate) slot: Option<Slot>,
+}
+
+impl Filter {
+    fn matches(&self, from: NodeId, to: NodeId, msg: &PeerMessage) -> bool {
+        self.from.is_none_or(|f| f == from)
+            && self.to.is_none_or(|t| t == to)
+            && self.kind.as_deref().is_none_or(|k| k == brief(msg))
+            && self
+                .slot
+                .is_none_or(|s| slots_of(msg).is_some_and(|(first, n)| s >= first && s < first + n))
+    }
+}
+
+/// What a node's elector and proposer tell each other, as the trace names it (a script
+/// may leave these out of the trace like message kinds).
+pub(crate) const LOCAL_KINDS: [&str; 5] = ["Lead", "StepDown", "Elected", "Preempted", "PrepareTimedOut"];
+
+/// The message kinds a script may name, as [`brief`] names them.
+pub(crate) const MESSAGE_KINDS: [&str; 15] = [
+    "Prepare",
+    "Accept",
+    "Promise",
+    "Accepted",
+    "Rejected",
+    "Decide",
+    "Fetch",
+    "Fetched",
+    "Heartbeat",
+    "HeartbeatReply",
+    "PreVote",
+    "PreVoteReply",
+    "Propose",
+    "ReadIndex",
+    "ReadIndexReply",
+];
+
+/// A client operation a script asks for.
+#[derive(Clone, Debug)]
+pub(crate) enum ScriptOp {
+    Put {
+        key: String,
+        value: String,
+    },
+    Cas {
+        key: String,
+        expected: Option<String>,
+        new: String,
+    },
+    Get {
+        key: String,
+    },
+}
+
+/// What one scripted client asked, to ask it again (`resubmit`).
+struct ScriptRequest {
+    input: OpInput,
+    ask: ScriptAsk,
+}
+
+#[derive(Clone)]
+enum ScriptAsk {
+    Propose(Command),
+    Read(ServiceCommand),
+}
+
+/// What the run loop does with the next event.
+enum Fate {
+    Run,
+    Discard,
+    Drop,
+    Hold,
+    Delay(u64),
+}
+
+/// The world under a script's control, with the script's network rules and the lines
+/// each command prints.
+pub(crate) struct Scripted {
+    w: World,
+    ticks: u64,
+    trace: bool,
+    /// Message kinds the trace leaves out.
+    trace_skip: Vec<String>,
+    drops: Vec<Filter>,
+    holds: Vec<Filter>,
+    held: Vec<(NodeId, NodeId, PeerMessage)>,
+    /// Nodes whose acceptor answers late, by how many ticks.
+    slow: BTreeMap<NodeId, u64>,
+    /// Queue sequence numbers of messages already held back for a slow acceptor.
+    delayed: BTreeSet<u64>,
+    /// Queue sequence numbers of the ticks the script scheduled (any other is dropped).
+    ticks_due: BTreeSet<u64>,
+    requests: Vec<ScriptRequest>,
+    /// History indexes of operations not yet answered.
+    open: Vec<usize>,
+    out: Vec<String>,
+    stopped: bool,
+}
+
+impl World {
+    /// A world for scenario scripts: `setup.nodes` nodes booted at time 0, a perfect
+    /// in-order network, no clients and no chaos of its own.
+    pub(crate) fn scripted(setup: &ScriptSetup) -> Scripted {
+        let mut cfg = SimConfig::from_seed(setup.seed).with_nodes(setup.nodes);
+        let mut faults = crate::harness::sim::Faults::none();
+        faults.delay_min_us = SCRIPT_DELAY_US;
+        faults.delay_max_us = SCRIPT_DELAY_US;
+        faults.disk_min_us = SCRIPT_DISK_US;
+        faults.disk_max_us = SCRIPT_DISK_US;
+        cfg.faults = faults;
+        cfg.duration_us = u64::MAX;
+        cfg.tick_us = SCRIPT_TICK_US;
+        cfg.clients = 0;
+        cfg.lock_clients = 0;
+        cfg.bugs = setup.bugs;
+        let mut w = World::new(&cfg);
+        w.elector_cfg.pre_vote = setup.pre_vote;
+        w.proposer_cfg.thrifty = setup.thrifty;
+        w.proposer_cfg.max_batch = setup.max_batch;
+        let mut s = Scripted {
+            w,
+            ticks: 0,
+            trace: false,
+            trace_skip: Vec::new(),
+            drops: Vec::new(),
+            holds: Vec::new(),
+            held: Vec::new(),
+            slow: BTreeMap::new(),
+            delayed: BTreeSet::new(),
+            ticks_due: BTreeSet::new(),
+            requests: Vec::new(),
+            open: Vec::new(),
+            out: Vec::new(),
+            stopped: false,
+        };
+        s.guard(World::boot);
+        s
+    }
+}
+
+impl Scripted {
+    /// The lines printed since the last call.
+    pub(crate) fn take_output(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Runs `f` on the world as a step runs: a core's panic or a checker's complaint
+    /// prints as a violation and stops the world.
+    fn guard(&mut self, f: impl FnOnce(&mut World) -> Result<(), String>) {
+        if self.stopped {
+            return;
+        }
+        crate::harness::sim::quiet_panics_in_sim();
+        crate::harness::sim::IN_SIM.with(|c| c.set(true));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut self.w)));
+        crate::harness::sim::IN_SIM.with(|c| c.set(false));
+        let message = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(message)) => message,
+            Err(p) => format!("a core panicked: {}", crate::harness::sim::panic_message(p.as_ref())),
+        };
+        self.out.push(format!("violation: {message}"));
+        self.stopped = true;
+    }
+
+    fn node_index(&self, node: NodeId) -> Result<usize, String> {
+        if node == 0 || node as usize > self.w.nodes.len() {
+            return Err(format!("no node {node} (nodes are 1..={})", self.w.nodes.len()));
+        }
+        Ok(self.w.idx(node))
+    }
+
+    fn up(&self, i: usize) -> bool {
+        self.w.nodes[i].roles.is_some()
+    }
+
+    /// The time of the next tick.
+    fn next_tick_at(&self) -> u64 {
+        (self.ticks + 1) * SCRIPT_TICK_US
+    }
+
+    /// Runs every event due before `limit`, applying the script's network rules.
+    fn run_until(&mut self, limit: u64) {
+        while !self.stopped {
+            let Some((&(at, seq), _)) = self.w.queue.first_key_value() else {
+                break;
+            };
+            if at >= limit {
+                break;
+            }
+            let Some((_, ev)) = self.w.queue.pop_first() else {
+                break;
+            };
+            let fate = match &ev {
+                Event::Tick { .. } if self.ticks_due.remove(&seq) => Fate::Run,
+                Event::Tick { .. } | Event::Chaos | Event::Restart { .. } | Event::Heal => Fate::Discard,
+                Event::Net { from, to, msg } => self.fate(seq, *from, *to, msg),
+                Event::Invoke { .. } | Event::LockStep { .. } => Fate::Discard,
+                Event::Local { .. }
+                | Event::Retry { .. }
+                | Event::Synced { .. }
+                | Event::SnapshotDone { .. }
+                | Event::Clock { .. } => Fate::Run,
+            };
+            match (fate, ev) {
+                (Fate::Discard, _) => {}
+                (Fate::Drop, Event::Net { from, to, msg }) => self.trace_line(from, to, &msg, " (dropped)"),
+                (Fate::Hold, Event::Net { from, to, msg }) => {
+                    self.trace_line(from, to, &msg, " (held)");
+                    self.held.push((from, to, msg));
+                }
+                (Fate::Delay(us), ev) => {
+                    self.w.schedule(at + us, ev);
+                    self.delayed.insert(self.w.seq);
+                }
+                (_, ev) => {
+                    self.trace_event(&ev);
+                    self.w.queue.insert((at, seq), ev);
+                    self.guard(|w| w.step().map(|_| ()).map_err(|v| v.message));
+                    self.report_answers();
+                }
+            }
+        }
+    }
+
+    /// What the script's rules do with a message about to arrive.
+    fn fate(&self, seq: u64, from: NodeId, to: NodeId, msg: &PeerMessage) -> Fate {
+        if self.drops.iter().any(|f| f.matches(from, to, msg)) {
+            return Fate::Drop;
+        }
+        if self.holds.iter().any(|f| f.matches(from, to, msg)) {
+            return Fate::Hold;
+        }
+        if let (Some(&ticks), PeerMessage::AcceptorReply(_)) = (self.slow.get(&from), msg)
+            && !self.delayed.contains(&seq)
+        {
+            return Fate::Delay(ticks * SCRIPT_TICK_US);
+        }
+        Fate::Run
+    }
+
+    fn trace_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Net { from, to, msg } => {
+                let (i, j) = (self.w.idx(*from), self.w.idx(*to));
+                let why = if !self.up(j) {
+                    " (lost: node down)"
+                } else if self.w.side[i] != self.w.side[j] {
+                    " (lost: partition)"
+                } else {
+                    ""
+                };
+                self.trace_line(*from, *to, msg, why);
+            }
+            Event::Local {
+                node,
+                inc,
+                msg: Local::Peer(from, msg),
+            } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => self.trace_line(*from, *node, msg, ""),
+            // Between the elector and the proposer of one node: who leads.
+            Event::Local { node, inc, msg } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => {
+                let (kind, line) = match msg {
+                    Local::Msg(LocalMessage::Order(ElectorOrder::Lead(b))) => {
+                        ("Lead", format!("{node} elector->proposer Lead ballot={b}"))
+                    }
+                    Local::Msg(LocalMessage::Order(ElectorOrder::StepDown)) => {
+                        ("StepDown", format!("{node} elector->proposer StepDown"))
+                    }
+                    Local::Msg(LocalMessage::Event(ProposerEvent::Elected(b))) => {
+                        ("Elected", format!("{node} proposer->elector Elected ballot={b}"))
+                    }
+                    Local::Msg(LocalMessage::Event(ProposerEvent::Preempted(b))) => {
+                        ("Preempted", format!("{node} proposer->elector Preempted by={b}"))
+                    }
+                    Local::Msg(LocalMessage::Event(ProposerEvent::PrepareTimedOut(b))) => (
+                        "PrepareTimedOut",
+                        format!("{node} proposer->elector PrepareTimedOut ballot={b}"),
+                    ),
+                    _ => return,
+                };
+                if self.trace && !self.trace_skip.iter().any(|k| k == kind) {
+                    self.out.push(line);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn trace_line(&mut self, from: NodeId, to: NodeId, msg: &PeerMessage, note: &str) {
+        let beacon = matches!(msg, PeerMessage::Learner(LearnerMessage::Decide { values, .. }) if values.is_empty());
+        let skip = self
+            .trace_skip
+            .iter()
+            .any(|k| k == brief(msg) || (beacon && k == "beacon"));
+        if self.trace && !skip {
+            self.out.push(format!("{from}->{to} {}{note}", describe(msg)));
+        }
+    }
+
+    /// Prints the answers clients got since the last look.
+    fn report_answers(&mut self) {
+        let mut still = Vec::new();
+        for op in std::mem::take(&mut self.open) {
+            let rec = &self.w.history[op];
+            match &rec.output {
+                Some(output) => {
+                    let line = format!(
+                        "client {} at node {}: {} -> {}",
+                        rec.client,
+                        rec.node,
+                        describe_input(&rec.input, rec.read_index),
+                        describe_output(output)
+                    );
+                    self.out.push(line);
+                }
+                None => still.push(op),
+            }
+        }
+        self.open = still;
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// `deliver`: every event due before the next tick.
+    pub(crate) fn deliver(&mut self) {
+        let limit = self.next_tick_at();
+        self.run_until(limit);
+    }
+
+    /// `tick K`: K ticks of every live node, each after everything due before it.
+    /// With the trace on, a tick that printed anything is headed `-- tick N`.
+    pub(crate) fn tick(&mut self, k: u64) {
+        self.deliver();
+        for _ in 0..k {
+            if self.stopped {
+                return;
+            }
+            self.ticks += 1;
+            let at = self.ticks * SCRIPT_TICK_US;
+            for i in 0..self.w.nodes.len() {
+                if self.up(i) {
+                    let (node, inc) = (self.w.nodes[i].id, self.w.nodes[i].incarnation);
+                    self.w.schedule(at, Event::Tick { node, inc });
+                    self.ticks_due.insert(self.w.seq);
+                }
+            }
+            let mark = self.out.len();
+            self.deliver();
+            if self.trace && self.out.len() > mark {
+                self.out.insert(mark, format!("-- tick {}", self.ticks));
+            }
+        }
+    }
+
+    /// `campaign N`: node N's election timer runs out now (its elector alone is ticked
+    /// until its election timeout fires). What it sends waits for `deliver`.
+    pub(crate) fn campaign(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let Some(roles) = &self.w.nodes[i].roles else {
+            return Err(format!("node {node} is down"));
+        };
+        if roles.elector.role_name() == "leader" {
+            return Err(format!("node {node} leads already"));
+        }
+        let before = roles.elector.timeouts();
+        let limit = self.w.elector_cfg.election_max_ticks + 1;
+        for _ in 0..limit {
+            self.guard(|w| w.run_elector(i, ElectorInput::Tick));
+            self.report_answers();
+            match &self.w.nodes[i].roles {
+                Some(r) if r.elector.timeouts() == before && !self.stopped => {}
+                _ => return Ok(()),
+            }
+        }
+        Err(format!("node {node}'s election timer did not fire in {limit} ticks"))
+    }
+
+    /// `propose N OP` / `read N KEY`: a new client asks node N; the answer prints when
+    /// it comes. Nothing moves until `deliver` or `tick`.
+    pub(crate) fn submit(&mut self, node: NodeId, op: &ScriptOp, by_read_index: bool) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let client = self.w.clients.len() as u64 + 1;
+        let (input, command) = match op.clone() {
+            ScriptOp::Put { key, value } => {
+                let (key, value) = (key.into_bytes(), value.into_bytes());
+                (
+                    OpInput::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                    },
+                    KvCommand::put(key, value),
+                )
+            }
+            ScriptOp::Cas { key, expected, new } => {
+                let (key, expected, new) = (key.into_bytes(), expected.map(String::into_bytes), new.into_bytes());
+                let command = KvCommand::cas(key.clone(), expected.clone(), new.clone());
+                (OpInput::Cas { key, expected, new }, command)
+            }
+            ScriptOp::Get { key } => {
+                let key = key.into_bytes();
+                (OpInput::Get { key: key.clone() }, KvCommand::get(key))
+            }
+        };
+        if by_read_index && !matches!(input, OpInput::Get { .. }) {
+            return Err("only a get can be served by read index".to_string());
+        }
+        let command = ServiceCommand::Kv(command);
+        let ask = if by_read_index {
+            ScriptAsk::Read(command)
+        } else {
+            let payload = codec::encode(&command).map_err(|e| format!("cannot encode {command:?}: {e}"))?;
+            ScriptAsk::Propose(Command {
+                id: RequestId { client, seq: 1 },
+                ack_below: 1,
+                payload,
+            })
+        };
+        self.w.clients.push(Client {
+            id: client,
+            seq: 1,
+            seen: BTreeMap::new(),
+            op: None,
+        });
+        self.requests.push(ScriptRequest { input, ask });
+        self.ask_through(i, client)
+    }
+
+    /// `resubmit C N`: client C sends its request again, with the same id, through node N
+    /// (a client whose node went silent tries another).
+    pub(crate) fn resubmit(&mut self, client: u64, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        if client == 0 || client as usize > self.requests.len() {
+            return Err(format!("no client {client} yet"));
+        }
+        if self.w.clients[(client - 1) as usize].op.is_some() {
+            // One operation per client at a time, as the history records them.
+            return Err(format!(
+                "client {client} still waits for an answer (resubmit once it got one or none)"
+            ));
+        }
+        self.ask_through(i, client)
+    }
+
+    /// Client `client`'s request, invoked now through node index `i`.
+    fn ask_through(&mut self, i: usize, client: u64) -> Result<(), String> {
+        let c = (client - 1) as usize;
+        let node = self.w.nodes[i].id;
+        let req = &self.requests[c];
+        let read_index = matches!(req.ask, ScriptAsk::Read(_));
+        let record = OpRecord {
+            client,
+            node,
+            input: req.input.clone(),
+            read_index,
+            invoked_us: self.w.now,
+            completed_us: None,
+            output: None,
+        };
+        let ask = match req.ask.clone() {
+            ScriptAsk::Propose(command) => Ask::Propose(command),
+            ScriptAsk::Read(command) => Ask::Read { command },
+        };
+        let op = self.w.history.len();
+        self.w.history.push(record);
+        self.w.clients[c].op = Some(op);
+        self.open.push(op);
+        if !self.up(i) {
+            // As `NodeHandle::submit` on a stopped node: no answer.
+            self.w.complete(c, OpOutput::Unknown);
+            self.report_answers();
+            return Ok(());
+        }
+        let rid = RequestId { client, seq: 1 };
+        self.w.submit(i, Who::Kv(c), rid, ask);
+        Ok(())
+    }
+
+    /// `crash N`: the node loses everything but its disk; its waiting clients get no answer.
+    pub(crate) fn crash(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        if !self.up(i) {
+            return Err(format!("node {node} is down already"));
+        }
+        self.w.crash(i);
+        self.report_answers();
+        Ok(())
+    }
+
+    /// `restart N`: the node comes back from its disk.
+    pub(crate) fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        if self.up(i) {
+            return Err(format!("node {node} is up"));
+        }
+        self.guard(|w| w.start_node(i));
+        Ok(())
+    }
+
+    /// `partition A.. | B.. | ..`: messages between groups are lost (when sent and when
+    /// they arrive). Every node must be in exactly one group.
+    pub(crate) fn partition(&mut self, groups: &[Vec<NodeId>]) -> Result<(), String> {
+        let mut side = vec![None; self.w.nodes.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for &node in group {
+                let i = self.node_index(node)?;
+                if side[i].replace(g as u8).is_some() {
+                    return Err(format!("node {node} is in two groups"));
+                }
+            }
+        }
+        let mut sides = Vec::new();
+        for (i, s) in side.into_iter().enumerate() {
+            sides.push(s.ok_or_else(|| format!("node {} is in no group", i + 1))?);
+        }
+        self.w.side = sides;
+        self.w.stats.partitions += 1;
+        Ok(())
+    }
+
+    /// `heal`: the partition ends.
+    pub(crate) fn heal(&mut self) {
+        self.w.side.iter_mut().for_each(|s| *s = 0);
+    }
+
+    /// `trace on [-KIND ..]` / `trace off`: print messages as they arrive, but for the
+    /// kinds skipped (`beacon` skips the leader's empty `Decide`s).
+    pub(crate) fn set_trace(&mut self, on: bool, skip: Vec<String>) {
+        self.trace = on;
+        self.trace_skip = skip;
+    }
+
+    /// `drop FILTER`: matching messages are lost until `undrop`.
+    pub(crate) fn add_drop(&mut self, f: Filter) {
+        self.drops.push(f);
+    }
+
+    /// `undrop [FILTER]`: removes that drop rule (every one without a filter).
+    pub(crate) fn undrop(&mut self, f: Option<&Filter>) -> Result<(), String> {
+        remove_rules(&mut self.drops, f, "drop")
+    }
+
+    /// `hold FILTER`: matching messages wait, undelivered, for `release`.
+    pub(crate) fn add_hold(&mut self, f: Filter) {
+        self.holds.push(f);
+    }
+
+    /// `release [FILTER]`: removes that hold rule (every one without a filter) and sends
+    /// again, in the order they were held, the held messages it matches.
+    pub(crate) fn release(&mut self, f: Option<&Filter>) -> Result<(), String> {
+        remove_rules(&mut self.holds, f, "hold")?;
+        let held = std::mem::take(&mut self.held);
+        let at = self.w.now + SCRIPT_DELAY_US;
+        for (from, to, msg) in held {
+            let matches = f.is_none_or(|f| f.matches(from, to, &msg));
+            let still_held = self.holds.iter().any(|h| h.matches(from, to, &msg));
+            if matches && !still_held {
+                self.w.schedule(at, Event::Net { from, to, msg });
+            } else {
+                self.held.push((from, to, msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// `slow N K`: acceptor N's answers arrive K ticks late (`slow N 0`: on time again).
+    pub(crate) fn set_slow(&mut self, node: NodeId, ticks: u64) -> Result<(), String> {
+        self.node_index(node)?;
+        if ticks == 0 {
+            self.slow.remove(&node);
+        } else {
+            self.slow.insert(node, ticks);
+        }
+        Ok(())
+    }
+
+    /// `status`: one line per node.
+    pub(crate) fn status(&mut self) {
+        for i in 0..self.w.nodes.len() {
+            let n = &self.w.nodes[i];
+            let line = match &n.roles {
+                None => format!("node {}: down", n.id),
+                Some(r) => {
+                    let leader = n.leader.map_or("-".to_string(), |l| l.to_string());
+                    let proposer = match (r.proposer.ballot(), r.proposer.next_slot()) {
+                        (None, _) => "idle".to_string(),
+                        (Some(b), Some(next)) => format!("leading {b} next_slot={next}"),
+                        (Some(b), None) => format!("preparing {b}"),
+                    };
+                    format!(
+                        "node {}: {} ballot={} leader={leader} proposer={proposer} learned={} commit={} applied={}",
+                        n.id,
+                        r.elector.role_name(),
+                        r.elector.highest(),
+                        r.learner.next(),
+                        r.learner.commit(),
+                        r.sm.next(),
+                    )
+                }
+            };
+            self.out.push(line);
+        }
+        let held = self.held.len();
+        if held > 0 {
+            self.out.push(format!("held messages: {held}"));
+        }
+    }
+
+    /// `log N`: the decided log on node N's disk, a line per slot.
+    pub(crate) fn log(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let lines: Vec<String> = self.w.nodes[i]
+            .disk
+            .log
+            .iter()
+            .map(|(slot, v)| format!("slot {slot}: {}", describe_value(v)))
+            .collect();
+        if lines.is_empty() {
+            self.out.push("(empty log)".to_string());
+        }
+        self.out.extend(lines);
+        Ok(())
+    }
+
+    /// `acceptor N`: what acceptor N holds on its disk: its promise, and per slot the
+    /// ballot and value it accepted.
+    pub(crate) fn acceptor(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let disk = &self.w.nodes[i].disk;
+        let mut lines = vec![format!("promised {}", disk.promised)];
+        for (slot, (ballot, v)) in &disk.accepted {
+            lines.push(format!("slot {slot}: accepted at {ballot}: {}", describe_value(v)));
+        }
+        if let Some(roles) = &self.w.nodes[i].roles
+            && !roles.acceptor.accepted().is_empty()
+        {
+            let hot: Vec<String> = roles.acceptor.accepted().keys().map(|s| s.to_string()).collect();
+            lines.push(format!("values in memory: slots {}", hot.join(", ")));
+        }
+        self.out.extend(lines);
+        Ok(())
+    }
+
+    /// `local N KEY`: KEY in node N's own state machine, read without asking anyone
+    /// (possibly stale: what a read index guards against).
+    pub(crate) fn local(&mut self, node: NodeId, key: &str) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let Some(roles) = &self.w.nodes[i].roles else {
+            return Err(format!("node {node} is down"));
+        };
+        let answer = roles
+            .sm
+            .read(&ServiceCommand::Kv(KvCommand::get(key.as_bytes().to_vec())))
+            .ok_or_else(|| "not a read-only command".to_string());
+        let line = format!(
+            "node {node} (applied {}) has {key} = {}",
+            roles.sm.next(),
+            describe_output(&kv_output(answer))
+        );
+        self.out.push(line);
+        Ok(())
+    }
+}
+
+fn remove_rules(rules: &mut Vec<Filter>, f: Option<&Filter>, what: &str) -> Result<(), String> {
+    match f {
+        None => rules.clear(),
+        Some(f) => {
+            let before = rules.len();
+            rules.retain(|r| r != f);
+            if rules.len() == before {
+                return Err(format!("no such {what} rule"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The slots a message carries values or answers for: (first, count).
+fn slots_of(msg: &PeerMessage) -> Option<(Slot, u64)> {
+    match msg {
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept { first_slot, values, .. })
+        | PeerMessage::Learner(LearnerMessage::Decide { first_slot, values, .. })
+        | PeerMessage::Learner(LearnerMessage::Fetched { first_slot, values }) => {
+            Some((*first_slot, values.len() as u64))
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted { first_slot, count, .. }) => Some((*first_slot, *count)),
+        _ => None,
+    }
+}
+
+/// `3` or `3-5` (inclusive); `none` for no slot.
+fn slot_range(first: Slot, count: u64) -> String {
+    match count {
+        0 => "none".to_string(),
+        1 => first.to_string(),
+        n => format!("{first}-{}", first + n - 1),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A log value in a line: `noop`, or the client and its command (`c1 put x=1`).
+fn describe_value(v: &Value) -> String {
+    match v {
+        Value::Noop => "noop".to_string(),
+        Value::Command(c) => {
+            let what = match codec::decode::<ServiceCommand>(&c.payload) {
+                Ok(ServiceCommand::Kv(KvCommand::Put { key, value })) => format!("put {}={}", text(&key), text(&value)),
+                Ok(ServiceCommand::Kv(KvCommand::Cas { key, expected, new })) => format!(
+                    "cas {} {}->{}",
+                    text(&key),
+                    expected.as_deref().map_or("(absent)".to_string(), text),
+                    text(&new)
+                ),
+                Ok(ServiceCommand::Kv(KvCommand::Range { key, .. })) => format!("get {}", text(&key)),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("undecodable ({e})"),
+            };
+            format!("c{} {what}", c.id.client)
+        }
+    }
+}
+
+fn describe_values(values: &[Value]) -> String {
+    let all: Vec<String> = values.iter().map(describe_value).collect();
+    format!("[{}]", all.join(", "))
+}
+
+/// One message as a trace line shows it (after `from->to `).
+fn describe(msg: &PeerMessage) -> String {
+    match msg {
+        PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { ballot, from_slot, .. }) => {
+            format!("Prepare ballot={ballot} from_slot={from_slot}")
+        }
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept { ballot, values, .. }) if values.is_empty() => {
+            format!("Accept ballot={ballot} (empty: a read barrier)")
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted { ballot, count: 0, .. }) => {
+            format!("Accepted ballot={ballot} (empty)")
+        }
+        PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+            ballot,
+            first_slot,
+            values,
+            ..
+        }) => format!(
+            "Accept ballot={ballot} slots={} {}",
+            slot_range(*first_slot, values.len() as u64),
+            describe_values(values)
+        ),
+        PeerMessage::AcceptorReply(AcceptorReply::Promise {
+            ballot,
+            accepted,
+            more_from,
+            ..
+        }) => {
+            let all: Vec<String> = accepted
+                .iter()
+                .map(|pv| format!("{}@{}: {}", pv.slot, pv.ballot, describe_value(&pv.value)))
+                .collect();
+            let more = more_from.map_or(String::new(), |s| format!(" more_from={s}"));
+            format!("Promise ballot={ballot} accepted=[{}]{more}", all.join(", "))
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Accepted {
+            ballot,
+            first_slot,
+            count,
+            ..
+        }) => format!("Accepted ballot={ballot} slots={}", slot_range(*first_slot, *count)),
+        PeerMessage::AcceptorReply(AcceptorReply::Rejected { ballot, promised, .. }) => {
+            format!("Rejected ballot={ballot} promised={promised}")
+        }
+        PeerMessage::Learner(LearnerMessage::Decide {
+            first_slot,
+            values,
+            commit,
+        }) => {
+            if values.is_empty() {
+                format!("Decide (beacon) commit={commit}")
+            } else {
+                format!(
+                    "Decide slots={} commit={commit} {}",
+                    slot_range(*first_slot, values.len() as u64),
+                    describe_values(values)
+                )
+            }
+        }
+        PeerMessage::Learner(LearnerMessage::Fetch { from, to }) => {
+            format!("Fetch slots={}", slot_range(*from, to.saturating_sub(*from)))
+        }
+        PeerMessage::Learner(LearnerMessage::Fetched { first_slot, values }) => format!(
+            "Fetched slots={} {}",
+            slot_range(*first_slot, values.len() as u64),
+            describe_values(values)
+        ),
+        PeerMessage::Elector(ElectorMessage::Heartbeat { ballot }) => format!("Heartbeat ballot={ballot}"),
+        PeerMessage::Elector(ElectorMessage::HeartbeatReply { ballot, highest }) => {
+            format!("HeartbeatReply ballot={ballot} highest={highest}")
+        }
+        PeerMessage::Elector(ElectorMessage::PreVote { ballot }) => format!("PreVote ballot={ballot}"),
+        PeerMessage::Elector(ElectorMessage::PreVoteReply { ballot, granted }) => {
+            format!("PreVoteReply ballot={ballot} granted={granted}")
+        }
+        PeerMessage::Proposer(ProposerMessage::Propose { command }) => {
+            format!("Propose {}", describe_value(&Value::Command(command.clone())))
+        }
+        PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => format!("ReadIndex c{}", id.client),
+        PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => format!(
+            "ReadIndexReply c{} index={}",
+            id.client,
+            index.map_or("none".to_string(), |i| i.to_string())
+        ),
+    }
+}
+
+fn describe_input(input: &OpInput, read_index: bool) -> String {
+    match input {
+        OpInput::Get { key } if read_index => format!("read {}", text(key)),
+        OpInput::Get { key } => format!("get {}", text(key)),
+        OpInput::Put { key, value } => format!("put {}={}", text(key), text(value)),
+        OpInput::Cas { key, expected, new } => format!(
+            "cas {} {}->{}",
+            text(key),
+            expected.as_deref().map_or("(absent)".to_string(), text),
+            text(new)
+        ),
+    }
+}
+
+fn describe_output(output: &OpOutput) -> String {
+    match output {
+        OpOutput::Got(Some(v)) => text(v),
+        OpOutput::Got(None) => "(absent)".to_string(),
+        OpOutput::Put => "ok".to_string(),
+        OpOutput::Cas(true) => "ok (swapped)".to_string(),
+        OpOutput::Cas(false) => "failed (value differs)".to_string(),
+        OpOutput::Error(e) => format!("error: {e}"),
+        OpOutput::Unknown => "unknown (no answer)".to_string(),
+    }
+}
