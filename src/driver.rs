@@ -107,9 +107,10 @@ pub struct Driver<R = ()> {
     syncing: bool,
     /// A write that must be durable was appended since the running sync started.
     dirty: bool,
-    /// Writes that must be durable: appended, and covered by the running sync.
+    /// Writes that must be durable: appended, covered by the running sync, and durable.
     appended: u64,
     syncing_through: u64,
+    durable: u64,
     stopped: bool,
     stats: DriverStats,
 }
@@ -123,6 +124,7 @@ impl<R> Default for Driver<R> {
             dirty: false,
             appended: 0,
             syncing_through: 0,
+            durable: 0,
             stopped: false,
             stats: DriverStats::default(),
         }
@@ -196,6 +198,7 @@ impl<R> Driver<R> {
         if let Err(e) = result {
             return self.fail(host, &e);
         }
+        self.durable = self.syncing_through;
         self.stats.syncs += 1;
         self.stats.synced_readies += self.covered as u64;
         self.stats.largest_group = self.stats.largest_group.max(self.covered as u64);
@@ -210,11 +213,7 @@ impl<R> Driver<R> {
     /// How many writes that had to be durable are durable now (counted in the order
     /// they were appended, from 1).
     pub fn durable_through(&self) -> u64 {
-        if self.syncing || self.dirty {
-            self.syncing_through
-        } else {
-            self.appended
-        }
+        self.durable
     }
 
     /// Starts a sync if writes wait for one and none runs; releases held effects that
@@ -398,6 +397,108 @@ mod tests {
         );
         assert_eq!(d.stats().syncs, 2);
         assert_eq!(d.stats().largest_group, 3);
+    }
+
+    #[test]
+    fn driver_counts_writes_durable_only_once_their_sync_completed() {
+        let (mut d, mut h) = (Driver::new(), Recorder::default());
+        d.carry_out(reply(2, true), &mut h);
+        assert_eq!(
+            d.durable_through(),
+            0,
+            "the sync of write 1 runs: nothing is durable yet"
+        );
+        d.carry_out(reply(3, true), &mut h);
+        d.synced(Ok(()), &mut h);
+        assert_eq!(d.durable_through(), 1, "write 2 waits for the next sync");
+        d.synced(Ok(()), &mut h);
+        assert_eq!(d.durable_through(), 2);
+    }
+
+    /// An acceptor's host whose log holds only what a completed sync covered.
+    #[derive(Default)]
+    struct AcceptorDisk {
+        appended: Vec<AcceptorWrite>,
+        durable: usize,
+        syncing: usize,
+        sent: Vec<PeerMessage>,
+    }
+
+    impl Host for AcceptorDisk {
+        fn append(&mut self, write: Write) -> Result<()> {
+            if let Write::Acceptor(w) = write {
+                self.appended.push(w);
+            }
+            Ok(())
+        }
+        fn start_sync(&mut self) -> Result<Sync> {
+            self.syncing = self.appended.len();
+            Ok(Sync::Started)
+        }
+        fn send(&mut self, _to: NodeId, msg: PeerMessage) {
+            self.sent.push(msg);
+        }
+        fn fail_stop(&mut self, error: &Error) {
+            panic!("the acceptor stopped: {error}");
+        }
+    }
+
+    impl AcceptorHost for AcceptorDisk {
+        fn read_accepted(&mut self, slot: Slot) -> Result<Value> {
+            let durable = self.appended[..self.durable].iter().rev();
+            let found = durable.flat_map(|w| w.accepted.iter()).find(|(s, ..)| *s == slot);
+            found
+                .map(|(_, _, v)| v.clone())
+                .ok_or_else(|| Error::Storage(format!("slot {slot} is not on disk yet")))
+        }
+    }
+
+    #[test]
+    fn driver_acceptor_evicts_only_what_a_completed_sync_covered() {
+        let mut core = Acceptor::default().with_hot_slots(0);
+        let (mut d, mut disk) = (Driver::new(), AcceptorDisk::default());
+        let b = Ballot::new(1, 1);
+        let accept = |slot: Slot| AcceptorRequest::Accept {
+            call: slot,
+            ballot: b,
+            first_slot: slot,
+            values: vec![Value::Noop],
+        };
+        acceptor_request(&mut core, &mut d, &mut disk, 1, accept(0));
+        assert_eq!(
+            core.accepted().len(),
+            1,
+            "slot 0 is not durable yet: it stays in memory"
+        );
+        acceptor_request(&mut core, &mut d, &mut disk, 1, accept(1));
+        disk.durable = disk.syncing;
+        acceptor_synced(&mut core, &mut d, &mut disk, Ok(()));
+        assert_eq!(
+            core.accepted().keys().copied().collect::<Vec<_>>(),
+            vec![1],
+            "slot 0 durable and evicted"
+        );
+        // A new leader's Prepare reads slot 0 back from the log and finds slot 1 in memory.
+        let prepare = AcceptorRequest::Prepare {
+            call: 9,
+            ballot: Ballot::new(2, 2),
+            from_slot: 0,
+        };
+        acceptor_request(&mut core, &mut d, &mut disk, 2, prepare);
+        disk.durable = disk.syncing;
+        acceptor_synced(&mut core, &mut d, &mut disk, Ok(()));
+        acceptor_synced(&mut core, &mut d, &mut disk, Ok(()));
+        let promised: Vec<Slot> = disk
+            .sent
+            .iter()
+            .flat_map(|m| match m {
+                PeerMessage::AcceptorReply(AcceptorReply::Promise { accepted, .. }) => {
+                    accepted.iter().map(|pv| pv.slot).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(promised, vec![0, 1], "the promise reports both slots");
     }
 
     #[test]
