@@ -17,18 +17,19 @@
 //! gather a new majority. The answer that reveals a new promise or acceptance leaves
 //! the node only after that state is on disk.
 //!
-//! **Durability and group commit.** The core returns, with every reply, the write that
-//! must be durable first. The actor appends writes to its log (`acceptor.wal`) at once
-//! but holds replies back until an `fdatasync` covers them; one write-and-sync, run off
-//! the actor's thread, covers every request that arrived while the previous one ran.
-//! Replies leave in arrival order.
+//! **Durability and group commit.** [`Acceptor::handle`] returns, with every reply, the
+//! write that must be durable first ([`Write::Acceptor`] in the same [`Ready`]). The
+//! driver (`crate::driver`) appends writes to the log (`acceptor.wal`) at once but holds
+//! replies back until a sync covers them; one sync covers every request that arrived
+//! while the previous one ran. Replies leave in arrival order.
 //!
 //! **Memory.** Values accepted long ago are only needed again if a new leader's phase 1
 //! asks for them. Once durable, all but the most recent ones leave memory
 //! ([`Acceptor::evict_below`]); the core keeps just their ballots, in runs. A `Promise`
-//! never skips such a *stored* slot: it stops there (`more_from`), and the actor reads
-//! the values back from disk ([`Acceptor::reload`]) before it hands the core the
-//! `Prepare` that asks for them.
+//! never skips such a *stored* slot: it stops there (`more_from`), and the driver reads
+//! the values back from the log ([`Acceptor::reload_from`]) before it hands the core the
+//! `Prepare` that asks for them. Which values are durable the core learns from the
+//! driver ([`Acceptor::durable_through`]).
 //!
 //! **Left out.** Garbage collection of accepted values below the decided prefix (needs
 //! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
@@ -248,7 +249,7 @@ impl Acceptor {
                 let write = self.maybe_promise(ballot);
                 let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
                 // A stored slot is never skipped: the report stops there, to be asked
-                // again once the actor has read it back.
+                // again once the driver has read it back.
                 let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
                 // Planted bug: report only what is in memory, as if nothing else were accepted.
                 let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored());
@@ -545,7 +546,7 @@ mod tests {
         assert!(accepted.is_empty());
         assert_eq!(more_from, Some(1), "ask again from the first stored slot");
         assert_eq!(a.stored_from(1).collect::<Vec<_>>(), vec![(1, 3)]);
-        // The actor reads them back from disk; now the whole report comes at once.
+        // The driver reads them back from disk; now the whole report comes at once.
         a.reload(1, cmd(2));
         a.reload(2, cmd(3));
         let (accepted, more_from) = promise(&mut a, b(2, 2), 1);

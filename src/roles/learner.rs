@@ -20,7 +20,7 @@
 //!
 //! **Memory.** Only values not yet handed to the state machine stay in memory; the rest
 //! live in the decided log on disk. A `Fetch` for applied slots is answered from there:
-//! the core says which slots to serve (`LearnerOutput::serve`) and the actor reads them.
+//! the core says which slots to serve ([`Ready::serve`]) and the driver reads them.
 //!
 //! **Left out.** Log truncation after a snapshot (a later issue): the decided log on disk
 //! is kept whole.
@@ -178,7 +178,7 @@ impl Learner {
                 self.maybe_fetch(from, &mut out);
             }
             // Another learner asks for slots it lacks: send what we have, consecutive;
-            // applied slots are on disk only, so the actor serves those.
+            // applied slots are on disk only, so the driver serves those.
             LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
                 if first < self.next {
                     out.serve.push(Serve {

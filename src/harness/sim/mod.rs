@@ -19,28 +19,32 @@
 //! electors' seeds, the workload) comes from one SplitMix64 ([`SeededRng`]) seeded with
 //! the run's seed.
 //!
-//! *The wiring* is that of `src/actors`: what each actor does with its core's output
-//! is done here in the same order. The acceptor's write reaches the node's disk before
-//! its reply leaves; the proposer's events go to the elector's mailbox and its messages
-//! to the network; the learner persists what it learned, hands ordered values to the
-//! state machine's mailbox and tells the proposer how far it learned; the elector
-//! persists a ballot before ordering its proposer to lead with it, and publishes who
-//! leads. A message a node sends to itself takes the local mailbox (as
-//! `Peers::send` does), never the network. Mailbox messages are events at the current
-//! time, so they run after whatever is already due, in the order they were sent.
+//! *The wiring* is production's own: every core's output (a `Ready`) is carried out by
+//! the same [`crate::driver::Driver`] the actors use, with this world as its `Host`. So
+//! the acceptor's write reaches the node's disk, and a sync covers it, before its reply
+//! leaves (group commit included); the elector's ballot is synced before its proposer
+//! is told to lead with it; the learner's values are written, handed in order to the
+//! state machine's mailbox, and the proposer told how far it learned. A message a node
+//! sends to itself takes the local mailbox (as `Peers::send` does), never the network.
+//! Mailbox messages are events at the current time, so they run after whatever is
+//! already due, in the order they were sent.
 //!
 //! *The network* delivers each message after a random delay, drops some, duplicates
 //! some, and holds some back much longer, which reorders them. A *partition* splits the
 //! nodes into two sides; messages across the cut are dropped, both when sent and when
 //! they arrive, until it heals. Each run draws its own fault rates from its seed.
 //!
-//! *Crashes* drop a node's roles, mailboxes, timers and waiting clients at once. What
-//! survives is the node's simulated *disk*, which holds exactly what the cores' outputs
-//! asked to persist: the acceptor's `AcceptorWrite`s, the learner's learned log
-//! entries, the elector's ballots; nothing else. A restart rebuilds every core from it
-//! through the same constructors `Node::start` uses; the state machine starts empty and
-//! the learner replays the whole persisted log into it (the simulated node never takes
-//! snapshots).
+//! *The disk* of each node holds exactly what the cores' outputs asked to persist: the
+//! acceptor's `AcceptorWrite`s and the elector's ballots once a sync covered them (a
+//! sync takes a random `disk_min_us..disk_max_us`), the learner's decided values, and
+//! the state machine's snapshots once durable (they are taken every
+//! `SIM_SNAPSHOT_EVERY` slots, as the node's policy says, and become durable after a
+//! disk delay).
+//!
+//! *Crashes* drop a node's roles, drivers, mailboxes, timers and waiting clients at once,
+//! and whatever its disk had not synced. A restart rebuilds every core from the disk
+//! through the same constructors `Node::start` uses: the state machine from its
+//! snapshot (or empty), the learner replaying the decided log after it.
 //!
 //! *Clients* (a few per run) each run one operation at a time: a put, a get or a
 //! compare-and-swap on one of a few keys, sent to a random live node. That node waits
@@ -48,31 +52,37 @@
 //! elector names, proposes again every `retry_us` and whenever the leader changes, and
 //! gives up after `request_timeout_us`. Its state machine answers when it applies the
 //! request. A share of the gets (`read_index_permille`, drawn per operation) goes the
-//! way of `NodeHandle::read` instead: the node asks the leader for `ReadIndex` under the
-//! same retry, leader-change and give-up rules, keeps the first index a
-//! `ReadIndexReply` confirms, and answers from its own state machine's `read()` once it
-//! has applied every slot below that index (checked on the reply and after every
-//! applied batch, as `StateMachineActor::maybe_answer_reads` does). Every operation's
-//! invocation and response (or timeout, or the crash of the node it asked, which drops
-//! its waiting commands and reads alike) is recorded with simulated times in
-//! [`RunReport::history`], for a linearizability checker.
+//! way of `NodeHandle::read` instead: the node registers the read with its state
+//! machine (`ReadWait`) and asks the leader for `ReadIndex` under the same retry,
+//! leader-change and give-up rules; the state machine core keeps the first index a
+//! `ReadIndexReply` confirms and answers once it has applied every slot below it. Every
+//! operation's invocation and response (or timeout, or the crash of the node it asked,
+//! which drops its waiting commands and reads alike) is recorded with simulated times
+//! in [`RunReport::history`], for a linearizability checker.
+//!
+//! *Lock clients* (`lock_clients` per run) open a session, wait in line for one lock,
+//! hold it with keep-alives, then release it or die holding it; the leader proposes
+//! the lock service's clock command every `CLOCK_MS`, as `NodeHandle`'s clock loop
+//! does, so the sessions of dead holders expire by log time and the lock passes on.
 //!
 //! ## What is checked
 //!
 //! After every step, the invariants of [`checker`]: at most one value chosen per slot;
 //! every learned value chosen; every applied sequence a prefix of every other; acceptor
 //! promises never decreasing (across restarts too) and never below an accepted ballot;
-//! proposers bound by their phase-1 promises. A panic inside a core (its own
+//! proposers bound by their phase-1 promises; an acceptor's `Accepted` only for what its
+//! disk holds (an acceptance counts toward a value being chosen once it is revealed);
+//! a fencing token never granted to two sessions. A panic inside a core (its own
 //! `assert!`s, such as the learner's "decided twice") stops the run and counts as a
 //! violation too: each step runs under `catch_unwind`.
 //!
 //! ## What is not modelled
 //!
-//! The simulator drives the cores, not the actors: actix, tokio, the files, the TCP
-//! transport and the codec on the wire are not exercised (the cluster and TCP tests do
-//! that). Writes are durable the moment they are made (no torn or lost writes, no
-//! group-commit window), state machine snapshots are not taken, and the cluster's
-//! membership never changes. Liveness is not asserted, only reported (operations
+//! The simulator drives the cores and the driver, not the actor shells: actix, tokio,
+//! the files, the TCP transport and the codec on the wire are not exercised (the
+//! cluster and TCP tests do that). A write is either durable or lost whole (no torn
+//! writes), the decided log's appends survive a crash without a sync (a process crash,
+//! not a power cut), and the cluster's membership never changes. Liveness is not asserted, only reported (operations
 //! answered, slots chosen).
 //!
 //! ## Scenario scripts
@@ -103,11 +113,11 @@
 //! are shown. A long soak is `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim
 //! sim_soak -- --ignored --nocapture`.
 //!
-//! [`Acceptor`]: crate::actors::acceptor::Acceptor
-//! [`Proposer`]: crate::actors::proposer::Proposer
-//! [`Learner`]: crate::actors::learner::Learner
-//! [`Elector`]: crate::actors::elector::Elector
-//! [`StateMachine`]: crate::actors::state_machine::StateMachine
+//! [`Acceptor`]: crate::roles::acceptor::Acceptor
+//! [`Proposer`]: crate::roles::proposer::Proposer
+//! [`Learner`]: crate::roles::learner::Learner
+//! [`Elector`]: crate::roles::elector::Elector
+//! [`StateMachine`]: crate::roles::state_machine::StateMachine
 //! [`SeededRng`]: crate::roles::rng::SeededRng
 
 pub mod checker;
