@@ -361,7 +361,10 @@ fn repeated_series(text: &str) -> Vec<String> {
         let key = match line.strip_prefix("# TYPE ") {
             Some(family) => format!("# TYPE {}", family.split(' ').next().unwrap_or(family)),
             None if line.starts_with('#') || line.trim().is_empty() => continue,
-            None => line.rsplit_once(' ').map_or(line, |(series, _value)| series).to_string(),
+            None => line
+                .rsplit_once(' ')
+                .map_or(line, |(series, _value)| series)
+                .to_string(),
         };
         if !seen.insert(key.clone()) {
             repeated.push(key);
@@ -398,7 +401,10 @@ async fn http_metrics_have_no_repeated_series() {
     let (s, _, body) = call!(svc, test::TestRequest::get().uri("/metrics"));
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8(body).expect("utf-8");
-    assert!(text.contains("rolepax_transport_peer_sent_total{peer=\"3\"} 2"), "{text}");
+    assert!(
+        text.contains("rolepax_transport_peer_sent_total{peer=\"3\"} 2"),
+        "{text}"
+    );
     let repeated = repeated_series(&text);
     assert!(repeated.is_empty(), "repeated in /metrics: {repeated:?}\n{text}");
 }
