@@ -142,6 +142,8 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         let storage = Storage::open(&cfg.data_dir)?;
+        // First: a data directory whose ballot cannot be known is refused untouched.
+        let used = storage.load_ballot()?;
         // Replayed write by write, evicting as it goes: a long log need not fit in memory.
         let (mut acceptor, hot) = (Acceptor::default(), cfg.acceptor_hot_slots);
         let acceptor_log = AcceptorLog::open(&cfg.data_dir, |write| {
@@ -151,7 +153,6 @@ impl Node {
             }
         })?;
         let promised = acceptor.promised();
-        let used = storage.load_ballot()?;
         let sm = match storage.load_snapshot()? {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
             None => StateMachine::new(A::default()),
