@@ -344,6 +344,14 @@ fn architecture_top_level_modules_have_no_import_loop() {
     assert_none("import loops between top-level modules", import_loops(&files));
 }
 
+/// `found` is one report per entry of `expected`, each beginning as that entry does.
+fn assert_reports(found: Vec<String>, expected: &[&str]) {
+    for e in expected {
+        assert!(found.iter().any(|f| f.starts_with(e)), "{e:?} not in {found:#?}");
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
 /// Each check fails on a tree that breaks it, at the right file and line.
 #[test]
 fn architecture_checks_catch_a_broken_tree() {
@@ -376,31 +384,22 @@ fn architecture_checks_catch_a_broken_tree() {
         file("src/bin/tool.rs", "use rolepax::alpha::A;\n"),
     ];
 
-    let io = core_io_violations(&fake);
-    for expected in [
-        "src/roles/acceptor.rs:2: a role core names `actix`",
-        "src/roles/acceptor.rs:3: a role core names `Instant`",
-        "src/roles/acceptor.rs:4: a role core names `std::fs`",
-    ] {
-        assert!(
-            io.iter().any(|v| v.starts_with(expected)),
-            "{expected:?} not in {io:#?}"
-        );
-    }
-    assert_eq!(io.len(), 3, "{io:#?}");
-
-    let roles = role_import_violations(&fake);
-    for expected in [
-        "src/roles/learner.rs:1: role `learner` imports role `acceptor`",
-        "src/roles/proposer/batch.rs:2: role `proposer` imports role `elector`",
-        "src/roles/proposer/batch.rs:3: role `proposer` imports role `state_machine`",
-    ] {
-        assert!(
-            roles.iter().any(|v| v.starts_with(expected)),
-            "{expected:?} not in {roles:#?}"
-        );
-    }
-    assert_eq!(roles.len(), 3, "{roles:#?}");
+    assert_reports(
+        core_io_violations(&fake),
+        &[
+            "src/roles/acceptor.rs:2: a role core names `actix`",
+            "src/roles/acceptor.rs:3: a role core names `Instant`",
+            "src/roles/acceptor.rs:4: a role core names `std::fs`",
+        ],
+    );
+    assert_reports(
+        role_import_violations(&fake),
+        &[
+            "src/roles/learner.rs:1: role `learner` imports role `acceptor`",
+            "src/roles/proposer/batch.rs:2: role `proposer` imports role `elector`",
+            "src/roles/proposer/batch.rs:3: role `proposer` imports role `state_machine`",
+        ],
+    );
 
     let loops = import_loops(&fake);
     assert_eq!(loops.len(), 1, "{loops:#?}");
