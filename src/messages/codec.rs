@@ -12,8 +12,8 @@ pub const DECODE_LIMIT: usize = 256 << 20;
 pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// The most value bytes one message may carry (an Accept batch, a Decide, a Promise, a
-/// Fetched) so that it fits a frame of `max_frame` bytes with room for its framing and
-/// for one more value: half a frame. A client command may be at most this large too.
+/// Fetched) so that it fits a frame of `max_frame` bytes with room to spare for its
+/// framing: half a frame. A client command may be at most this large too.
 pub const fn message_budget(max_frame: usize) -> usize {
     max_frame / 2
 }

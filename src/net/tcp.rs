@@ -137,8 +137,9 @@ pub struct TcpConfig {
 }
 
 impl TcpConfig {
-    /// The defaults: cluster id [`DEFAULT_CLUSTER_ID`], [`codec::DEFAULT_MAX_FRAME`] frames, 4096 queued messages per peer,
-    /// 2 s backoff cap, 5 s handshake timeout.
+    /// The defaults: cluster id [`DEFAULT_CLUSTER_ID`], frames of at most
+    /// [`codec::DEFAULT_MAX_FRAME`], 4096 queued messages per peer, 2 s backoff cap, 5 s
+    /// handshake timeout.
     pub fn new(id: NodeId, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> Self {
         TcpConfig {
             id,
