@@ -26,6 +26,7 @@
 use crate::actors::node::NodeConfig;
 use crate::error::{Error, Result};
 use crate::messages::NodeId;
+use crate::messages::codec::message_budget;
 use crate::net::tcp::TcpConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -108,53 +109,67 @@ struct RawSettings {
     log_level: String,
 }
 
-/// Defaults of the optional keys (also listed in `config/local-3.toml`).
+/// Defaults of the optional keys (also listed in `config/local-3.toml`). Each is taken
+/// from where the setting is used: a role's `Default`, [`NodeConfig`]'s constants, the
+/// transport's; times in ticks are turned into milliseconds at the default tick.
 pub mod defaults {
+    use crate::actors::node::NodeConfig;
+    use crate::messages::codec;
+    use crate::net::tcp;
+    use crate::roles::elector::ElectorConfig;
+    use crate::roles::proposer::ProposerConfig;
+    use std::time::Duration;
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
     pub fn cluster_id() -> String {
-        "rolepax".into()
+        tcp::DEFAULT_CLUSTER_ID.into()
     }
     /// `{id}` is replaced by the node's id; relative to the working directory.
     pub fn data_dir() -> String {
         "data/node-{id}".into()
     }
     pub fn tick_ms() -> u64 {
-        10
+        ms(NodeConfig::DEFAULT_TICK)
     }
     pub fn heartbeat_ms() -> u64 {
-        50
+        ElectorConfig::default().heartbeat_ticks * tick_ms()
     }
     pub fn election_min_ms() -> u64 {
-        300
+        ElectorConfig::default().election_min_ticks * tick_ms()
     }
     pub fn election_max_ms() -> u64 {
-        600
+        ElectorConfig::default().election_max_ticks * tick_ms()
     }
     pub fn request_timeout_ms() -> u64 {
-        5_000
+        ms(NodeConfig::DEFAULT_REQUEST_TIMEOUT)
     }
     pub fn retry_interval_ms() -> u64 {
-        1_000
+        ms(NodeConfig::DEFAULT_RETRY_INTERVAL)
     }
     pub fn max_batch() -> usize {
-        256
+        ProposerConfig::default().max_batch
     }
     pub fn max_inflight() -> usize {
-        32
+        ProposerConfig::default().max_inflight
     }
     pub fn thrifty() -> bool {
-        true
+        ProposerConfig::default().thrifty
     }
     pub fn pre_vote() -> bool {
-        true
+        ElectorConfig::default().pre_vote
     }
     pub fn max_frame_bytes() -> usize {
-        4 << 20
+        codec::DEFAULT_MAX_FRAME
     }
+    /// A quarter of the default frame: well within a message's budget (half a frame),
+    /// as `Settings` requires of every body size.
     pub fn max_body_bytes() -> usize {
-        1 << 20
+        codec::message_budget(codec::DEFAULT_MAX_FRAME) / 2
     }
     pub fn snapshot_every() -> u64 {
-        10_000
+        NodeConfig::DEFAULT_SNAPSHOT_EVERY
     }
     pub fn log_level() -> String {
         "info".into()
@@ -384,7 +399,7 @@ impl Settings {
         }
         // One request of the largest body must fit in an Accept, a Decide and a Fetched
         // with room to spare; otherwise it could never be replicated and would wedge the log.
-        if raw.max_body_bytes > raw.max_frame_bytes / 2 {
+        if raw.max_body_bytes > message_budget(raw.max_frame_bytes) {
             return Err(bad(
                 s,
                 "max_body_bytes",
@@ -493,10 +508,10 @@ impl NodeSettings {
         cfg.proposer.max_batch = s.max_batch;
         cfg.proposer.max_inflight = s.max_inflight;
         cfg.proposer.thrifty = s.thrifty;
-        // Batches and catch-up answers stay within half a frame (a single command may be
-        // up to max_body_bytes, itself at most half a frame).
-        cfg.proposer.max_batch_bytes = s.max_frame_bytes / 2;
-        cfg.learner.max_fetch_bytes = s.max_frame_bytes / 2;
+        // Batches, promises (see `Node::start`) and catch-up answers stay within half a
+        // frame (a single command may be up to max_body_bytes, itself at most half a frame).
+        cfg.proposer.max_batch_bytes = message_budget(s.max_frame_bytes);
+        cfg.learner.max_fetch_bytes = message_budget(s.max_frame_bytes);
         cfg.request_timeout = s.request_timeout;
         cfg.retry_interval = s.retry_interval;
         cfg.snapshot_every = s.snapshot_every;
@@ -559,6 +574,46 @@ http_addr = "127.0.0.1:7203"
         assert_eq!((tcp.id, tcp.cluster_id.as_str()), (2, "t"));
         assert_eq!(tcp.listen.port(), 7102);
         assert!(!tcp.peers.contains_key(&2));
+    }
+
+    #[test]
+    fn config_without_tunables_yields_the_cores_defaults() {
+        use crate::messages::codec;
+        use crate::roles::acceptor::{DEFAULT_HOT_SLOTS, DEFAULT_MAX_PROMISE_BYTES};
+        use crate::roles::elector::ElectorConfig;
+        use crate::roles::proposer::ProposerConfig;
+        let bare = GOOD.replace("cluster_id = \"t\"\n", "");
+        let n = Settings::from_toml(&bare)
+            .expect("no tunables")
+            .for_node(1, None)
+            .expect("node 1");
+        let cfg = n.node_config();
+        // Derived on purpose from other settings: the byte budgets of one message from
+        // max_frame_bytes (the acceptor's promise budget is the proposer's batch budget,
+        // in `Node::start`), the leader's step-down from the election timeout.
+        let budget = message_budget(codec::DEFAULT_MAX_FRAME);
+        assert_eq!(cfg.proposer.max_batch_bytes, budget);
+        assert_eq!(cfg.learner.max_fetch_bytes, budget);
+        assert_eq!(cfg.proposer.max_batch_bytes, DEFAULT_MAX_PROMISE_BYTES);
+        assert_eq!(cfg.elector.step_down_ticks, cfg.elector.election_max_ticks);
+        assert_eq!(cfg.acceptor_hot_slots, DEFAULT_HOT_SLOTS);
+        // Everything else is the roles' and the node's own default.
+        let core = NodeConfig::new(1, vec![1, 2, 3], "data/node-1");
+        let expected = NodeConfig {
+            proposer: ProposerConfig {
+                max_batch_bytes: budget,
+                ..ProposerConfig::default()
+            },
+            elector: ElectorConfig {
+                step_down_ticks: ElectorConfig::default().election_max_ticks,
+                ..ElectorConfig::default()
+            },
+            ..core
+        };
+        assert_eq!(format!("{cfg:?}"), format!("{expected:?}"));
+        let tcp = n.tcp_config();
+        let default_tcp = TcpConfig::new(tcp.id, tcp.listen, tcp.peers.clone());
+        assert_eq!(format!("{tcp:?}"), format!("{default_tcp:?}"));
     }
 
     #[test]

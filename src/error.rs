@@ -40,12 +40,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
 impl From<bincode::error::DecodeError> for Error {
     fn from(e: bincode::error::DecodeError) -> Self {
         Error::Storage(format!("cannot decode stored data: {e}"))

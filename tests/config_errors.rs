@@ -1,6 +1,7 @@
 //! Broken configuration files are refused with a message naming the key: through
 //! `Settings::load`, and through the real `rolepax-node` binary (exit code 2, the key on
-//! stderr). Leaves out valid files (unit tests in `src/config.rs`).
+//! stderr); so is a data directory of the older layout whose ballot is only in sled
+//! (exit code 1). Leaves out valid files (unit tests in `src/config.rs`).
 
 use rolepax::config::Settings;
 use std::path::PathBuf;
@@ -111,4 +112,33 @@ fn config_node_binary_exits_2_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(key), "{args:?}: {stderr:?} does not name {key}");
     }
+}
+
+#[test]
+fn node_binary_refuses_a_data_directory_whose_ballot_is_in_sled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 0: the node must fail on its data directory, not on a port in use.
+    let any_ports = ["7101", "7102", "7201", "7202"]
+        .iter()
+        .fold(NODES.to_string(), |text, port| text.replace(port, "0"));
+    let config = write(&dir, "any ports", &any_ports);
+    let data = dir.path().join("old");
+    std::fs::create_dir_all(data.join("sled")).expect("an old layout's sled directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+        .args(["--config", &config.to_string_lossy(), "--id", "1", "--data-dir"])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rolepax-node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr {stderr}");
+    for says in ["older layout", "sled", "ballot", "unsafe"] {
+        assert!(stderr.contains(says), "{says:?} missing in {stderr:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .expect("read the data directory")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec!["sled"], "the refused data directory is left as it was");
 }

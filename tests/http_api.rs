@@ -303,7 +303,17 @@ async fn http_failed_cas_is_409() {
 #[actix_rt::test]
 async fn http_status_health_and_metrics() {
     let (cluster, leader, follower) = cluster(Duration::from_secs(10)).await;
-    let svc = app!(state(&cluster, follower));
+    // A transport's counters as `rolepax-node` reports them, so its series are checked too.
+    let transport = json!({
+        "sent": 3, "received": 4, "dropped": 0, "rejected_connections": 0,
+        "peers": {
+            "1": {"connected": true, "sent": 1, "received": 2, "dropped": 0},
+            "3": {"connected": false, "sent": 2, "received": 2, "dropped": 0},
+        },
+    });
+    let st = HttpState::new(cluster.node(follower).clone(), "test-cluster", MAX_BODY)
+        .with_transport(std::sync::Arc::new(move || transport.clone()));
+    let svc = app!(web::Data::new(st));
     post!(
         svc,
         "/v3/kv/put",
@@ -347,9 +357,39 @@ async fn http_status_health_and_metrics() {
         "rolepax_commit_latency_seconds_sum",
         "# TYPE rolepax_commit_latency_seconds histogram",
         "rolepax_is_leader 0",
+        "rolepax_transport_peer_sent_total{peer=\"3\"} 2",
     ] {
         assert!(text.contains(name), "{name} missing in:\n{text}");
     }
+    let repeated = repeated_series(&text);
+    assert!(repeated.is_empty(), "repeated in /metrics: {repeated:?}\n{text}");
+}
+
+/// Every series of a Prometheus text (its name and labels, the value cut off) that
+/// appears more than once, and every family declared (`# TYPE`) more than once.
+fn repeated_series(text: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeated = Vec::new();
+    for line in text.lines() {
+        let key = match line.strip_prefix("# TYPE ") {
+            Some(family) => format!("# TYPE {}", family.split(' ').next().unwrap_or(family)),
+            None if line.starts_with('#') || line.trim().is_empty() => continue,
+            None => line
+                .rsplit_once(' ')
+                .map_or(line, |(series, _value)| series)
+                .to_string(),
+        };
+        if !seen.insert(key.clone()) {
+            repeated.push(key);
+        }
+    }
+    repeated
+}
+
+#[actix_rt::test]
+async fn http_repeated_series_finds_repeats() {
+    let text = "# TYPE a gauge\na 1\nb{x=\"1\"} 2\nb{x=\"2\"} 2\n# TYPE a gauge\nb{x=\"1\"} 3\n";
+    assert_eq!(repeated_series(text), vec!["# TYPE a", "b{x=\"1\"}"]);
 }
 
 #[actix_rt::test]

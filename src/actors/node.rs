@@ -83,18 +83,28 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The default [`NodeConfig::tick`] (the elector's defaults are in ticks of it).
+    pub const DEFAULT_TICK: Duration = Duration::from_millis(10);
+    /// The default [`NodeConfig::request_timeout`].
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default [`NodeConfig::retry_interval`].
+    pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+    /// The default [`NodeConfig::snapshot_every`].
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+
+    /// The defaults: each role's own (`Default`), and the `DEFAULT_` constants above.
     pub fn new(id: NodeId, nodes: Vec<NodeId>, data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
             id,
             nodes,
             data_dir: data_dir.into(),
-            tick: Duration::from_millis(10),
+            tick: Self::DEFAULT_TICK,
             elector: ElectorConfig::default(),
             proposer: ProposerConfig::default(),
             learner: LearnerConfig::default(),
-            request_timeout: Duration::from_secs(5),
-            retry_interval: Duration::from_secs(1),
-            snapshot_every: 10_000,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            retry_interval: Self::DEFAULT_RETRY_INTERVAL,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             record_applied: false,
             seed: id,
             clock_interval: Duration::from_millis(250),
@@ -132,6 +142,8 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         let storage = Storage::open(&cfg.data_dir)?;
+        // First: a data directory whose ballot cannot be known is refused untouched.
+        let used = storage.load_ballot()?;
         // Replayed write by write, evicting as it goes: a long log need not fit in memory.
         let (mut acceptor, hot) = (Acceptor::default(), cfg.acceptor_hot_slots);
         let acceptor_log = AcceptorLog::open(&cfg.data_dir, |write| {
@@ -141,7 +153,6 @@ impl Node {
             }
         })?;
         let promised = acceptor.promised();
-        let used = storage.load_ballot()?;
         let sm = match storage.load_snapshot()? {
             Some(bytes) => StateMachine::<A>::restore(&bytes)?,
             None => StateMachine::new(A::default()),
@@ -195,6 +206,8 @@ impl Node {
         let (leader_tx, leader_rx) = watch::channel(Leadership::default());
         let elector = Elector::new(cfg.id, nodes.clone(), cfg.elector.clone(), cfg.seed, promised.max(used));
         acceptor_ctx.run(AcceptorActor::new(
+            // A Promise's values are proposed again in batches of the leader's proposer:
+            // the same budget, within one frame.
             acceptor
                 .with_max_promise_bytes(cfg.proposer.max_batch_bytes)
                 .with_hot_slots(cfg.acceptor_hot_slots)

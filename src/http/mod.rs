@@ -1072,12 +1072,6 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
         s.state_machine.applied,
     );
     p.one(
-        "rolepax_learner_commit",
-        "gauge",
-        "Highest slot the learner knows committed.",
-        s.learner.commit,
-    );
-    p.one(
         "rolepax_learner_fetches_sent_total",
         "counter",
         "Fetches of missing slots sent.",

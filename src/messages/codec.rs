@@ -7,6 +7,17 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The largest value we ever decode (a frame, a snapshot chunk): 256 MiB.
 pub const DECODE_LIMIT: usize = 256 << 20;
 
+/// The largest peer-to-peer frame (one encoded envelope) by default: 4 MiB. The TCP
+/// transport's `max_frame` and the `max_frame_bytes` setting default to it.
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+
+/// The most value bytes one message may carry (an Accept batch, a Decide, a Promise, a
+/// Fetched) so that it fits a frame of `max_frame` bytes with room to spare for its
+/// framing: half a frame. A client command may be at most this large too.
+pub const fn message_budget(max_frame: usize) -> usize {
+    max_frame / 2
+}
+
 fn config() -> Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>> {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
@@ -34,8 +45,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     })
 }
 
-/// The most scratch capacity a thread keeps between encodings: a full batch (1 MiB of
-/// values by default) with its framing fits.
+/// The most scratch capacity a thread keeps between encodings: a full batch (at most
+/// half a frame of values by default) with its framing fits.
 const SCRATCH_KEEP: usize = 4 << 20;
 
 /// Appends the encoding of `value` to `buf` (no intermediate buffer).

@@ -103,6 +103,9 @@ pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// The longest cluster id a handshake may carry.
 pub const MAX_CLUSTER_ID_LEN: usize = 256;
 
+/// The cluster id of a [`TcpConfig::new`] (and of a configuration file without one).
+pub const DEFAULT_CLUSTER_ID: &str = "rolepax";
+
 /// At most this many accepted connections may wait for their handshake at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
@@ -134,15 +137,16 @@ pub struct TcpConfig {
 }
 
 impl TcpConfig {
-    /// The defaults: cluster id `"rolepax"`, 4 MiB frames, 4096 queued messages per peer,
-    /// 2 s backoff cap, 5 s handshake timeout.
+    /// The defaults: cluster id [`DEFAULT_CLUSTER_ID`], frames of at most
+    /// [`codec::DEFAULT_MAX_FRAME`], 4096 queued messages per peer, 2 s backoff cap, 5 s
+    /// handshake timeout.
     pub fn new(id: NodeId, listen: SocketAddr, peers: BTreeMap<NodeId, SocketAddr>) -> Self {
         TcpConfig {
             id,
-            cluster_id: "rolepax".to_string(),
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
             listen,
             peers,
-            max_frame: 4 << 20,
+            max_frame: codec::DEFAULT_MAX_FRAME,
             queue_capacity: 4096,
             backoff_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),

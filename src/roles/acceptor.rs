@@ -38,11 +38,12 @@ use super::bugs::PlantedBugs;
 use super::ready::{AcceptorWrite, Ready, Write};
 use super::runs::Runs;
 use crate::messages::acceptor::PValue;
+use crate::messages::codec;
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Default budget of value bytes in one Promise.
-pub const DEFAULT_MAX_PROMISE_BYTES: usize = 2 << 20;
+/// Default budget of value bytes in one Promise: what fits a frame of the default size.
+pub const DEFAULT_MAX_PROMISE_BYTES: usize = codec::message_budget(codec::DEFAULT_MAX_FRAME);
 
 /// Default number of recent durable slots whose values stay in memory.
 pub const DEFAULT_HOT_SLOTS: u64 = 4096;

@@ -27,6 +27,7 @@
 
 use super::bugs::PlantedBugs;
 use super::ready::{Ready, Serve, Write};
+use crate::messages::codec;
 use crate::messages::local::LocalMessage;
 use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use std::collections::BTreeMap;
@@ -38,7 +39,7 @@ pub struct LearnerConfig {
     /// Most slots in one `Fetched`.
     pub max_fetch: u64,
     /// Most payload bytes in one `Fetched` (it must fit a transport frame); at least
-    /// one value is sent whatever its size.
+    /// one value is sent whatever its size. By default what fits a default frame.
     pub max_fetch_bytes: usize,
 }
 
@@ -47,7 +48,7 @@ impl Default for LearnerConfig {
         LearnerConfig {
             fetch_retry_ticks: 20,
             max_fetch: 1024,
-            max_fetch_bytes: 1 << 20,
+            max_fetch_bytes: codec::message_budget(codec::DEFAULT_MAX_FRAME),
         }
     }
 }

@@ -16,9 +16,11 @@
 //!
 //! The ballot used to live in sled, whose `flush` makes writes durable with
 //! `sync_file_range` (no device cache flush, no metadata): after a power cut a node
-//! could have forgotten a ballot it campaigned with and used it again. A data directory
-//! from then still has its `sled` directory; its ballot is read at start (the higher of
-//! the two counts), and nothing is written there any more.
+//! could have forgotten a ballot it campaigned with and used it again. sled is no longer
+//! a dependency. A data directory from then that has its `sled` directory but no
+//! `ballot` file is refused at start (see [`Storage::load_ballot`]); one with both was
+//! run by a build that read sled and campaigned above its ballot, so its file holds the
+//! higher one.
 
 use crate::error::{Error, Result};
 use crate::messages::Ballot;
@@ -42,7 +44,7 @@ pub struct Storage {
 const SNAPSHOT: &str = "snapshot.bin";
 pub(crate) const DECIDED: &str = "decided.wal";
 const BALLOT: &str = "ballot";
-/// Where data directories from before kept the ballot (read only).
+/// Where data directories from before kept the ballot (no longer read).
 const LEGACY_SLED: &str = "sled";
 
 impl Storage {
@@ -54,35 +56,38 @@ impl Storage {
         Ok(Storage { dir: dir.to_path_buf() })
     }
 
-    /// The highest ballot this node used: from its file, or from a data directory's
-    /// sled database of before, whichever is higher.
+    /// The highest ballot this node used, from its file (zero in a new data directory).
+    ///
+    /// A data directory of the older layout, with a `sled` directory and no `ballot`
+    /// file, is refused: its ballot is in sled, which this build cannot read, and
+    /// starting from a lower ballot could make the node use one of its ballots again.
     pub fn load_ballot(&self) -> Result<Ballot> {
         let path = self.dir.join(BALLOT);
-        let saved = match std::fs::read(&path) {
+        match std::fs::read(&path) {
             Ok(bytes) => decode_ballot(&bytes).ok_or_else(|| {
                 Error::Storage(format!(
                     "{} is damaged (bad checksum or length); the node cannot know which ballots it used",
                     path.display()
                 ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ballot::ZERO,
-            Err(e) => return Err(Error::Storage(format!("cannot read {}: {e}", path.display()))),
-        };
-        Ok(saved.max(self.legacy_ballot()?))
-    }
-
-    fn legacy_ballot(&self) -> Result<Ballot> {
-        let path = self.dir.join(LEGACY_SLED);
-        if !path.is_dir() {
-            return Ok(Ballot::ZERO);
-        }
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        match db.open_tree("meta")?.get(b"ballot")? {
-            Some(b) => Ok(codec::decode(&b)?),
-            None => Ok(Ballot::ZERO),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.dir.join(LEGACY_SLED) {
+                sled if sled.exists() => Err(Error::Storage(format!(
+                    "{} is a data directory of an older layout: this node's ballot is in {}, \
+                     which this build no longer reads, and there is no {}. Starting without that \
+                     ballot could make the node use a ballot again, which is unsafe, so it does \
+                     not start. To carry the ballot over, run this node once more with a build \
+                     that reads sled/ and writes the ballot file (commits 207de24 to 87d6973) \
+                     until it has campaigned once (\"campaigning\" in its log) and so written {}; \
+                     then start this build, and remove {} once it runs",
+                    self.dir.display(),
+                    sled.display(),
+                    path.display(),
+                    path.display(),
+                    sled.display(),
+                ))),
+                _ => Ok(Ballot::ZERO),
+            },
+            Err(e) => Err(Error::Storage(format!("cannot read {}: {e}", path.display()))),
         }
     }
 
@@ -242,18 +247,8 @@ mod tests {
     use crate::roles::ready::AcceptorWrite;
     use std::collections::BTreeMap;
 
-    /// Opens `dir` again once an earlier `Storage` on it is dropped: sled's background
-    /// threads let go of the database a moment after.
     fn reopen(dir: &Path) -> Storage {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            match Storage::open(dir) {
-                Err(Error::Storage(m)) if m.contains("lock") && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => break other.expect("reopen"),
-            }
-        }
+        Storage::open(dir).expect("reopen")
     }
 
     /// The temporary snapshot files in `dir`.
@@ -302,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn storage_ballot_is_a_file_read_with_the_legacy_sled_ballot() {
+    fn storage_ballot_is_a_file_and_an_old_sled_directory_without_one_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Storage::open(dir.path()).expect("open");
         assert_eq!(s.load_ballot().expect("none yet"), Ballot::ZERO);
@@ -313,24 +308,25 @@ mod tests {
             !dir.path().join(LEGACY_SLED).exists(),
             "a new data directory has no sled"
         );
-        assert_eq!(reopen(dir.path()).load_ballot().expect("load"), Ballot::new(5, 2));
-
-        // A data directory from before: sled holds a higher ballot, and it counts.
-        {
-            let db = sled::open(dir.path().join(LEGACY_SLED)).expect("sled");
-            let meta = db.open_tree("meta").expect("tree");
-            meta.insert(b"ballot", codec::encode(&Ballot::new(9, 1)).expect("encode"))
-                .expect("insert");
-            db.flush().expect("flush");
-        }
         let s = reopen(dir.path());
-        assert_eq!(s.load_ballot().expect("load"), Ballot::new(9, 1));
-        s.save_ballot(Ballot::new(10, 2)).expect("save");
-        assert_eq!(
-            s.load_ballot().expect("load"),
-            Ballot::new(10, 2),
-            "the file, once higher"
-        );
+        assert_eq!(s.load_ballot().expect("load"), Ballot::new(5, 2));
+
+        // A data directory from before, run since by a build that wrote the file: the
+        // file holds the higher ballot, and it counts.
+        std::fs::create_dir(dir.path().join(LEGACY_SLED)).expect("sled dir");
+        assert_eq!(s.load_ballot().expect("load"), Ballot::new(5, 2));
+
+        // Its ballot only in sled: refused, saying what to do, never a ballot of zero.
+        let old = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(old.path().join(LEGACY_SLED)).expect("sled dir");
+        let e = Storage::open(old.path())
+            .expect("open")
+            .load_ballot()
+            .expect_err("sled only");
+        let e = e.to_string();
+        for says in ["older layout", "sled", "ballot", "unsafe", "87d6973"] {
+            assert!(e.contains(says), "{says:?} missing in {e}");
+        }
 
         // A damaged file is an error, not a ballot of zero.
         let mut bytes = std::fs::read(dir.path().join(BALLOT)).expect("read");
