@@ -273,6 +273,9 @@ struct Runner {
     world: Option<Scripted>,
 }
 
+/// A command whose one argument is a node.
+type NodeCommand = fn(&mut Scripted, NodeId) -> Result<(), String>;
+
 fn node_arg(word: Option<&str>) -> Result<NodeId, String> {
     let word = word.ok_or("a node number is missing")?;
     word.parse().map_err(|_| format!("{word:?} is not a node number"))
@@ -464,6 +467,22 @@ impl Runner {
                 Ok(())
             }
         };
+        // The commands whose one argument is a node.
+        let on_node: Option<NodeCommand> = match name {
+            "campaign" => Some(Scripted::campaign),
+            "crash" => Some(Scripted::crash),
+            "restart" => Some(Scripted::restart),
+            "log" => Some(Scripted::log),
+            "acceptor" => Some(Scripted::acceptor),
+            "disk" => Some(Scripted::disk),
+            "locks" => Some(Scripted::locks),
+            _ => None,
+        };
+        if let Some(command) = on_node {
+            no_more(1)?;
+            command(w, node_arg(arg(0))?)?;
+            return Ok(w.take_output());
+        }
         match name {
             "tick" => {
                 no_more(1)?;
@@ -472,10 +491,6 @@ impl Runner {
             "deliver" => {
                 no_more(0)?;
                 w.deliver();
-            }
-            "campaign" => {
-                no_more(1)?;
-                w.campaign(node_arg(arg(0))?)?;
             }
             "propose" => {
                 let node = node_arg(arg(0))?;
@@ -491,14 +506,6 @@ impl Runner {
                 no_more(2)?;
                 let client = count_arg(Some(key_arg(arg(0), "a client number")?), 0)?;
                 w.resubmit(client, node_arg(arg(1))?)?;
-            }
-            "crash" => {
-                no_more(1)?;
-                w.crash(node_arg(arg(0))?)?;
-            }
-            "restart" => {
-                no_more(1)?;
-                w.restart(node_arg(arg(0))?)?;
             }
             "partition" => {
                 let mut groups = vec![Vec::new()];
@@ -569,25 +576,9 @@ impl Runner {
                 no_more(0)?;
                 w.status();
             }
-            "log" => {
-                no_more(1)?;
-                w.log(node_arg(arg(0))?)?;
-            }
-            "acceptor" => {
-                no_more(1)?;
-                w.acceptor(node_arg(arg(0))?)?;
-            }
             "local" => {
                 no_more(2)?;
                 w.local(node_arg(arg(0))?, key_arg(arg(1), "a key")?)?;
-            }
-            "disk" => {
-                no_more(1)?;
-                w.disk(node_arg(arg(0))?)?;
-            }
-            "locks" => {
-                no_more(1)?;
-                w.locks(node_arg(arg(0))?)?;
             }
             "session" | "keepalive" | "lock" | "unlock" | "cancel" => {
                 let (node, op) = parse_lock_op(name, args)?;
@@ -649,6 +640,21 @@ local 1 x
         assert!(err.starts_with("bad.txt:2:"), "{err}");
         let err = run_script("bad.txt", "# x\n\nstart 3\n\ndrop 1->2 Acept\n").expect_err("bad kind");
         assert!(err.contains("unknown message kind"), "{err}");
+    }
+
+    #[test]
+    fn sim_script_lock_and_snapshot_commands_check_their_arguments() {
+        let err = |command: &str| {
+            run_script("bad.txt", &format!("# x\n\nstart 3 snapshot_every=2\n\n{command}\n")).expect_err(command)
+        };
+        assert!(err("session 1 open ttl=soon").contains("say ttl=MS"));
+        assert!(err("session 1 reopen").contains("`session N open ttl=MS`"));
+        assert!(err("lock 1 1").contains("a lock name is missing"));
+        assert!(err("keepalive 1 1 2").contains("takes 2 argument(s)"));
+        assert!(err("release snapshot 1").contains("not held"));
+        assert!(err("locks 4").contains("no node 4"));
+        let err = run_script("bad.txt", "# x\n\nstart 3 snapshot_every=often\n").expect_err("bad interval");
+        assert!(err.contains("not a number of slots"), "{err}");
     }
 
     #[test]
