@@ -54,7 +54,7 @@
 //! | `disk N` | what node N restarts from: its snapshot (the slots below S it covers, its size), the decided log's slots, the acceptor's promise and accepted slots, and a held snapshot not yet durable |
 //! | `session N open ttl=MS` / `session N close S` | a new client opens a lock-service session through node N (answered `session=S`) / closes session S |
 //! | `keepalive N S` | a new client keeps session S alive through node N (answered `alive`, or `no session S` once it expired) |
-//! | `lock N S NAME` / `unlock N S NAME` / `cancel N S NAME` | session S asks for lock NAME (`granted token=T` or `queued position=P`; asking again answers `granted` once it is) / releases it / leaves its queue |
+//! | `lock N S NAME` / `unlock N S NAME` / `cancel N S NAME` | session S asks for lock NAME (`granted token=T` or `queued position=P`, P from 0; asking again answers `granted` once it is) / releases it / leaves its queue |
 //! | `locks N` | the lock service in node N's state machine, read locally like `local`: log time, each session's TTL and last sign of life, each lock's holder, token and queue |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
@@ -71,8 +71,8 @@
 //!
 //! Lock-service requests are clients too (numbered with the others, `resubmit` works on
 //! them); each is made at its node's clock (`now_ms`, the simulated time in ms), which
-//! marks the session alive. Sessions expire by *log time* only: from the first session on,
-//! every node's clock loop runs every 100 ms (10 ticks), and the leader's proposes the
+//! marks the session alive. Sessions expire by *log time* only: every node's clock loop
+//! runs every 100 ms (10 ticks), and while any session exists the leader's proposes the
 //! lock service's clock command, its clock minus 100 ms. The scripted world prints it,
 //! trace on or off: `1 clock Tick now_ms=400` when proposed, `1 clock Tick now_ms=400 ->
 //! expired=[2]` when answered (`unknown (no answer)` if its node gave up or crashed).

@@ -6,12 +6,13 @@ use crate::app::lock_service::LockInfo;
 // ---- scripted control (scenario scripts) ----------------------------------------------
 //
 // Everything below drives the world above from a script (`super::script`) instead of
-// from random clients and random chaos. It adds no behaviour to the nodes and changes
-// no line above: it reuses `World::new`, `boot`, `schedule`, `step` (and with it the
-// wiring and the checker), `run_elector` (for `campaign`), `crash`, `start_node`, the
-// partition sides, and the clients' machinery (`Client`, `Pending`, `ask_leader`, the
-// `Retry` events, `complete` and the history). What it changes is only the world
-// around the nodes:
+// from random clients and random chaos. It adds no behaviour to the nodes: it reuses
+// `World::new`, `boot`, `schedule`, `step` (and with it the wiring and the checker),
+// `run_elector` (for `campaign`), `crash`, `start_node`, the partition sides, and the
+// clients' machinery (`Client`, `Pending`, `ask_leader`, the `Retry` events, `complete`
+// and the history). Above, it only sets `snapshot_every` and turns on `answered` (how
+// the clock loop's and the lock clients' requests ended, `Who::Script`). What it changes
+// is only the world around the nodes:
 //
 // - The network is fault-free and in order: every message takes `SCRIPT_DELAY_US`, none
 //   is dropped, duplicated or reordered unless a script rule says so.
@@ -26,6 +27,9 @@ use crate::app::lock_service::LockInfo;
 // - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
 //   sent across a partition is lost inside `send`, before it is an event, so the
 //   trace does not show it; one that arrives across a partition shows as lost.
+// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`) and snapshots becoming
+//   durable (`Event::SnapshotDone`) run as they do in a random run; `hold snapshot N`
+//   keeps node N's `SnapshotDone` back until `release snapshot N`.
 
 /// One tick of the scripted world's clocks.
 const SCRIPT_TICK_US: u64 = 10_000;
