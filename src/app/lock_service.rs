@@ -148,6 +148,17 @@ impl LockService {
         !self.sessions.is_empty()
     }
 
+    /// Log time: where the decided `Tick`s moved it (a session's last sign of life is on
+    /// this scale too).
+    pub fn log_time_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Every live session, in id order: its id, TTL and last sign of life.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, u64, u64)> + '_ {
+        self.sessions.iter().map(|(&id, s)| (id, s.ttl_ms, s.last_seen_ms))
+    }
+
     /// Only the leader's `Tick` moves log time (its clock minus a safety margin). A
     /// client command's clock never does: one node with a fast clock must not expire
     /// everybody's sessions.

@@ -34,22 +34,28 @@
 //!
 //! | command | what it does |
 //! |---------|--------------|
-//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [bugs=a,b]` | boots N nodes (the seed draws the electors' timeouts) |
+//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [snapshot_every=K] [bugs=a,b]` | boots N nodes (the seed draws the electors' timeouts; `snapshot_every`: the state machines snapshot every K slots, default 40) |
 //! | `tick [K]` | K ticks (default 1): before each, every event due runs; then every live node's elector, proposer and learner tick; then what that caused is delivered |
 //! | `deliver` | runs every event due before the next tick: every message in flight and all they cause, until the network is quiet (held or slowed messages and client retries wait for their time) |
 //! | `campaign N` | N's election timer runs out now (its elector alone is ticked until its timeout fires): it asks for pre-votes, or campaigns |
 //! | `propose N put K V` / `propose N cas K OLD NEW` / `propose N get K` | a new client (numbered 1, 2, ... in script order) submits the command through node N, which forwards it to the leader it knows and retries every 10 ticks (gives up after 100). `OLD` may be `-` (absent) |
 //! | `read N K` | a new client reads K through node N by read index |
 //! | `resubmit C N` | client C sends its request again, same request id, through node N |
-//! | `crash N` / `restart N` | N loses all but its disk / comes back from it |
+//! | `crash N` / `restart N` | N loses all but its disk / comes back from it, and prints where its state machine starts (empty, or its snapshot below slot S) and which log slots it replays |
 //! | `partition 1 2 \| 3` / `heal` | messages between groups are lost / the partition ends |
 //! | `drop F` / `undrop [F]` | messages matching F are lost / no longer (no F: every drop rule goes) |
 //! | `hold F` / `release [F]` | messages matching F wait / the rule goes and what it held is sent again |
 //! | `slow N K` | acceptor N's replies arrive K ticks late (`slow N 0`: on time) |
+//! | `hold snapshot N` / `release snapshot N` | node N's snapshots are taken but not made durable (`N snapshot below slot S taken, held: not durable yet`; a crash loses them) / they go on to be durable, and the next ones are not held |
 //! | `trace on [-KIND ..]` / `trace off` | print every message as it is delivered (or dropped, or held), but for the kinds named (`-beacon`: the leader's empty `Decide`s); with the trace on, `tick` heads each tick that printed anything `-- tick N` |
 //! | `status` | a line per node: elector role, highest ballot, leader, proposer, learned/commit/applied |
 //! | `log N` / `acceptor N` | node N's decided log / its acceptor's promise and accepted values (from its disk), and which values it holds in memory |
 //! | `local N K` | K in node N's state machine, read locally (no quorum: may be stale) |
+//! | `disk N` | what node N restarts from: its snapshot (the slots below S it covers, its size), the decided log's slots, the acceptor's promise and accepted slots, and a held snapshot not yet durable |
+//! | `session N open ttl=MS` / `session N close S` | a new client opens a lock-service session through node N (answered `session=S`) / closes session S |
+//! | `keepalive N S` | a new client keeps session S alive through node N (answered `alive`, or `no session S` once it expired) |
+//! | `lock N S NAME` / `unlock N S NAME` / `cancel N S NAME` | session S asks for lock NAME (`granted token=T` or `queued position=P`, P from 0; asking again answers `granted` once it is) / releases it / leaves its queue |
+//! | `locks N` | the lock service in node N's state machine, read locally like `local`: log time, each session's TTL and last sign of life, each lock's holder, token and queue |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
 //! KIND a message kind (`Prepare`, `Accept`, `Promise`, `Accepted`, `Rejected`,
@@ -63,13 +69,22 @@
 //! (`2 elector->proposer Lead ballot=1.2`, `2 proposer->elector Elected ballot=1.2`,
 //! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them).
 //!
+//! Lock-service requests are clients too (numbered with the others, `resubmit` works on
+//! them); each is made at its node's clock (`now_ms`, the simulated time in ms), which
+//! marks the session alive. Sessions expire by *log time* only: every node's clock loop
+//! runs every 100 ms (10 ticks), and while any session exists the leader's proposes the
+//! lock service's clock command, its clock minus 100 ms. The scripted world prints it,
+//! trace on or off: `1 clock Tick now_ms=400` when proposed, `1 clock Tick now_ms=400 ->
+//! expired=[2]` when answered (`unknown (no answer)` if its node gave up or crashed).
+//! Likewise `N snapshot durable below slot S` when a snapshot of node N becomes durable.
+//!
 //! Output lines: `client C at node N: OP -> ANSWER` when a client is answered (or
 //! `unknown (no answer)` when its node crashed or gave up); trace lines `1->2 Accept
 //! ballot=1.1 slots=0-1 [c1 put x=1, noop]`; and `violation: ...` when the safety checker
 //! (run after every step) or a core's own assertion objects, after which the world stops.
 //! A value prints as `noop` or `cK OP` (client K's command).
 
-use super::world::{Filter, LOCAL_KINDS, MESSAGE_KINDS, ScriptOp, ScriptSetup, Scripted, World};
+use super::world::{Filter, LOCAL_KINDS, LockOp, MESSAGE_KINDS, ScriptOp, ScriptSetup, Scripted, World};
 use crate::messages::NodeId;
 use crate::roles::bugs::PlantedBugs;
 use std::path::Path;
@@ -258,6 +273,9 @@ struct Runner {
     world: Option<Scripted>,
 }
 
+/// A command whose one argument is a node.
+type NodeCommand = fn(&mut Scripted, NodeId) -> Result<(), String>;
+
 fn node_arg(word: Option<&str>) -> Result<NodeId, String> {
     let word = word.ok_or("a node number is missing")?;
     word.parse().map_err(|_| format!("{word:?} is not a node number"))
@@ -286,6 +304,7 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
         pre_vote: true,
         thrifty: true,
         max_batch: 256,
+        snapshot_every: None,
         bugs: PlantedBugs::default(),
     };
     if !(1..=9).contains(&setup.nodes) {
@@ -301,6 +320,12 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
             "thrifty" => setup.thrifty = on_off(value)?,
             "max_batch" => {
                 setup.max_batch = value.parse().map_err(|_| format!("{value:?} is not a batch size"))?;
+            }
+            "snapshot_every" => {
+                let every = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of slots"))?;
+                setup.snapshot_every = Some(every);
             }
             "bugs" => setup.bugs = super::parse_bugs(value)?,
             other => return Err(format!("unknown start option {other:?}")),
@@ -383,6 +408,41 @@ fn parse_op(args: &[&str]) -> Result<ScriptOp, String> {
     }
 }
 
+/// `session N open ttl=MS` / `session N close S`, `keepalive N S`, `lock N S NAME`,
+/// `unlock N S NAME`, `cancel N S NAME`: the node and the request.
+fn parse_lock_op(name: &str, args: &[&str]) -> Result<(NodeId, LockOp), String> {
+    let node = node_arg(args.first().copied())?;
+    let session = |k: usize| count_arg(Some(key_arg(args.get(k).copied(), "a session number")?), 0);
+    let (op, words) = match (name, args.get(1).copied()) {
+        ("session", Some("open")) => {
+            let ttl = key_arg(args.get(2).copied(), "ttl=MS")?;
+            let ttl_ms = ttl
+                .strip_prefix("ttl=")
+                .and_then(|ms| ms.parse().ok())
+                .ok_or_else(|| format!("{ttl:?}: say ttl=MS"))?;
+            (LockOp::Open { ttl_ms }, 3)
+        }
+        ("session", Some("close")) => (LockOp::Close { session: session(2)? }, 3),
+        ("session", _) => return Err("`session N open ttl=MS` or `session N close S`".to_string()),
+        ("keepalive", _) => (LockOp::KeepAlive { session: session(1)? }, 2),
+        _ => {
+            // `lock N S NAME` and the like: the session, then the lock's name.
+            let session = session(1)?;
+            let lock = key_arg(args.get(2).copied(), "a lock name")?.to_string();
+            let op = match name {
+                "lock" => LockOp::Lock { session, name: lock },
+                "unlock" => LockOp::Unlock { session, name: lock },
+                _ => LockOp::Cancel { session, name: lock },
+            };
+            (op, 3)
+        }
+    };
+    if args.len() > words {
+        return Err(format!("`{name}` takes {words} argument(s)"));
+    }
+    Ok((node, op))
+}
+
 impl Runner {
     fn execute(&mut self, command: &str) -> Result<Vec<String>, String> {
         let words: Vec<&str> = command.split_whitespace().collect();
@@ -407,6 +467,22 @@ impl Runner {
                 Ok(())
             }
         };
+        // The commands whose one argument is a node.
+        let on_node: Option<NodeCommand> = match name {
+            "campaign" => Some(Scripted::campaign),
+            "crash" => Some(Scripted::crash),
+            "restart" => Some(Scripted::restart),
+            "log" => Some(Scripted::log),
+            "acceptor" => Some(Scripted::acceptor),
+            "disk" => Some(Scripted::disk),
+            "locks" => Some(Scripted::locks),
+            _ => None,
+        };
+        if let Some(command) = on_node {
+            no_more(1)?;
+            command(w, node_arg(arg(0))?)?;
+            return Ok(w.take_output());
+        }
         match name {
             "tick" => {
                 no_more(1)?;
@@ -415,10 +491,6 @@ impl Runner {
             "deliver" => {
                 no_more(0)?;
                 w.deliver();
-            }
-            "campaign" => {
-                no_more(1)?;
-                w.campaign(node_arg(arg(0))?)?;
             }
             "propose" => {
                 let node = node_arg(arg(0))?;
@@ -434,14 +506,6 @@ impl Runner {
                 no_more(2)?;
                 let client = count_arg(Some(key_arg(arg(0), "a client number")?), 0)?;
                 w.resubmit(client, node_arg(arg(1))?)?;
-            }
-            "crash" => {
-                no_more(1)?;
-                w.crash(node_arg(arg(0))?)?;
-            }
-            "restart" => {
-                no_more(1)?;
-                w.restart(node_arg(arg(0))?)?;
             }
             "partition" => {
                 let mut groups = vec![Vec::new()];
@@ -474,6 +538,14 @@ impl Runner {
                 };
                 w.undrop(f.as_ref())?;
             }
+            "hold" if arg(0) == Some("snapshot") => {
+                no_more(2)?;
+                w.hold_snapshots(node_arg(arg(1))?)?;
+            }
+            "release" if arg(0) == Some("snapshot") => {
+                no_more(2)?;
+                w.release_snapshots(node_arg(arg(1))?)?;
+            }
             "hold" => w.add_hold(parse_filter(args)?),
             "release" => {
                 let f = if args.is_empty() {
@@ -504,17 +576,13 @@ impl Runner {
                 no_more(0)?;
                 w.status();
             }
-            "log" => {
-                no_more(1)?;
-                w.log(node_arg(arg(0))?)?;
-            }
-            "acceptor" => {
-                no_more(1)?;
-                w.acceptor(node_arg(arg(0))?)?;
-            }
             "local" => {
                 no_more(2)?;
                 w.local(node_arg(arg(0))?, key_arg(arg(1), "a key")?)?;
+            }
+            "session" | "keepalive" | "lock" | "unlock" | "cancel" => {
+                let (node, op) = parse_lock_op(name, args)?;
+                w.lock_request(node, &op)?;
             }
             other => return Err(format!("unknown command {other:?}")),
         }
@@ -572,6 +640,21 @@ local 1 x
         assert!(err.starts_with("bad.txt:2:"), "{err}");
         let err = run_script("bad.txt", "# x\n\nstart 3\n\ndrop 1->2 Acept\n").expect_err("bad kind");
         assert!(err.contains("unknown message kind"), "{err}");
+    }
+
+    #[test]
+    fn sim_script_lock_and_snapshot_commands_check_their_arguments() {
+        let err = |command: &str| {
+            run_script("bad.txt", &format!("# x\n\nstart 3 snapshot_every=2\n\n{command}\n")).expect_err(command)
+        };
+        assert!(err("session 1 open ttl=soon").contains("say ttl=MS"));
+        assert!(err("session 1 reopen").contains("`session N open ttl=MS`"));
+        assert!(err("lock 1 1").contains("a lock name is missing"));
+        assert!(err("keepalive 1 1 2").contains("takes 2 argument(s)"));
+        assert!(err("release snapshot 1").contains("not held"));
+        assert!(err("locks 4").contains("no node 4"));
+        let err = run_script("bad.txt", "# x\n\nstart 3 snapshot_every=often\n").expect_err("bad interval");
+        assert!(err.contains("not a number of slots"), "{err}");
     }
 
     #[test]

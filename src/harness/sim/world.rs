@@ -111,6 +111,18 @@ enum Who {
     Lock(usize),
     /// The node's own clock loop (the leader's clock command).
     Clock,
+    /// A scenario script's client (its number): the answer is only recorded.
+    Script(u64),
+}
+
+/// How a request a node took for the clock loop or a script ended, as a scripted world
+/// reads it (`outcome` `None`: no answer, the node gave up or crashed).
+#[derive(Debug)]
+struct Answered {
+    node: NodeId,
+    who: Who,
+    id: RequestId,
+    outcome: Option<Outcome<ServiceReply>>,
 }
 
 /// What a node asks the leader for on a client's behalf, until it is answered.
@@ -250,6 +262,11 @@ pub(crate) struct World {
     tokens: BTreeMap<u64, SessionId>,
     /// Sequence numbers of the nodes' clock commands.
     clock_seq: u64,
+    /// The state machines snapshot every this many slots (from their next start on).
+    snapshot_every: u64,
+    /// How the clock loop's and the scripts' requests ended (`None`: not recorded, as in
+    /// a random run, where nobody reads them).
+    answered: Option<Vec<Answered>>,
     pub(crate) history: Vec<OpRecord>,
     pub(crate) checker: Checker,
     pub(crate) steps: u64,
@@ -283,6 +300,8 @@ impl World {
             lockers: Vec::new(),
             tokens: BTreeMap::new(),
             clock_seq: 0,
+            snapshot_every: SIM_SNAPSHOT_EVERY,
+            answered: None,
             history: Vec::new(),
             checker: Checker::new(n),
             steps: 0,
@@ -736,7 +755,7 @@ impl World {
         }
         .with_bugs(bugs)
         .with_snapshots(SnapshotPolicy {
-            every: SIM_SNAPSHOT_EVERY,
+            every: self.snapshot_every,
         });
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next()).with_bugs(bugs);
         let elector = Elector::new(
@@ -782,17 +801,26 @@ impl World {
         node.disk.unsynced_acceptor.clear();
         node.disk.unsynced_ballot = None;
         let pending = std::mem::take(&mut node.pending);
-        for (_, p) in pending {
-            self.gave_up(p.who);
+        for (id, p) in pending {
+            self.gave_up(i, id, p.who);
         }
     }
 
-    /// A request of `who` ended without an answer (timed out, or its node crashed).
-    fn gave_up(&mut self, who: Who) {
+    /// Request `id` node `i` took for `who` ended without an answer (timed out, or the
+    /// node crashed).
+    fn gave_up(&mut self, i: usize, id: RequestId, who: Who) {
         match who {
             Who::Kv(client) => self.complete(client, OpOutput::Unknown),
             Who::Lock(locker) => self.lock_answered(locker, None),
-            Who::Clock => {}
+            Who::Clock | Who::Script(_) => self.record_answer(i, who, id, None),
+        }
+    }
+
+    /// Keeps how a clock or script request ended, if this world records that.
+    fn record_answer(&mut self, i: usize, who: Who, id: RequestId, outcome: Option<Outcome<ServiceReply>>) {
+        let node = self.nodes[i].id;
+        if let Some(answered) = &mut self.answered {
+            answered.push(Answered { node, who, id, outcome });
         }
     }
 
@@ -1073,7 +1101,7 @@ impl World {
             if let Err(e) = self.run_sm(i, StateMachineInput::Unregister(id)) {
                 self.violated(e);
             }
-            self.gave_up(who);
+            self.gave_up(i, id, who);
             return;
         }
         self.ask_leader(i, id);
@@ -1270,10 +1298,12 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
             }
             Who::Lock(locker) => self.w.lock_answered(locker, outcome),
             Who::Clock => {
-                if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = outcome {
+                if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = &outcome {
                     self.w.stats.sessions_expired += expired.len() as u64;
                 }
+                self.w.record_answer(self.i, p.who, id, outcome);
             }
+            Who::Script(_) => self.w.record_answer(self.i, p.who, id, outcome),
         }
     }
 

@@ -2,15 +2,17 @@
 //! (`super::super::script`).
 
 use super::*;
+use crate::app::lock_service::LockInfo;
 // ---- scripted control (scenario scripts) ----------------------------------------------
 //
 // Everything below drives the world above from a script (`super::script`) instead of
-// from random clients and random chaos. It adds no behaviour to the nodes and changes
-// no line above: it reuses `World::new`, `boot`, `schedule`, `step` (and with it the
-// wiring and the checker), `run_elector` (for `campaign`), `crash`, `start_node`, the
-// partition sides, and the clients' machinery (`Client`, `Pending`, `ask_leader`, the
-// `Retry` events, `complete` and the history). What it changes is only the world
-// around the nodes:
+// from random clients and random chaos. It adds no behaviour to the nodes: it reuses
+// `World::new`, `boot`, `schedule`, `step` (and with it the wiring and the checker),
+// `run_elector` (for `campaign`), `crash`, `start_node`, the partition sides, and the
+// clients' machinery (`Client`, `Pending`, `ask_leader`, the `Retry` events, `complete`
+// and the history). Above, it only sets `snapshot_every` and turns on `answered` (how
+// the clock loop's and the lock clients' requests ended, `Who::Script`). What it changes
+// is only the world around the nodes:
 //
 // - The network is fault-free and in order: every message takes `SCRIPT_DELAY_US`, none
 //   is dropped, duplicated or reordered unless a script rule says so.
@@ -25,6 +27,9 @@ use super::*;
 // - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
 //   sent across a partition is lost inside `send`, before it is an event, so the
 //   trace does not show it; one that arrives across a partition shows as lost.
+// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`) and snapshots becoming
+//   durable (`Event::SnapshotDone`) run as they do in a random run; `hold snapshot N`
+//   keeps node N's `SnapshotDone` back until `release snapshot N`.
 
 /// One tick of the scripted world's clocks.
 const SCRIPT_TICK_US: u64 = 10_000;
@@ -42,6 +47,8 @@ pub(crate) struct ScriptSetup {
     pub(crate) pre_vote: bool,
     pub(crate) thrifty: bool,
     pub(crate) max_batch: usize,
+    /// The state machines snapshot every this many slots (`None`: the simulator's default).
+    pub(crate) snapshot_every: Option<u64>,
     pub(crate) bugs: PlantedBugs,
 }
 
@@ -109,10 +116,42 @@ pub(crate) enum ScriptOp {
     },
 }
 
+/// A lock-service request a script makes (the node's clock is added when it is made).
+#[derive(Clone, Debug)]
+pub(crate) enum LockOp {
+    Open { ttl_ms: u64 },
+    Close { session: SessionId },
+    KeepAlive { session: SessionId },
+    Lock { session: SessionId, name: String },
+    Unlock { session: SessionId, name: String },
+    Cancel { session: SessionId, name: String },
+}
+
+impl LockOp {
+    /// The command, made at a node whose clock reads `now_ms`.
+    fn command(&self, now_ms: u64) -> LockCommand {
+        match self.clone() {
+            LockOp::Open { ttl_ms } => LockCommand::OpenSession { ttl_ms, now_ms },
+            LockOp::Close { session } => LockCommand::CloseSession { session },
+            LockOp::KeepAlive { session } => LockCommand::KeepAlive { session, now_ms },
+            LockOp::Lock { session, name } => LockCommand::Lock { name, session, now_ms },
+            LockOp::Unlock { session, name } => LockCommand::Unlock { name, session },
+            LockOp::Cancel { session, name } => LockCommand::Cancel { name, session },
+        }
+    }
+}
+
 /// What one scripted client asked, to ask it again (`resubmit`).
 struct ScriptRequest {
-    input: OpInput,
+    asked: Asked,
     ask: ScriptAsk,
+}
+
+/// What a scripted client asked, for the history (key-value) or its answer line (locks).
+#[derive(Clone)]
+enum Asked {
+    Kv(OpInput),
+    Lock(String),
 }
 
 #[derive(Clone)]
@@ -147,6 +186,14 @@ pub(crate) struct Scripted {
     delayed: BTreeSet<u64>,
     /// Queue sequence numbers of the ticks the script scheduled (any other is dropped).
     ticks_due: BTreeSet<u64>,
+    /// Nodes whose snapshots are held back before they are durable (`hold snapshot N`).
+    snapshot_holds: BTreeSet<NodeId>,
+    /// Snapshots taken but held back: (node, incarnation, slot, bytes).
+    held_snapshots: Vec<(NodeId, u64, Slot, Vec<u8>)>,
+    /// The clock commands proposed and not yet answered, as their lines name them.
+    clock_proposed: BTreeMap<RequestId, String>,
+    /// Lock clients waiting for an answer.
+    waiting: BTreeSet<u64>,
     requests: Vec<ScriptRequest>,
     /// History indexes of operations not yet answered.
     open: Vec<usize>,
@@ -171,6 +218,8 @@ impl World {
         cfg.lock_clients = 0;
         cfg.bugs = setup.bugs;
         let mut w = World::new(&cfg);
+        w.snapshot_every = setup.snapshot_every.unwrap_or(w.snapshot_every);
+        w.answered = Some(Vec::new());
         w.elector_cfg.pre_vote = setup.pre_vote;
         w.proposer_cfg.thrifty = setup.thrifty;
         w.proposer_cfg.max_batch = setup.max_batch;
@@ -185,6 +234,10 @@ impl World {
             slow: BTreeMap::new(),
             delayed: BTreeSet::new(),
             ticks_due: BTreeSet::new(),
+            snapshot_holds: BTreeSet::new(),
+            held_snapshots: Vec::new(),
+            clock_proposed: BTreeMap::new(),
+            waiting: BTreeSet::new(),
             requests: Vec::new(),
             open: Vec::new(),
             out: Vec::new(),
@@ -257,6 +310,11 @@ impl Scripted {
                 Event::Tick { .. } | Event::Chaos | Event::Restart { .. } | Event::Heal => Fate::Discard,
                 Event::Net { from, to, msg } => self.fate(seq, *from, *to, msg),
                 Event::Invoke { .. } | Event::LockStep { .. } => Fate::Discard,
+                Event::SnapshotDone { node, inc, .. }
+                    if self.snapshot_holds.contains(node) && self.current(*node, *inc) =>
+                {
+                    Fate::Hold
+                }
                 Event::Local { .. }
                 | Event::Retry { .. }
                 | Event::Synced { .. }
@@ -270,14 +328,26 @@ impl Scripted {
                     self.trace_line(from, to, &msg, " (held)");
                     self.held.push((from, to, msg));
                 }
+                (Fate::Hold, Event::SnapshotDone { node, inc, at, bytes }) => {
+                    self.out
+                        .push(format!("{node} snapshot below slot {at} taken, held: not durable yet"));
+                    self.held_snapshots.push((node, inc, at, bytes));
+                }
                 (Fate::Delay(us), ev) => {
                     self.w.schedule(at + us, ev);
                     self.delayed.insert(self.w.seq);
                 }
                 (_, ev) => {
                     self.trace_event(&ev);
+                    let clock = match &ev {
+                        Event::Clock { node, .. } => Some(*node),
+                        _ => None,
+                    };
                     self.w.queue.insert((at, seq), ev);
                     self.guard(|w| w.step().map(|_| ()).map_err(|v| v.message));
+                    if let Some(node) = clock {
+                        self.report_clock(node);
+                    }
                     self.report_answers();
                 }
             }
@@ -343,7 +413,32 @@ impl Scripted {
                     self.out.push(line);
                 }
             }
+            // Not a message: printed with the trace off too.
+            Event::SnapshotDone { node, inc, at, .. } if self.current(*node, *inc) => {
+                self.out.push(format!("{node} snapshot durable below slot {at}"));
+            }
             _ => {}
+        }
+    }
+
+    /// Whether `inc` is the running incarnation of `node`.
+    fn current(&self, node: NodeId, inc: u64) -> bool {
+        let i = self.w.idx(node);
+        self.up(i) && self.w.nodes[i].incarnation == inc
+    }
+
+    /// Prints the clock command node `node`'s clock loop just proposed, if it did.
+    fn report_clock(&mut self, node: NodeId) {
+        let i = self.w.idx(node);
+        let mut new = Vec::new();
+        for (id, p) in &self.w.nodes[i].pending {
+            if let (Who::Clock, Ask::Propose(c), false) = (p.who, &p.ask, self.clock_proposed.contains_key(id)) {
+                new.push((*id, describe_command(&c.payload)));
+            }
+        }
+        for (id, what) in new {
+            self.out.push(format!("{node} clock {what}"));
+            self.clock_proposed.insert(id, what);
         }
     }
 
@@ -378,6 +473,25 @@ impl Scripted {
             }
         }
         self.open = still;
+        let answered = self.w.answered.as_mut().map(std::mem::take).unwrap_or_default();
+        for a in answered {
+            let asked = match a.who {
+                Who::Script(client) => {
+                    self.waiting.remove(&client);
+                    match &self.requests[(client - 1) as usize].asked {
+                        Asked::Lock(what) => format!("client {client} at node {}: {what}", a.node),
+                        Asked::Kv(_) => continue,
+                    }
+                }
+                Who::Clock => {
+                    let what = self.clock_proposed.remove(&a.id).unwrap_or_default();
+                    format!("{} clock {what}", a.node)
+                }
+                Who::Kv(_) | Who::Lock(_) => continue,
+            };
+            let line = format!("{asked} -> {}", describe_lock_outcome(a.outcome));
+            self.out.push(line);
+        }
     }
 
     // ---- commands ----------------------------------------------------------------------
@@ -440,7 +554,6 @@ impl Scripted {
     /// it comes. Nothing moves until `deliver` or `tick`.
     pub(crate) fn submit(&mut self, node: NodeId, op: &ScriptOp, by_read_index: bool) -> Result<(), String> {
         let i = self.node_index(node)?;
-        let client = self.w.clients.len() as u64 + 1;
         let (input, command) = match op.clone() {
             ScriptOp::Put { key, value } => {
                 let (key, value) = (key.into_bytes(), value.into_bytes());
@@ -465,7 +578,28 @@ impl Scripted {
         if by_read_index && !matches!(input, OpInput::Get { .. }) {
             return Err("only a get can be served by read index".to_string());
         }
-        let command = ServiceCommand::Kv(command);
+        self.new_request(i, Asked::Kv(input), ServiceCommand::Kv(command), by_read_index)
+    }
+
+    /// `session N open ttl=MS`, `lock N S NAME`, ...: a new client asks node N for
+    /// `op`, made at N's clock; the answer prints when it comes.
+    pub(crate) fn lock_request(&mut self, node: NodeId, op: &LockOp) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let command = op.command(self.w.now / 1000);
+        let what = describe_lock(&command);
+        self.new_request(i, Asked::Lock(what), ServiceCommand::Lock(command), false)
+    }
+
+    /// A new client (numbered in script order) and its one request, asked through node
+    /// index `i`.
+    fn new_request(
+        &mut self,
+        i: usize,
+        asked: Asked,
+        command: ServiceCommand,
+        by_read_index: bool,
+    ) -> Result<(), String> {
+        let client = self.w.clients.len() as u64 + 1;
         let ask = if by_read_index {
             ScriptAsk::Read(command)
         } else {
@@ -482,7 +616,7 @@ impl Scripted {
             seen: BTreeMap::new(),
             op: None,
         });
-        self.requests.push(ScriptRequest { input, ask });
+        self.requests.push(ScriptRequest { asked, ask });
         self.ask_through(i, client)
     }
 
@@ -493,7 +627,7 @@ impl Scripted {
         if client == 0 || client as usize > self.requests.len() {
             return Err(format!("no client {client} yet"));
         }
-        if self.w.clients[(client - 1) as usize].op.is_some() {
+        if self.w.clients[(client - 1) as usize].op.is_some() || self.waiting.contains(&client) {
             // One operation per client at a time, as the history records them.
             return Err(format!(
                 "client {client} still waits for an answer (resubmit once it got one or none)"
@@ -508,31 +642,39 @@ impl Scripted {
         let node = self.w.nodes[i].id;
         let req = &self.requests[c];
         let read_index = matches!(req.ask, ScriptAsk::Read(_));
-        let record = OpRecord {
-            client,
-            node,
-            input: req.input.clone(),
-            read_index,
-            invoked_us: self.w.now,
-            completed_us: None,
-            output: None,
-        };
         let ask = match req.ask.clone() {
             ScriptAsk::Propose(command) => Ask::Propose(command),
             ScriptAsk::Read(command) => Ask::Read { command },
         };
-        let op = self.w.history.len();
-        self.w.history.push(record);
-        self.w.clients[c].op = Some(op);
-        self.open.push(op);
+        let rid = RequestId { client, seq: 1 };
+        let who = match req.asked.clone() {
+            Asked::Kv(input) => {
+                let op = self.w.history.len();
+                self.w.history.push(OpRecord {
+                    client,
+                    node,
+                    input,
+                    read_index,
+                    invoked_us: self.w.now,
+                    completed_us: None,
+                    output: None,
+                });
+                self.w.clients[c].op = Some(op);
+                self.open.push(op);
+                Who::Kv(c)
+            }
+            Asked::Lock(_) => {
+                self.waiting.insert(client);
+                Who::Script(client)
+            }
+        };
         if !self.up(i) {
             // As `NodeHandle::submit` on a stopped node: no answer.
-            self.w.complete(c, OpOutput::Unknown);
+            self.w.gave_up(i, rid, who);
             self.report_answers();
             return Ok(());
         }
-        let rid = RequestId { client, seq: 1 };
-        self.w.submit(i, Who::Kv(c), rid, ask);
+        self.w.submit(i, who, rid, ask);
         Ok(())
     }
 
@@ -544,16 +686,73 @@ impl Scripted {
         }
         self.w.crash(i);
         self.report_answers();
+        let (lost, kept) = std::mem::take(&mut self.held_snapshots)
+            .into_iter()
+            .partition(|h| h.0 == node);
+        self.held_snapshots = kept;
+        for (_, _, at, _) in lost {
+            self.out.push(format!(
+                "node {node}'s snapshot below slot {at} is lost: it never became durable"
+            ));
+        }
         Ok(())
     }
 
-    /// `restart N`: the node comes back from its disk.
+    /// `restart N`: the node comes back from its disk; prints where its state machine
+    /// starts and which slots of its log the learner hands it again.
     pub(crate) fn restart(&mut self, node: NodeId) -> Result<(), String> {
         let i = self.node_index(node)?;
         if self.up(i) {
             return Err(format!("node {node} is up"));
         }
         self.guard(|w| w.start_node(i));
+        let n = &self.w.nodes[i];
+        let Some(roles) = &n.roles else {
+            return Ok(());
+        };
+        let from = match n.disk.snapshot {
+            Some(_) => format!("from its snapshot below slot {}", roles.sm.next()),
+            None => "empty (no snapshot)".to_string(),
+        };
+        let replayed = self.w.queue.values().filter_map(|ev| match ev {
+            Event::Local {
+                node: to,
+                inc,
+                msg: Local::Msg(LocalMessage::Apply(batch)),
+            } if *to == node && *inc == n.incarnation => Some(batch.iter().map(|(slot, _)| *slot)),
+            _ => None,
+        });
+        let replay = match slot_ranges(replayed.flatten()) {
+            none if none == "none" => "nothing to replay".to_string(),
+            slots => format!("replays log slots {slots}"),
+        };
+        let line = format!("node {node} restarts: state machine {from}, {replay}");
+        self.out.push(line);
+        Ok(())
+    }
+
+    /// `hold snapshot N`: node N's snapshots are taken but wait, not yet durable, for
+    /// `release snapshot N`.
+    pub(crate) fn hold_snapshots(&mut self, node: NodeId) -> Result<(), String> {
+        self.node_index(node)?;
+        self.snapshot_holds.insert(node);
+        Ok(())
+    }
+
+    /// `release snapshot N`: node N's held snapshots go on to become durable (a crashed
+    /// incarnation's are gone already), and the next ones are not held.
+    pub(crate) fn release_snapshots(&mut self, node: NodeId) -> Result<(), String> {
+        if !self.snapshot_holds.remove(&node) {
+            return Err(format!("node {node}'s snapshots are not held"));
+        }
+        let (mine, others) = std::mem::take(&mut self.held_snapshots)
+            .into_iter()
+            .partition(|h| h.0 == node);
+        self.held_snapshots = others;
+        let at_us = self.w.now + SCRIPT_DISK_US;
+        for (node, inc, at, bytes) in mine {
+            self.w.schedule(at_us, Event::SnapshotDone { node, inc, at, bytes });
+        }
         Ok(())
     }
 
@@ -701,6 +900,66 @@ impl Scripted {
         Ok(())
     }
 
+    /// `disk N`: what node N would restart from: its snapshot, its decided log, its
+    /// acceptor's promise and accepted slots, and a snapshot still on its way.
+    pub(crate) fn disk(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let disk = &self.w.nodes[i].disk;
+        let snapshot = match &disk.snapshot {
+            None => "snapshot: none".to_string(),
+            Some(bytes) => {
+                let below = StateMachine::<Service>::restore(bytes)
+                    .map_err(|e| format!("node {node}'s snapshot does not restore: {e}"))?
+                    .next();
+                format!("snapshot: below slot {below}, {} bytes", bytes.len())
+            }
+        };
+        let mut lines = vec![
+            snapshot,
+            format!("decided log: slots {}", slot_ranges(disk.log.keys().copied())),
+            format!(
+                "acceptor: promised {}, accepted slots {}",
+                disk.promised,
+                slot_ranges(disk.accepted.keys().copied())
+            ),
+        ];
+        for (_, _, at, _) in self.held_snapshots.iter().filter(|h| h.0 == node) {
+            lines.push(format!("held, not durable yet: a snapshot below slot {at}"));
+        }
+        self.out.extend(lines);
+        Ok(())
+    }
+
+    /// `locks N`: the lock service's state in node N's own state machine, read locally
+    /// (possibly stale): log time, the sessions, the locks held or waited for.
+    pub(crate) fn locks(&mut self, node: NodeId) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        let Some(roles) = &self.w.nodes[i].roles else {
+            return Err(format!("node {node} is down"));
+        };
+        let service = roles.sm.app();
+        let mut lines = vec![format!(
+            "node {node} (applied {}) log time {} ms",
+            roles.sm.next(),
+            service.locks.log_time_ms()
+        )];
+        for (id, ttl, seen) in service.locks.sessions() {
+            lines.push(format!(
+                "session {id}: ttl={ttl} last seen {seen} ms (expires once log time passes {} ms)",
+                seen + ttl
+            ));
+        }
+        match roles.sm.read(&ServiceCommand::Lock(LockCommand::List)) {
+            Some(ServiceReply::Lock(LockReply::Locks(locks))) if locks.is_empty() => lines.push("no locks".to_string()),
+            Some(ServiceReply::Lock(LockReply::Locks(locks))) => {
+                lines.extend(locks.iter().map(describe_lock_info));
+            }
+            other => return Err(format!("the lock list reads as {other:?}")),
+        }
+        self.out.extend(lines);
+        Ok(())
+    }
+
     /// `local N KEY`: KEY in node N's own state machine, read without asking anyone
     /// (possibly stale: what a read index guards against).
     pub(crate) fn local(&mut self, node: NodeId, key: &str) -> Result<(), String> {
@@ -749,6 +1008,22 @@ fn slots_of(msg: &PeerMessage) -> Option<(Slot, u64)> {
     }
 }
 
+/// Slots in increasing order as runs: `0-3, 5, 7-9`; `none` for no slot.
+fn slot_ranges(slots: impl IntoIterator<Item = Slot>) -> String {
+    let mut runs: Vec<(Slot, u64)> = Vec::new();
+    for slot in slots {
+        match runs.last_mut() {
+            Some((first, n)) if *first + *n == slot => *n += 1,
+            _ => runs.push((slot, 1)),
+        }
+    }
+    if runs.is_empty() {
+        return "none".to_string();
+    }
+    let all: Vec<String> = runs.into_iter().map(|(first, n)| slot_range(first, n)).collect();
+    all.join(", ")
+}
+
 /// `3` or `3-5` (inclusive); `none` for no slot.
 fn slot_range(first: Slot, count: u64) -> String {
     match count {
@@ -766,21 +1041,24 @@ fn text(bytes: &[u8]) -> String {
 fn describe_value(v: &Value) -> String {
     match v {
         Value::Noop => "noop".to_string(),
-        Value::Command(c) => {
-            let what = match codec::decode::<ServiceCommand>(&c.payload) {
-                Ok(ServiceCommand::Kv(KvCommand::Put { key, value })) => format!("put {}={}", text(&key), text(&value)),
-                Ok(ServiceCommand::Kv(KvCommand::Cas { key, expected, new })) => format!(
-                    "cas {} {}->{}",
-                    text(&key),
-                    expected.as_deref().map_or("(absent)".to_string(), text),
-                    text(&new)
-                ),
-                Ok(ServiceCommand::Kv(KvCommand::Range { key, .. })) => format!("get {}", text(&key)),
-                Ok(other) => format!("{other:?}"),
-                Err(e) => format!("undecodable ({e})"),
-            };
-            format!("c{} {what}", c.id.client)
-        }
+        Value::Command(c) => format!("c{} {}", c.id.client, describe_command(&c.payload)),
+    }
+}
+
+/// A command's payload as a line shows it (`put x=1`, `lock L session=1 now_ms=5`).
+fn describe_command(payload: &[u8]) -> String {
+    match codec::decode::<ServiceCommand>(payload) {
+        Ok(ServiceCommand::Kv(KvCommand::Put { key, value })) => format!("put {}={}", text(&key), text(&value)),
+        Ok(ServiceCommand::Kv(KvCommand::Cas { key, expected, new })) => format!(
+            "cas {} {}->{}",
+            text(&key),
+            expected.as_deref().map_or("(absent)".to_string(), text),
+            text(&new)
+        ),
+        Ok(ServiceCommand::Kv(KvCommand::Range { key, .. })) => format!("get {}", text(&key)),
+        Ok(ServiceCommand::Lock(command)) => describe_lock(&command),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("undecodable ({e})"),
     }
 }
 
@@ -899,5 +1177,64 @@ fn describe_output(output: &OpOutput) -> String {
         OpOutput::Cas(false) => "failed (value differs)".to_string(),
         OpOutput::Error(e) => format!("error: {e}"),
         OpOutput::Unknown => "unknown (no answer)".to_string(),
+    }
+}
+
+/// A lock-service command as a line shows it (`lock L session=1 now_ms=50`).
+fn describe_lock(command: &LockCommand) -> String {
+    match command {
+        LockCommand::OpenSession { ttl_ms, now_ms } => format!("open session ttl={ttl_ms} now_ms={now_ms}"),
+        LockCommand::KeepAlive { session, now_ms } => format!("keepalive session={session} now_ms={now_ms}"),
+        LockCommand::CloseSession { session } => format!("close session={session}"),
+        LockCommand::Lock { name, session, now_ms } => format!("lock {name} session={session} now_ms={now_ms}"),
+        LockCommand::Cancel { name, session } => format!("cancel {name} session={session}"),
+        LockCommand::Unlock { name, session } => format!("unlock {name} session={session}"),
+        LockCommand::Tick { now_ms } => format!("Tick now_ms={now_ms}"),
+        LockCommand::Get { name } => format!("get lock {name}"),
+        LockCommand::List => "list locks".to_string(),
+    }
+}
+
+fn describe_lock_info(info: &LockInfo) -> String {
+    let holder = info.holder.map_or("-".to_string(), |s| format!("session {s}"));
+    let queue: Vec<String> = info.queue.iter().map(|s| s.to_string()).collect();
+    format!(
+        "lock {}: holder={holder} token={} queue=[{}]",
+        info.name,
+        info.token,
+        queue.join(", ")
+    )
+}
+
+/// A lock-service answer (or none) as an answer line shows it.
+fn describe_lock_outcome(outcome: Option<Outcome<ServiceReply>>) -> String {
+    let reply = match outcome {
+        None => return "unknown (no answer)".to_string(),
+        Some(Err(e)) => return format!("error: {e}"),
+        Some(Ok(ServiceReply::Lock(reply))) => reply,
+        Some(Ok(other)) => return format!("not a lock reply: {other:?}"),
+    };
+    match reply {
+        LockReply::SessionOpened { session, .. } => format!("session={session}"),
+        LockReply::SessionAlive { .. } => "alive".to_string(),
+        LockReply::SessionClosed { .. } => "closed".to_string(),
+        LockReply::Granted { token, .. } => format!("granted token={token}"),
+        LockReply::Queued { position, .. } => format!("queued position={position}"),
+        LockReply::Cancelled { .. } => "cancelled".to_string(),
+        LockReply::Released { .. } => "released".to_string(),
+        LockReply::NoSession { session } => format!("no session {session} (expired or unknown)"),
+        LockReply::NotHolder { holder, .. } => format!(
+            "not the holder (holder={})",
+            holder.map_or("-".to_string(), |s| format!("session {s}"))
+        ),
+        LockReply::Ticked { expired } => {
+            let all: Vec<String> = expired.iter().map(|s| s.to_string()).collect();
+            format!("expired=[{}]", all.join(", "))
+        }
+        LockReply::Lock(info) => describe_lock_info(&info),
+        LockReply::Locks(locks) => {
+            let all: Vec<String> = locks.iter().map(describe_lock_info).collect();
+            all.join("; ")
+        }
     }
 }
