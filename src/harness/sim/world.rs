@@ -1052,7 +1052,10 @@ impl World {
         let (id, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
         let at = self.now + CLOCK_MS * 1000;
         self.schedule(at, Event::Clock { node: id, inc });
-        if self.nodes[i].leader != Some(id) {
+        // Only the leader, and one clock command at a time: `NodeHandle`'s loop awaits
+        // each before it asks for the next.
+        let waiting = self.nodes[i].pending.values().any(|p| p.who == Who::Clock);
+        if self.nodes[i].leader != Some(id) || waiting {
             return;
         }
         let now_ms = (self.now / 1000).saturating_sub(CLOCK_MARGIN_MS);
