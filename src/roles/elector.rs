@@ -31,6 +31,7 @@
 //! **Left out.** Leader leases and leader priorities. Pre-vote is liveness only: Paxos
 //! is safe whoever campaigns, and an acceptor still promises any higher ballot.
 
+use super::quorum::majority;
 use super::ready::{Ready, Write};
 use super::rng::SeededRng;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
@@ -229,7 +230,7 @@ impl Elector {
                     && self.nodes.contains(&from)
                 {
                     grants.insert(from);
-                    if grants.len() > self.nodes.len() / 2 {
+                    if grants.len() >= majority(self.nodes.len()) {
                         self.campaign(&mut out);
                     }
                 }
@@ -282,7 +283,7 @@ impl Elector {
                 let ballot = *ballot;
                 let window = self.cfg.step_down_ticks;
                 let heard = 1 + acks.values().filter(|&&t| now - t <= window).count();
-                if now - *since > window && heard <= self.nodes.len() / 2 {
+                if now - *since > window && heard < majority(self.nodes.len()) {
                     // Lost touch with a majority for a whole election timeout.
                     tracing::info!(node = self.id, role = "elector", %ballot, "no majority heard: stepping down");
                     self.follow(None, out);
