@@ -5,7 +5,7 @@
 //! library, for the side-by-side comparison) can drive the very same type unchanged.
 //! Client deduplication lives outside it, in the replicated [`StateMachine`] wrapper.
 //!
-//! [`StateMachine`]: crate::actors::state_machine::StateMachine
+//! [`StateMachine`]: crate::roles::state_machine::StateMachine
 
 pub mod kv;
 pub mod lock_service;

@@ -93,11 +93,11 @@
 //! are shown. A long soak is `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim
 //! sim_soak -- --ignored --nocapture`.
 //!
-//! [`Acceptor`]: crate::actors::acceptor::Acceptor
-//! [`Proposer`]: crate::actors::proposer::Proposer
-//! [`Learner`]: crate::actors::learner::Learner
-//! [`Elector`]: crate::actors::elector::Elector
-//! [`StateMachine`]: crate::actors::state_machine::StateMachine
+//! [`Acceptor`]: crate::roles::acceptor::Acceptor
+//! [`Proposer`]: crate::roles::proposer::Proposer
+//! [`Learner`]: crate::roles::learner::Learner
+//! [`Elector`]: crate::roles::elector::Elector
+//! [`StateMachine`]: crate::roles::state_machine::StateMachine
 //! [`SeededRng`]: crate::roles::rng::SeededRng
 
 pub mod checker;
