@@ -1,7 +1,7 @@
 //! # The role cores
 //!
 //! Each Paxos role is a plain state machine here: one input in, one [`Ready`] out. No
-//! actix, no async runtime, no clock, no randomness, no files or sockets: time arrives as
+//! actor framework, no async runtime, no clock, no randomness, no files or sockets: time arrives as
 //! `Tick` inputs, randomness as a seed, and everything a role wants done (writes,
 //! messages to roles of this node or of others, client answers) leaves as a returned
 //! [`Ready`], which one driver ([`crate::driver`]) carries out, the same code in the
