@@ -203,10 +203,13 @@ impl Elector {
                 };
                 out.send.push((from, PeerMessage::Elector(reply)));
             }
-            // A follower's answer: count it, or learn that we were deposed.
+            // A follower's answer: count it, or learn that we were deposed. Only the
+            // other members count toward check-quorum (this node counts itself once).
             ElectorInput::Peer(from, ElectorMessage::HeartbeatReply { ballot, highest }) => {
                 if let Role::Leader { ballot: b, acks, .. } = &mut self.role
                     && *b == ballot
+                    && from != self.id
+                    && self.nodes.contains(&from)
                 {
                     acks.insert(from, self.now);
                 }
@@ -494,6 +497,41 @@ mod tests {
             }
         }
         assert!(stepped_down, "a leader hearing nobody must step down");
+    }
+
+    #[test]
+    fn elector_heartbeat_replies_from_strangers_do_not_keep_a_cut_off_leader() {
+        let mut e = elector(1);
+        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
+        let mut stepped_down = false;
+        for _ in 0..500 {
+            // Nodes 2 and 3 are silent; a stranger and this node itself answer every tick.
+            for from in [99, 1] {
+                let out = e.handle(ElectorInput::Peer(from, ack.clone()));
+                assert_eq!(order_of(&out), None, "an ack deposes nobody");
+            }
+            if order_of(&e.handle(ElectorInput::Tick)) == Some(ElectorOrder::StepDown) {
+                stepped_down = true;
+                break;
+            }
+        }
+        assert!(stepped_down, "acks from outside the configuration are no quorum");
+        // A member's acks do keep a leader in office.
+        let mut e = elector(1);
+        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
+        for _ in 0..500 {
+            e.handle(ElectorInput::Peer(2, ack.clone()));
+            assert_ne!(order_of(&e.handle(ElectorInput::Tick)), Some(ElectorOrder::StepDown));
+        }
+        assert_eq!(e.role_name(), "leader");
     }
 
     #[test]
