@@ -314,7 +314,7 @@ impl Proposer {
     /// dropped (their nodes propose them again to the next leader).
     fn stand_down(&mut self, out: &mut ProposerOutput) {
         self.shared.flush_decides(out);
-        self.state = State::Idle;
+        self.leave_ballot(out);
         self.shared.queue.clear();
     }
 

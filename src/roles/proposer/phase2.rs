@@ -56,7 +56,7 @@ pub(super) struct Leading {
 
 /// A batch in phase 2.
 #[derive(Debug)]
-pub(super) struct Inflight {
+struct Inflight {
     first_slot: Slot,
     values: Vec<Value>,
     call: QuorumCall<()>,
@@ -64,7 +64,7 @@ pub(super) struct Inflight {
     /// Acceptors a thrifty `Accept` skipped; they get it if no quorum comes in time.
     skipped: Vec<NodeId>,
     /// Reads that arrived before this batch left: its quorum confirms our leadership.
-    pub(super) reads: Vec<PendingRead>,
+    reads: Vec<PendingRead>,
     /// A command of the batch came through another node, whose client waits for that
     /// node's learner: its decision must not be deferred.
     remote: bool,
@@ -117,6 +117,11 @@ impl Leading {
 
     pub(super) fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// The reads riding with each batch in flight, oldest batch first.
+    pub(super) fn attached_reads(&mut self) -> impl Iterator<Item = &mut Vec<PendingRead>> {
+        self.inflight.values_mut().map(|batch| &mut batch.reads)
     }
 
     /// Sends queued commands (or a barrier for waiting reads) while the window has room.

@@ -60,6 +60,11 @@ impl Leading {
     /// This proposer stops leading: every read waiting on it, attached to a batch in
     /// flight (oldest first) or waiting for the next batch, is told to ask again.
     pub(super) fn answer_reads_not_leader(&mut self, out: &mut ProposerOutput) {
+        for reads in self.attached_reads() {
+            for read in reads.drain(..) {
+                reply(read.from, read.id, None, out);
+            }
+        }
         for read in self.reads.drain(..) {
             reply(read.from, read.id, None, out);
         }

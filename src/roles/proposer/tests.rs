@@ -494,3 +494,70 @@ fn proposer_counts_an_acceptor_only_once_its_report_is_whole() {
         "both parts were recovered"
     );
 }
+
+/// A leader over nodes 1–3 with a window of one, where a read of node 2 rides with the
+/// barrier batch in flight and a read of node 3 waits for the next batch.
+fn leader_with_two_reads_waiting() -> (Proposer, Ballot, CallId, [RequestId; 2]) {
+    let (mut p, b) = leader_with_window_of_one(ProposerConfig::default());
+    let reads = [RequestId { client: 9, seq: 1 }, RequestId { client: 9, seq: 2 }];
+    let barrier = accepts(&p.handle(ProposerInput::ReadIndex(2, reads[0])));
+    assert!(
+        barrier[0].3.is_empty(),
+        "the first read leaves at once with an empty barrier"
+    );
+    assert!(
+        accepts(&p.handle(ProposerInput::ReadIndex(3, reads[1]))).is_empty(),
+        "the second waits: the window is full"
+    );
+    (p, b, barrier[0].1, reads)
+}
+
+/// The reads `out` tells to ask again: (to, read).
+fn refused_reads(out: &ProposerOutput) -> Vec<(NodeId, RequestId)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None }) => Some((*to, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn proposer_step_down_tells_every_waiting_read_to_ask_again() {
+    let (mut p, _, _, [first, second]) = leader_with_two_reads_waiting();
+    let out = p.handle(ProposerInput::StepDown);
+    assert_eq!(
+        refused_reads(&out),
+        vec![(2, first), (3, second)],
+        "the read riding with the batch in flight, then the one waiting for the next"
+    );
+    assert!(p.ballot().is_none());
+    assert!(
+        refused_reads(&p.handle(ProposerInput::StepDown)).is_empty(),
+        "each read is answered once"
+    );
+}
+
+#[test]
+fn proposer_preempted_tells_every_waiting_read_to_ask_again() {
+    let (mut p, b, call, [first, second]) = leader_with_two_reads_waiting();
+    let higher = Ballot::new(b.round + 1, 2);
+    let out = p.handle(ProposerInput::Reply(
+        2,
+        AcceptorReply::Rejected {
+            call,
+            ballot: b,
+            promised: higher,
+        },
+    ));
+    assert_eq!(refused_reads(&out), vec![(2, first), (3, second)]);
+    assert_eq!(out.local, vec![LocalMessage::Event(ProposerEvent::Preempted(higher))]);
+    // A late quorum for the batch confirms nothing any more.
+    let accepted = |from| accepted_one(from, call, b, 1);
+    p.handle(accepted(1));
+    assert!(
+        p.handle(accepted(3)).send.is_empty(),
+        "a deposed proposer answers no read"
+    );
+}
