@@ -97,6 +97,10 @@ struct Pending {
     client: usize,
     ask: Ask,
     deadline: u64,
+    /// When the leader was last asked (or would have been, had one been known).
+    asked_at: u64,
+    /// An ask after a refusal is scheduled ([`Event::AskAgain`]).
+    ask_again: bool,
 }
 
 /// What a node asks the leader for on a client's behalf, until it is answered.
@@ -152,6 +156,13 @@ enum Event {
     },
     /// A node retries (or gives up on) a client request.
     Retry {
+        node: NodeId,
+        inc: u64,
+        id: RequestId,
+    },
+    /// A node asks the leader again for a read refused less than a tick after its last
+    /// ask.
+    AskAgain {
         node: NodeId,
         inc: u64,
         id: RequestId,
@@ -409,6 +420,15 @@ impl World {
                 }
                 self.mix(5);
                 self.retry(i, id);
+                Ok(())
+            }
+            Event::AskAgain { node, inc, id } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                    return Ok(());
+                }
+                self.mix(11);
+                self.ask_again(i, id);
                 Ok(())
             }
             Event::Chaos => {
@@ -808,6 +828,8 @@ impl World {
                 client,
                 ask,
                 deadline: self.now + self.cfg.request_timeout_us,
+                asked_at: self.now,
+                ask_again: false,
             },
         );
         if let Some(command) = read
@@ -824,7 +846,12 @@ impl World {
     /// Sends `Propose` (a command) or `ReadIndex` (a read) to the leader this node's
     /// elector names, if it names one (`NodeHandle::ask_leader`).
     fn ask_leader(&mut self, i: usize, id: RequestId) {
-        let (Some(leader), Some(p)) = (self.nodes[i].leader, self.nodes[i].pending.get(&id)) else {
+        let (now, leader) = (self.now, self.nodes[i].leader);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        p.asked_at = now;
+        let Some(leader) = leader else {
             return;
         };
         let msg = match &p.ask {
@@ -834,6 +861,34 @@ impl World {
             Ask::Read { .. } => ProposerMessage::ReadIndex { id },
         };
         self.send(i, leader, PeerMessage::Proposer(msg));
+    }
+
+    /// The node asked refused read `id` (it does not lead): ask again at once, but no
+    /// sooner than a tick after the last ask (`NodeHandle::ask_leader`).
+    fn read_refused(&mut self, i: usize, id: RequestId) {
+        let (now, node, inc) = (self.now, self.nodes[i].id, self.nodes[i].incarnation);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        let at = p.asked_at + self.cfg.tick_us;
+        if at <= now {
+            self.ask_leader(i, id);
+        } else if !p.ask_again {
+            p.ask_again = true;
+            self.schedule(at, Event::AskAgain { node, inc, id });
+        }
+    }
+
+    /// The ask a refusal scheduled, unless the leader was asked since.
+    fn ask_again(&mut self, i: usize, id: RequestId) {
+        let (now, tick) = (self.now, self.cfg.tick_us);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        p.ask_again = false;
+        if p.asked_at + tick <= now {
+            self.ask_leader(i, id);
+        }
     }
 
     fn retry(&mut self, i: usize, id: RequestId) {
@@ -1033,6 +1088,10 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
             }
             self.w.complete(p.client, R::output(outcome));
         }
+    }
+
+    fn retry_read(&mut self, id: RequestId) {
+        self.w.read_refused(self.i, id);
     }
 
     fn fail_stop(&mut self, error: &Error) {
