@@ -405,6 +405,16 @@ mod tests {
         panic!("no pre-vote within 1000 ticks");
     }
 
+    /// An elector of node `id` that won its campaign: it leads with the ballot returned.
+    fn elected(id: NodeId) -> (Elector, Ballot) {
+        let mut e = elector(id);
+        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        (e, b)
+    }
+
     /// The pre-votes `out` asks for: (to, ballot).
     fn pre_votes(out: &ElectorOutput) -> Vec<(NodeId, Ballot)> {
         out.send
@@ -452,11 +462,7 @@ mod tests {
 
     #[test]
     fn elector_heartbeat_with_higher_ballot_deposes_leader() {
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, b) = elected(1);
         let out = e.handle(ElectorInput::Peer(
             3,
             ElectorMessage::Heartbeat {
@@ -484,11 +490,7 @@ mod tests {
 
     #[test]
     fn elector_leader_cut_off_from_majority_steps_down() {
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, _) = elected(1);
         let mut stepped_down = false;
         for _ in 0..500 {
             if order_of(&e.handle(ElectorInput::Tick)) == Some(ElectorOrder::StepDown) {
@@ -501,11 +503,7 @@ mod tests {
 
     #[test]
     fn elector_heartbeat_replies_from_strangers_do_not_keep_a_cut_off_leader() {
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, b) = elected(1);
         let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
         let mut stepped_down = false;
         for _ in 0..500 {
@@ -521,11 +519,7 @@ mod tests {
         }
         assert!(stepped_down, "acks from outside the configuration are no quorum");
         // A member's acks do keep a leader in office.
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, b) = elected(1);
         let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
         for _ in 0..500 {
             e.handle(ElectorInput::Peer(2, ack.clone()));
@@ -604,11 +598,7 @@ mod tests {
             "never for a ballot not above the highest"
         );
         // A leader refuses too.
-        let mut l = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut l)) else {
-            panic!("expected Lead")
-        };
-        l.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut l, b) = elected(1);
         assert!(!grants(&mut l, Ballot::new(b.round + 1, 3)));
     }
 

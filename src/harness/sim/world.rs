@@ -306,6 +306,13 @@ impl World {
         (id - 1) as usize
     }
 
+    /// The index of `node` while its incarnation `inc` runs: a crashed incarnation's
+    /// timers and mailboxes go silent.
+    fn running(&self, node: NodeId, inc: u64) -> Option<usize> {
+        let i = self.idx(node);
+        (self.nodes[i].incarnation == inc && self.nodes[i].roles.is_some()).then_some(i)
+    }
+
     fn chance(&mut self, permille: u64) -> bool {
         permille > 0 && self.rng.between(0, 999) < permille
     }
@@ -347,10 +354,9 @@ impl World {
                 self.deliver(i, from, msg)
             }
             Event::Local { node, inc, msg } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(2);
                 self.mix(node);
                 match msg {
@@ -367,20 +373,18 @@ impl World {
                 }
             }
             Event::Synced { node, inc, role, count } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(9);
                 self.mix(node);
                 self.synced(i, role, count);
                 Ok(())
             }
             Event::SnapshotDone { node, inc, at, bytes } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(10);
                 self.mix(at);
                 self.stats.snapshots += 1;
@@ -389,10 +393,9 @@ impl World {
                 self.run_sm(i, StateMachineInput::SnapshotInstalled(Ok(size)))
             }
             Event::Tick { node, inc } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(3);
                 self.mix(node);
                 let next = self.now + self.cfg.tick_us;
@@ -414,21 +417,18 @@ impl World {
                 Ok(())
             }
             Event::Retry { node, inc, id } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(5);
                 self.retry(i, id);
                 Ok(())
             }
             Event::AskAgain { node, inc, id } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
-                    return Ok(());
+                if let Some(i) = self.running(node, inc) {
+                    self.mix(11);
+                    self.ask_again(i, id);
                 }
-                self.mix(11);
-                self.ask_again(i, id);
                 Ok(())
             }
             Event::Chaos => {

@@ -127,17 +127,7 @@ fn proposer_decides_on_majority_and_batches_queued_commands() {
     assert!(accepts(&p.handle(ProposerInput::Propose(1, cmd(2)))).is_empty());
     p.handle(ProposerInput::Propose(1, cmd(3)));
     let c = first[0].1;
-    let accepted = |from| {
-        ProposerInput::Reply(
-            from,
-            AcceptorReply::Accepted {
-                call: c,
-                ballot: b,
-                first_slot: 0,
-                count: 1,
-            },
-        )
-    };
+    let accepted = |from| accepted(from, c, b, 0, 1);
     assert!(p.handle(accepted(3)).send.is_empty(), "one acceptor is not a majority");
     let out = p.handle(accepted(1));
     let decides = out
@@ -163,13 +153,18 @@ fn decides_to(out: &ProposerOutput, first_slot: Slot) -> Vec<NodeId> {
 
 /// `from` accepted the one-value batch `call` at `first_slot`.
 fn accepted_one(from: NodeId, call: CallId, ballot: Ballot, first_slot: Slot) -> ProposerInput {
+    accepted(from, call, ballot, first_slot, 1)
+}
+
+/// `from` accepted the batch `call` of `count` values from `first_slot`.
+fn accepted(from: NodeId, call: CallId, ballot: Ballot, first_slot: Slot, count: u64) -> ProposerInput {
     ProposerInput::Reply(
         from,
         AcceptorReply::Accepted {
             call,
             ballot,
             first_slot,
-            count: 1,
+            count,
         },
     )
 }
@@ -359,17 +354,7 @@ fn proposer_read_index_confirmed_only_by_a_quorum_after_the_read() {
         accepts(&p.handle(ProposerInput::ReadIndex(3, id))).is_empty(),
         "the barrier waits for the batch in flight"
     );
-    let done = |from| {
-        ProposerInput::Reply(
-            from,
-            AcceptorReply::Accepted {
-                call: first,
-                ballot: b,
-                first_slot: 0,
-                count: 1,
-            },
-        )
-    };
+    let done = |from| accepted(from, first, b, 0, 1);
     p.handle(done(1));
     let out = p.handle(done(2));
     assert!(
@@ -380,17 +365,7 @@ fn proposer_read_index_confirmed_only_by_a_quorum_after_the_read() {
     assert_eq!(barrier.len(), 2, "a thrifty barrier: this node and node 2");
     assert!(barrier[0].3.is_empty(), "with no commands queued the barrier is empty");
     let c = barrier[0].1;
-    let accepted = |from| {
-        ProposerInput::Reply(
-            from,
-            AcceptorReply::Accepted {
-                call: c,
-                ballot: b,
-                first_slot: 1,
-                count: 0,
-            },
-        )
-    };
+    let accepted = |from| accepted(from, c, b, 1, 0);
     assert!(
         p.handle(accepted(1)).send.is_empty(),
         "one acceptor does not confirm leadership"
@@ -434,24 +409,8 @@ fn proposer_batches_are_capped_by_bytes_so_they_fit_a_frame() {
         p.handle(ProposerInput::Propose(1, big(seq)));
     }
     let c = first[0].1;
-    p.handle(ProposerInput::Reply(
-        1,
-        AcceptorReply::Accepted {
-            call: c,
-            ballot: b,
-            first_slot: 0,
-            count: 1,
-        },
-    ));
-    let out = p.handle(ProposerInput::Reply(
-        2,
-        AcceptorReply::Accepted {
-            call: c,
-            ballot: b,
-            first_slot: 0,
-            count: 1,
-        },
-    ));
+    p.handle(accepted_one(1, c, b, 0));
+    let out = p.handle(accepted_one(2, c, b, 0));
     let next = accepts(&out);
     assert_eq!(
         next[0].3.len(),
