@@ -23,10 +23,10 @@
 //! 4. **Leading.** The proposer tells the elector (`Elected`) and starts phase 2
 //!    ([`super::phase2`]) with the commands that queued meanwhile.
 //!
-//! **Left out.** Phase 1 per slot range (one `Prepare` covers every slot from
-//! `from_slot` on), a bound on a promise's size other than the transport frame (the
-//! acceptor cuts it into parts), and PMMC's Scout retrying with a higher ballot by
-//! itself (the elector picks ballots here).
+//! **Left out.** A bound on how many slots a promise reports (every accepted slot from
+//! `from_slot` on, cut into parts only to fit a frame; snapshots will bound it), and
+//! PMMC's Scout choosing a higher ballot by itself when preempted (the elector picks
+//! ballots here).
 
 use super::phase2::Leading;
 use super::{MAX_RECOVERY_SLOTS, Proposer, ProposerOutput, Shared, State};
