@@ -1,7 +1,8 @@
 //! # Proposer
 //!
 //! The proposer is the Multi-Paxos leader's engine (Lamport, "Paxos Made Simple" §3;
-//! PMMC §3, the Leader with its Scouts and Commanders). It is idle until the
+//! van Renesse and Altinbuken, "Paxos Made Moderately Complex", PMMC below, §3: the
+//! Leader with its Scouts and Commanders). It is idle until the
 //! leader-elector tells it to lead with a ballot; then:
 //!
 //! 1. **Phase 1, once per ballot, for all slots**: a quorum call of `Prepare { ballot,

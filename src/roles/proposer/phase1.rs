@@ -3,8 +3,9 @@
 //! Lamport, "Paxos Made Simple" §3: a new leader runs phase 1 once for all the slots it
 //! has not learned, "for infinitely many instances" with one message, and then proposes
 //! in each slot the value a promise forced on it, filling the gaps with no-ops (the
-//! "no-op" commands of §3). PMMC §3 calls this the Scout: it adopts the ballot once a
-//! majority of acceptors promised, together with every pvalue they reported.
+//! "no-op" commands of §3). Van Renesse and Altinbuken, "Paxos Made Moderately Complex"
+//! (PMMC) §3, call this the Scout: it adopts the ballot once a majority of acceptors
+//! promised, together with every pvalue they reported.
 //!
 //! 1. **Prepare.** `Lead(ballot)` starts a quorum call of `Prepare { ballot, from_slot }`
 //!    to every acceptor, `from_slot` being the first slot this node has not learned.

@@ -2,8 +2,9 @@
 //!
 //! Lamport, "Paxos Made Simple" §3: once phase 1 is done, the leader runs only phase 2
 //! for each new command, in the next free slot, and may have several slots in flight at
-//! once. PMMC §3 calls one slot's phase 2 a Commander: it sends `p2a` to the acceptors
-//! and, on a majority of `p2b`, tells every replica the decision.
+//! once. Van Renesse and Altinbuken, "Paxos Made Moderately Complex" (PMMC) §3, call
+//! one slot's phase 2 a Commander: it sends `p2a` to the acceptors and, on a majority
+//! of `p2b`, tells every replica the decision.
 //!
 //! Here a phase-2 call covers a **batch** of consecutive slots, and:
 //!

@@ -1,10 +1,10 @@
 //! # Linearizable reads: read index
 //!
 //! A read must see every write that completed before it began, yet need not go through
-//! the log. Paxos itself has nothing to say on reads: "Paxos Made Simple" §3 and PMMC
-//! §3 both treat a read as one more command, decided in a slot like any other. This is
-//! the read index of the Raft dissertation (§6.4) instead, batched into the phase-2
-//! stream ([`super::phase2`]):
+//! the log. Paxos itself has nothing to say on reads: Lamport's "Paxos Made Simple" §3
+//! and van Renesse and Altinbuken's "Paxos Made Moderately Complex" §3 both treat a read
+//! as one more command, decided in a slot like any other. This is the read index of the
+//! Raft dissertation (§6.4) instead, batched into the phase-2 stream ([`super::phase2`]):
 //!
 //! 1. A node that takes a read sends `ReadIndex` to the leader's proposer. The leader
 //!    notes its next free slot as the read's **index**: every write completed before the
