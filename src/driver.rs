@@ -13,7 +13,8 @@
 //!                                              │                Host::start_sync ─ … ─▶ Driver::synced
 //!                                              └─ effects held until durable, then in order:
 //!                                                 Host::local, Host::leader, Host::send,
-//!                                                 Host::read_decided (serve), Host::answer
+//!                                                 Host::read_decided (serve), Host::answer,
+//!                                                 Host::retry_read
 //! ```
 //!
 //! **Group commit.** While one sync runs, the effects of later `Ready`s wait behind it
@@ -73,6 +74,10 @@ pub trait Host<R = ()> {
     /// A client request was answered.
     fn answer(&mut self, _id: RequestId, _outcome: Outcome<R>) {}
 
+    /// The linearizable read `id`, still waiting, must ask the leader again: the node
+    /// asked does not lead.
+    fn retry_read(&mut self, _id: RequestId) {}
+
     /// Storage failed under the role: stop the node; nothing it held may leave.
     fn fail_stop(&mut self, error: &Error);
 }
@@ -84,6 +89,7 @@ struct Effects<R> {
     send: Vec<(NodeId, PeerMessage)>,
     serve: Vec<Serve>,
     answers: Vec<(RequestId, Outcome<R>)>,
+    retry_reads: Vec<RequestId>,
 }
 
 /// Counters of one driver, for `/status` and `/metrics`.
@@ -162,6 +168,7 @@ impl<R> Driver<R> {
             send,
             serve,
             answers,
+            retry_reads,
         } = ready;
         for write in writes {
             let durable = write.must_sync();
@@ -180,6 +187,7 @@ impl<R> Driver<R> {
             send,
             serve,
             answers,
+            retry_reads,
         };
         if !self.dirty && !self.syncing && self.held.is_empty() {
             return perform(effects, host);
@@ -268,6 +276,9 @@ fn perform<R>(effects: Effects<R>, host: &mut impl Host<R>) {
     }
     for (id, outcome) in effects.answers {
         host.answer(id, outcome);
+    }
+    for id in effects.retry_reads {
+        host.retry_read(id);
     }
 }
 

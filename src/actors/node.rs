@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -293,6 +293,14 @@ impl<A: Application> Drop for WaiterGuard<'_, A> {
     }
 }
 
+/// Completes when `notify` is notified; never without one.
+async fn notified(notify: Option<&Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The door to a running node. Cheap to clone; usable from any thread.
 pub struct NodeHandle<A: Application> {
     inner: Arc<Inner<A>>,
@@ -376,45 +384,52 @@ impl<A: Application> NodeHandle<A> {
             waiters.entry(id).or_default().push(tx);
         }
         let ask = PeerMessage::Proposer(ProposerMessage::Propose { command });
-        match self.ask_leader(id, rx, ask).await? {
+        match self.ask_leader(id, rx, ask, None).await? {
             Ok(reply) => Ok(reply),
             Err(msg) => Err(Error::InvalidInput(msg)),
         }
     }
 
     /// Sends `ask` to the leader this node's elector names, again every
-    /// `retry_interval` and whenever the leader changes, until the state machine answers
-    /// request `id` through `rx`; after `request_timeout` stops waiting and fails with
-    /// `Unavailable`.
+    /// `retry_interval`, whenever the leader changes, and (a read) whenever the node
+    /// asked refuses through `refused` because it does not lead: then at once, but no
+    /// sooner than a tick after the last ask, so that a node about to lead again is not
+    /// asked in a tight loop. Stops when the state machine answers request `id` through
+    /// `rx`; after `request_timeout` stops waiting and fails with `Unavailable`.
     async fn ask_leader<R>(
         &self,
         id: RequestId,
         mut rx: oneshot::Receiver<Outcome<R>>,
         ask: PeerMessage,
+        refused: Option<&Notify>,
     ) -> Result<Outcome<R>> {
         let mut waiter = WaiterGuard {
             inner: &self.inner,
             id,
             armed: true,
         };
-        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        let cfg = &self.inner.cfg;
+        let deadline = Instant::now() + cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
+        let (mut ask_at, mut asked_at) = (Instant::now(), Instant::now());
         loop {
-            if let Some(leader) = leader_rx.borrow_and_update().leader {
-                tracing::debug!(
-                    node = self.id(),
-                    leader,
-                    client = id.client,
-                    seq = id.seq,
-                    "ask the leader"
-                );
-                self.inner.peers.send(leader, ask.clone());
-            }
             let now = Instant::now();
+            if now >= ask_at {
+                if let Some(leader) = leader_rx.borrow_and_update().leader {
+                    tracing::debug!(
+                        node = self.id(),
+                        leader,
+                        client = id.client,
+                        seq = id.seq,
+                        "ask the leader"
+                    );
+                    self.inner.peers.send(leader, ask.clone());
+                }
+                (asked_at, ask_at) = (now, now + cfg.retry_interval);
+            }
             if now >= deadline {
                 break;
             }
-            let wait = self.inner.cfg.retry_interval.min(deadline - now);
             tokio::select! {
                 answer = &mut rx => {
                     waiter.armed = answer.is_err(); // an answered waiter is gone already
@@ -424,8 +439,10 @@ impl<A: Application> NodeHandle<A> {
                     if changed.is_err() {
                         return Err(Error::Stopped);
                     }
+                    ask_at = Instant::now();
                 }
-                _ = tokio::time::sleep(wait) => {}
+                () = notified(refused) => ask_at = ask_at.min(asked_at + cfg.tick),
+                _ = tokio::time::sleep_until(ask_at.min(deadline).into()) => {}
             }
         }
         // The guard unregisters the waiter (also when this future is dropped early).
@@ -480,15 +497,15 @@ impl<A: Application> NodeHandle<A> {
             seq,
         };
         let (tx, rx) = oneshot::channel();
+        let refused = Arc::new(Notify::new());
         self.inner.sm.do_send(ReadWait::<A> {
             id,
             command: command.clone(),
             reply: tx,
+            retry: refused.clone(),
         });
-        match self
-            .ask_leader(id, rx, PeerMessage::Proposer(ProposerMessage::ReadIndex { id }))
-            .await?
-        {
+        let ask = PeerMessage::Proposer(ProposerMessage::ReadIndex { id });
+        match self.ask_leader(id, rx, ask, Some(&refused)).await? {
             Ok(reply) => Ok(reply),
             // Not read-only after all: it must go through the log.
             Err(_) => self.submit(command).await,

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Clients waiting for their commands to be applied, shared between the node's gateway
 /// (which adds a waiter before it proposes) and the state machine (which answers it).
@@ -35,6 +35,15 @@ pub struct ReadWait<A: Application> {
     pub id: RequestId,
     pub command: A::Command,
     pub reply: oneshot::Sender<Outcome<A::Reply>>,
+    /// Notified when the node asked refused to confirm the read (it does not lead):
+    /// the gateway asks the leader again.
+    pub retry: Arc<Notify>,
+}
+
+/// Where a linearizable read the core holds is answered, or told to ask again.
+struct ReadWaiter<R> {
+    reply: oneshot::Sender<Outcome<R>>,
+    retry: Arc<Notify>,
 }
 
 impl<A: Application> Message for ReadWait<A> {
@@ -100,7 +109,7 @@ struct Io<A: Application> {
     decided: SyncHandle,
     waiters: Waiters<A::Reply>,
     /// Linearizable reads the core holds, by id: where their answers go.
-    reads: HashMap<RequestId, oneshot::Sender<Outcome<A::Reply>>>,
+    reads: HashMap<RequestId, ReadWaiter<A::Reply>>,
     peers: Peers,
 }
 
@@ -164,7 +173,7 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
 
     fn answer(&mut self, id: RequestId, outcome: Outcome<A::Reply>) {
         if let Some(read) = self.io.reads.remove(&id) {
-            let _ = read.send(outcome);
+            let _ = read.reply.send(outcome);
             return;
         }
         let mut waiters = self.io.waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,6 +184,12 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
                 let _ = waiter.send(outcome.clone());
             }
             let _ = last.send(outcome);
+        }
+    }
+
+    fn retry_read(&mut self, id: RequestId) {
+        if let Some(read) = self.io.reads.get(&id) {
+            read.retry.notify_one();
         }
     }
 
@@ -262,7 +277,11 @@ impl<A: Application> Handler<ReadWait<A>> for StateMachineActor<A> {
     type Result = ();
 
     fn handle(&mut self, r: ReadWait<A>, ctx: &mut Context<Self>) {
-        self.io.reads.insert(r.id, r.reply);
+        let waiter = ReadWaiter {
+            reply: r.reply,
+            retry: r.retry,
+        };
+        self.io.reads.insert(r.id, waiter);
         self.run(
             StateMachineInput::ReadWait {
                 id: r.id,

@@ -31,6 +31,7 @@
 //! **Left out.** Leader leases and leader priorities. Pre-vote is liveness only: Paxos
 //! is safe whoever campaigns, and an acceptor still promises any higher ballot.
 
+use super::quorum::majority;
 use super::ready::{Ready, Write};
 use super::rng::SeededRng;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
@@ -202,10 +203,13 @@ impl Elector {
                 };
                 out.send.push((from, PeerMessage::Elector(reply)));
             }
-            // A follower's answer: count it, or learn that we were deposed.
+            // A follower's answer: count it, or learn that we were deposed. Only the
+            // other members count toward check-quorum (this node counts itself once).
             ElectorInput::Peer(from, ElectorMessage::HeartbeatReply { ballot, highest }) => {
                 if let Role::Leader { ballot: b, acks, .. } = &mut self.role
                     && *b == ballot
+                    && from != self.id
+                    && self.nodes.contains(&from)
                 {
                     acks.insert(from, self.now);
                 }
@@ -229,7 +233,7 @@ impl Elector {
                     && self.nodes.contains(&from)
                 {
                     grants.insert(from);
-                    if grants.len() > self.nodes.len() / 2 {
+                    if grants.len() >= majority(self.nodes.len()) {
                         self.campaign(&mut out);
                     }
                 }
@@ -282,7 +286,7 @@ impl Elector {
                 let ballot = *ballot;
                 let window = self.cfg.step_down_ticks;
                 let heard = 1 + acks.values().filter(|&&t| now - t <= window).count();
-                if now - *since > window && heard <= self.nodes.len() / 2 {
+                if now - *since > window && heard < majority(self.nodes.len()) {
                     // Lost touch with a majority for a whole election timeout.
                     tracing::info!(node = self.id, role = "elector", %ballot, "no majority heard: stepping down");
                     self.follow(None, out);
@@ -401,6 +405,16 @@ mod tests {
         panic!("no pre-vote within 1000 ticks");
     }
 
+    /// An elector of node `id` that won its campaign: it leads with the ballot returned.
+    fn elected(id: NodeId) -> (Elector, Ballot) {
+        let mut e = elector(id);
+        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
+            panic!("expected Lead")
+        };
+        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        (e, b)
+    }
+
     /// The pre-votes `out` asks for: (to, ballot).
     fn pre_votes(out: &ElectorOutput) -> Vec<(NodeId, Ballot)> {
         out.send
@@ -448,11 +462,7 @@ mod tests {
 
     #[test]
     fn elector_heartbeat_with_higher_ballot_deposes_leader() {
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, b) = elected(1);
         let out = e.handle(ElectorInput::Peer(
             3,
             ElectorMessage::Heartbeat {
@@ -480,11 +490,7 @@ mod tests {
 
     #[test]
     fn elector_leader_cut_off_from_majority_steps_down() {
-        let mut e = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
-            panic!("expected Lead")
-        };
-        e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut e, _) = elected(1);
         let mut stepped_down = false;
         for _ in 0..500 {
             if order_of(&e.handle(ElectorInput::Tick)) == Some(ElectorOrder::StepDown) {
@@ -493,6 +499,33 @@ mod tests {
             }
         }
         assert!(stepped_down, "a leader hearing nobody must step down");
+    }
+
+    #[test]
+    fn elector_heartbeat_replies_from_strangers_do_not_keep_a_cut_off_leader() {
+        let (mut e, b) = elected(1);
+        let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
+        let mut stepped_down = false;
+        for _ in 0..500 {
+            // Nodes 2 and 3 are silent; a stranger and this node itself answer every tick.
+            for from in [99, 1] {
+                let out = e.handle(ElectorInput::Peer(from, ack.clone()));
+                assert_eq!(order_of(&out), None, "an ack deposes nobody");
+            }
+            if order_of(&e.handle(ElectorInput::Tick)) == Some(ElectorOrder::StepDown) {
+                stepped_down = true;
+                break;
+            }
+        }
+        assert!(stepped_down, "acks from outside the configuration are no quorum");
+        // A member's acks do keep a leader in office.
+        let (mut e, b) = elected(1);
+        let ack = ElectorMessage::HeartbeatReply { ballot: b, highest: b };
+        for _ in 0..500 {
+            e.handle(ElectorInput::Peer(2, ack.clone()));
+            assert_ne!(order_of(&e.handle(ElectorInput::Tick)), Some(ElectorOrder::StepDown));
+        }
+        assert_eq!(e.role_name(), "leader");
     }
 
     #[test]
@@ -565,11 +598,7 @@ mod tests {
             "never for a ballot not above the highest"
         );
         // A leader refuses too.
-        let mut l = elector(1);
-        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut l)) else {
-            panic!("expected Lead")
-        };
-        l.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        let (mut l, b) = elected(1);
         assert!(!grants(&mut l, Ballot::new(b.round + 1, 3)));
     }
 

@@ -7,10 +7,22 @@
 //! [`QuorumCall::tick`], and resends to [`QuorumCall::missing`] when it wants to (lost
 //! messages are the owner's business, because only the owner knows whether a retry is
 //! safe). Replies from nodes outside the configuration and duplicates are ignored.
+//!
+//! Every majority in the project is counted by [`majority`]: the quorum calls' rule, the
+//! elector's pre-votes and check-quorum, the proposer's thrifty choice of acceptors, and
+//! the simulator's checker.
 
 use crate::messages::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+/// The size of the smallest majority of `n` nodes: more than half of them. Any two
+/// majorities of one configuration share a node, which is what makes a value chosen by
+/// one majority visible to the phase 1 of every later ballot (Lamport, "Paxos Made
+/// Simple" §2.2). `count` replies out of `n` form a majority when `count >= majority(n)`.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
 
 /// A custom quorum function: the replies so far and the configuration size in, reached or not out.
 pub type QuorumFn<R> = Box<dyn Fn(&BTreeMap<NodeId, R>, usize) -> bool + Send>;
@@ -19,7 +31,7 @@ pub type QuorumFn<R> = Box<dyn Fn(&BTreeMap<NodeId, R>, usize) -> bool + Send>;
 pub enum QuorumRule<R> {
     /// The first reply.
     First,
-    /// More than half of the configuration.
+    /// More than half of the configuration (see [`majority`]).
     Majority,
     /// Every node of the configuration.
     All,
@@ -33,7 +45,7 @@ impl<R> QuorumRule<R> {
     fn reached(&self, replies: &BTreeMap<NodeId, R>, size: usize) -> bool {
         match self {
             QuorumRule::First => !replies.is_empty(),
-            QuorumRule::Majority => replies.len() > size / 2,
+            QuorumRule::Majority => replies.len() >= majority(size),
             QuorumRule::All => replies.len() == size,
             QuorumRule::Threshold(n) => replies.len() >= *n,
             QuorumRule::Custom(f) => f(replies, size),
@@ -151,6 +163,16 @@ mod tests {
         );
         assert_eq!(call.reply(3, ()), QuorumStatus::Reached);
         assert_eq!(call.missing().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn quorum_majority_is_more_than_half() {
+        let sizes: Vec<usize> = (1..=6).map(majority).collect();
+        assert_eq!(sizes, vec![1, 2, 2, 3, 3, 4]);
+        for n in 1..=9 {
+            assert!(2 * majority(n) > n, "two majorities of {n} share a node");
+            assert!(2 * (majority(n) - 1) <= n, "one fewer is not a majority of {n}");
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! 3. **Effects in order.** A role's effects take place in the order it returned them:
 //!    no later `Ready` overtakes an earlier one, even one waiting for a sync. Within one
 //!    `Ready`: local messages, then the leader change, then peer messages, then the
-//!    serving of reads from the decided log, then client answers.
+//!    serving of reads from the decided log, then client answers, then the reads to
+//!    ask the leader again for.
 //! 4. **Decided values and snapshots need not be durable at once.** A lost tail of the
 //!    decided log is fetched again or recovered by phase 1 (decided values are durable at
 //!    a majority of acceptors); a snapshot is made durable off the role's thread, after
@@ -93,6 +94,10 @@ pub struct Ready<R = ()> {
     pub serve: Vec<Serve>,
     /// Client requests answered (commands applied, reads served).
     pub answers: Vec<(RequestId, Outcome<R>)>,
+    /// Linearizable reads still waiting that the node asked refused to confirm (it does
+    /// not lead): the node that took each asks the leader it knows again, without waiting
+    /// out its retry interval.
+    pub retry_reads: Vec<RequestId>,
 }
 
 impl<R> Default for Ready<R> {
@@ -104,6 +109,7 @@ impl<R> Default for Ready<R> {
             send: Vec::new(),
             serve: Vec::new(),
             answers: Vec::new(),
+            retry_reads: Vec::new(),
         }
     }
 }
@@ -117,6 +123,7 @@ impl<R> Ready<R> {
             && self.send.is_empty()
             && self.serve.is_empty()
             && self.answers.is_empty()
+            && self.retry_reads.is_empty()
     }
 
     /// Does a write of this `Ready` have to be durable before its effects?

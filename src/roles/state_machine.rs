@@ -48,7 +48,8 @@ pub enum StateMachineInput<C> {
     /// read index for `id` and every slot below it is applied here.
     ReadWait { id: RequestId, command: C },
     /// From the leader's proposer: the read `id` may be served once every slot below
-    /// `index` is applied (`None`: the node asked does not lead; the gateway asks again).
+    /// `index` is applied (`None`: the node asked does not lead; the gateway asks again
+    /// at once, [`Ready::retry_reads`]).
     ReadIndexReply { id: RequestId, index: Option<Slot> },
     /// From the node's gateway: it stopped waiting for `id`.
     Unregister(RequestId),
@@ -164,13 +165,17 @@ impl<A: Application> StateMachine<A> {
             StateMachineInput::ReadWait { id, command } => {
                 self.reads.insert(id, PendingRead { command, index: None });
             }
-            // The leader confirmed a read index: the first confirmation counts.
-            StateMachineInput::ReadIndexReply { id, index } => {
-                if let (Some(read), Some(index)) = (self.reads.get_mut(&id), index) {
+            // The leader confirmed a read index: the first confirmation counts. A
+            // refusal (the node asked does not lead) sends a read still without an
+            // index to ask again at once.
+            StateMachineInput::ReadIndexReply { id, index } => match (self.reads.get_mut(&id), index) {
+                (Some(read), Some(index)) => {
                     read.index.get_or_insert(index);
+                    self.answer_reads(&mut out);
                 }
-                self.answer_reads(&mut out);
-            }
+                (Some(read), None) if read.index.is_none() => out.retry_reads.push(id),
+                _ => {}
+            },
             // Nobody waits for this read any more.
             StateMachineInput::Unregister(id) => {
                 self.reads.remove(&id);
@@ -440,6 +445,39 @@ mod tests {
         ))
         .expect("encode");
         assert_eq!(streamed, plain);
+    }
+
+    #[test]
+    fn state_machine_read_refused_by_a_non_leader_asks_again_at_once() {
+        let mut sm = StateMachine::new(KvStore::new());
+        let (waiting, confirmed) = (RequestId { client: 9, seq: 1 }, RequestId { client: 9, seq: 2 });
+        for id in [waiting, confirmed] {
+            let read = StateMachineInput::ReadWait {
+                id,
+                command: KvCommand::get("k"),
+            };
+            assert!(sm.handle(read).is_empty());
+        }
+        let refused = |id| StateMachineInput::ReadIndexReply { id, index: None };
+        // The second read has its index (not yet applied): a late refusal changes nothing.
+        let out = sm.handle(StateMachineInput::ReadIndexReply {
+            id: confirmed,
+            index: Some(1),
+        });
+        assert!(out.answers.is_empty(), "slot 0 is not applied yet");
+        assert!(sm.handle(refused(confirmed)).is_empty());
+        // The first still waits for an index: a refusal sends it to ask again, unanswered.
+        let out = sm.handle(refused(waiting));
+        assert_eq!(out.retry_reads, vec![waiting]);
+        assert!(out.answers.is_empty());
+        assert_eq!(sm.waiting_reads(), 2, "the read still waits for its index");
+        // A read nobody waits for any more asks nothing.
+        sm.handle(StateMachineInput::Unregister(waiting));
+        assert!(sm.handle(refused(waiting)).is_empty());
+        // Applying slot 0 serves the confirmed read.
+        let out = sm.handle(StateMachineInput::Apply(vec![(0, Value::Noop)]));
+        assert_eq!(out.answers.len(), 1);
+        assert_eq!(out.answers[0].0, confirmed);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use crate::messages::acceptor::PValue;
 use crate::messages::{Ballot, NodeId, Slot, Value};
 use crate::roles::acceptor::Acceptor;
+use crate::roles::quorum::majority;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a run failed: at which step and simulated time, and what broke.
@@ -70,8 +71,8 @@ impl Checker {
         }
     }
 
-    fn majority(&self, count: usize) -> bool {
-        count > self.nodes / 2
+    fn is_majority(&self, count: usize) -> bool {
+        count >= majority(self.nodes)
     }
 
     /// Slots with a chosen value.
@@ -156,7 +157,7 @@ impl Checker {
         }
         entry.1.insert(node);
         let count = entry.1.len();
-        if !self.majority(count) {
+        if !self.is_majority(count) {
             return Ok(());
         }
         match self.chosen.get(&slot) {
@@ -226,7 +227,7 @@ impl Checker {
 
     /// The proposer leads `ballot` now: it must hold a majority of promises for it.
     pub fn proposer_leads(&mut self, node: NodeId, ballot: Ballot) -> Check {
-        let majority = self.nodes / 2 + 1;
+        let majority = majority(self.nodes);
         let phase1 = self.phase1.entry(ballot).or_default();
         if phase1.forced.is_some() {
             return Ok(());

@@ -100,6 +100,10 @@ struct Pending {
     who: Who,
     ask: Ask,
     deadline: u64,
+    /// When the leader was last asked (or would have been, had one been known).
+    asked_at: u64,
+    /// An ask after a refusal is scheduled ([`Event::AskAgain`]).
+    ask_again: bool,
 }
 
 /// On whose behalf a node waits for a request.
@@ -187,6 +191,13 @@ enum Event {
     },
     /// A node retries (or gives up on) a client request.
     Retry {
+        node: NodeId,
+        inc: u64,
+        id: RequestId,
+    },
+    /// A node asks the leader again for a read refused less than a tick after its last
+    /// ask.
+    AskAgain {
         node: NodeId,
         inc: u64,
         id: RequestId,
@@ -379,6 +390,13 @@ impl World {
         (id - 1) as usize
     }
 
+    /// The index of `node` while its incarnation `inc` runs: a crashed incarnation's
+    /// timers and mailboxes go silent.
+    fn running(&self, node: NodeId, inc: u64) -> Option<usize> {
+        let i = self.idx(node);
+        (self.nodes[i].incarnation == inc && self.nodes[i].roles.is_some()).then_some(i)
+    }
+
     fn chance(&mut self, permille: u64) -> bool {
         permille > 0 && self.rng.between(0, 999) < permille
     }
@@ -420,10 +438,9 @@ impl World {
                 self.deliver(i, from, msg)
             }
             Event::Local { node, inc, msg } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(2);
                 self.mix(node);
                 match msg {
@@ -440,20 +457,18 @@ impl World {
                 }
             }
             Event::Synced { node, inc, role, count } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(9);
                 self.mix(node);
                 self.synced(i, role, count);
                 Ok(())
             }
             Event::SnapshotDone { node, inc, at, bytes } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(10);
                 self.mix(at);
                 self.stats.snapshots += 1;
@@ -462,10 +477,9 @@ impl World {
                 self.run_sm(i, StateMachineInput::SnapshotInstalled(Ok(size)))
             }
             Event::Tick { node, inc } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(3);
                 self.mix(node);
                 let next = self.now + self.cfg.tick_us;
@@ -501,12 +515,18 @@ impl World {
                 Ok(())
             }
             Event::Retry { node, inc, id } => {
-                let i = self.idx(node);
-                if self.nodes[i].incarnation != inc || self.nodes[i].roles.is_none() {
+                let Some(i) = self.running(node, inc) else {
                     return Ok(());
-                }
+                };
                 self.mix(5);
                 self.retry(i, id);
+                Ok(())
+            }
+            Event::AskAgain { node, inc, id } => {
+                if let Some(i) = self.running(node, inc) {
+                    self.mix(11);
+                    self.ask_again(i, id);
+                }
                 Ok(())
             }
             Event::Chaos => {
@@ -928,7 +948,14 @@ impl World {
             Ask::Propose(_) => None,
         };
         let deadline = self.now + self.cfg.request_timeout_us;
-        self.nodes[i].pending.insert(id, Pending { who, ask, deadline });
+        let pending = Pending {
+            who,
+            ask,
+            deadline,
+            asked_at: self.now,
+            ask_again: false,
+        };
+        self.nodes[i].pending.insert(id, pending);
         if let Some(command) = read
             && let Err(e) = self.run_sm(i, StateMachineInput::ReadWait { id, command })
         {
@@ -1082,7 +1109,12 @@ impl World {
     /// Sends `Propose` (a command) or `ReadIndex` (a read) to the leader this node's
     /// elector names, if it names one (`NodeHandle::ask_leader`).
     fn ask_leader(&mut self, i: usize, id: RequestId) {
-        let (Some(leader), Some(p)) = (self.nodes[i].leader, self.nodes[i].pending.get(&id)) else {
+        let (now, leader) = (self.now, self.nodes[i].leader);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        p.asked_at = now;
+        let Some(leader) = leader else {
             return;
         };
         let msg = match &p.ask {
@@ -1092,6 +1124,34 @@ impl World {
             Ask::Read { .. } => ProposerMessage::ReadIndex { id },
         };
         self.send(i, leader, PeerMessage::Proposer(msg));
+    }
+
+    /// The node asked refused read `id` (it does not lead): ask again at once, but no
+    /// sooner than a tick after the last ask (`NodeHandle::ask_leader`).
+    fn read_refused(&mut self, i: usize, id: RequestId) {
+        let (now, node, inc) = (self.now, self.nodes[i].id, self.nodes[i].incarnation);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        let at = p.asked_at + self.cfg.tick_us;
+        if at <= now {
+            self.ask_leader(i, id);
+        } else if !p.ask_again {
+            p.ask_again = true;
+            self.schedule(at, Event::AskAgain { node, inc, id });
+        }
+    }
+
+    /// The ask a refusal scheduled, unless the leader was asked since.
+    fn ask_again(&mut self, i: usize, id: RequestId) {
+        let (now, tick) = (self.now, self.cfg.tick_us);
+        let Some(p) = self.nodes[i].pending.get_mut(&id) else {
+            return;
+        };
+        p.ask_again = false;
+        if p.asked_at + tick <= now {
+            self.ask_leader(i, id);
+        }
     }
 
     fn retry(&mut self, i: usize, id: RequestId) {
@@ -1308,6 +1368,10 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
             }
             Who::Script(_) => self.w.record_answer(self.i, p.who, id, outcome),
         }
+    }
+
+    fn retry_read(&mut self, id: RequestId) {
+        self.w.read_refused(self.i, id);
     }
 
     fn fail_stop(&mut self, error: &Error) {

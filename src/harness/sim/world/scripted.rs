@@ -317,6 +317,7 @@ impl Scripted {
                 }
                 Event::Local { .. }
                 | Event::Retry { .. }
+                | Event::AskAgain { .. }
                 | Event::Synced { .. }
                 | Event::SnapshotDone { .. }
                 | Event::Clock { .. } => Fate::Run,

@@ -1,0 +1,522 @@
+//! The proposer's unit tests: phase 1 and recovery, phase 2 and its window, thrifty
+//! acceptors and deferred decides, reads, and what a deposed proposer does.
+
+use super::*;
+use crate::messages::acceptor::{CallId, PValue};
+use crate::messages::local::{LocalMessage, ProposerEvent};
+use crate::messages::{AcceptorRequest, LearnerMessage, PeerMessage, RequestId, StateMachineMessage};
+
+fn cmd(seq: u64) -> Command {
+    Command {
+        id: RequestId { client: 7, seq },
+        ack_below: 0,
+        payload: vec![seq as u8],
+    }
+}
+
+fn prepares(out: &ProposerOutput) -> Vec<(NodeId, CallId)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { call, .. }) => Some((*to, *call)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn accepts(out: &ProposerOutput) -> Vec<(NodeId, CallId, Slot, Vec<Value>)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
+                call,
+                first_slot,
+                values,
+                ..
+            }) => Some((*to, *call, *first_slot, values.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn promise(call: CallId, ballot: Ballot, accepted: Vec<PValue>) -> AcceptorReply {
+    AcceptorReply::Promise {
+        call,
+        ballot,
+        accepted,
+        more_from: None,
+    }
+}
+
+/// Runs phase 1 of `b` with two empty promises: `p` leads from slot 0.
+fn become_leader_unopposed(p: &mut Proposer, b: Ballot) {
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+    p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+    assert!(p.is_leading());
+}
+
+/// A leader of ballot (1, 1) over nodes 1–3 with room for one batch in flight.
+fn leader_with_window_of_one(cfg: ProposerConfig) -> (Proposer, Ballot) {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig { max_inflight: 1, ..cfg });
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    (p, b)
+}
+
+#[test]
+fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(5, 1);
+    let out = p.handle(ProposerInput::Lead(b));
+    let call = prepares(&out)[0].1;
+    assert_eq!(prepares(&out).len(), 3, "phase 1 goes to every acceptor");
+    let old = Value::Command(cmd(1));
+    let newer = Value::Command(cmd(2));
+    p.handle(ProposerInput::Reply(
+        2,
+        promise(
+            call,
+            b,
+            vec![
+                PValue {
+                    slot: 0,
+                    ballot: Ballot::new(1, 2),
+                    value: old,
+                },
+                PValue {
+                    slot: 2,
+                    ballot: Ballot::new(1, 2),
+                    value: Value::Command(cmd(3)),
+                },
+            ],
+        ),
+    ));
+    let out = p.handle(ProposerInput::Reply(
+        3,
+        promise(
+            call,
+            b,
+            vec![PValue {
+                slot: 0,
+                ballot: Ballot::new(3, 3),
+                value: newer.clone(),
+            }],
+        ),
+    ));
+    assert!(p.is_leading());
+    assert_eq!(out.local, vec![LocalMessage::Event(ProposerEvent::Elected(b))]);
+    let acc = accepts(&out);
+    assert_eq!(acc.len(), 3);
+    assert_eq!(acc[0].2, 0);
+    assert_eq!(
+        acc[0].3,
+        vec![newer, Value::Noop, Value::Command(cmd(3))],
+        "highest ballot wins; the hole gets a no-op"
+    );
+    assert_eq!(p.next_slot(), Some(3));
+}
+
+#[test]
+fn proposer_decides_on_majority_and_batches_queued_commands() {
+    let (mut p, b) = leader_with_window_of_one(ProposerConfig::default());
+    let out = p.handle(ProposerInput::Propose(1, cmd(1)));
+    let first = accepts(&out);
+    assert_eq!(first.len(), 3);
+    // The window is full: these two wait and then leave together.
+    assert!(accepts(&p.handle(ProposerInput::Propose(1, cmd(2)))).is_empty());
+    p.handle(ProposerInput::Propose(1, cmd(3)));
+    let c = first[0].1;
+    let accepted = |from| accepted(from, c, b, 0, 1);
+    assert!(p.handle(accepted(3)).send.is_empty(), "one acceptor is not a majority");
+    let out = p.handle(accepted(1));
+    let decides = out
+        .send
+        .iter()
+        .filter(|(_, m)| matches!(m, PeerMessage::Learner(LearnerMessage::Decide { first_slot: 0, .. })))
+        .count();
+    assert_eq!(decides, 3, "every learner hears the decision");
+    let next = accepts(&out);
+    assert_eq!(next[0].2, 1);
+    assert_eq!(next[0].3.len(), 2, "queued commands leave as one batch");
+    assert!(p.handle(accepted(2)).send.is_empty(), "a late Accepted changes nothing");
+}
+
+/// Which nodes a `Decide` for `first_slot` goes to in `out`, in order.
+fn decides_to(out: &ProposerOutput, first_slot: Slot) -> Vec<NodeId> {
+    out.send
+        .iter()
+        .filter(|(_, m)| matches!(m, PeerMessage::Learner(LearnerMessage::Decide { first_slot: f, values, .. }) if *f == first_slot && !values.is_empty()))
+        .map(|(to, _)| *to)
+        .collect()
+}
+
+/// `from` accepted the one-value batch `call` at `first_slot`.
+fn accepted_one(from: NodeId, call: CallId, ballot: Ballot, first_slot: Slot) -> ProposerInput {
+    accepted(from, call, ballot, first_slot, 1)
+}
+
+/// `from` accepted the batch `call` of `count` values from `first_slot`.
+fn accepted(from: NodeId, call: CallId, ballot: Ballot, first_slot: Slot, count: u64) -> ProposerInput {
+    ProposerInput::Reply(
+        from,
+        AcceptorReply::Accepted {
+            call,
+            ballot,
+            first_slot,
+            count,
+        },
+    )
+}
+
+#[test]
+fn proposer_defers_other_learners_decisions_to_the_next_accept_or_tick() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    let accepted = |from, call, first_slot| accepted_one(from, call, b, first_slot);
+    // A command of this node's client: only this node's learner hears at once.
+    let c0 = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+    p.handle(accepted(1, c0, 0));
+    assert_eq!(decides_to(&p.handle(accepted(2, c0, 0)), 0), vec![1]);
+    // The next Accept carries the deferred decision behind it.
+    let out = p.handle(ProposerInput::Propose(1, cmd(2)));
+    assert_eq!(decides_to(&out, 0), vec![2, 3], "the others hear with the next Accept");
+    let last_accept = out
+        .send
+        .iter()
+        .rposition(|(_, m)| matches!(m, PeerMessage::AcceptorRequest(_)));
+    let first_decide = out.send.iter().position(|(_, m)| matches!(m, PeerMessage::Learner(_)));
+    assert!(
+        last_accept < first_decide,
+        "Accepts leave before the Decides behind them"
+    );
+    // With no next Accept, the tick tells them.
+    let c1 = accepts(&out)[0].1;
+    p.handle(accepted(1, c1, 1));
+    assert_eq!(decides_to(&p.handle(accepted(3, c1, 1)), 1), vec![1]);
+    assert_eq!(decides_to(&p.handle(ProposerInput::Tick), 1), vec![2, 3]);
+    // A command that came through node 2: its client waits there, so no deferring.
+    let c2 = accepts(&p.handle(ProposerInput::Propose(2, cmd(3))))[0].1;
+    p.handle(accepted(1, c2, 2));
+    assert_eq!(decides_to(&p.handle(accepted(2, c2, 2)), 2), vec![1, 2, 3]);
+}
+
+#[test]
+fn proposer_thrifty_accepts_go_to_the_fastest_quorum_and_later_to_the_rest() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    let to = |out: &ProposerOutput| accepts(out).iter().map(|a| a.0).collect::<Vec<_>>();
+    let accepted = |from, call, first_slot| accepted_one(from, call, b, first_slot);
+    // Nobody has answered yet: the first batch goes to every acceptor.
+    let out = p.handle(ProposerInput::Propose(1, cmd(1)));
+    assert_eq!(to(&out), vec![1, 2, 3]);
+    let c0 = accepts(&out)[0].1;
+    p.handle(accepted(1, c0, 0));
+    p.handle(accepted(3, c0, 0));
+    // Node 3 completed the quorum: the next batch goes to this node and node 3 only.
+    let out = p.handle(ProposerInput::Propose(1, cmd(2)));
+    assert_eq!(to(&out), vec![1, 3], "a thrifty Accept goes to a quorum");
+    // Node 3 falls silent: after thrifty_ticks the skipped node 2 is asked too.
+    let c1 = accepts(&out)[0].1;
+    p.handle(accepted(1, c1, 1));
+    assert!(accepts(&p.handle(ProposerInput::Tick)).is_empty());
+    assert_eq!(
+        to(&p.handle(ProposerInput::Tick)),
+        vec![2],
+        "the skipped acceptor gets the batch"
+    );
+    assert_eq!(decides_to(&p.handle(accepted(2, c1, 1)), 1), vec![1]);
+    // A tick forgot who was fastest: the next batch measures again, at every acceptor.
+    p.handle(ProposerInput::Tick);
+    assert_eq!(to(&p.handle(ProposerInput::Propose(1, cmd(3)))), vec![1, 2, 3]);
+    // Thrifty off: always every acceptor.
+    let cfg = ProposerConfig {
+        thrifty: false,
+        ..ProposerConfig::default()
+    };
+    let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+    become_leader_unopposed(&mut p, b);
+    let c0 = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+    p.handle(accepted(1, c0, 0));
+    p.handle(accepted(3, c0, 0));
+    assert_eq!(to(&p.handle(ProposerInput::Propose(1, cmd(2)))), vec![1, 2, 3]);
+}
+
+#[test]
+fn proposer_preempted_by_higher_ballot_stops_and_tells_elector() {
+    let mut p = Proposer::new(2, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 2);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    let out = p.handle(ProposerInput::Reply(
+        1,
+        AcceptorReply::Rejected {
+            call,
+            ballot: b,
+            promised: Ballot::new(4, 3),
+        },
+    ));
+    assert_eq!(
+        out.local,
+        vec![LocalMessage::Event(ProposerEvent::Preempted(Ballot::new(4, 3)))]
+    );
+    assert!(p.ballot().is_none());
+    assert!(
+        p.handle(ProposerInput::Propose(1, cmd(1))).send.is_empty(),
+        "an idle proposer proposes nothing"
+    );
+}
+
+#[test]
+fn proposer_ignores_stale_and_unexpected_replies() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    // A promise for a ballot never sent, before leading at all.
+    assert_eq!(
+        p.handle(ProposerInput::Reply(2, promise(99, Ballot::new(9, 1), vec![]))),
+        ProposerOutput::default()
+    );
+    let b = Ballot::new(2, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    // A promise for an older ballot, an Accepted while preparing, and a duplicate.
+    p.handle(ProposerInput::Reply(2, promise(call, Ballot::new(1, 1), vec![])));
+    p.handle(ProposerInput::Reply(
+        2,
+        AcceptorReply::Accepted {
+            call,
+            ballot: b,
+            first_slot: 0,
+            count: 1,
+        },
+    ));
+    p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+    p.handle(ProposerInput::Reply(2, promise(call, b, vec![])));
+    assert!(
+        !p.is_leading(),
+        "one acceptor, however often it answers, is not a majority"
+    );
+    // A rejection of an old ballot does not depose the current one.
+    p.handle(ProposerInput::Reply(
+        3,
+        AcceptorReply::Rejected {
+            call: 1,
+            ballot: Ballot::new(1, 1),
+            promised: Ballot::new(1, 3),
+        },
+    ));
+    assert_eq!(p.ballot(), Some(b));
+}
+
+#[test]
+fn proposer_resends_to_silent_acceptors_and_times_out_phase_one() {
+    let cfg = ProposerConfig {
+        retry_ticks: 2,
+        prepare_timeout_ticks: 5,
+        ..ProposerConfig::default()
+    };
+    let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+    let b = Ballot::new(1, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+    p.handle(ProposerInput::Tick);
+    let resent = prepares(&p.handle(ProposerInput::Tick));
+    assert_eq!(
+        resent,
+        vec![(2, call), (3, call)],
+        "resent only to those that did not answer"
+    );
+    let mut events = Vec::new();
+    for _ in 0..5 {
+        events.extend(p.handle(ProposerInput::Tick).local);
+    }
+    assert_eq!(events, vec![LocalMessage::Event(ProposerEvent::PrepareTimedOut(b))]);
+}
+
+#[test]
+fn proposer_read_index_confirmed_only_by_a_quorum_after_the_read() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let id = RequestId { client: 9, seq: 1 };
+    // Not leading: the asker is told to ask again.
+    let out = p.handle(ProposerInput::ReadIndex(2, id));
+    assert_eq!(
+        out.send,
+        vec![(
+            2,
+            PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None })
+        )]
+    );
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    let first = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+    // A read arriving now must see slot 0: its index is 1. It waits for a batch sent
+    // after it arrived: the one in flight does not count.
+    assert!(
+        accepts(&p.handle(ProposerInput::ReadIndex(3, id))).is_empty(),
+        "the barrier waits for the batch in flight"
+    );
+    let done = |from| accepted(from, first, b, 0, 1);
+    p.handle(done(1));
+    let out = p.handle(done(2));
+    assert!(
+        !out.send.iter().any(|(_, m)| matches!(m, PeerMessage::StateMachine(_))),
+        "the earlier batch confirms nothing"
+    );
+    let barrier = accepts(&out);
+    assert_eq!(barrier.len(), 2, "a thrifty barrier: this node and node 2");
+    assert!(barrier[0].3.is_empty(), "with no commands queued the barrier is empty");
+    let c = barrier[0].1;
+    let accepted = |from| accepted(from, c, b, 1, 0);
+    assert!(
+        p.handle(accepted(1)).send.is_empty(),
+        "one acceptor does not confirm leadership"
+    );
+    let out = p.handle(accepted(2));
+    assert_eq!(
+        out.send,
+        vec![(
+            3,
+            PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: Some(1) })
+        )],
+        "no Decide for an empty barrier"
+    );
+}
+
+#[test]
+fn proposer_new_ballot_sends_pending_reads_away() {
+    let (mut p, _) = leader_with_window_of_one(ProposerConfig::default());
+    p.handle(ProposerInput::Propose(1, cmd(1)));
+    let id = RequestId { client: 9, seq: 1 };
+    p.handle(ProposerInput::ReadIndex(3, id)); // waits behind the batch in flight
+    // A newer ballot: the read's index was stamped under the old one; it must ask again.
+    let out = p.handle(ProposerInput::Lead(Ballot::new(2, 1)));
+    let none = PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None });
+    assert!(out.send.contains(&(3, none)), "the pending read is told to ask again");
+}
+
+#[test]
+fn proposer_batches_are_capped_by_bytes_so_they_fit_a_frame() {
+    let (mut p, b) = leader_with_window_of_one(ProposerConfig {
+        max_batch_bytes: 1000,
+        ..ProposerConfig::default()
+    });
+    let big = |seq| Command {
+        id: RequestId { client: 7, seq },
+        ack_below: 0,
+        payload: vec![0; 600],
+    };
+    let first = accepts(&p.handle(ProposerInput::Propose(1, big(1))));
+    for seq in 2..=4 {
+        p.handle(ProposerInput::Propose(1, big(seq)));
+    }
+    let c = first[0].1;
+    p.handle(accepted_one(1, c, b, 0));
+    let out = p.handle(accepted_one(2, c, b, 0));
+    let next = accepts(&out);
+    assert_eq!(
+        next[0].3.len(),
+        1,
+        "two 600-byte commands exceed 1000 bytes: one per batch"
+    );
+}
+
+#[test]
+fn proposer_counts_an_acceptor_only_once_its_report_is_whole() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(3, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    let pv = |slot, seq| PValue {
+        slot,
+        ballot: Ballot::new(1, 2),
+        value: Value::Command(cmd(seq)),
+    };
+    let part = AcceptorReply::Promise {
+        call,
+        ballot: b,
+        accepted: vec![pv(0, 1)],
+        more_from: Some(1),
+    };
+    let out = p.handle(ProposerInput::Reply(2, part));
+    assert_eq!(prepares(&out), vec![(2, call)], "the rest is asked for");
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+    assert!(!p.is_leading(), "a partial report does not count toward the quorum");
+    let rest = AcceptorReply::Promise {
+        call,
+        ballot: b,
+        accepted: vec![pv(1, 2)],
+        more_from: None,
+    };
+    let out = p.handle(ProposerInput::Reply(2, rest));
+    assert!(p.is_leading());
+    assert_eq!(
+        accepts(&out)[0].3,
+        vec![Value::Command(cmd(1)), Value::Command(cmd(2))],
+        "both parts were recovered"
+    );
+}
+
+/// A leader over nodes 1–3 with a window of one, where a read of node 2 rides with the
+/// barrier batch in flight and a read of node 3 waits for the next batch.
+fn leader_with_two_reads_waiting() -> (Proposer, Ballot, CallId, [RequestId; 2]) {
+    let (mut p, b) = leader_with_window_of_one(ProposerConfig::default());
+    let reads = [RequestId { client: 9, seq: 1 }, RequestId { client: 9, seq: 2 }];
+    let barrier = accepts(&p.handle(ProposerInput::ReadIndex(2, reads[0])));
+    assert!(
+        barrier[0].3.is_empty(),
+        "the first read leaves at once with an empty barrier"
+    );
+    assert!(
+        accepts(&p.handle(ProposerInput::ReadIndex(3, reads[1]))).is_empty(),
+        "the second waits: the window is full"
+    );
+    (p, b, barrier[0].1, reads)
+}
+
+/// The reads `out` tells to ask again: (to, read).
+fn refused_reads(out: &ProposerOutput) -> Vec<(NodeId, RequestId)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index: None }) => Some((*to, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn proposer_step_down_tells_every_waiting_read_to_ask_again() {
+    let (mut p, _, _, [first, second]) = leader_with_two_reads_waiting();
+    let out = p.handle(ProposerInput::StepDown);
+    assert_eq!(
+        refused_reads(&out),
+        vec![(2, first), (3, second)],
+        "the read riding with the batch in flight, then the one waiting for the next"
+    );
+    assert!(p.ballot().is_none());
+    assert!(
+        refused_reads(&p.handle(ProposerInput::StepDown)).is_empty(),
+        "each read is answered once"
+    );
+}
+
+#[test]
+fn proposer_preempted_tells_every_waiting_read_to_ask_again() {
+    let (mut p, b, call, [first, second]) = leader_with_two_reads_waiting();
+    let higher = Ballot::new(b.round + 1, 2);
+    let out = p.handle(ProposerInput::Reply(
+        2,
+        AcceptorReply::Rejected {
+            call,
+            ballot: b,
+            promised: higher,
+        },
+    ));
+    assert_eq!(refused_reads(&out), vec![(2, first), (3, second)]);
+    assert_eq!(out.local, vec![LocalMessage::Event(ProposerEvent::Preempted(higher))]);
+    // A late quorum for the batch confirms nothing any more.
+    let accepted = |from| accepted_one(from, call, b, 1);
+    p.handle(accepted(1));
+    assert!(
+        p.handle(accepted(3)).send.is_empty(),
+        "a deposed proposer answers no read"
+    );
+}
