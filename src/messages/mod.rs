@@ -117,8 +117,15 @@ impl Value {
     pub fn wire_size(&self) -> usize {
         match self {
             Value::Noop => 1,
-            Value::Command(c) => c.payload.len() + 32,
+            Value::Command(c) => c.wire_size(),
         }
+    }
+}
+
+impl Command {
+    /// Roughly how many bytes the command takes in a message (see [`Value::wire_size`]).
+    pub fn wire_size(&self) -> usize {
+        self.payload.len() + 32
     }
 }
 

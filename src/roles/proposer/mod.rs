@@ -59,6 +59,7 @@ mod tests;
 use super::bugs::PlantedBugs;
 use super::ready::Ready;
 use crate::messages::acceptor::CallId;
+use crate::messages::codec;
 use crate::messages::local::{LocalMessage, ProposerEvent};
 use crate::messages::{AcceptorReply, Ballot, Command, NodeId, RequestId, Slot, Value};
 use phase1::Preparing;
@@ -106,7 +107,7 @@ impl Default for ProposerConfig {
             prepare_timeout_ticks: 100,
             beacon_ticks: 10,
             max_queue: 100_000,
-            max_batch_bytes: 1 << 20,
+            max_batch_bytes: codec::message_budget(codec::DEFAULT_MAX_FRAME),
             thrifty: true,
             thrifty_ticks: 2,
         }

@@ -281,17 +281,19 @@ impl Shared {
     }
 
     /// How many queued commands the next batch takes (by count and by bytes), and
-    /// whether that batch is full.
+    /// whether that batch is full: `max_batch` commands, or one more would pass
+    /// `max_batch_bytes`.
     fn next_batch_len(&self) -> (usize, bool) {
+        let max = self.cfg.max_batch.max(1);
         let mut bytes = 0;
         for (i, (_, c)) in self.queue.iter().enumerate() {
-            let size = c.payload.len() + 32; // as Value::wire_size counts a command
-            if i == self.cfg.max_batch.max(1) || (i > 0 && bytes + size > self.cfg.max_batch_bytes) {
+            let size = c.wire_size();
+            if i == max || (i > 0 && bytes + size > self.cfg.max_batch_bytes) {
                 return (i, true);
             }
             bytes += size;
         }
-        (self.queue.len(), false)
+        (self.queue.len(), self.queue.len() == max)
     }
 
     /// Tells the other nodes' learners every decision deferred so far.
