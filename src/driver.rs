@@ -74,6 +74,14 @@ pub trait Host<R = ()> {
     /// A client request was answered.
     fn answer(&mut self, _id: RequestId, _outcome: Outcome<R>) {}
 
+    /// The client requests of one `Ready` were answered, in order (a host may take them
+    /// in one go, e.g. under one lock).
+    fn answer_all(&mut self, answers: Vec<(RequestId, Outcome<R>)>) {
+        for (id, outcome) in answers {
+            self.answer(id, outcome);
+        }
+    }
+
     /// The linearizable read `id`, still waiting, must ask the leader again: the node
     /// asked does not lead.
     fn retry_read(&mut self, _id: RequestId) {}
@@ -274,8 +282,8 @@ fn perform<R>(effects: Effects<R>, host: &mut impl Host<R>) {
             Err(e) => tracing::error!(error = %e, "cannot read the decided log to answer a fetch"),
         }
     }
-    for (id, outcome) in effects.answers {
-        host.answer(id, outcome);
+    if !effects.answers.is_empty() {
+        host.answer_all(effects.answers);
     }
     for id in effects.retry_reads {
         host.retry_read(id);

@@ -172,18 +172,27 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
     }
 
     fn answer(&mut self, id: RequestId, outcome: Outcome<A::Reply>) {
-        if let Some(read) = self.io.reads.remove(&id) {
-            let _ = read.reply.send(outcome);
-            return;
-        }
-        let mut waiters = self.io.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        // Usually one waiter: it takes the outcome itself, any others a copy.
-        let mut waiting = waiters.remove(&id).unwrap_or_default();
-        if let Some(last) = waiting.pop() {
-            for waiter in waiting {
-                let _ = waiter.send(outcome.clone());
+        self.answer_all(vec![(id, outcome)]);
+    }
+
+    /// Reads go to their channels; commands to the waiters' table, locked once for the
+    /// whole batch (the gateway's workers register there on every request).
+    fn answer_all(&mut self, answers: Vec<(RequestId, Outcome<A::Reply>)>) {
+        let mut waiters = None;
+        for (id, outcome) in answers {
+            if let Some(read) = self.io.reads.remove(&id) {
+                let _ = read.reply.send(outcome);
+                continue;
             }
-            let _ = last.send(outcome);
+            let waiters = waiters.get_or_insert_with(|| self.io.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+            // Usually one waiter: it takes the outcome itself, any others a copy.
+            let mut waiting = waiters.remove(&id).unwrap_or_default();
+            if let Some(last) = waiting.pop() {
+                for waiter in waiting {
+                    let _ = waiter.send(outcome.clone());
+                }
+                let _ = last.send(outcome);
+            }
         }
     }
 
