@@ -52,7 +52,8 @@ echo "== starting etcd" >&2
 mapfile -t etcd_urls < <("$shared/etcd-cluster.sh" start "$work/etcd")
 etcd=${etcd_urls[0]}
 
-# start_cluster NAME BINARY CONFIG HTTP_PREFIX: starts 3 nodes and prints the leader's URL.
+# start_cluster NAME BINARY CONFIG HTTP_PREFIX: starts 3 nodes and sets $url to the
+# leader's URL (not in a subshell: $pids must keep the nodes, for cleanup).
 start_cluster() {
   for id in 1 2 3; do
     RUST_LOG=${RUST_LOG:-warn} "$2" --config "$3" --id "$id" --data-dir "$work/$1/node-$id" \
@@ -69,15 +70,17 @@ start_cluster() {
           curl -sf -X POST "$url/v3/kv/put" -d '{"key":"d2FybQ==","value":"eA=="}' >/dev/null && break
           sleep 0.2
         done
-        echo "$url"; return
+        return
       fi
     done
     sleep 0.2
   done
   echo "bench-compare: cluster $1 elected no leader in 60 s" >&2; exit 1
 }
-rev_url=$(start_cluster rev "$work/rolepax-node-rev" "$work/rev-3.toml" 740)
-now_url=$(start_cluster now "$work/rolepax-node-now" config/local-3.toml 720)
+start_cluster rev "$work/rolepax-node-rev" "$work/rev-3.toml" 740
+rev_url=$url
+start_cluster now "$work/rolepax-node-now" config/local-3.toml 720
+now_url=$url
 echo "etcd $etcd, rolepax@$rev_name $rev_url, rolepax@$now_name $now_url" >&2
 
 for round in $(seq 1 "$rounds"); do
