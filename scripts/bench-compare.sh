@@ -3,7 +3,8 @@
 # git worktree) and the working tree, starts the reference 3-member etcd
 # (../shared/bench/etcd-cluster.sh) and two local 3-node rolepax clusters, one of each build,
 # then runs ../shared/bench/gateway-bench.sh (wrk: put c1, put c64, range c64) against etcd,
-# rolepax@REV and rolepax@working-tree in alternating rounds, and prints the medians of the
+# rolepax@REV and rolepax@working-tree in alternating rounds (REV and the working tree
+# taking turns to go first), and prints the medians of the
 # rounds and the ratios: REV/etcd, now/etcd and now/REV.
 #   scripts/bench-compare.sh REV [SECONDS_PER_LOAD]     (default 5; ROUNDS=N rounds, default 5)
 # Ports: 7101-7103 and 7201-7203 (the working tree's cluster, config/local-3.toml),
@@ -86,8 +87,13 @@ echo "etcd $etcd, rolepax@$rev_name $rev_url, rolepax@$now_name $now_url" >&2
 for round in $(seq 1 "$rounds"); do
   echo "== round $round of $rounds (${secs}s per load)" >&2
   "$shared/gateway-bench.sh" "$etcd" "$secs" | tee "$work/etcd-$round.txt" >&2
-  "$shared/gateway-bench.sh" "$rev_url" "$secs" | tee "$work/rev-$round.txt" >&2
-  "$shared/gateway-bench.sh" "$now_url" "$secs" | tee "$work/now-$round.txt" >&2
+  # REV and now take turns going first, so that neither always runs right after etcd.
+  order="rev now"; [ $((round % 2)) = 0 ] && order="now rev"
+  for name in $order; do
+    url=$rev_url; [ "$name" = now ] && url=$now_url
+    echo "-- rolepax@$name" >&2
+    "$shared/gateway-bench.sh" "$url" "$secs" | tee "$work/$name-$round.txt" >&2
+  done
 done
 
 python3 - "$work" "$rounds" "$rev_name" "$now_name" "$secs" <<'PY'
