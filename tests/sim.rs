@@ -189,21 +189,23 @@ fn sim_checker_flags_two_values_chosen_in_one_slot() {
             payload: vec![n],
         })
     };
-    // What each acceptor's disk holds when it answers Accepted.
+    // What each acceptor wrote, and what its disk holds, when it answers Accepted.
+    let (b1, b2) = (Ballot::new(1, 1), Ballot::new(2, 2));
+    let written = |ballot: Ballot, v: Value| BTreeMap::from([((0, ballot), v)]);
     let disk = |ballot: Ballot, v: Value| BTreeMap::from([(0, (ballot, v))]);
     let mut checker = Checker::new(3);
     // Acceptors 1 and 2 choose value 1 at ballot 1.1 ...
     for node in [1, 2] {
         checker
-            .accepted_revealed(node, &disk(Ballot::new(1, 1), value(1)), 0, 1, Ballot::new(1, 1))
+            .accepted_revealed(node, &written(b1, value(1)), &disk(b1, value(1)), 0, 1, b1)
             .expect("one chosen value is fine");
     }
     // ... then acceptors 2 and 3 (as if 2 had forgotten) choose value 2 at ballot 2.2.
     checker
-        .accepted_revealed(2, &disk(Ballot::new(2, 2), value(2)), 0, 1, Ballot::new(2, 2))
+        .accepted_revealed(2, &written(b2, value(2)), &disk(b2, value(2)), 0, 1, b2)
         .expect("not yet a majority");
     let err = checker
-        .accepted_revealed(3, &disk(Ballot::new(2, 2), value(2)), 0, 1, Ballot::new(2, 2))
+        .accepted_revealed(3, &written(b2, value(2)), &disk(b2, value(2)), 0, 1, b2)
         .expect_err("two values chosen in slot 0");
     assert!(err.contains("two values chosen"), "{err}");
 }

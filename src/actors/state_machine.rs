@@ -204,6 +204,7 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
 
     fn fail_stop(&mut self, error: &Error) {
         self.io.peers.fail_stop("state_machine", error);
+        self.ctx.stop();
     }
 }
 

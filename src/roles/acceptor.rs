@@ -117,7 +117,9 @@ impl Acceptor {
         }
         let Some(high) = high else { return };
         let mut below = (high + 1).saturating_sub(self.hot_slots);
-        if let Some(&(_, low, _)) = self.unsynced.front() {
+        // Any write not yet durable may hold lower slots than the oldest one (a resent
+        // Accept, a recovery batch): none of them may leave memory.
+        if let Some(low) = self.unsynced.iter().map(|&(_, low, _)| low).min() {
             below = below.min(low);
         }
         if self.accepted.first_key_value().is_some_and(|(&first, _)| first < below) {
@@ -361,6 +363,33 @@ mod tests {
             ack_below: 0,
             payload: vec![n as u8],
         })
+    }
+
+    #[test]
+    fn acceptor_keeps_in_memory_every_slot_of_a_write_not_yet_durable() {
+        let mut a = Acceptor::default().with_hot_slots(0);
+        let b = Ballot::new(1, 1);
+        let accept = |slot: Slot| AcceptorRequest::Accept {
+            call: slot,
+            ballot: b,
+            first_slot: slot,
+            values: vec![Value::Noop],
+        };
+        // Write 1 (slot 50) syncs; writes 2 (slot 60) and 3 (slot 10, a resent Accept
+        // for a lower slot) wait for the next sync.
+        for slot in [50, 60, 10] {
+            a.handle(1, accept(slot));
+        }
+        a.durable_through(1);
+        let held = |a: &Acceptor| a.accepted().keys().copied().collect::<Vec<Slot>>();
+        assert!(
+            held(&a).contains(&10) && held(&a).contains(&60),
+            "slots 10 and 60 are not durable yet: they stay in memory ({:?})",
+            held(&a)
+        );
+        a.durable_through(3);
+        assert!(held(&a).is_empty(), "all durable: all leave memory ({:?})", held(&a));
+        assert_eq!(a.accepted_slots(), 3, "and are still known as accepted");
     }
 
     #[test]

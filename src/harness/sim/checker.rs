@@ -93,11 +93,14 @@ impl Checker {
     }
 
     /// The acceptor of `node` answered `Accepted` for `count` slots from `first` at
-    /// `ballot`; `durable` is what its disk holds. An acceptance counts (towards a value
-    /// being chosen) from the moment it is revealed, and it must be on disk by then.
+    /// `ballot`. `written` is every acceptance it wrote, `durable` what its disk holds.
+    /// An acceptance counts (towards a value being chosen) from the moment it is
+    /// revealed, with the value it wrote; by then its disk must hold that slot at
+    /// `ballot` or a higher one (accepted again since, in the same sync).
     pub fn accepted_revealed(
         &mut self,
         node: NodeId,
+        written: &BTreeMap<(Slot, Ballot), Value>,
         durable: &BTreeMap<Slot, (Ballot, Value)>,
         first: Slot,
         count: u64,
@@ -105,15 +108,17 @@ impl Checker {
     ) -> Check {
         self.promise_revealed(node, ballot);
         for slot in first..first + count {
-            match durable.get(&slot) {
-                Some((b, value)) if *b == ballot => self.record_accept(node, slot, ballot, value)?,
-                Some((b, _)) if *b > ballot => {} // accepted again since, at a higher ballot
-                _ => {
-                    return Err(format!(
-                        "acceptor {node} answered Accepted for slot {slot} at {ballot}, but its disk does not hold that"
-                    ));
-                }
+            if durable.get(&slot).is_none_or(|(b, _)| *b < ballot) {
+                return Err(format!(
+                    "acceptor {node} answered Accepted for slot {slot} at {ballot}, but its disk does not hold that"
+                ));
             }
+            let Some(value) = written.get(&(slot, ballot)) else {
+                return Err(format!(
+                    "acceptor {node} answered Accepted for slot {slot} at {ballot}, which it never wrote"
+                ));
+            };
+            self.record_accept(node, slot, ballot, value)?;
         }
         Ok(())
     }

@@ -50,7 +50,10 @@ struct Disk {
     snapshot: Option<Vec<u8>>,
     /// Appended but not yet synced: lost in a crash.
     unsynced_acceptor: Vec<AcceptorWrite>,
-    unsynced_ballot: Option<Ballot>,
+    unsynced_ballots: Vec<Ballot>,
+    /// Every acceptance the acceptor ever wrote, with its value (for the checker: what an
+    /// `Accepted` reveals).
+    written: BTreeMap<(Slot, Ballot), Value>,
 }
 
 impl Disk {
@@ -660,7 +663,8 @@ impl World {
                 });
             }
             SimRole::Elector => {
-                if let Some(b) = disk.unsynced_ballot.take() {
+                let count = count.min(disk.unsynced_ballots.len());
+                for b in disk.unsynced_ballots.drain(..count).collect::<Vec<_>>() {
                     disk.ballot = disk.ballot.max(b);
                 }
                 self.with_roles(i, |w, r| {
@@ -819,7 +823,7 @@ impl World {
         node.leader = None;
         // What no sync covered yet is gone.
         node.disk.unsynced_acceptor.clear();
-        node.disk.unsynced_ballot = None;
+        node.disk.unsynced_ballots.clear();
         let pending = std::mem::take(&mut node.pending);
         for (id, p) in pending {
             self.gave_up(i, id, p.who);
@@ -1265,8 +1269,14 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
     fn append(&mut self, write: Write) -> CrateResult<()> {
         let id = self.w.nodes[self.i].id;
         match (self.role, write) {
-            (SimRole::Acceptor, Write::Acceptor(w)) => self.w.nodes[self.i].disk.unsynced_acceptor.push(w),
-            (SimRole::Elector, Write::Ballot(b)) => self.w.nodes[self.i].disk.unsynced_ballot = Some(b),
+            (SimRole::Acceptor, Write::Acceptor(w)) => {
+                let disk = &mut self.w.nodes[self.i].disk;
+                for (slot, ballot, value) in &w.accepted {
+                    disk.written.insert((*slot, *ballot), value.clone());
+                }
+                disk.unsynced_acceptor.push(w);
+            }
+            (SimRole::Elector, Write::Ballot(b)) => self.w.nodes[self.i].disk.unsynced_ballots.push(b),
             (SimRole::Learner, Write::Decided(values)) => {
                 if let Err(e) = self.w.checker.learned(id, &values) {
                     self.w.violated(e);
@@ -1294,6 +1304,7 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         let disk = &self.w.nodes[self.i].disk;
         let count = match self.role {
             SimRole::Acceptor => disk.unsynced_acceptor.len(),
+            SimRole::Elector => disk.unsynced_ballots.len(),
             _ => 1,
         };
         self.schedule_sync(count);
@@ -1313,11 +1324,12 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
                 count,
                 ..
             }) => {
-                let durable = &self.w.nodes[self.i].disk.accepted;
+                let disk = &self.w.nodes[self.i].disk;
+                let (written, durable) = (&disk.written, &disk.accepted);
                 if let Err(e) = self
                     .w
                     .checker
-                    .accepted_revealed(id, durable, *first_slot, *count, *ballot)
+                    .accepted_revealed(id, written, durable, *first_slot, *count, *ballot)
                 {
                     self.w.violated(e);
                 }
