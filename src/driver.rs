@@ -31,7 +31,7 @@ use crate::messages::local::LocalMessage;
 use crate::messages::{AcceptorRequest, NodeId, PeerMessage, RequestId, Slot, Value};
 use crate::roles::acceptor::Acceptor;
 use crate::roles::learner::fetched;
-use crate::roles::ready::{Outcome, Ready, Serve, Write};
+use crate::roles::ready::{Outcome, Ready, Write};
 use std::collections::VecDeque;
 
 /// Whether a sync the host was asked to start is done already.
@@ -90,16 +90,6 @@ pub trait Host<R = ()> {
     fn fail_stop(&mut self, error: &Error);
 }
 
-/// The effects of one `Ready` (everything but its writes).
-struct Effects<R> {
-    local: Vec<LocalMessage>,
-    leader: Option<Option<NodeId>>,
-    send: Vec<(NodeId, PeerMessage)>,
-    serve: Vec<Serve>,
-    answers: Vec<(RequestId, Outcome<R>)>,
-    retry_reads: Vec<RequestId>,
-}
-
 /// Counters of one driver, for `/status` and `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DriverStats {
@@ -114,8 +104,8 @@ pub struct DriverStats {
 
 /// Carries out one role's `Ready`s: see the module docs.
 pub struct Driver<R = ()> {
-    /// Effects waiting for a sync, oldest first.
-    held: VecDeque<Effects<R>>,
+    /// `Ready`s whose writes are appended, waiting for a sync to take effect, oldest first.
+    held: VecDeque<Ready<R>>,
     /// How many of `held` the running sync releases.
     covered: usize,
     syncing: bool,
@@ -159,26 +149,12 @@ impl<R> Driver<R> {
         self.stopped
     }
 
-    /// Effects waiting for a sync.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     /// Carries out `ready` (rules 1 to 5 of [`Ready`]).
-    pub fn carry_out(&mut self, ready: Ready<R>, host: &mut impl Host<R>) {
+    pub fn carry_out(&mut self, mut ready: Ready<R>, host: &mut impl Host<R>) {
         if self.stopped {
             return;
         }
-        let Ready {
-            writes,
-            local,
-            leader,
-            send,
-            serve,
-            answers,
-            retry_reads,
-        } = ready;
-        for write in writes {
+        for write in std::mem::take(&mut ready.writes) {
             let durable = write.must_sync();
             if let Err(e) = host.append(write) {
                 return self.fail(host, &e);
@@ -189,18 +165,10 @@ impl<R> Driver<R> {
                 self.dirty = true;
             }
         }
-        let effects = Effects {
-            local,
-            leader,
-            send,
-            serve,
-            answers,
-            retry_reads,
-        };
         if !self.dirty && !self.syncing && self.held.is_empty() {
-            return perform(effects, host);
+            return perform(ready, host);
         }
-        self.held.push_back(effects);
+        self.held.push_back(ready);
         self.maybe_sync(host);
     }
 
@@ -264,8 +232,9 @@ impl<R> Driver<R> {
     }
 }
 
-/// Carries out the effects of one `Ready`, in the order of rule 3.
-fn perform<R>(effects: Effects<R>, host: &mut impl Host<R>) {
+/// Carries out the effects of one `Ready` whose writes are appended (and durable where
+/// they must be), in the order of rule 3.
+fn perform<R>(effects: Ready<R>, host: &mut impl Host<R>) {
     for msg in effects.local {
         host.local(msg);
     }

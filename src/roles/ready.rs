@@ -125,9 +125,4 @@ impl<R> Ready<R> {
             && self.answers.is_empty()
             && self.retry_reads.is_empty()
     }
-
-    /// Does a write of this `Ready` have to be durable before its effects?
-    pub fn must_sync(&self) -> bool {
-        self.writes.iter().any(Write::must_sync)
-    }
 }
