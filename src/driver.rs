@@ -71,16 +71,9 @@ pub trait Host<R = ()> {
         Err(Error::Storage("this role has no decided log".into()))
     }
 
-    /// A client request was answered.
-    fn answer(&mut self, _id: RequestId, _outcome: Outcome<R>) {}
-
-    /// The client requests of one `Ready` were answered, in order (a host may take them
-    /// in one go, e.g. under one lock).
-    fn answer_all(&mut self, answers: Vec<(RequestId, Outcome<R>)>) {
-        for (id, outcome) in answers {
-            self.answer(id, outcome);
-        }
-    }
+    /// The client requests of one `Ready` were answered, in order (all at once, so that
+    /// a host can take them under one lock).
+    fn answer(&mut self, _answers: Vec<(RequestId, Outcome<R>)>) {}
 
     /// The linearizable read `id`, still waiting, must ask the leader again: the node
     /// asked does not lead.
@@ -252,7 +245,7 @@ fn perform<R>(effects: Ready<R>, host: &mut impl Host<R>) {
         }
     }
     if !effects.answers.is_empty() {
-        host.answer_all(effects.answers);
+        host.answer(effects.answers);
     }
     for id in effects.retry_reads {
         host.retry_read(id);

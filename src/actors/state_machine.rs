@@ -171,13 +171,9 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
         self.io.peers.send(to, msg);
     }
 
-    fn answer(&mut self, id: RequestId, outcome: Outcome<A::Reply>) {
-        self.answer_all(vec![(id, outcome)]);
-    }
-
     /// Reads go to their channels; commands to the waiters' table, locked once for the
     /// whole batch (the gateway's workers register there on every request).
-    fn answer_all(&mut self, answers: Vec<(RequestId, Outcome<A::Reply>)>) {
+    fn answer(&mut self, answers: Vec<(RequestId, Outcome<A::Reply>)>) {
         let mut waiters = None;
         for (id, outcome) in answers {
             if let Some(read) = self.io.reads.remove(&id) {

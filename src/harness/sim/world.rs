@@ -1177,6 +1177,31 @@ impl World {
         self.schedule(at, Event::Retry { node, inc, id });
     }
 
+    /// Node `i`'s state machine answered request `id` (`None`: with nothing a client of
+    /// the service understands).
+    fn answered(&mut self, i: usize, id: RequestId, outcome: Option<Outcome<ServiceReply>>) {
+        let Some(p) = self.nodes[i].pending.remove(&id) else {
+            return;
+        };
+        match p.who {
+            Who::Kv(client) => {
+                if matches!(p.ask, Ask::Read { .. }) {
+                    self.stats.read_index_reads += 1;
+                }
+                let output = outcome.map_or(OpOutput::Unknown, kv_output);
+                self.complete(client, output);
+            }
+            Who::Lock(locker) => self.lock_answered(locker, outcome),
+            Who::Clock => {
+                if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = &outcome {
+                    self.stats.sessions_expired += expired.len() as u64;
+                }
+                self.record_answer(i, p.who, id, outcome);
+            }
+            Who::Script(_) => self.record_answer(i, p.who, id, outcome),
+        }
+    }
+
     fn complete(&mut self, client: usize, output: OpOutput) {
         let Some(op) = self.clients[client].op.take() else {
             return;
@@ -1358,27 +1383,9 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         Ok(self.w.nodes[self.i].disk.log.get(&slot).cloned())
     }
 
-    fn answer(&mut self, id: RequestId, outcome: Outcome<R>) {
-        let Some(p) = self.w.nodes[self.i].pending.remove(&id) else {
-            return;
-        };
-        let outcome = R::service(outcome);
-        match p.who {
-            Who::Kv(client) => {
-                if matches!(p.ask, Ask::Read { .. }) {
-                    self.w.stats.read_index_reads += 1;
-                }
-                let output = outcome.map_or(OpOutput::Unknown, kv_output);
-                self.w.complete(client, output);
-            }
-            Who::Lock(locker) => self.w.lock_answered(locker, outcome),
-            Who::Clock => {
-                if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = &outcome {
-                    self.w.stats.sessions_expired += expired.len() as u64;
-                }
-                self.w.record_answer(self.i, p.who, id, outcome);
-            }
-            Who::Script(_) => self.w.record_answer(self.i, p.who, id, outcome),
+    fn answer(&mut self, answers: Vec<(RequestId, Outcome<R>)>) {
+        for (id, outcome) in answers {
+            self.w.answered(self.i, id, R::service(outcome));
         }
     }
 
