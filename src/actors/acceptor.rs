@@ -3,7 +3,7 @@
 //! thread, and each sync (one `fdatasync` for every write appended while the previous
 //! one ran: group commit) runs on the blocking pool.
 
-use super::{FromPeer, Halt, Peers};
+use super::{FromPeer, Halt, Local, Peers};
 use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
 use crate::error::{Error, Result};
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
@@ -138,6 +138,14 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
         self.io.handled += 1;
         let mut host = AcceptorIo { io: &mut self.io, ctx };
         driver::acceptor_request(&mut self.core, &mut self.driver, &mut host, from, request);
+    }
+}
+
+impl Handler<Local> for AcceptorActor {
+    type Result = ();
+
+    fn handle(&mut self, Local(msg): Local, _: &mut Context<Self>) {
+        tracing::error!(node = self.io.peers.id, role = "acceptor", ?msg, "not handled yet");
     }
 }
 

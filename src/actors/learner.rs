@@ -2,7 +2,7 @@
 //! and hosts it over `decided.wal` (appended without a sync: the state machine syncs it
 //! before a snapshot that covers it is installed).
 
-use super::{FromPeer, Halt, Peers};
+use super::{FromPeer, Halt, Local, Peers};
 use crate::driver::{Driver, Host};
 use crate::error::{Error, Result};
 use crate::messages::local::LocalMessage;
@@ -131,6 +131,14 @@ impl Handler<FromPeer<LearnerMessage>> for LearnerActor {
             tracing::debug!(node, role = "learner", from, slot = first_slot, count, commit, "decide");
         }
         self.run(LearnerInput::Peer(from, msg));
+    }
+}
+
+impl Handler<Local> for LearnerActor {
+    type Result = ();
+
+    fn handle(&mut self, Local(msg): Local, _: &mut Context<Self>) {
+        tracing::error!(node = self.io.peers.id, role = "learner", ?msg, "not handled yet");
     }
 }
 

@@ -82,7 +82,9 @@ impl LocalRoles {
         match msg {
             LocalMessage::Order(_) | LocalMessage::Learned(_) => self.proposer.do_send(Local(msg)),
             LocalMessage::Event(_) => self.elector.do_send(Local(msg)),
-            LocalMessage::Apply(_) => self.state_machine.do_send(Local(msg)),
+            LocalMessage::Apply(_) | LocalMessage::InstallSnapshot { .. } => self.state_machine.do_send(Local(msg)),
+            LocalMessage::Compact { .. } => self.acceptor.do_send(Local(msg)),
+            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } => self.learner.do_send(Local(msg)),
         }
     }
 

@@ -9,8 +9,12 @@
 //! | [`ProposerEvent::Elected`], [`ProposerEvent::Preempted`], [`ProposerEvent::PrepareTimedOut`] | proposer → elector |
 //! | [`LocalMessage::Learned`]     | learner → proposer        |
 //! | [`LocalMessage::Apply`]       | learner → state machine   |
+//! | [`LocalMessage::Compact`]     | state machine → acceptor  |
+//! | [`LocalMessage::SnapshotDurable`] | state machine → learner |
+//! | [`LocalMessage::CatchUp`]     | proposer → learner        |
+//! | [`LocalMessage::InstallSnapshot`] | learner → state machine |
 
-use super::{Ballot, Slot, Value};
+use super::{Ballot, NodeId, Slot, Value};
 
 /// From the elector to its proposer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,20 @@ pub enum LocalMessage {
     Learned(Slot),
     /// Learner → state machine: decided values, consecutive, in slot order.
     Apply(Vec<(Slot, Value)>),
+    /// State machine → acceptor: a snapshot covering every slot below `below` is durable
+    /// on this node, so those slots are decided and the acceptor may forget them.
+    Compact { below: Slot },
+    /// State machine → learner: the node's durable snapshot now covers every slot below
+    /// `at` (its own, or one received from a peer): the decided log may give back the
+    /// space below `at`, and a lagging peer asking for those slots gets this snapshot.
+    SnapshotDurable { at: Slot },
+    /// Proposer → learner: every slot below `below` is decided, and node `from` holds
+    /// them (a phase-1 promise said it compacted them): catch up from there.
+    CatchUp { below: Slot, from: NodeId },
+    /// Learner → state machine: a snapshot covering every slot below `at` was received
+    /// from a peer and is complete on disk (checksummed): install it in place of the
+    /// current state if it is ahead of it.
+    InstallSnapshot { at: Slot },
 }
 
 impl LocalMessage {
@@ -51,7 +69,9 @@ impl LocalMessage {
         match self {
             LocalMessage::Order(_) | LocalMessage::Learned(_) => "proposer",
             LocalMessage::Event(_) => "elector",
-            LocalMessage::Apply(_) => "state_machine",
+            LocalMessage::Apply(_) | LocalMessage::InstallSnapshot { .. } => "state_machine",
+            LocalMessage::Compact { .. } => "acceptor",
+            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } => "learner",
         }
     }
 }

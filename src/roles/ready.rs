@@ -56,6 +56,11 @@ pub enum Write {
     /// A snapshot of the state machine as it stands now, covering every slot below `at`
     /// (`snapshot.bin`).
     Snapshot { at: Slot },
+    /// Every slot below `below` is covered by a durable snapshot: the role's log may give
+    /// back the space its records of those slots take, once every write returned before
+    /// this one is durable (the acceptor re-records its promise just before, so no record
+    /// it still needs is lost).
+    Compact { below: Slot },
 }
 
 impl Write {

@@ -457,6 +457,15 @@ impl World {
                     Local::Msg(LocalMessage::Event(e)) => self.run_elector(i, ElectorInput::Proposer(e)),
                     Local::Msg(LocalMessage::Learned(s)) => self.run_proposer(i, ProposerInput::Learned(s)),
                     Local::Msg(LocalMessage::Apply(batch)) => self.run_sm(i, StateMachineInput::Apply(batch)),
+                    Local::Msg(
+                        m @ (LocalMessage::Compact { .. }
+                        | LocalMessage::SnapshotDurable { .. }
+                        | LocalMessage::CatchUp { .. }
+                        | LocalMessage::InstallSnapshot { .. }),
+                    ) => {
+                        self.violated(format!("no role of the simulator handles {m:?} yet"));
+                        Ok(())
+                    }
                 }
             }
             Event::Synced { node, inc, role, count } => {
