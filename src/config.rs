@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::messages::NodeId;
 use crate::messages::codec::message_budget;
 use crate::net::tcp::TcpConfig;
+use crate::roles::state_machine::CompactPolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_frame_bytes",
     "max_body_bytes",
     "snapshot_every",
+    "compaction",
+    "compact_every_slots",
+    "compact_every_bytes",
     "log_level",
     "nodes",
 ];
@@ -105,6 +109,12 @@ struct RawSettings {
     max_body_bytes: usize,
     #[serde(default = "defaults::snapshot_every")]
     snapshot_every: u64,
+    #[serde(default = "defaults::compaction")]
+    compaction: bool,
+    #[serde(default = "defaults::compact_every_slots")]
+    compact_every_slots: u64,
+    #[serde(default = "defaults::compact_every_bytes")]
+    compact_every_bytes: u64,
     #[serde(default = "defaults::log_level")]
     log_level: String,
 }
@@ -171,6 +181,15 @@ pub mod defaults {
     pub fn snapshot_every() -> u64 {
         NodeConfig::DEFAULT_SNAPSHOT_EVERY
     }
+    pub fn compaction() -> bool {
+        NodeConfig::new(1, vec![1], "").compact.is_some()
+    }
+    pub fn compact_every_slots() -> u64 {
+        NodeConfig::DEFAULT_COMPACT.every_slots
+    }
+    pub fn compact_every_bytes() -> u64 {
+        NodeConfig::DEFAULT_COMPACT.every_bytes
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -207,6 +226,8 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
     pub snapshot_every: u64,
+    /// Log compaction and its policy (`None`: off).
+    pub compact: Option<CompactPolicy>,
     pub log_level: String,
 }
 
@@ -390,6 +411,17 @@ impl Settings {
                 ),
             ));
         }
+        if raw.compaction && (raw.compact_every_slots == 0 || raw.compact_every_bytes < 1024) {
+            return Err(bad(
+                s,
+                if raw.compact_every_slots == 0 {
+                    "compact_every_slots"
+                } else {
+                    "compact_every_bytes"
+                },
+                "must be at least 1 slot and 1024 bytes (or set compaction = false to keep the logs whole)",
+            ));
+        }
         if raw.max_frame_bytes < 1024 {
             return Err(bad(
                 s,
@@ -435,6 +467,10 @@ impl Settings {
             max_frame_bytes: raw.max_frame_bytes,
             max_body_bytes: raw.max_body_bytes,
             snapshot_every: raw.snapshot_every,
+            compact: raw.compaction.then_some(CompactPolicy {
+                every_slots: raw.compact_every_slots,
+                every_bytes: raw.compact_every_bytes,
+            }),
             log_level: raw.log_level,
         })
     }
@@ -515,6 +551,8 @@ impl NodeSettings {
         cfg.request_timeout = s.request_timeout;
         cfg.retry_interval = s.retry_interval;
         cfg.snapshot_every = s.snapshot_every;
+        cfg.compact = s.compact;
+        cfg.learner.snapshot_chunk_bytes = crate::roles::learner::default_chunk_bytes(s.max_frame_bytes);
         cfg
     }
 }

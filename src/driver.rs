@@ -27,11 +27,12 @@
 //! the node ([`Host::fail_stop`]).
 
 use crate::error::{Error, Result};
+use crate::messages::LearnerMessage;
 use crate::messages::local::LocalMessage;
 use crate::messages::{AcceptorRequest, NodeId, PeerMessage, RequestId, Slot, Value};
 use crate::roles::acceptor::Acceptor;
 use crate::roles::learner::fetched;
-use crate::roles::ready::{Outcome, Ready, Write};
+use crate::roles::ready::{Outcome, Ready, ServeSnapshot, Write};
 use std::collections::VecDeque;
 
 /// Whether a sync the host was asked to start is done already.
@@ -71,6 +72,13 @@ pub trait Host<R = ()> {
         Err(Error::Storage("this role has no decided log".into()))
     }
 
+    /// `max_bytes` bytes from `offset` of this node's durable snapshot (`None`: it has
+    /// none). The piece says which slots that snapshot covers; the driver offers it
+    /// instead if a peer asked for another one.
+    fn read_snapshot(&mut self, _offset: u64, _max_bytes: usize) -> Result<Option<SnapshotPiece>> {
+        Err(Error::Storage("this role serves no snapshot".into()))
+    }
+
     /// The client requests of one `Ready` were answered, in order (all at once, so that
     /// a host can take them under one lock).
     fn answer(&mut self, _answers: Vec<(RequestId, Outcome<R>)>) {}
@@ -81,6 +89,18 @@ pub trait Host<R = ()> {
 
     /// Storage failed under the role: stop the node; nothing it held may leave.
     fn fail_stop(&mut self, error: &Error);
+}
+
+/// A piece of a node's durable snapshot, as [`Host::read_snapshot`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPiece {
+    /// The snapshot covers every slot below this one.
+    pub at: Slot,
+    /// Its size in bytes, and the CRC-32 of all of them.
+    pub total: u64,
+    pub file_crc: u32,
+    /// The bytes asked for (fewer at the end).
+    pub data: Vec<u8>,
 }
 
 /// Counters of one driver, for `/status` and `/metrics`.
@@ -244,12 +264,35 @@ fn perform<R>(effects: Ready<R>, host: &mut impl Host<R>) {
             Err(e) => tracing::error!(error = %e, "cannot read the decided log to answer a fetch"),
         }
     }
+    for serve in effects.serve_snapshot {
+        serve_snapshot(serve, host);
+    }
     if !effects.answers.is_empty() {
         host.answer(effects.answers);
     }
     for id in effects.retry_reads {
         host.retry_read(id);
     }
+}
+
+/// Answers a peer's `SnapshotRead`: the chunk it asked for, or, if this node's snapshot
+/// is another one by now, an offer of that one.
+fn serve_snapshot<R>(serve: ServeSnapshot, host: &mut impl Host<R>) {
+    let reply = match host.read_snapshot(serve.offset, serve.max_bytes) {
+        Ok(Some(piece)) if piece.at == serve.at => LearnerMessage::SnapshotChunk {
+            at: piece.at,
+            offset: serve.offset,
+            total: piece.total,
+            file_crc: piece.file_crc,
+            crc: crc32fast::hash(&piece.data),
+            data: piece.data,
+        },
+        Ok(Some(piece)) => LearnerMessage::SnapshotOffer { at: piece.at },
+        Ok(None) => return,
+        // The asking learner asks again later.
+        Err(e) => return tracing::error!(error = %e, "cannot read the snapshot to send a chunk"),
+    };
+    host.send(serve.to, PeerMessage::Learner(reply));
 }
 
 /// What an acceptor needs from its host beyond a [`Host`]: reading back accepted values
@@ -280,6 +323,18 @@ pub fn acceptor_request(
         return driver.fail(host, &e);
     }
     let ready = core.handle(from, request);
+    driver.carry_out(ready, host);
+    core.durable_through(driver.durable_through());
+}
+
+/// Tells an acceptor that a durable snapshot covers every slot below `below`: it forgets
+/// those slots and re-records its promise, and its log gives back the space once that
+/// write is durable (the host carries out [`Write::Compact`] only then).
+pub fn acceptor_compact(core: &mut Acceptor, driver: &mut Driver, host: &mut impl AcceptorHost, below: Slot) {
+    if driver.stopped() {
+        return;
+    }
+    let ready = core.compact(below);
     driver.carry_out(ready, host);
     core.durable_through(driver.durable_through());
 }

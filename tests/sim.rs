@@ -53,6 +53,10 @@ fn sim_three_nodes_with_crashes_and_partitions_stay_safe() {
         "state machines took snapshots (and restarts restored them): {ex}"
     );
     assert!(
+        ex.stats.snapshots_installed > ex.runs / 10 && ex.stats.snapshot_chunks > 2 * ex.stats.snapshots_installed,
+        "lagging nodes caught up by snapshots sent in several chunks: {ex}"
+    );
+    assert!(
         ex.stats.lock_grants > ex.runs && ex.stats.sessions_expired > ex.runs / 2,
         "locks were granted, and sessions of dead holders expired by log time: {ex}"
     );
@@ -145,6 +149,24 @@ fn sim_planted_acceptor_promise_skips_stored_is_caught() {
         ..PlantedBugs::default()
     });
     println!("{f}");
+}
+
+#[test]
+fn sim_planted_state_machine_compacts_early_is_caught() {
+    let f = assert_caught(PlantedBugs {
+        state_machine_compacts_early: true,
+        ..PlantedBugs::default()
+    });
+    assert!(f.violation().message.contains("compacts its log"), "{f}");
+}
+
+#[test]
+fn sim_planted_learner_takes_chunks_out_of_order_is_caught() {
+    let f = assert_caught(PlantedBugs {
+        learner_takes_chunks_out_of_order: true,
+        ..PlantedBugs::default()
+    });
+    assert!(f.violation().message.contains("differs from"), "{f}");
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! The acceptor's shell: feeds requests to the core ([`crate::roles::acceptor`]) through
 //! the driver, and hosts it over `acceptor.wal`: writes are appended on the actor's
 //! thread, and each sync (one `fdatasync` for every write appended while the previous
-//! one ran: group commit) runs on the blocking pool.
+//! one ran: group commit) runs on the blocking pool. Told by the state machine that a
+//! durable snapshot covers the slots below `s`, the core re-records its promise; once
+//! a sync has made that record durable the log gives back the records it no longer
+//! needs ([`Write::Compact`]).
 
 use super::{FromPeer, Halt, Local, Peers};
 use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
 use crate::error::{Error, Result};
+use crate::messages::local::LocalMessage;
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessage, Slot, Value};
 use crate::roles::acceptor::Acceptor;
 use crate::roles::ready::Write;
@@ -24,6 +28,8 @@ pub struct AcceptorStatus {
     pub flushes: u64,
     pub flushed_replies: u64,
     pub largest_batch: u64,
+    /// Bytes given back by compacting the log.
+    pub compacted_bytes: u64,
 }
 
 #[derive(Message)]
@@ -44,6 +50,36 @@ struct Io {
     peers: Peers,
     handled: u64,
     rejected: u64,
+    /// Offset of the last record appended, and the log's end covered by the last
+    /// completed sync.
+    last_record: u64,
+    durable_end: u64,
+    /// A compaction below `.0` waiting for the record at `.1` to be durable.
+    compact: Option<(Slot, u64)>,
+    compacted_bytes: u64,
+}
+
+impl Io {
+    /// Compacts the log if the compaction waiting is covered by a completed sync.
+    fn maybe_compact(&mut self) -> Result<()> {
+        let Some((below, keep_from)) = self.compact else {
+            return Ok(());
+        };
+        if keep_from >= self.durable_end {
+            return Ok(());
+        }
+        self.compact = None;
+        let freed = self.log.compact(below, keep_from)?;
+        self.compacted_bytes += freed;
+        tracing::info!(
+            node = self.peers.id,
+            role = "acceptor",
+            below,
+            freed,
+            "acceptor log compacted"
+        );
+        Ok(())
+    }
 }
 
 /// The host of one call into the driver.
@@ -55,24 +91,37 @@ struct AcceptorIo<'a> {
 impl Host for AcceptorIo<'_> {
     fn append(&mut self, write: Write) -> Result<()> {
         match write {
-            Write::Acceptor(w) => self.io.log.append(&w),
+            Write::Acceptor(w) => {
+                self.io.last_record = self.io.log.append(&w)?;
+                Ok(())
+            }
+            // After the promise was re-recorded (the write before this one).
+            Write::Compact { below } => {
+                self.io.compact = Some((below, self.io.last_record));
+                Ok(())
+            }
             other => Err(Error::Storage(format!("the acceptor cannot write {other:?}"))),
         }
     }
 
     fn start_sync(&mut self) -> Result<Sync> {
         let group = self.io.log.take_pending();
+        let end = group.end();
         let sync = actix_rt::task::spawn_blocking(move || group.write_and_sync());
-        self.ctx.spawn(
-            actix::fut::wrap_future::<_, AcceptorActor>(sync).map(|res, act: &mut AcceptorActor, ctx| {
+        self.ctx.spawn(actix::fut::wrap_future::<_, AcceptorActor>(sync).map(
+            move |res, act: &mut AcceptorActor, ctx| {
                 let res = match res {
                     Ok(r) => r,
                     Err(e) => Err(Error::Storage(format!("acceptor sync task: {e}"))),
                 };
+                let res = res.and_then(|()| {
+                    act.io.durable_end = end;
+                    act.io.maybe_compact()
+                });
                 let mut host = AcceptorIo { io: &mut act.io, ctx };
                 driver::acceptor_synced(&mut act.core, &mut act.driver, &mut host, res);
-            }),
-        );
+            },
+        ));
         Ok(Sync::Started)
     }
 
@@ -108,6 +157,10 @@ impl AcceptorActor {
                 peers,
                 handled: 0,
                 rejected: 0,
+                last_record: 0,
+                durable_end: 0,
+                compact: None,
+                compacted_bytes: 0,
             },
         }
     }
@@ -144,8 +197,20 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
 impl Handler<Local> for AcceptorActor {
     type Result = ();
 
-    fn handle(&mut self, Local(msg): Local, _: &mut Context<Self>) {
-        tracing::error!(node = self.io.peers.id, role = "acceptor", ?msg, "not handled yet");
+    fn handle(&mut self, Local(msg): Local, ctx: &mut Context<Self>) {
+        match msg {
+            // A durable snapshot covers the slots below `below`: forget them.
+            LocalMessage::Compact { below } => {
+                let mut host = AcceptorIo { io: &mut self.io, ctx };
+                driver::acceptor_compact(&mut self.core, &mut self.driver, &mut host, below);
+            }
+            other => tracing::error!(
+                node = self.io.peers.id,
+                role = "acceptor",
+                ?other,
+                "not an acceptor's message"
+            ),
+        }
     }
 }
 
@@ -163,6 +228,7 @@ impl Handler<GetAcceptorStatus> for AcceptorActor {
             flushes: stats.syncs,
             flushed_replies: stats.synced_readies,
             largest_batch: stats.largest_group,
+            compacted_bytes: self.io.compacted_bytes,
         })
     }
 }

@@ -1,15 +1,21 @@
 //! The learner's shell: hands the core ([`crate::roles::learner`]) decisions and ticks,
 //! and hosts it over `decided.wal` (appended without a sync: the state machine syncs it
-//! before a snapshot that covers it is installed).
+//! before a snapshot that covers it is installed; compacted below each durable
+//! snapshot) and over the snapshot files of a transfer: it serves chunks of
+//! `snapshot.bin` to lagging peers and writes the chunks it receives
+//! (`crate::storage::snapshot`).
 
 use super::{FromPeer, Halt, Local, Peers};
+use crate::driver::SnapshotPiece;
 use crate::driver::{Driver, Host};
 use crate::error::{Error, Result};
 use crate::messages::local::LocalMessage;
 use crate::messages::{LearnerMessage, NodeId, PeerMessage, Slot, Value};
 use crate::roles::learner::{Learner, LearnerInput};
 use crate::roles::ready::Write;
+use crate::storage::Storage;
 use crate::storage::decided_log::DecidedLog;
+use crate::storage::snapshot::SnapshotSource;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
@@ -22,6 +28,11 @@ pub struct LearnerStatus {
     pub pending_slots: u64,
     pub handled: u64,
     pub fetches_sent: u64,
+    /// Snapshot chunks received from peers and sent to them.
+    pub snapshot_chunks_received: u64,
+    pub snapshot_chunks_sent: u64,
+    /// Bytes given back by compacting the decided log.
+    pub compacted_bytes: u64,
 }
 
 #[derive(Message)]
@@ -49,12 +60,37 @@ struct Io {
     cache: Option<(u64, (Slot, Vec<Value>))>,
     peers: Peers,
     fetches_sent: u64,
+    storage: Storage,
+    source: SnapshotSource,
+    chunks_received: u64,
+    chunks_sent: u64,
+    compacted_bytes: u64,
 }
 
 impl Host for Io {
     fn append(&mut self, write: Write) -> Result<()> {
         match write {
             Write::Decided(values) => self.log.append(&values),
+            Write::Compact { below } => {
+                let freed = self.log.compact(below)?;
+                self.compacted_bytes += freed;
+                tracing::info!(
+                    node = self.peers.id,
+                    role = "learner",
+                    below,
+                    freed,
+                    "decided log compacted"
+                );
+                Ok(())
+            }
+            Write::SnapshotChunk { offset, data, .. } => {
+                self.chunks_received += 1;
+                self.storage.write_incoming(offset, &data)
+            }
+            Write::SnapshotReceived { at } => {
+                tracing::info!(node = self.peers.id, role = "learner", at, "snapshot received");
+                self.storage.finish_incoming()
+            }
             other => Err(Error::Storage(format!("the learner cannot write {other:?}"))),
         }
     }
@@ -79,13 +115,18 @@ impl Host for Io {
         self.log.get(slot, &mut self.cache)
     }
 
+    fn read_snapshot(&mut self, offset: u64, max_bytes: usize) -> Result<Option<SnapshotPiece>> {
+        self.chunks_sent += 1;
+        self.source.read(&self.storage, offset, max_bytes)
+    }
+
     fn fail_stop(&mut self, error: &Error) {
         self.peers.fail_stop("learner", error);
     }
 }
 
 impl LearnerActor {
-    pub fn new(core: Learner, log: DecidedLog, peers: Peers, tick: std::time::Duration) -> Self {
+    pub fn new(core: Learner, log: DecidedLog, storage: Storage, peers: Peers, tick: std::time::Duration) -> Self {
         LearnerActor {
             core,
             driver: Driver::new(),
@@ -94,6 +135,11 @@ impl LearnerActor {
                 cache: None,
                 peers,
                 fetches_sent: 0,
+                storage,
+                source: SnapshotSource::default(),
+                chunks_received: 0,
+                chunks_sent: 0,
+                compacted_bytes: 0,
             },
             tick,
             handled: 0,
@@ -138,7 +184,18 @@ impl Handler<Local> for LearnerActor {
     type Result = ();
 
     fn handle(&mut self, Local(msg): Local, _: &mut Context<Self>) {
-        tracing::error!(node = self.io.peers.id, role = "learner", ?msg, "not handled yet");
+        match msg {
+            // The state machine made a snapshot durable (its own, or one we received).
+            LocalMessage::SnapshotDurable { at } => self.run(LearnerInput::SnapshotDurable { at }),
+            // The proposer leads above what we have learned.
+            LocalMessage::CatchUp { below, from } => self.run(LearnerInput::CatchUp { below, from }),
+            other => tracing::error!(
+                node = self.io.peers.id,
+                role = "learner",
+                ?other,
+                "not a learner's message"
+            ),
+        }
     }
 }
 
@@ -152,6 +209,9 @@ impl Handler<GetLearnerStatus> for LearnerActor {
             pending_slots: self.core.pending().len() as u64,
             handled: self.handled,
             fetches_sent: self.io.fetches_sent,
+            snapshot_chunks_received: self.io.chunks_received,
+            snapshot_chunks_sent: self.io.chunks_sent,
+            compacted_bytes: self.io.compacted_bytes,
         })
     }
 }

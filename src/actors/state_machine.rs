@@ -3,7 +3,9 @@
 //! snapshots: the core's [`Write::Snapshot`] is streamed to a temporary file on this
 //! actor's thread; then, on the blocking pool, the decided log is synced (the slots a
 //! snapshot covers must stay servable to lagging peers), and the file synced and renamed
-//! over `snapshot.bin`, while applies go on.
+//! over `snapshot.bin`, while applies go on. A snapshot the learner received from a
+//! peer ([`Write::InstallSnapshot`]) is read, synced and renamed over `snapshot.bin` on
+//! the blocking pool too, then handed back to the core to restore.
 
 use super::{FromPeer, Halt, Local, Peers};
 use crate::app::Application;
@@ -122,8 +124,13 @@ struct StateMachineIo<'a, A: Application> {
 
 impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
     fn append(&mut self, write: Write) -> Result<()> {
-        let Write::Snapshot { at } = write else {
-            return Err(Error::Storage(format!("the state machine cannot write {write:?}")));
+        let at = match write {
+            Write::Snapshot { at } => at,
+            Write::InstallSnapshot { at } => {
+                self.install_received(at);
+                return Ok(());
+            }
+            other => return Err(Error::Storage(format!("the state machine cannot write {other:?}"))),
         };
         let started = std::time::Instant::now();
         let node = self.io.node;
@@ -204,6 +211,37 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
     }
 }
 
+impl<A: Application> StateMachineIo<'_, A> {
+    /// Installs the snapshot the learner received, off this thread; the core restores it
+    /// once it is durable in place of the current one.
+    fn install_received(&mut self, at: Slot) {
+        let storage = self.io.storage.clone();
+        let started = std::time::Instant::now();
+        let install = actix_rt::task::spawn_blocking(move || storage.install_received(at));
+        let node = self.io.node;
+        self.ctx.spawn(
+            actix::fut::wrap_future::<_, StateMachineActor<A>>(install).map(move |res, act, ctx| {
+                let result = res
+                    .map_err(|e| Error::Storage(format!("snapshot install task: {e}")))
+                    .and_then(|r| r)
+                    .map_err(|e| e.to_string());
+                if let Ok(bytes) = &result {
+                    let (bytes, ms) = (bytes.len(), started.elapsed().as_millis() as u64);
+                    tracing::info!(
+                        node,
+                        role = "state_machine",
+                        slot = at,
+                        bytes,
+                        ms,
+                        "received snapshot installed"
+                    );
+                }
+                act.run(StateMachineInput::Restored { at, result }, ctx);
+            }),
+        );
+    }
+}
+
 /// A snapshot could not even be written: tell the core on the next turn.
 struct Installed(std::result::Result<u64, String>);
 
@@ -254,13 +292,18 @@ impl<A: Application> Handler<Local> for StateMachineActor<A> {
     type Result = ();
 
     fn handle(&mut self, Local(msg): Local, ctx: &mut Context<Self>) {
-        let LocalMessage::Apply(batch) = msg else {
-            return tracing::error!(
-                node = self.io.node,
-                role = "state_machine",
-                ?msg,
-                "not a state machine's message"
-            );
+        let batch = match msg {
+            LocalMessage::Apply(batch) => batch,
+            // The learner received a snapshot from a peer.
+            LocalMessage::InstallSnapshot { at } => return self.run(StateMachineInput::InstallSnapshot { at }, ctx),
+            other => {
+                return tracing::error!(
+                    node = self.io.node,
+                    role = "state_machine",
+                    ?other,
+                    "not a state machine's message"
+                );
+            }
         };
         for (slot, value) in &batch {
             let id = match value {

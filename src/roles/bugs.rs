@@ -26,6 +26,12 @@ pub struct PlantedBugs {
     /// The acceptor forgets accepted values evicted from memory: it neither reads them
     /// back for a `Prepare` nor stops its `Promise` at them.
     pub acceptor_promise_skips_stored: bool,
+    /// The state machine tells the acceptor and learner to compact below a snapshot as
+    /// soon as it asks for it, before the snapshot is durable.
+    pub state_machine_compacts_early: bool,
+    /// The learner takes a snapshot chunk wherever it comes from in the stream, and
+    /// hands the snapshot over without checking the whole-snapshot checksum.
+    pub learner_takes_chunks_out_of_order: bool,
 }
 
 impl PlantedBugs {
@@ -63,5 +69,17 @@ impl PlantedBugs {
     #[inline(always)]
     pub fn acceptor_promise_skips_stored(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.acceptor_promise_skips_stored
+    }
+
+    /// Whether [`PlantedBugs::state_machine_compacts_early`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn state_machine_compacts_early(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.state_machine_compacts_early
+    }
+
+    /// Whether [`PlantedBugs::learner_takes_chunks_out_of_order`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn learner_takes_chunks_out_of_order(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.learner_takes_chunks_out_of_order
     }
 }

@@ -22,11 +22,31 @@
 //! live in the decided log on disk. A `Fetch` for applied slots is answered from there:
 //! the core says which slots to serve ([`Ready::serve`]) and the driver reads them.
 //!
-//! **Left out.** Log truncation after a snapshot (a later issue): the decided log on disk
-//! is kept whole.
+//! **Compaction.** Once a snapshot covering every slot below `at` is durable on this node
+//! the state machine says so ([`LearnerInput::SnapshotDurable`]); the learner asks its
+//! log to give back the space below `at` ([`Write::Compact`]) and from then on answers a
+//! `Fetch` for those slots with `SnapshotOffer { at }`: they are only in the snapshot.
+//!
+//! **Snapshot transfer.** A learner offered a snapshot ahead of what it has applied
+//! takes it from the offering peer one chunk at a time (`SnapshotRead` →
+//! `SnapshotChunk`, about 1 MiB each, [`LearnerConfig::snapshot_chunk_bytes`]): only one
+//! chunk is in flight, so a transfer never takes more than one chunk's share of the
+//! link from the leader's traffic. Each chunk carries the CRC-32 of its bytes and of the
+//! whole snapshot; a chunk that fails its checksum or does not continue where the last
+//! one ended is dropped, and a chunk not answered within `fetch_retry_ticks` is asked for
+//! again from the same offset (resumed, not restarted, after a cut connection). The
+//! chunks go to a file on disk ([`Write::SnapshotChunk`]); once the last one is in and
+//! the whole-snapshot checksum matches ([`Write::SnapshotReceived`]) the state machine is
+//! told to install it ([`LocalMessage::InstallSnapshot`]). It installs it atomically and
+//! answers with `SnapshotDurable { at }`: the learner then continues from `at`,
+//! delivering what it already holds above and fetching the rest. A snapshot offered by
+//! a peer whose snapshot has moved on meanwhile is offered again at its new position.
+//!
+//! **Left out.** Receiving from several peers at once, and resuming a transfer across a
+//! restart of the receiving node (it starts over).
 
 use super::bugs::PlantedBugs;
-use super::ready::{Ready, Serve, Write};
+use super::ready::{Ready, Serve, ServeSnapshot, Write};
 use crate::messages::codec;
 use crate::messages::local::LocalMessage;
 use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
@@ -41,6 +61,13 @@ pub struct LearnerConfig {
     /// Most payload bytes in one `Fetched` (it must fit a transport frame); at least
     /// one value is sent whatever its size. By default what fits a default frame.
     pub max_fetch_bytes: usize,
+    /// Bytes of snapshot in one `SnapshotChunk` (it must fit a transport frame).
+    pub snapshot_chunk_bytes: usize,
+}
+
+/// Default bytes of snapshot in one chunk (1 MiB, or what fits the frame if less).
+pub fn default_chunk_bytes(max_frame: usize) -> usize {
+    (1 << 20).min(codec::message_budget(max_frame))
 }
 
 impl Default for LearnerConfig {
@@ -49,6 +76,7 @@ impl Default for LearnerConfig {
             fetch_retry_ticks: 20,
             max_fetch: 1024,
             max_fetch_bytes: codec::message_budget(codec::DEFAULT_MAX_FRAME),
+            snapshot_chunk_bytes: default_chunk_bytes(codec::DEFAULT_MAX_FRAME),
         }
     }
 }
@@ -57,34 +85,73 @@ impl Default for LearnerConfig {
 pub enum LearnerInput {
     Peer(NodeId, LearnerMessage),
     Tick,
+    /// From the state machine: a snapshot covering every slot below `at` is durable here
+    /// (its own, or one received and installed).
+    SnapshotDurable {
+        at: Slot,
+    },
+    /// From the proposer: every slot below `below` is decided, and node `from` has them.
+    CatchUp {
+        below: Slot,
+        from: NodeId,
+    },
 }
+
+/// A snapshot being received from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Incoming {
+    from: NodeId,
+    at: Slot,
+    /// Bytes received so far (the next chunk starts here), and their CRC-32.
+    offset: u64,
+    crc: u32,
+    /// When the last chunk was asked for, and how often in a row without an answer.
+    asked_at: u64,
+    unanswered: u32,
+    /// Complete and handed to the state machine: waiting for `SnapshotDurable`.
+    installing: bool,
+}
+
+/// Asks without an answer after which a transfer is given up (a fetch starts over,
+/// possibly from another peer).
+const MAX_UNANSWERED: u32 = 5;
 
 /// What the learner asks to have done, gathered while it handles one input and then
 /// handed over as a [`Ready`]: the learned values are written first, then the state
 /// machine gets the ordered ones and the proposer hears how far the log is learned.
 #[derive(Debug, Default)]
 struct Output {
+    writes: Vec<Write>,
     persist: Vec<(Slot, Value)>,
     apply: Vec<(Slot, Value)>,
+    install: Option<Slot>,
     send: Vec<(NodeId, PeerMessage)>,
     serve: Vec<Serve>,
+    serve_snapshot: Vec<ServeSnapshot>,
     learned: Option<Slot>,
 }
 
 impl From<Output> for Ready {
     fn from(out: Output) -> Ready {
-        let mut ready = Ready::default();
+        let mut ready = Ready {
+            writes: out.writes,
+            ..Ready::default()
+        };
         if !out.persist.is_empty() {
             ready.writes.push(Write::Decided(out.persist));
         }
         if !out.apply.is_empty() {
             ready.local.push(LocalMessage::Apply(out.apply));
         }
+        if let Some(at) = out.install {
+            ready.local.push(LocalMessage::InstallSnapshot { at });
+        }
         if let Some(slot) = out.learned {
             ready.local.push(LocalMessage::Learned(slot));
         }
         ready.send = out.send;
         ready.serve = out.serve;
+        ready.serve_snapshot = out.serve_snapshot;
         ready
     }
 }
@@ -106,6 +173,12 @@ pub struct Learner {
     source: Option<NodeId>,
     /// An outstanding fetch: from which slot, sent when.
     fetching: Option<(Slot, u64)>,
+    /// The decided log holds no slot below this one (given back after a snapshot).
+    floor: Slot,
+    /// This node's durable snapshot covers every slot below this one (0: none).
+    snapshot_at: Slot,
+    /// A snapshot being received.
+    incoming: Option<Incoming>,
 }
 
 impl Learner {
@@ -121,8 +194,24 @@ impl Learner {
             commit: 0,
             source: None,
             fetching: None,
+            floor: 0,
+            snapshot_at: 0,
+            incoming: None,
             bugs: PlantedBugs::default(),
         }
+    }
+
+    /// After a restart: this node's durable snapshot covers every slot below `at`, and
+    /// the decided log holds no slot below `floor` (at most `at`).
+    pub fn with_snapshot(mut self, at: Slot, floor: Slot) -> Self {
+        self.snapshot_at = at;
+        self.floor = floor.min(at);
+        self
+    }
+
+    /// The snapshot being received, if any: (from, covering slots below, bytes so far).
+    pub fn receiving(&self) -> Option<(NodeId, Slot, u64)> {
+        self.incoming.as_ref().map(|i| (i.from, i.at, i.offset))
     }
 
     /// Test-only: plants bugs (see [`PlantedBugs`]).
@@ -181,7 +270,13 @@ impl Learner {
             // Another learner asks for slots it lacks: send what we have, consecutive;
             // applied slots are on disk only, so the driver serves those.
             LearnerInput::Peer(from, LearnerMessage::Fetch { from: first, to }) => {
-                if first < self.next {
+                if first < self.floor {
+                    // Given back: those slots are only in the snapshot now.
+                    out.send.push((
+                        from,
+                        PeerMessage::Learner(LearnerMessage::SnapshotOffer { at: self.snapshot_at }),
+                    ));
+                } else if first < self.next {
                     out.serve.push(Serve {
                         to: from,
                         first,
@@ -207,15 +302,171 @@ impl Learner {
                     self.maybe_fetch(from, &mut out);
                 }
             }
-            // Time passes: retry a fetch that went unanswered.
+            // A peer has compacted the slots we asked for: take its snapshot if it is
+            // ahead of us and we are not taking one already.
+            LearnerInput::Peer(from, LearnerMessage::SnapshotOffer { at }) => {
+                let taking = self.incoming.as_ref().is_some_and(|i| i.at >= at);
+                if at > self.next && !taking {
+                    self.fetching = None;
+                    let incoming = Incoming {
+                        from,
+                        at,
+                        offset: 0,
+                        crc: 0,
+                        asked_at: self.now,
+                        unanswered: 0,
+                        installing: false,
+                    };
+                    out.send.push((from, read_next(&incoming)));
+                    self.incoming = Some(incoming);
+                }
+            }
+            // A peer takes our snapshot: one chunk from its offset (from disk, so the
+            // driver reads it; it offers our current snapshot if `at` is an older one).
+            LearnerInput::Peer(from, LearnerMessage::SnapshotRead { at, offset }) => {
+                if self.snapshot_at > 0 {
+                    out.serve_snapshot.push(ServeSnapshot {
+                        to: from,
+                        at,
+                        offset,
+                        max_bytes: self.cfg.snapshot_chunk_bytes,
+                    });
+                }
+            }
+            // A chunk of the snapshot we take: keep it if it is intact and continues
+            // where the last one ended; ask for the next, or hand the whole over.
+            LearnerInput::Peer(
+                from,
+                LearnerMessage::SnapshotChunk {
+                    at,
+                    offset,
+                    total,
+                    file_crc,
+                    crc,
+                    data,
+                },
+            ) => self.take_chunk(from, at, offset, total, file_crc, crc, data, &mut out),
+            // Time passes: retry a fetch, or a snapshot chunk, that went unanswered.
             LearnerInput::Tick => {
                 self.now += 1;
+                self.retry_chunk(&mut out);
                 if let Some(source) = self.source {
                     self.maybe_fetch(source, &mut out);
                 }
             }
+            // A snapshot is durable here: give back the log below it, serve it to lagging
+            // peers, and, if it was one we received, continue from where it ends.
+            LearnerInput::SnapshotDurable { at } => {
+                self.snapshot_at = self.snapshot_at.max(at);
+                if at > self.floor {
+                    self.floor = at;
+                    out.writes.push(Write::Compact { below: at });
+                }
+                if self.incoming.as_ref().is_some_and(|i| i.at <= at) {
+                    self.incoming = None;
+                }
+                if at > self.next {
+                    self.log = self.log.split_off(&at);
+                    self.next = at;
+                    self.commit = self.commit.max(at);
+                    self.fetching = None;
+                    out.learned = Some(at);
+                    self.deliver(&mut out);
+                    if let Some(source) = self.source {
+                        self.maybe_fetch(source, &mut out);
+                    }
+                }
+            }
+            // Our proposer leads from `below`: the slots under it are decided, and
+            // `from` has them.
+            LearnerInput::CatchUp { below, from } => {
+                if below > self.commit {
+                    self.commit = below;
+                    self.source = Some(from);
+                }
+                self.maybe_fetch(from, &mut out);
+            }
         }
         out.into()
+    }
+
+    /// Takes one chunk of the snapshot being received (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    fn take_chunk(
+        &mut self,
+        from: NodeId,
+        at: Slot,
+        offset: u64,
+        total: u64,
+        file_crc: u32,
+        crc: u32,
+        data: Vec<u8>,
+        out: &mut Output,
+    ) {
+        let Some(inc) = self.incoming.as_mut() else { return };
+        // Planted bug: any chunk of the snapshot goes on at the end of what we have.
+        let misplaced = inc.offset != offset && !self.bugs.learner_takes_chunks_out_of_order();
+        if inc.installing || inc.from != from || inc.at != at || misplaced {
+            return; // Not the chunk we wait for (a duplicate, or from an older ask).
+        }
+        let offset = inc.offset;
+        if crc32fast::hash(&data) != crc || offset + data.len() as u64 > total || (data.is_empty() && offset < total) {
+            tracing::warn!(
+                role = "learner",
+                from,
+                at,
+                offset,
+                "snapshot chunk damaged; asking again"
+            );
+            return; // The retry timer asks again.
+        }
+        let mut hasher = crc32fast::Hasher::new_with_initial(inc.crc);
+        hasher.update(&data);
+        inc.crc = hasher.finalize();
+        inc.offset += data.len() as u64;
+        inc.asked_at = self.now;
+        inc.unanswered = 0;
+        out.writes.push(Write::SnapshotChunk { at, offset, data });
+        if inc.offset < total {
+            out.send.push((from, read_next(inc)));
+        } else if inc.crc != file_crc && !self.bugs.learner_takes_chunks_out_of_order() {
+            tracing::warn!(
+                role = "learner",
+                from,
+                at,
+                "received snapshot fails its checksum; starting over"
+            );
+            inc.offset = 0;
+            inc.crc = 0;
+            out.send.push((from, read_next(inc)));
+        } else {
+            inc.installing = true;
+            out.writes.push(Write::SnapshotReceived { at });
+            out.install = Some(at);
+        }
+    }
+
+    /// Asks again for a snapshot chunk not answered in time; gives the transfer up after
+    /// [`MAX_UNANSWERED`] asks (the next fetch finds a source again). A snapshot handed
+    /// to the state machine that never became durable is given up the same way.
+    fn retry_chunk(&mut self, out: &mut Output) {
+        let Some(inc) = self.incoming.as_mut() else { return };
+        if self.now - inc.asked_at < self.cfg.fetch_retry_ticks {
+            return;
+        }
+        inc.asked_at = self.now;
+        inc.unanswered += 1;
+        if inc.unanswered > MAX_UNANSWERED {
+            tracing::warn!(
+                role = "learner",
+                from = inc.from,
+                at = inc.at,
+                "snapshot transfer given up"
+            );
+            self.incoming = None;
+        } else if !inc.installing {
+            out.send.push((inc.from, read_next(inc)));
+        }
     }
 
     fn learn(&mut self, first_slot: Slot, values: Vec<Value>, out: &mut Output) {
@@ -256,7 +507,7 @@ impl Learner {
     /// If slots below the known commit index are missing, ask `from` for them (once per
     /// retry interval).
     fn maybe_fetch(&mut self, from: NodeId, out: &mut Output) {
-        if from == self.id || self.commit <= self.next {
+        if from == self.id || self.commit <= self.next || self.incoming.is_some() {
             return;
         }
         if let Some((slot, at)) = self.fetching
@@ -277,6 +528,14 @@ impl Learner {
             PeerMessage::Learner(LearnerMessage::Fetch { from: self.next, to }),
         ));
     }
+}
+
+/// The request for the next chunk of `incoming`.
+fn read_next(incoming: &Incoming) -> PeerMessage {
+    PeerMessage::Learner(LearnerMessage::SnapshotRead {
+        at: incoming.at,
+        offset: incoming.offset,
+    })
 }
 
 /// The `Fetched` answer to a `Fetch` for `[first, end)`: consecutive values from

@@ -19,7 +19,7 @@
 //! 3. **Effects in order.** A role's effects take place in the order it returned them:
 //!    no later `Ready` overtakes an earlier one, even one waiting for a sync. Within one
 //!    `Ready`: local messages, then the leader change, then peer messages, then the
-//!    serving of reads from the decided log, then client answers, then the reads to
+//!    serving of reads from the decided log and of snapshot chunks, then client answers, then the reads to
 //!    ask the leader again for.
 //! 4. **Decided values and snapshots need not be durable at once.** A lost tail of the
 //!    decided log is fetched again or recovered by phase 1 (decided values are durable at
@@ -61,6 +61,17 @@ pub enum Write {
     /// this one is durable (the acceptor re-records its promise just before, so no record
     /// it still needs is lost).
     Compact { below: Slot },
+    /// Bytes of a snapshot being received from a peer (the learner): `data` at `offset`
+    /// of the incoming snapshot covering slots below `at` (offset 0 starts it afresh).
+    SnapshotChunk { at: Slot, offset: u64, data: Vec<u8> },
+    /// The incoming snapshot covering slots below `at` is complete and checksummed (the
+    /// learner): keep it for the state machine to install.
+    SnapshotReceived { at: Slot },
+    /// Install the received snapshot covering slots below `at` (the state machine): make
+    /// it durable in place of the current one, then hand it back to the core to restore
+    /// (`StateMachineInput::Restored`). A crash before the replacing rename leaves the
+    /// old snapshot and logs, which still make a consistent node.
+    InstallSnapshot { at: Slot },
 }
 
 impl Write {
@@ -81,6 +92,17 @@ pub struct Serve {
     pub max_bytes: usize,
 }
 
+/// A snapshot chunk to answer a peer's `SnapshotRead` with, from the node's durable
+/// snapshot: `max_bytes` bytes from `offset` of the snapshot covering slots below `at`
+/// (if the node's snapshot is another one by now, the peer is offered that one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeSnapshot {
+    pub to: NodeId,
+    pub at: Slot,
+    pub offset: u64,
+    pub max_bytes: usize,
+}
+
 /// Everything a role core asks for after one input. See the module docs for the rules
 /// by which it is carried out. `R` is the application's reply type (only the state
 /// machine answers clients).
@@ -97,6 +119,8 @@ pub struct Ready<R = ()> {
     pub send: Vec<(NodeId, PeerMessage)>,
     /// Fetches to answer from the decided log on disk.
     pub serve: Vec<Serve>,
+    /// Snapshot chunks to answer from the snapshot on disk.
+    pub serve_snapshot: Vec<ServeSnapshot>,
     /// Client requests answered (commands applied, reads served).
     pub answers: Vec<(RequestId, Outcome<R>)>,
     /// Linearizable reads still waiting that the node asked refused to confirm (it does
@@ -113,6 +137,7 @@ impl<R> Default for Ready<R> {
             leader: None,
             send: Vec::new(),
             serve: Vec::new(),
+            serve_snapshot: Vec::new(),
             answers: Vec::new(),
             retry_reads: Vec::new(),
         }
@@ -127,6 +152,7 @@ impl<R> Ready<R> {
             && self.leader.is_none()
             && self.send.is_empty()
             && self.serve.is_empty()
+            && self.serve_snapshot.is_empty()
             && self.answers.is_empty()
             && self.retry_reads.is_empty()
     }

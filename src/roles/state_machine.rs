@@ -19,6 +19,22 @@
 //! [`StateMachineInput::SnapshotInstalled`] (at most one snapshot at a time). A restart
 //! replays only the log after it.
 //!
+//! **Compaction.** With compaction on ([`SnapshotPolicy::compact`]) a snapshot is also
+//! taken every `every_slots` slots or once `every_bytes` of commands (at least half the
+//! last snapshot's size) were applied, whichever comes first, and once it is durable the
+//! core tells the acceptor ([`LocalMessage::Compact`]) and the learner
+//! ([`LocalMessage::SnapshotDurable`]) that every slot below it is in a durable
+//! snapshot: their logs give the space back. Never before it is durable: a crash would
+//! otherwise leave a node whose logs start above its snapshot.
+//!
+//! **Installing a received snapshot.** The learner hands over a snapshot it received
+//! from a peer ([`StateMachineInput::InstallSnapshot`]). If it is ahead of what is
+//! applied here, and once no snapshot of this node's own is being made durable (so two
+//! renames never race and the durable snapshot never goes back), the host makes it
+//! durable in place of the current one ([`Write::InstallSnapshot`]) and hands its bytes
+//! back ([`StateMachineInput::Restored`]); the core then replaces its state with it and
+//! tells the learner (and the acceptor) where it now stands.
+//!
 //! **Answering.** Applying a request's command answers it ([`Ready::answers`]). A
 //! linearizable read (read index, Raft dissertation §6.4) waits here too: it is
 //! registered with `ReadWait`, gets its index from the leader's `ReadIndexReply`, and is
@@ -27,14 +43,14 @@
 //! **Invariant.** Slot `n` is applied only right after slot `n - 1`; an out-of-order
 //! delivery panics rather than diverge from the other replicas.
 //!
-//! **Left out.** Truncating the log behind a snapshot and shipping snapshots to a
-//! lagging node (a later issue).
+//! **Left out.** Incremental snapshots: every snapshot is the whole state.
 
 use super::bugs::PlantedBugs;
 use super::ready::{Outcome, Ready, Write};
 use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::messages::codec;
+use crate::messages::local::LocalMessage;
 use crate::messages::{ClientId, RequestId, Slot, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,13 +72,37 @@ pub enum StateMachineInput<C> {
     /// From the host: the snapshot asked for is durable (`Ok` with its size in bytes),
     /// or could not be made so.
     SnapshotInstalled(std::result::Result<u64, String>),
+    /// From the learner: a snapshot covering every slot below `at` was received from a
+    /// peer and is complete on disk.
+    InstallSnapshot { at: Slot },
+    /// From the host: the received snapshot covering slots below `at` is durable in
+    /// place of the current one; its bytes (or why it could not be installed).
+    Restored {
+        at: Slot,
+        result: std::result::Result<Vec<u8>, String>,
+    },
 }
 
 /// When to snapshot.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct SnapshotPolicy {
-    /// At most every this many applied slots (0: never).
+    /// At most every this many applied slots (0: never), once the commands applied since
+    /// add up to twice the last snapshot's size.
     pub every: u64,
+    /// Compaction: snapshot more often, and let the logs give back what a durable
+    /// snapshot covers (`None`: the logs are kept whole).
+    pub compact: Option<CompactPolicy>,
+}
+
+/// How often to snapshot for compaction: whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactPolicy {
+    /// Every this many applied slots.
+    pub every_slots: u64,
+    /// Once this many bytes of commands were applied (but at least half the last
+    /// snapshot's size, so that snapshotting a large state costs at most about twice
+    /// the log it saves).
+    pub every_bytes: u64,
 }
 
 /// A read waiting for its index, then for the state machine to reach it.
@@ -94,6 +134,10 @@ pub struct StateMachine<A: Application> {
     applied_bytes: u64,
     /// A snapshot taken at this slot is being made durable (at most one at a time).
     snapshotting: Option<Slot>,
+    /// A received snapshot covering slots below this one is being installed.
+    installing: Option<Slot>,
+    /// A received snapshot to install once `snapshotting` is done.
+    install_next: Option<Slot>,
     snapshots: u64,
     bugs: PlantedBugs,
 }
@@ -115,11 +159,13 @@ impl<A: Application> StateMachine<A> {
             next,
             sessions,
             reads: BTreeMap::new(),
-            policy: SnapshotPolicy { every: 0 },
+            policy: SnapshotPolicy::default(),
             last_snapshot: next,
             last_snapshot_bytes: 0,
             applied_bytes: 0,
             snapshotting: None,
+            installing: None,
+            install_next: None,
             snapshots: 0,
             bugs: PlantedBugs::default(),
         }
@@ -181,7 +227,8 @@ impl<A: Application> StateMachine<A> {
                 self.reads.remove(&id);
             }
             // The snapshot asked for is durable (or failed; the next one is due after as
-            // much log again, not on every batch).
+            // much log again, not on every batch): the logs may give back what it
+            // covers. Then a received snapshot that waited for it may be installed.
             StateMachineInput::SnapshotInstalled(result) => {
                 let at = self.snapshotting.take();
                 match (at, result) {
@@ -189,13 +236,74 @@ impl<A: Application> StateMachine<A> {
                         self.last_snapshot = at;
                         self.last_snapshot_bytes = bytes;
                         self.snapshots += 1;
+                        if self.policy.compact.is_some() && !self.bugs.state_machine_compacts_early() {
+                            compact(at, &mut out);
+                        }
                     }
                     (_, Err(e)) => tracing::error!(role = "state_machine", error = %e, "snapshot failed"),
                     (None, Ok(_)) => {}
                 }
+                if let Some(at) = self.install_next.take() {
+                    self.install(at, &mut out);
+                }
+            }
+            // The learner received a snapshot from a peer.
+            StateMachineInput::InstallSnapshot { at } => {
+                if self.snapshotting.is_some() {
+                    self.install_next = self.install_next.max(Some(at));
+                } else {
+                    self.install(at, &mut out);
+                }
+            }
+            // The received snapshot is durable in place of ours: it becomes our state.
+            StateMachineInput::Restored { at, result } => {
+                self.installing = None;
+                match result.and_then(|bytes| self.restore_in_place(at, &bytes).map_err(|e| e.to_string())) {
+                    Ok(()) => {
+                        if self.policy.compact.is_some() {
+                            out.local.push(LocalMessage::Compact { below: at });
+                        }
+                        out.local.push(LocalMessage::SnapshotDurable { at });
+                        self.answer_reads(&mut out);
+                    }
+                    Err(e) => {
+                        tracing::error!(role = "state_machine", at, error = %e, "cannot install a received snapshot")
+                    }
+                }
             }
         }
         out
+    }
+
+    /// Installs a received snapshot covering slots below `at`, if it is ahead of what is
+    /// applied here (an older one would take the state, and the durable snapshot, back).
+    fn install(&mut self, at: Slot, out: &mut Ready<A::Reply>) {
+        if at <= self.next || self.installing.is_some_and(|i| i >= at) {
+            return;
+        }
+        self.installing = Some(at);
+        out.writes.push(Write::InstallSnapshot { at });
+    }
+
+    /// Replaces the state with the snapshot `bytes`, which must cover slots below `at`.
+    fn restore_in_place(&mut self, at: Slot, bytes: &[u8]) -> Result<()> {
+        let SnapshotIn(next, app, sessions): SnapshotIn<A::Reply> = codec::decode_local(bytes)?;
+        if next != at {
+            return Err(Error::Storage(format!(
+                "the snapshot covers slots below {next}, not {at}"
+            )));
+        }
+        if next <= self.next {
+            return Ok(()); // Applied past it meanwhile: nothing to take.
+        }
+        self.app = A::restore(&app)?;
+        self.sessions = sessions;
+        self.next = next;
+        self.last_snapshot = next;
+        self.last_snapshot_bytes = bytes.len() as u64;
+        self.applied_bytes = 0;
+        self.snapshots += 1;
+        Ok(())
     }
 
     /// Answers every read whose index this state machine has reached.
@@ -217,19 +325,25 @@ impl<A: Application> StateMachine<A> {
         }
     }
 
-    /// Asks for a snapshot every `policy.every` slots, once the log written since the
-    /// last one is at least twice its size, and none is being made durable.
+    /// Asks for a snapshot when [`SnapshotPolicy`] says it is due and none is being made
+    /// durable or installed.
     fn maybe_snapshot(&mut self, out: &mut Ready<A::Reply>) {
-        if self.policy.every == 0
-            || self.snapshotting.is_some()
-            || self.next - self.last_snapshot < self.policy.every
-            || self.applied_bytes < 2 * self.last_snapshot_bytes
-        {
+        let since = self.next - self.last_snapshot;
+        let periodic =
+            self.policy.every > 0 && since >= self.policy.every && self.applied_bytes >= 2 * self.last_snapshot_bytes;
+        let for_compaction = self.policy.compact.is_some_and(|c| {
+            since > 0
+                && (since >= c.every_slots || self.applied_bytes >= c.every_bytes.max(self.last_snapshot_bytes / 2))
+        });
+        if self.snapshotting.is_some() || self.installing.is_some() || !(periodic || for_compaction) {
             return;
         }
         self.snapshotting = Some(self.next);
         self.applied_bytes = 0;
         out.writes.push(Write::Snapshot { at: self.next });
+        if self.policy.compact.is_some() && self.bugs.state_machine_compacts_early() {
+            compact(self.next, out); // Planted bug: before the snapshot is durable.
+        }
     }
 
     /// Test-only: plants bugs (see [`PlantedBugs`]).
@@ -323,6 +437,13 @@ impl<A: Application> StateMachine<A> {
         let SnapshotIn(next, app, sessions): SnapshotIn<A::Reply> = codec::decode_local(bytes)?;
         Ok(StateMachine::from_parts(A::restore(&app)?, next, sessions))
     }
+}
+
+/// Tells the acceptor and the learner that a durable snapshot covers every slot below
+/// `at`.
+fn compact<R>(at: Slot, out: &mut Ready<R>) {
+    out.local.push(LocalMessage::Compact { below: at });
+    out.local.push(LocalMessage::SnapshotDurable { at });
 }
 
 /// A writer that counts the bytes it passes on.

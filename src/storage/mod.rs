@@ -27,6 +27,7 @@ use crate::messages::Ballot;
 use crate::messages::codec;
 pub mod acceptor_log;
 pub mod decided_log;
+pub mod snapshot;
 pub mod wal;
 
 use std::fs::File;
@@ -38,10 +39,10 @@ use wal::Wal;
 /// The elector's ballot and the state machine's snapshot, each a file.
 #[derive(Clone)]
 pub struct Storage {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
-const SNAPSHOT: &str = "snapshot.bin";
+pub(crate) const SNAPSHOT: &str = "snapshot.bin";
 pub(crate) const DECIDED: &str = "decided.wal";
 const BALLOT: &str = "ballot";
 /// Where data directories from before kept the ballot (no longer read).

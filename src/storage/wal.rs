@@ -68,6 +68,11 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
+    /// The log's end once this group is written.
+    pub fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+
     /// Writes the group. Blocking: call it off an actor's thread if it must be fast.
     pub fn write(&self) -> Result<()> {
         let fail = |e: std::io::Error| Error::Storage(format!("log write: {e}"));

@@ -123,6 +123,7 @@
 pub mod checker;
 pub mod history;
 pub mod script;
+pub mod snapshot_check;
 mod world;
 
 pub use checker::Violation;
@@ -321,7 +322,7 @@ impl SimConfig {
 type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
-const BUGS: [(&str, BugSwitch); 6] = [
+const BUGS: [(&str, BugSwitch); 8] = [
     ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
     ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
     ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
@@ -331,6 +332,10 @@ const BUGS: [(&str, BugSwitch); 6] = [
     }),
     ("acceptor_promise_skips_stored", |b| {
         &mut b.acceptor_promise_skips_stored
+    }),
+    ("state_machine_compacts_early", |b| &mut b.state_machine_compacts_early),
+    ("learner_takes_chunks_out_of_order", |b| {
+        &mut b.learner_takes_chunks_out_of_order
     }),
 ];
 
@@ -379,6 +384,9 @@ pub struct Stats {
     pub applied: u64,
     /// State machine snapshots made durable.
     pub snapshots: u64,
+    /// Snapshot chunks received from peers, and snapshots received and installed.
+    pub snapshot_chunks: u64,
+    pub snapshots_installed: u64,
     /// Locks granted to lock clients, lock clients that died holding a lock, and
     /// sessions the leader's clock commands expired.
     pub lock_grants: u64,
@@ -397,6 +405,8 @@ impl Stats {
         self.ops_unknown += o.ops_unknown;
         self.read_index_reads += o.read_index_reads;
         self.chosen_slots += o.chosen_slots;
+        self.snapshot_chunks += o.snapshot_chunks;
+        self.snapshots_installed += o.snapshots_installed;
         self.applied += o.applied;
         self.snapshots += o.snapshots;
         self.lock_grants += o.lock_grants;
@@ -613,7 +623,7 @@ impl fmt::Display for Exploration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} snapshots, {} lock grants ({} holders died, {} sessions expired), {} crashes, {} partitions, {} elections",
+            "{} runs, {} steps in {:.2?} ({:.0} steps/s); {} ops answered ({} reads by read index), {} unknown, {} slots chosen, {} snapshots ({} received in {} chunks), {} lock grants ({} holders died, {} sessions expired), {} crashes, {} partitions, {} elections",
             self.runs,
             self.steps,
             self.elapsed,
@@ -623,6 +633,8 @@ impl fmt::Display for Exploration {
             self.stats.ops_unknown,
             self.stats.chosen_slots,
             self.stats.snapshots,
+            self.stats.snapshots_installed,
+            self.stats.snapshot_chunks,
             self.stats.lock_grants,
             self.stats.lock_clients_died,
             self.stats.sessions_expired,

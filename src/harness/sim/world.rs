@@ -8,12 +8,13 @@
 
 use super::checker::{Checker, Violation};
 use super::history::{OpInput, OpOutput, OpRecord};
+use super::snapshot_check::SnapshotCheck;
 use super::{SimConfig, Stats};
 use crate::app::Application;
 use crate::app::kv::{KvCommand, KvResult};
 use crate::app::lock_service::{LockCommand, LockReply, SessionId};
 use crate::app::service::{Service, ServiceCommand, ServiceReply};
-use crate::driver::{self, AcceptorHost, Driver, Host, Sync};
+use crate::driver::{self, AcceptorHost, Driver, Host, SnapshotPiece, Sync};
 use crate::error::{Error, Result as CrateResult};
 use crate::messages::codec;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
@@ -28,7 +29,7 @@ use crate::roles::learner::{Learner, LearnerConfig, LearnerInput};
 use crate::roles::proposer::{Proposer, ProposerConfig, ProposerInput};
 use crate::roles::ready::{AcceptorWrite, Outcome, Write};
 use crate::roles::rng::SeededRng;
-use crate::roles::state_machine::{SnapshotPolicy, StateMachine, StateMachineInput};
+use crate::roles::state_machine::{CompactPolicy, SnapshotPolicy, StateMachine, StateMachineInput};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The acceptor keeps this many of its latest values in memory (the node keeps 4096).
@@ -37,6 +38,10 @@ const SIM_HOT_SLOTS: u64 = 2;
 /// The state machine snapshots every this many slots (the node's default is 10,000), so
 /// that runs restart from snapshots too.
 const SIM_SNAPSHOT_EVERY: u64 = 40;
+
+/// Snapshot chunks are this small, so that a transfer takes several and can be cut,
+/// resumed and reordered.
+const SIM_CHUNK_BYTES: usize = 48;
 
 /// What a node keeps across a crash: exactly what the cores asked to persist, and of
 /// that only what a sync made durable (the decided log's appends count as durable: a
@@ -54,6 +59,15 @@ struct Disk {
     /// Every acceptance the acceptor ever wrote, with its value (for the checker: what an
     /// `Accepted` reveals).
     written: BTreeMap<(Slot, Ballot), Value>,
+    /// The durable snapshot covers every slot below this one.
+    snapshot_at: Slot,
+    /// Compactions of the acceptor's log waiting for a sync: (how many of the unsynced
+    /// writes must be durable first, below which slot).
+    unsynced_compactions: Vec<(usize, Slot)>,
+    /// A snapshot being received from a peer, and one received whole (covering slots
+    /// below `.0`), waiting to be installed.
+    incoming: Vec<u8>,
+    received: Option<(Slot, Vec<u8>)>,
 }
 
 impl Disk {
@@ -220,6 +234,13 @@ enum Event {
         at: Slot,
         bytes: Vec<u8>,
     },
+    /// The received snapshot covering slots below `at` is installed in place of the
+    /// node's own (durable).
+    InstallDone {
+        node: NodeId,
+        inc: u64,
+        at: Slot,
+    },
     /// Something bad happens.
     Chaos,
     Restart {
@@ -278,11 +299,14 @@ pub(crate) struct World {
     clock_seq: u64,
     /// The state machines snapshot every this many slots (from their next start on).
     snapshot_every: u64,
+    /// Log compaction (`None`: the logs are kept whole).
+    pub(crate) compact: Option<CompactPolicy>,
     /// How the clock loop's and the scripts' requests ended (`None`: not recorded, as in
     /// a random run, where nobody reads them).
     answered: Option<Vec<Answered>>,
     pub(crate) history: Vec<OpRecord>,
     pub(crate) checker: Checker,
+    pub(crate) snapshot_check: SnapshotCheck,
     pub(crate) steps: u64,
     pub(crate) digest: u64,
     pub(crate) trace: Option<Vec<String>>,
@@ -315,16 +339,24 @@ impl World {
             tokens: BTreeMap::new(),
             clock_seq: 0,
             snapshot_every: SIM_SNAPSHOT_EVERY,
+            compact: Some(CompactPolicy {
+                every_slots: SIM_SNAPSHOT_EVERY,
+                every_bytes: u64::MAX / 4,
+            }),
             answered: None,
             history: Vec::new(),
             checker: Checker::new(n),
+            snapshot_check: SnapshotCheck::default(),
             steps: 0,
             digest: 0xcbf2_9ce4_8422_2325,
             trace: cfg.trace.then(Vec::new),
             stats: Stats::default(),
             elector_cfg: ElectorConfig::default(),
             proposer_cfg: ProposerConfig::default(),
-            learner_cfg: LearnerConfig::default(),
+            learner_cfg: LearnerConfig {
+                snapshot_chunk_bytes: SIM_CHUNK_BYTES,
+                ..LearnerConfig::default()
+            },
             violation: None,
         };
         for &id in &ids {
@@ -457,14 +489,15 @@ impl World {
                     Local::Msg(LocalMessage::Event(e)) => self.run_elector(i, ElectorInput::Proposer(e)),
                     Local::Msg(LocalMessage::Learned(s)) => self.run_proposer(i, ProposerInput::Learned(s)),
                     Local::Msg(LocalMessage::Apply(batch)) => self.run_sm(i, StateMachineInput::Apply(batch)),
-                    Local::Msg(
-                        m @ (LocalMessage::Compact { .. }
-                        | LocalMessage::SnapshotDurable { .. }
-                        | LocalMessage::CatchUp { .. }
-                        | LocalMessage::InstallSnapshot { .. }),
-                    ) => {
-                        self.violated(format!("no role of the simulator handles {m:?} yet"));
-                        Ok(())
+                    Local::Msg(LocalMessage::Compact { below }) => self.compact_acceptor(i, below),
+                    Local::Msg(LocalMessage::SnapshotDurable { at }) => {
+                        self.run_learner(i, LearnerInput::SnapshotDurable { at })
+                    }
+                    Local::Msg(LocalMessage::CatchUp { below, from }) => {
+                        self.run_learner(i, LearnerInput::CatchUp { below, from })
+                    }
+                    Local::Msg(LocalMessage::InstallSnapshot { at }) => {
+                        self.run_sm(i, StateMachineInput::InstallSnapshot { at })
                     }
                 }
             }
@@ -485,8 +518,31 @@ impl World {
                 self.mix(at);
                 self.stats.snapshots += 1;
                 let size = bytes.len() as u64;
-                self.nodes[i].disk.snapshot = Some(bytes);
+                let id = self.nodes[i].id;
+                self.snapshot_check.snapshot_durable(id, at, &bytes)?;
+                let disk = &mut self.nodes[i].disk;
+                disk.snapshot = Some(bytes);
+                disk.snapshot_at = at;
                 self.run_sm(i, StateMachineInput::SnapshotInstalled(Ok(size)))
+            }
+            Event::InstallDone { node, inc, at } => {
+                let Some(i) = self.running(node, inc) else {
+                    return Ok(());
+                };
+                self.mix(11);
+                self.mix(at);
+                let result = match self.nodes[i].disk.received.take() {
+                    Some((received_at, bytes)) if received_at == at => {
+                        self.snapshot_check.snapshot_durable(node, at, &bytes)?;
+                        self.stats.snapshots_installed += 1;
+                        let disk = &mut self.nodes[i].disk;
+                        disk.snapshot = Some(bytes.clone());
+                        disk.snapshot_at = at;
+                        Ok(bytes)
+                    }
+                    _ => Err(format!("no received snapshot at {at}")),
+                };
+                self.run_sm(i, StateMachineInput::Restored { at, result })
             }
             Event::Tick { node, inc } => {
                 let Some(i) = self.running(node, inc) else {
@@ -666,6 +722,13 @@ impl World {
                 for w in disk.unsynced_acceptor.drain(..count).collect::<Vec<_>>() {
                     disk.write_acceptor(w);
                 }
+                // A compaction waits for the writes before it (the promise it re-records).
+                for (waits, below) in std::mem::take(&mut disk.unsynced_compactions) {
+                    match waits.checked_sub(count) {
+                        Some(waits) if waits > 0 => disk.unsynced_compactions.push((waits, below)),
+                        _ => disk.accepted = disk.accepted.split_off(&below),
+                    }
+                }
                 self.with_roles(i, |w, r| {
                     let mut host = SimHost::new(w, i, SimRole::Acceptor);
                     driver::acceptor_synced(&mut r.acceptor, &mut r.drivers.acceptor, &mut host, Ok(()));
@@ -729,6 +792,16 @@ impl World {
         })
     }
 
+    /// `AcceptorActor` told by its state machine that a durable snapshot covers every
+    /// slot below `below`.
+    fn compact_acceptor(&mut self, i: usize, below: Slot) -> Result<(), String> {
+        self.with_roles(i, |w, r| {
+            let mut host = SimHost::new(w, i, SimRole::Acceptor);
+            driver::acceptor_compact(&mut r.acceptor, &mut r.drivers.acceptor, &mut host, below);
+        });
+        Ok(())
+    }
+
     /// `LearnerActor`.
     fn run_learner(&mut self, i: usize, input: LearnerInput) -> Result<(), String> {
         self.with_roles(i, |w, r| {
@@ -758,7 +831,12 @@ impl World {
                     w.checker.applied(id, *slot, value)?;
                 }
             }
+            let (before, restored) = (r.sm.next(), matches!(input, StateMachineInput::Restored { .. }));
             let ready = r.sm.handle(input);
+            if restored && r.sm.next() > before {
+                // A received snapshot was installed: the applied sequence goes on from it.
+                w.checker.restarted(id, r.sm.next());
+            }
             let mut host = SimHost::new(w, i, SimRole::StateMachine);
             host.sm = Some(&r.sm);
             r.drivers.sm.carry_out(ready, &mut host);
@@ -789,8 +867,12 @@ impl World {
         .with_bugs(bugs)
         .with_snapshots(SnapshotPolicy {
             every: self.snapshot_every,
+            compact: self.compact,
         });
-        let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next()).with_bugs(bugs);
+        let floor = disk.log.keys().next().map_or(sm.next(), |&first| first.min(sm.next()));
+        let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next())
+            .with_snapshot(sm.next(), floor)
+            .with_bugs(bugs);
         let elector = Elector::new(
             id,
             self.ids.clone(),
@@ -832,7 +914,9 @@ impl World {
         node.leader = None;
         // What no sync covered yet is gone.
         node.disk.unsynced_acceptor.clear();
+        node.disk.unsynced_compactions.clear();
         node.disk.unsynced_ballots.clear();
+        node.disk.incoming.clear();
         let pending = std::mem::take(&mut node.pending);
         for (id, p) in pending {
             self.gave_up(i, id, p.who);
@@ -1311,6 +1395,41 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
                 disk.unsynced_acceptor.push(w);
             }
             (SimRole::Elector, Write::Ballot(b)) => self.w.nodes[self.i].disk.unsynced_ballots.push(b),
+            (SimRole::Acceptor, Write::Compact { below }) => {
+                let durable = self.w.nodes[self.i].disk.snapshot_at;
+                if let Err(e) = self.w.snapshot_check.compacted(id, below, durable) {
+                    self.w.violated(e);
+                }
+                let disk = &mut self.w.nodes[self.i].disk;
+                let waits = disk.unsynced_acceptor.len();
+                disk.unsynced_compactions.push((waits, below));
+            }
+            (SimRole::Learner, Write::Compact { below }) => {
+                let durable = self.w.nodes[self.i].disk.snapshot_at;
+                if let Err(e) = self.w.snapshot_check.compacted(id, below, durable) {
+                    self.w.violated(e);
+                }
+                let disk = &mut self.w.nodes[self.i].disk;
+                disk.log = disk.log.split_off(&below);
+            }
+            (SimRole::Learner, Write::SnapshotChunk { offset, data, .. }) => {
+                let incoming = &mut self.w.nodes[self.i].disk.incoming;
+                incoming.resize(offset as usize, 0);
+                incoming.extend_from_slice(&data);
+                self.w.stats.snapshot_chunks += 1;
+            }
+            (SimRole::Learner, Write::SnapshotReceived { at }) => {
+                let bytes = std::mem::take(&mut self.w.nodes[self.i].disk.incoming);
+                if let Err(e) = self.w.snapshot_check.snapshot_received(id, at, &bytes) {
+                    self.w.violated(e);
+                }
+                self.w.nodes[self.i].disk.received = Some((at, bytes));
+            }
+            (SimRole::StateMachine, Write::InstallSnapshot { at }) => {
+                let (node, inc) = (id, self.w.nodes[self.i].incarnation);
+                let at_us = self.w.now + self.sync_latency();
+                self.w.schedule(at_us, Event::InstallDone { node, inc, at });
+            }
             (SimRole::Learner, Write::Decided(values)) => {
                 if let Err(e) = self.w.checker.learned(id, &values) {
                     self.w.violated(e);
@@ -1392,6 +1511,19 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         Ok(self.w.nodes[self.i].disk.log.get(&slot).cloned())
     }
 
+    fn read_snapshot(&mut self, offset: u64, max_bytes: usize) -> CrateResult<Option<SnapshotPiece>> {
+        let disk = &self.w.nodes[self.i].disk;
+        let Some(bytes) = &disk.snapshot else { return Ok(None) };
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(max_bytes).min(bytes.len());
+        Ok(Some(SnapshotPiece {
+            at: disk.snapshot_at,
+            total: bytes.len() as u64,
+            file_crc: crc32fast::hash(bytes),
+            data: bytes[start..end].to_vec(),
+        }))
+    }
+
     fn answer(&mut self, answers: Vec<(RequestId, Outcome<R>)>) {
         for (id, outcome) in answers {
             self.w.answered(self.i, id, R::service(outcome));
@@ -1454,6 +1586,9 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::Learner(LearnerMessage::Decide { .. }) => "Decide",
         PeerMessage::Learner(LearnerMessage::Fetch { .. }) => "Fetch",
         PeerMessage::Learner(LearnerMessage::Fetched { .. }) => "Fetched",
+        PeerMessage::Learner(LearnerMessage::SnapshotOffer { .. }) => "SnapshotOffer",
+        PeerMessage::Learner(LearnerMessage::SnapshotRead { .. }) => "SnapshotRead",
+        PeerMessage::Learner(LearnerMessage::SnapshotChunk { .. }) => "SnapshotChunk",
         PeerMessage::Elector(ElectorMessage::Heartbeat { .. }) => "Heartbeat",
         PeerMessage::Elector(ElectorMessage::HeartbeatReply { .. }) => "HeartbeatReply",
         PeerMessage::Elector(ElectorMessage::PreVote { .. }) => "PreVote",

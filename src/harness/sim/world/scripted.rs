@@ -320,6 +320,7 @@ impl Scripted {
                 | Event::AskAgain { .. }
                 | Event::Synced { .. }
                 | Event::SnapshotDone { .. }
+                | Event::InstallDone { .. }
                 | Event::Clock { .. } => Fate::Run,
             };
             match (fate, ev) {
@@ -1134,6 +1135,20 @@ fn describe(msg: &PeerMessage) -> String {
             "Fetched slots={} {}",
             slot_range(*first_slot, values.len() as u64),
             describe_values(values)
+        ),
+        PeerMessage::Learner(LearnerMessage::SnapshotOffer { at }) => format!("SnapshotOffer at={at}"),
+        PeerMessage::Learner(LearnerMessage::SnapshotRead { at, offset }) => {
+            format!("SnapshotRead at={at} offset={offset}")
+        }
+        PeerMessage::Learner(LearnerMessage::SnapshotChunk {
+            at,
+            offset,
+            total,
+            data,
+            ..
+        }) => format!(
+            "SnapshotChunk at={at} bytes={offset}..{} of {total}",
+            offset + data.len() as u64
         ),
         PeerMessage::Elector(ElectorMessage::Heartbeat { ballot }) => format!("Heartbeat ballot={ballot}"),
         PeerMessage::Elector(ElectorMessage::HeartbeatReply { ballot, highest }) => {
