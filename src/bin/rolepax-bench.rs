@@ -863,6 +863,8 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
     let interval = cfg.rate.map(|r| Duration::from_secs_f64(cfg.clients as f64 / r));
     let mut next_due = win.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / cfg.clients as f64));
     let host = ep.authority();
+    // Every client starts at the window's start (so with no warm-up, every request counts).
+    std::thread::sleep(win.start.saturating_duration_since(Instant::now()));
     loop {
         let now = Instant::now();
         if now >= win.end || live.finished_at(win).is_some() {
