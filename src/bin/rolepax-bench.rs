@@ -1811,7 +1811,7 @@ fn read_disk_samples(text: &str) -> Result<Vec<DiskTrack>, String> {
 
 /// Disk use against its bound (top) and RSS (bottom) over time, one color per node.
 fn render_disk_svg(title: &str, tracks: &[DiskTrack]) -> String {
-    let (w, h) = (760.0, 720.0);
+    let (w, h) = (800.0, 720.0);
     let disk = Panel {
         left: 70.0,
         top: 40.0,
