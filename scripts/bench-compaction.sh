@@ -44,9 +44,11 @@ sed -e 's/:710/:760/g' -e 's/:720/:770/g' config/local-3.toml >"$config"
 probe=$(ROLEPAX_COMPACTION=false "$bin/rolepax-node" --config "$config" --id 999 2>&1 || true)
 if [[ $probe == *ROLEPAX_COMPACTION* ]]; then
   off_env=()
+  no_switch=" (a build without compaction)"
   switch="no: this build has no compaction switch (ROLEPAX_COMPACTION is refused), so the \"off\" run is a second \"on\" run"
 else
   off_env=(ROLEPAX_COMPACTION=false)
+  no_switch=""
   switch="yes (ROLEPAX_COMPACTION=false for the \"off\" runs)"
 fi
 
@@ -123,7 +125,7 @@ disk_run() {
   kill -TERM "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   for id in 1 2 3; do stop_node "$id"; done
-  "$bin/rolepax-bench" plot-disk --title "$(sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$puts") puts, compaction ${name%%-*} ($name)" \
+  "$bin/rolepax-bench" plot-disk --title "$(sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$puts") puts, compaction ${name%%-*}$no_switch, $name" \
     --out "$work/$name.svg" "$work/$name.csv" >"$work/$name-disk.txt"
   cp "$work/$name.csv" "$work/$name.svg" "$work/$name.json" "$results/"
 }

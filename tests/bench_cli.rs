@@ -62,6 +62,25 @@ fn bench(args: &[&str]) -> Output {
         .expect("run rolepax-bench")
 }
 
+/// Runs the bench with `args` and `--json`, expects exit 0; answers its output and summary.
+fn bench_summary(args: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("run.json");
+    let json_s = json.to_string_lossy().to_string();
+    let out = bench(&[args, &["--json", &json_s]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
+    (out, run)
+}
+
+fn assert_stdout_has(out: &Output, wanted: &str) {
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(wanted),
+        "stdout should contain {wanted:?}: {}",
+        text(out)
+    );
+}
+
 fn text(out: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -288,9 +307,7 @@ fn a_server_dying_mid_run_is_reported_as_errors() {
         }
         server_dead.store(true, Ordering::SeqCst);
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("run.json");
-    let out = bench(&[
+    let (out, run) = bench_summary(&[
         "--endpoints",
         &format!("http://{addr}"),
         "--clients",
@@ -301,21 +318,12 @@ fn a_server_dying_mid_run_is_reported_as_errors() {
         "3",
         "--timeout",
         "2",
-        "--json",
-        &json.to_string_lossy(),
     ]);
     server.join().expect("fake server thread");
     assert!(dead.load(Ordering::SeqCst));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let run: Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
     assert!(run["ok"].as_u64().is_some_and(|n| n > 0), "{run}");
     assert!(run["errors"].as_u64().is_some_and(|n| n > 0), "{run}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("errors:"),
-        "{}",
-        text(&out)
-    );
+    assert_stdout_has(&out, "errors:");
 }
 
 /// `--requests N` against a stub that refuses every third put with 503: exactly `N` puts
@@ -345,9 +353,7 @@ fn requests_stops_after_exactly_n_successes() {
             });
         }
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("run.json");
-    let out = bench(&[
+    let (out, run) = bench_summary(&[
         "--endpoints",
         &format!("http://{addr}"),
         "--clients",
@@ -356,18 +362,13 @@ fn requests_stops_after_exactly_n_successes() {
         "0",
         "--requests",
         "500",
-        "--json",
-        &json.to_string_lossy(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(ok_puts.load(Ordering::SeqCst), 500, "{}", text(&out));
     assert!(
         puts.load(Ordering::SeqCst) >= 749,
         "every third put was refused: {}",
         text(&out)
     );
-    let run: Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
     assert_eq!(
         (&run["ok"], &run["target_requests"]),
         (&Value::from(500), &Value::from(500)),
@@ -375,21 +376,14 @@ fn requests_stops_after_exactly_n_successes() {
     );
     assert!(run["non_2xx"].as_u64().is_some_and(|n| n >= 249), "{run}");
     assert!(run["duration_s"].as_f64().is_some_and(|d| d > 0.0 && d < 60.0), "{run}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("until 500 requests succeeded"),
-        "{}",
-        text(&out)
-    );
+    assert_stdout_has(&out, "until 500 requests succeeded");
 }
 
 /// `--requests` with `--duration`: the time limit ends a run that cannot reach `N`.
 #[test]
 fn requests_with_a_duration_stops_at_the_time_limit() {
     let addr = start_server();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("run.json");
-    let started = Instant::now();
-    let out = bench(&[
+    let (_, run) = bench_summary(&[
         "--endpoints",
         &format!("http://{addr}"),
         "--clients",
@@ -402,13 +396,7 @@ fn requests_with_a_duration_stops_at_the_time_limit() {
         "100000000",
         "--duration",
         "2",
-        "--json",
-        &json.to_string_lossy(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(started.elapsed() < DEADLINE, "{}", text(&out));
-    let run: Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
     assert!(run["ok"].as_u64().is_some_and(|n| n > 0 && n < 100_000_000), "{run}");
     assert!(
         run["duration_s"].as_f64().is_some_and(|d| (d - 2.0).abs() < 0.5),

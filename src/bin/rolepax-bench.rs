@@ -286,6 +286,14 @@ fn split_flag(arg: &str) -> (String, Option<String>) {
     }
 }
 
+/// The value of `flag`: given inline (`--flag=value`) or the next argument.
+fn flag_value(flag: &str, inline: Option<&str>, args: &mut impl Iterator<Item = String>) -> Result<String, String> {
+    inline
+        .map(str::to_string)
+        .or_else(|| args.next())
+        .ok_or_else(|| format!("{flag} needs a value"))
+}
+
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = args.into_iter().peekable();
     match args.peek().map(String::as_str) {
@@ -315,12 +323,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut endpoints = DEFAULT_ENDPOINT.to_string();
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--endpoints" => endpoints = value()?,
@@ -414,12 +417,7 @@ fn parse_plot_args(cmd: &str, title: &str, mut args: impl Iterator<Item = String
     let (mut title, mut out, mut inputs) = (title.to_string(), None, Vec::new());
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--title" => title = value()?,
@@ -442,12 +440,7 @@ fn parse_sample_args(mut args: impl Iterator<Item = String>) -> Result<Command, 
     let (mut dirs, mut pids, mut interval, mut out) = (Vec::new(), Vec::new(), Duration::from_secs(1), None);
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("sample: {flag} needs a value"))
-        };
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--dirs" => {
@@ -1408,6 +1401,16 @@ struct Panel {
 }
 
 impl Panel {
+    /// A chart `h` high from `top`, in the column every plot here uses (legend at its right).
+    fn at(top: f64, h: f64) -> Panel {
+        Panel {
+            left: 70.0,
+            top,
+            w: 520.0,
+            h,
+        }
+    }
+
     /// Maps `v` in `0..=max` to an x coordinate.
     fn x(&self, v: f64, max: f64) -> f64 {
         self.left + v / max * self.w
@@ -1534,14 +1537,8 @@ impl Svg {
 }
 
 fn render_svg(title: &str, series: &Series) -> String {
-    let (w, h) = (760.0, 480.0);
-    let p = Panel {
-        left: 70.0,
-        top: 40.0,
-        w: 520.0,
-        h: 390.0,
-    };
-    let mut svg = Svg::new(w, h, title, p.left + p.w / 2.0);
+    let p = Panel::at(40.0, 390.0);
+    let mut svg = Svg::new(760.0, 480.0, title, p.left + p.w / 2.0);
     let pts = series.iter().flat_map(|(_, p)| p.iter());
     let max_x = pts.clone().map(|p| p.1).fold(0.0f64, f64::max).max(1.0);
     let (min_y, max_y) = pts
@@ -1586,6 +1583,17 @@ fn render_svg(title: &str, series: &Series) -> String {
     svg.finish()
 }
 
+/// Writes what subcommand `cmd` drew to `out`, or says why there is nothing; answers
+/// whether the SVG was written.
+fn write_svg(cmd: &str, out: &Path, drawn: Result<String, String>) -> bool {
+    let written =
+        drawn.and_then(|svg| std::fs::write(out, svg).map_err(|e| format!("cannot write {}: {e}", out.display())));
+    if let Err(e) = &written {
+        eprintln!("rolepax-bench {cmd}: {e}");
+    }
+    written.is_ok()
+}
+
 fn plot(title: &str, out: &Path, inputs: &[PathBuf]) -> ExitCode {
     let mut texts = Vec::new();
     for p in inputs {
@@ -1597,18 +1605,11 @@ fn plot(title: &str, out: &Path, inputs: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    let series = match read_series(&texts) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("rolepax-bench plot: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = std::fs::write(out, render_svg(title, &series)) {
-        eprintln!("rolepax-bench plot: cannot write {}: {e}", out.display());
-        return ExitCode::from(2);
+    if write_svg("plot", out, read_series(&texts).map(|s| render_svg(title, &s))) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
-    ExitCode::SUCCESS
 }
 
 // ---------------------------------------------------------------------------------
@@ -1811,19 +1812,8 @@ fn read_disk_samples(text: &str) -> Result<Vec<DiskTrack>, String> {
 
 /// Disk use against its bound (top) and RSS (bottom) over time, one color per node.
 fn render_disk_svg(title: &str, tracks: &[DiskTrack]) -> String {
-    let (w, h) = (800.0, 720.0);
-    let disk = Panel {
-        left: 70.0,
-        top: 40.0,
-        w: 520.0,
-        h: 360.0,
-    };
-    let rss = Panel {
-        top: 460.0,
-        h: 200.0,
-        ..disk
-    };
-    let mut svg = Svg::new(w, h, title, disk.left + disk.w / 2.0);
+    let (disk, rss) = (Panel::at(40.0, 360.0), Panel::at(460.0, 200.0));
+    let mut svg = Svg::new(800.0, 720.0, title, disk.left + disk.w / 2.0);
     let all = || tracks.iter().flat_map(|t| t.points.iter());
     let max_t = all().map(|p| p.0).fold(0.0, f64::max).max(1.0);
     let max_disk = all().map(|p| p.1.max(DiskTrack::bound(p.2))).max().unwrap_or(0) as f64 / MIB;
@@ -1867,17 +1857,13 @@ fn plot_disk(title: &str, out: &Path, input: &Path) -> ExitCode {
         Ok(text) => read_disk_samples(&text),
         Err(e) => Err(format!("cannot read {}: {e}", input.display())),
     };
-    let tracks = match tracks {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("rolepax-bench plot-disk: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = std::fs::write(out, render_disk_svg(title, &tracks)) {
-        eprintln!("rolepax-bench plot-disk: cannot write {}: {e}", out.display());
+    let drawn = tracks
+        .as_ref()
+        .map(|t| render_disk_svg(title, t))
+        .map_err(String::clone);
+    let (true, Ok(tracks)) = (write_svg("plot-disk", out, drawn), tracks) else {
         return ExitCode::from(2);
-    }
+    };
     println!("{DISK_SUMMARY_HEADER}");
     for t in &tracks {
         println!("{}", t.summary());
