@@ -10,32 +10,17 @@
 # Ports: 7101-7103 and 7201-7203 (the working tree's cluster, config/local-3.toml),
 # 7301-7303 and 7401-7403 (REV's), and etcd's. Stops everything it started on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 rev=${1:?usage: scripts/bench-compare.sh REV [SECONDS_PER_LOAD]}
 secs=${2:-5}
 rounds=${ROUNDS:-5}
-here=$(pwd)
-shared=$here/../shared/bench
-target=${CARGO_TARGET_DIR:-$here/target}
-work=$(mktemp -d "${TMPDIR:-/tmp}/rolepax-compare.XXXXXX")
-pids=()
-ok=0
-
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_init compare
+cleanup_more() {
   "$shared/etcd-cluster.sh" stop "$work/etcd" >/dev/null 2>&1 || true
   git worktree remove --force "$work/rev" >/dev/null 2>&1 || true
-  if [ "$ok" = 1 ]; then rm -rf "$work"; else echo "bench-compare: logs kept in $work" >&2; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for port in 7201 7202 7203 7401 7402 7403; do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/health"; then
-    echo "bench-compare: port $port already answers (a cluster running?); stop it first" >&2; exit 2
-  fi
-done
+bench_ports_free 7201 7202 7203 7401 7402 7403
 
 rev_name="$(git rev-parse --short "$rev")"
 now_name="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo '+changes')"

@@ -17,31 +17,16 @@
 # and wrk with apt-get when they are missing (the shared scripts do). Stops everything it
 # started on exit; logs are kept in the printed temporary directory when something fails.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 secs=${1:-5}
 rounds=${ROUNDS:-5}
 warmup=1
-here=$(pwd)
-shared=$here/../shared/bench
-target=${CARGO_TARGET_DIR:-$here/target}
-work=$(mktemp -d "${TMPDIR:-/tmp}/rolepax-bench.XXXXXX")
-pids=()
-ok=0
-
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_init bench
+cleanup_more() {
   "$shared/etcd-cluster.sh" stop "$work/etcd" >/dev/null 2>&1 || true
-  if [ "$ok" = 1 ]; then rm -rf "$work"; else echo "bench-report: logs kept in $work" >&2; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for port in 7201 7202 7203; do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/health"; then
-    echo "bench-report: port $port already answers (a local cluster running?); stop it first" >&2; exit 2
-  fi
-done
+bench_ports_free 7201 7202 7203
 
 echo "== building rolepax (release)" >&2
 # The revision is noted at build time: the tree may change while the benchmark runs.

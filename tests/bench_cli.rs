@@ -3,6 +3,9 @@
 //! errors); exit code 2 for a bad URL, an unreachable endpoint and a server that is not
 //! an etcd gateway; and a fake gateway (chunked answers) that dies mid-run, which the
 //! run reports as errors instead of stopping. `plot` turns the CSV into an SVG.
+//! `--requests N` ends a run after exactly `N` successes (a stub refusing some puts) or
+//! at a given `--duration`; `sample` follows data directories and processes until they
+//! exit, and `plot-disk` checks its rows against 3 x snapshot + 64 MiB.
 //!
 //! Leaves out open-loop accuracy and real etcd (see scripts/bench-report.sh).
 
@@ -15,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,25 @@ fn bench(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run rolepax-bench")
+}
+
+/// Runs the bench with `args` and `--json`, expects exit 0; answers its output and summary.
+fn bench_summary(args: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("run.json");
+    let json_s = json.to_string_lossy().to_string();
+    let out = bench(&[args, &["--json", &json_s]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
+    (out, run)
+}
+
+fn assert_stdout_has(out: &Output, wanted: &str) {
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(wanted),
+        "stdout should contain {wanted:?}: {}",
+        text(out)
+    );
 }
 
 fn text(out: &Output) -> String {
@@ -285,9 +307,7 @@ fn a_server_dying_mid_run_is_reported_as_errors() {
         }
         server_dead.store(true, Ordering::SeqCst);
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("run.json");
-    let out = bench(&[
+    let (out, run) = bench_summary(&[
         "--endpoints",
         &format!("http://{addr}"),
         "--clients",
@@ -298,19 +318,178 @@ fn a_server_dying_mid_run_is_reported_as_errors() {
         "3",
         "--timeout",
         "2",
-        "--json",
-        &json.to_string_lossy(),
     ]);
     server.join().expect("fake server thread");
     assert!(dead.load(Ordering::SeqCst));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let run: Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("JSON written").trim()).expect("JSON parses");
     assert!(run["ok"].as_u64().is_some_and(|n| n > 0), "{run}");
     assert!(run["errors"].as_u64().is_some_and(|n| n > 0), "{run}");
+    assert_stdout_has(&out, "errors:");
+}
+
+/// `--requests N` against a stub that refuses every third put with 503: exactly `N` puts
+/// are answered 200 (failures give their ticket back and are sent again), the run ends
+/// by itself without a `--duration`, and the report says so.
+#[test]
+fn requests_stops_after_exactly_n_successes() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (puts, ok_puts) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (p, o) = (puts.clone(), ok_puts.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (p, o) = (p.clone(), o.clone());
+            std::thread::spawn(move || {
+                let answer = |path: &str| {
+                    if path != "/v3/kv/put" {
+                        return (200, r#"{"header":{"revision":"1"}}"#.to_string(), false);
+                    }
+                    if p.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+                        return (503, r#"{"error":"busy","code":503}"#.to_string(), false);
+                    }
+                    o.fetch_add(1, Ordering::SeqCst);
+                    (200, r#"{"header":{"revision":"2"}}"#.to_string(), false)
+                };
+                let _ = serve(stream, answer, &AtomicBool::new(false));
+            });
+        }
+    });
+    let (out, run) = bench_summary(&[
+        "--endpoints",
+        &format!("http://{addr}"),
+        "--clients",
+        "8",
+        "--warmup",
+        "0",
+        "--requests",
+        "500",
+    ]);
+    assert_eq!(ok_puts.load(Ordering::SeqCst), 500, "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("errors:"),
-        "{}",
+        puts.load(Ordering::SeqCst) >= 749,
+        "every third put was refused: {}",
         text(&out)
+    );
+    assert_eq!(
+        (&run["ok"], &run["target_requests"]),
+        (&Value::from(500), &Value::from(500)),
+        "{run}"
+    );
+    assert!(run["non_2xx"].as_u64().is_some_and(|n| n >= 249), "{run}");
+    assert!(run["duration_s"].as_f64().is_some_and(|d| d > 0.0 && d < 60.0), "{run}");
+    assert_stdout_has(&out, "until 500 requests succeeded");
+}
+
+/// `--requests` with `--duration`: the time limit ends a run that cannot reach `N`.
+#[test]
+fn requests_with_a_duration_stops_at_the_time_limit() {
+    let addr = start_server();
+    let (_, run) = bench_summary(&[
+        "--endpoints",
+        &format!("http://{addr}"),
+        "--clients",
+        "2",
+        "--warmup",
+        "0",
+        "--timeout",
+        "30",
+        "--requests",
+        "100000000",
+        "--duration",
+        "2",
+    ]);
+    assert!(run["ok"].as_u64().is_some_and(|n| n > 0 && n < 100_000_000), "{run}");
+    assert!(
+        run["duration_s"].as_f64().is_some_and(|d| (d - 2.0).abs() < 0.5),
+        "{run}"
+    );
+}
+
+/// `sample` measures two data directories while their processes run, stops by itself
+/// once both are gone, and `plot-disk` draws the rows and checks the bound: a sparse
+/// 80 MiB file with no snapshot breaks it (apparent size counts), a directory with a
+/// snapshot stays within it.
+#[test]
+fn sample_follows_processes_and_plot_disk_checks_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (small, sparse) = (dir.path().join("n1"), dir.path().join("n2"));
+    std::fs::create_dir_all(small.join("sub")).expect("mkdir");
+    std::fs::create_dir_all(&sparse).expect("mkdir");
+    std::fs::write(small.join("snapshot.bin"), vec![7u8; 300_000]).expect("write");
+    std::fs::write(small.join("sub").join("acceptor.wal.0"), vec![1u8; 100_000]).expect("write");
+    std::fs::File::create(sparse.join("acceptor.wal.0"))
+        .and_then(|f| f.set_len(80 << 20))
+        .expect("sparse file");
+    let sleeper = || Command::new("sleep").arg("60").spawn().expect("run sleep");
+    let (mut a, mut b) = (sleeper(), sleeper());
+    let csv = dir.path().join("samples.csv");
+    let mut sampler = Command::new(env!("CARGO_BIN_EXE_rolepax-bench"))
+        .args(["sample", "--interval-ms", "50", "--out"])
+        .arg(&csv)
+        .arg("--dirs")
+        .arg(format!("{},{}", small.display(), sparse.display()))
+        .arg("--pids")
+        .arg(format!("{},{}", a.id(), b.id()))
+        .spawn()
+        .expect("run the sampler");
+    let rows = |min: usize| std::fs::read_to_string(&csv).is_ok_and(|t| t.lines().count() > min);
+    let deadline = Instant::now() + DEADLINE;
+    while !rows(3) {
+        assert!(Instant::now() < deadline, "the sampler wrote no rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in [&mut a, &mut b] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let stopped = loop {
+        if let Some(status) = sampler.try_wait().expect("sampler status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sampler did not stop after its processes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(stopped.success(), "{stopped:?}");
+
+    let table = std::fs::read_to_string(&csv).expect("samples written");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("time_s,unix_ms,disk_1,apparent_1,snapshot_1,rss_1,disk_2"),
+        "{table}"
+    );
+    let first: Vec<&str> = lines[1].split(',').collect();
+    let field = |i: usize| first[i].parse::<u64>().unwrap_or(0);
+    assert!(
+        field(2) >= 400_000 && field(3) == 400_000 && field(4) == 300_000,
+        "{table}"
+    );
+    assert!(field(5) > 0, "a running process has a resident size: {table}");
+    assert_eq!(field(7), 80 << 20, "{table}");
+
+    let svg = dir.path().join("disk.svg");
+    let out = bench(&[
+        "plot-disk",
+        "--title",
+        "test run",
+        "--out",
+        &svg.to_string_lossy(),
+        &csv.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let node = |n: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(node("1 ").contains("PASS") && node("2 ").contains("FAIL"), "{report}");
+    let drawn = std::fs::read_to_string(&svg).expect("SVG written");
+    assert!(
+        drawn.starts_with("<svg") && drawn.contains("test run") && drawn.contains("node 2"),
+        "{drawn}"
     );
 }

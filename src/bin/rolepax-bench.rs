@@ -24,7 +24,11 @@
 //! into HDR histograms (1 µs to 60 s, 3 significant digits); transport failures
 //! (refused, reset, timed out, unparsable answers) are counted as errors and the
 //! connection is reopened, so a server dying mid-run shows up as errors while the run
-//! goes on. Throughput counts 2xx answers per measured second. In open loop, requests
+//! goes on. With `--requests N` the run ends instead once `N` requests sent after the
+//! warm-up have answered 2xx: each such request holds one of `N` tickets, and a failed
+//! one (error or non-2xx) gives its ticket back, so exactly `N` succeed (unless a given
+//! `--duration` runs out first); the measured time ends with the `N`th success.
+//! Throughput counts 2xx answers per measured second. In open loop, requests
 //! that fell due in the window but were never sent (the client was still waiting on
 //! earlier ones) are reported as `unsent`.
 //!
@@ -60,6 +64,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const USAGE: &str = "\
 usage: rolepax-bench [options]
        rolepax-bench plot [--title TEXT] --out FILE.svg CSV...
+       rolepax-bench sample --dirs DIR,... [--pids PID,...] [--interval-ms MS] --out FILE.csv
+       rolepax-bench plot-disk [--title TEXT] --out FILE.svg SAMPLES.csv
 
 Closed-loop (or, with --rate, open-loop) load against the etcd v3 JSON gateway
 (POST /v3/kv/put, POST /v3/kv/range) of rolepax or etcd.
@@ -70,7 +76,10 @@ options:
   --read-ratio R        share of requests that are ranges, 0.0..1.0 (default 0)
   --keys N              keys key-0 .. key-<N-1>, chosen uniformly (default 100000)
   --value-size BYTES    size of each written value (default 128)
-  --duration SECS       measured time (default 10)
+  --duration SECS       measured time (default 10; with --requests, a time limit only
+                        when given)
+  --requests N          stop once N requests sent after the warm-up have succeeded
+                        (2xx) instead of after --duration
   --warmup SECS         unmeasured time before it (default 2)
   --rate REQ_PER_SEC    open loop: total requests per second at fixed intervals,
                         latency measured from the scheduled time
@@ -83,6 +92,16 @@ options:
 
 plot: reads CSV files written by --csv and draws throughput (x) against p99 latency
 (y, log scale) as an SVG, one line per label, one point per client count.
+
+sample: every --interval-ms (default 1000) writes one CSV row: seconds since start,
+unix ms, and per data directory N (in the order given): disk_N (allocated bytes of every
+file below it, as du counts), apparent_N (their sizes), snapshot_N (size of its
+snapshot.bin), rss_N (VmRSS of the Nth pid, empty once it is gone). Stops when every pid
+is gone, or on SIGTERM / Ctrl-C (each row is flushed as it is written).
+
+plot-disk: draws such samples as an SVG (disk use per node with its bound
+3 x snapshot + 64 MiB, and RSS, over time) and prints per node whether every sample
+stayed below the bound, the worst ratio to it, and RSS first / peak / last.
 
 exit codes:
   0  the run finished (errors, if any, are in the report)
@@ -183,7 +202,11 @@ struct Config {
     keys: u64,
     value_size: usize,
     duration: Duration,
+    /// With `requests`: whether `--duration` was given (then it is a time limit).
+    duration_given: bool,
     warmup: Duration,
+    /// Stop after this many successful requests sent after the warm-up.
+    requests: Option<u64>,
     rate: Option<f64>,
     serializable: bool,
     timeout: Duration,
@@ -201,7 +224,9 @@ impl Default for Config {
             keys: 100_000,
             value_size: 128,
             duration: Duration::from_secs(10),
+            duration_given: false,
             warmup: Duration::from_secs(2),
+            requests: None,
             rate: None,
             serializable: false,
             timeout: Duration::from_secs(10),
@@ -221,6 +246,21 @@ enum Command {
         out: PathBuf,
         inputs: Vec<PathBuf>,
     },
+    Sample(SampleArgs),
+    PlotDisk {
+        title: String,
+        out: PathBuf,
+        input: PathBuf,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+struct SampleArgs {
+    dirs: Vec<PathBuf>,
+    /// Empty, or one per directory.
+    pids: Vec<u32>,
+    interval: Duration,
+    out: PathBuf,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str, what: &str) -> Result<T, String> {
@@ -246,22 +286,44 @@ fn split_flag(arg: &str) -> (String, Option<String>) {
     }
 }
 
+/// The value of `flag`: given inline (`--flag=value`) or the next argument.
+fn flag_value(flag: &str, inline: Option<&str>, args: &mut impl Iterator<Item = String>) -> Result<String, String> {
+    inline
+        .map(str::to_string)
+        .or_else(|| args.next())
+        .ok_or_else(|| format!("{flag} needs a value"))
+}
+
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = args.into_iter().peekable();
-    if args.peek().map(String::as_str) == Some("plot") {
-        args.next();
-        return parse_plot_args(args);
+    match args.peek().map(String::as_str) {
+        Some("plot") => {
+            args.next();
+            return parse_plot_args("plot", DEFAULT_PLOT_TITLE, args);
+        }
+        Some("plot-disk") => {
+            args.next();
+            return match parse_plot_args("plot-disk", DEFAULT_DISK_TITLE, args)? {
+                Command::Plot { title, out, inputs } if inputs.len() == 1 => Ok(Command::PlotDisk {
+                    title,
+                    out,
+                    input: inputs.into_iter().next().unwrap_or_default(),
+                }),
+                Command::Plot { .. } => Err("plot-disk: give exactly one samples CSV file".into()),
+                other => Ok(other),
+            };
+        }
+        Some("sample") => {
+            args.next();
+            return parse_sample_args(args);
+        }
+        _ => {}
     }
     let mut cfg = Config::default();
     let mut endpoints = DEFAULT_ENDPOINT.to_string();
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--endpoints" => endpoints = value()?,
@@ -293,7 +355,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                     return Err(format!("{flag} {v:?}: at most 16 MiB"));
                 }
             }
-            "--duration" => cfg.duration = seconds(&flag, &value()?, false)?,
+            "--duration" => {
+                cfg.duration = seconds(&flag, &value()?, false)?;
+                cfg.duration_given = true;
+            }
+            "--requests" => {
+                let v = value()?;
+                let n: u64 = number(&flag, &v, "a whole number of requests")?;
+                if n == 0 {
+                    return Err(format!("{flag} {v:?}: expected at least one request"));
+                }
+                cfg.requests = Some(n);
+            }
             "--warmup" => cfg.warmup = seconds(&flag, &value()?, true)?,
             "--timeout" => cfg.timeout = seconds(&flag, &value()?, false)?,
             "--rate" => {
@@ -336,32 +409,82 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     Ok(Command::Run(cfg))
 }
 
-fn parse_plot_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let (mut title, mut out, mut inputs) = ("throughput vs p99 latency".to_string(), None, Vec::new());
+const DEFAULT_PLOT_TITLE: &str = "throughput vs p99 latency";
+const DEFAULT_DISK_TITLE: &str = "disk use and RSS over time";
+
+/// The arguments of `plot` (`cmd` names it in messages), or of `plot-disk` as a `Plot`.
+fn parse_plot_args(cmd: &str, title: &str, mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut title, mut out, mut inputs) = (title.to_string(), None, Vec::new());
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--title" => title = value()?,
             "--out" => out = Some(PathBuf::from(value()?)),
-            f if f.starts_with('-') && f.len() > 1 => return Err(format!("plot: unknown argument {f:?}")),
+            f if f.starts_with('-') && f.len() > 1 => return Err(format!("{cmd}: unknown argument {f:?}")),
             _ => inputs.push(PathBuf::from(arg)),
         }
     }
     if inputs.is_empty() {
-        return Err("plot: give at least one CSV file".into());
+        return Err(format!("{cmd}: give at least one CSV file"));
     }
     Ok(Command::Plot {
         title,
-        out: out.ok_or("plot: --out FILE.svg is required")?,
+        out: out.ok_or_else(|| format!("{cmd}: --out FILE.svg is required"))?,
         inputs,
     })
+}
+
+fn parse_sample_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut dirs, mut pids, mut interval, mut out) = (Vec::new(), Vec::new(), Duration::from_secs(1), None);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = split_flag(&arg);
+        let mut value = || flag_value(&flag, inline.as_deref(), &mut args);
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--dirs" => {
+                dirs = value()?
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            }
+            "--pids" => {
+                pids = value()?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| number::<u32>(&flag, p, "process ids"))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--interval-ms" => {
+                let v = value()?;
+                let ms: u64 = number(&flag, &v, "milliseconds")?;
+                if !(10..=3_600_000).contains(&ms) {
+                    return Err(format!("{flag} {v:?}: expected 10 to 3600000 milliseconds"));
+                }
+                interval = Duration::from_millis(ms);
+            }
+            "--out" => out = Some(PathBuf::from(value()?)),
+            other => return Err(format!("sample: unknown argument {other:?}")),
+        }
+    }
+    if dirs.is_empty() {
+        return Err("sample: --dirs DIR,... is required".into());
+    }
+    if !pids.is_empty() && pids.len() != dirs.len() {
+        return Err(format!(
+            "sample: {} --pids for {} --dirs: give one pid per directory",
+            pids.len(),
+            dirs.len()
+        ));
+    }
+    Ok(Command::Sample(SampleArgs {
+        dirs,
+        pids,
+        interval,
+        out: out.ok_or("sample: --out FILE.csv is required")?,
+    }))
 }
 
 // ---------------------------------------------------------------------------------
@@ -655,11 +778,53 @@ impl Tally {
     }
 }
 
-/// Live counters for the progress line (all answers and errors, warm-up included).
+/// Live counters for the progress line (all answers and errors, warm-up included), and
+/// the budget of a run with `--requests`.
 #[derive(Default)]
 struct Live {
     done: AtomicU64,
     errors: AtomicU64,
+    /// Tickets held by requests sent after the warm-up; a failed one gives its ticket back.
+    claimed: AtomicU64,
+    /// Ticketed requests that succeeded.
+    succeeded: AtomicU64,
+    /// When the last ticketed request succeeded, in µs after the window's start (0: not yet).
+    finished_us: AtomicU64,
+}
+
+impl Live {
+    /// Takes a ticket for one more request, if fewer than `n` are held or done.
+    fn claim(&self, n: u64) -> bool {
+        if self.claimed.fetch_add(1, Ordering::SeqCst) < n {
+            true
+        } else {
+            self.claimed.fetch_sub(1, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Settles a ticket: a success counts (the `n`th ends the run), a failure frees it.
+    fn settle(&self, success: bool, n: u64, win: Window) {
+        if !success {
+            self.claimed.fetch_sub(1, Ordering::SeqCst);
+        } else if self.succeeded.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            let us = win.start.elapsed().as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+            self.finished_us.store(us, Ordering::SeqCst);
+        }
+    }
+
+    /// When the run's last request succeeded, if it has.
+    fn finished_at(&self, win: Window) -> Option<Instant> {
+        match self.finished_us.load(Ordering::SeqCst) {
+            0 => None,
+            us => Some(win.start + Duration::from_micros(us)),
+        }
+    }
+
+    /// When the window closes: its end, or earlier once the budget is spent.
+    fn stop(&self, win: Window) -> Instant {
+        self.finished_at(win).map_or(win.end, |t| t.min(win.end))
+    }
 }
 
 /// The shared clock of a run.
@@ -691,9 +856,11 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
     let interval = cfg.rate.map(|r| Duration::from_secs_f64(cfg.clients as f64 / r));
     let mut next_due = win.start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / cfg.clients as f64));
     let host = ep.authority();
+    // Every client starts at the window's start (so with no warm-up, every request counts).
+    std::thread::sleep(win.start.saturating_duration_since(Instant::now()));
     loop {
         let now = Instant::now();
-        if now >= win.end {
+        if now >= win.end || live.finished_at(win).is_some() {
             break;
         }
         let started = match interval {
@@ -709,6 +876,16 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
                 due
             }
             None => now,
+        };
+        // With --requests, only requests sent after the warm-up count, each with a ticket.
+        let ticket = match cfg.requests {
+            Some(n) if started >= win.measure_from => {
+                if !live.claim(n) {
+                    break;
+                }
+                Some(n)
+            }
+            _ => None,
         };
         let read = rng.next_f64() < cfg.read_ratio;
         let key = B64.encode(format!("key-{}", rng.below(cfg.keys)));
@@ -733,7 +910,14 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
             },
         };
         let done = Instant::now();
-        let measured = done >= win.measure_from && done < win.end;
+        let measured = match ticket {
+            Some(_) => done < win.end,
+            None => cfg.requests.is_none() && done >= win.measure_from && done < win.end,
+        };
+        if let Some(n) = ticket {
+            let success = measured && outcome.as_ref().is_ok_and(|r| (200..300).contains(&r.status));
+            live.settle(success, n, win);
+        }
         match outcome {
             Ok(res) => {
                 live.done.fetch_add(1, Ordering::Relaxed);
@@ -764,15 +948,15 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
                 }
                 if refused && interval.is_none() {
                     // Could not even connect: back off a little instead of spinning.
-                    std::thread::sleep(Duration::from_millis(50).min(win.end.saturating_duration_since(done)));
+                    std::thread::sleep(Duration::from_millis(50).min(live.stop(win).saturating_duration_since(done)));
                 }
             }
         }
     }
     if let Some(i) = interval {
         // Requests due inside the window that this client never got to send.
-        let mut due = next_due.max(win.measure_from);
-        while due < win.end {
+        let (mut due, stop) = (next_due.max(win.measure_from), live.stop(win));
+        while due < stop {
             tally.unsent += 1;
             due += i;
         }
@@ -810,14 +994,22 @@ fn preflight(cfg: &Config) -> Result<Vec<Vec<SocketAddr>>, String> {
     Ok(all)
 }
 
+/// Longest run with `--requests` and no `--duration` (as long as `--duration` allows).
+const NO_TIME_LIMIT: Duration = Duration::from_secs(10_000_000);
+
 /// Runs the load, printing progress on stderr; answers the merged tally and the
 /// measured time.
 fn run(cfg: &Config, addrs: &[Vec<SocketAddr>]) -> (Tally, Duration) {
     let start = Instant::now() + Duration::from_millis(20);
+    let limit = if cfg.requests.is_some() && !cfg.duration_given {
+        NO_TIME_LIMIT
+    } else {
+        cfg.duration
+    };
     let win = Window {
         start,
         measure_from: start + cfg.warmup,
-        end: start + cfg.warmup + cfg.duration,
+        end: start + cfg.warmup + limit,
     };
     let live = Arc::new(Live::default());
     let mut total = Tally::new();
@@ -845,7 +1037,7 @@ fn run(cfg: &Config, addrs: &[Vec<SocketAddr>]) -> (Tally, Duration) {
     if io::stderr().is_terminal() {
         eprint!("\r{:79}\r", "");
     }
-    (total, cfg.duration)
+    (total, live.stop(win).saturating_duration_since(win.measure_from))
 }
 
 /// The `\r` progress line, until the window ends.
@@ -855,18 +1047,22 @@ fn progress(cfg: &Config, win: Window, live: &Live) {
     let tick = Duration::from_millis(500);
     loop {
         let now = Instant::now();
-        if now >= win.end {
+        if now >= live.stop(win) {
             break;
         }
-        std::thread::sleep(tick.min(win.end - now));
+        std::thread::sleep(tick.min(live.stop(win) - now));
         let now = Instant::now();
         let n = live.done.load(Ordering::Relaxed);
         let rate = (n - last_n) as f64 / (now - last_t).as_secs_f64().max(1e-3);
         (last_t, last_n) = (now, n);
         let phase = if now < win.measure_from { "warm-up" } else { "running" };
         let elapsed = now.saturating_duration_since(win.start).as_secs_f64();
+        let clock = match cfg.requests {
+            Some(n) => format!("{elapsed:5.1} s, {}/{n} ok", live.succeeded.load(Ordering::Relaxed)),
+            None => format!("{elapsed:5.1}/{total:.1} s"),
+        };
         eprint!(
-            "\r{phase} {elapsed:5.1}/{total:.1} s  {rate:9.0} req/s  errors {:<8}",
+            "\r{phase} {clock}  {rate:9.0} req/s  errors {:<8}",
             live.errors.load(Ordering::Relaxed)
         );
         let _ = io::stderr().flush();
@@ -911,6 +1107,7 @@ fn summary_json(cfg: &Config, t: &Tally, measured: Duration, started_unix: u64) 
         "value_size": cfg.value_size,
         "duration_s": measured.as_secs_f64(),
         "warmup_s": cfg.warmup.as_secs_f64(),
+        "target_requests": cfg.requests,
         "target_rate": cfg.rate,
         "serializable": cfg.serializable,
         "requests": answered + t.errors,
@@ -997,11 +1194,14 @@ fn append_line(path: &Path, header: Option<&str>, line: &str) -> io::Result<()> 
     f.write_all(text.as_bytes())
 }
 
-fn print_summary(cfg: &Config, t: &Tally, summary: &Value) {
-    let mode = match cfg.rate {
+fn print_summary(cfg: &Config, t: &Tally, summary: &Value, measured: Duration) {
+    let mut mode = match cfg.rate {
         Some(r) => format!("open loop at {r} req/s"),
         None => "closed loop".into(),
     };
+    if let Some(n) = cfg.requests {
+        let _ = write!(mode, " until {n} requests succeeded");
+    }
     println!(
         "{}: {} clients, {mode}, read ratio {}, {} keys, {}-byte values, {:.1} s measured after {:.1} s warm-up",
         cfg.label,
@@ -1009,7 +1209,7 @@ fn print_summary(cfg: &Config, t: &Tally, summary: &Value) {
         cfg.read_ratio,
         cfg.keys,
         cfg.value_size,
-        cfg.duration.as_secs_f64(),
+        measured.as_secs_f64(),
         cfg.warmup.as_secs_f64()
     );
     let eps: Vec<&str> = cfg.endpoints.iter().map(|e| e.url.as_str()).collect();
@@ -1074,7 +1274,7 @@ fn bench(cfg: &Config) -> ExitCode {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (tally, measured) = run(cfg, &addrs);
     let summary = summary_json(cfg, &tally, measured, started_unix);
-    print_summary(cfg, &tally, &summary);
+    print_summary(cfg, &tally, &summary, measured);
     let mut failed = false;
     if let Some(path) = &cfg.json
         && let Err(e) = append_line(path, None, &summary.to_string())
@@ -1177,53 +1377,180 @@ fn nice_step(max: f64, n: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// A tick label: at most three decimals, none when whole.
+fn tick_label(v: f64) -> String {
+    let r = (v * 1000.0).round() / 1000.0;
+    if r == r.trunc() {
+        format!("{r:.0}")
+    } else {
+        format!("{r}")
+    }
+}
+
+/// The rectangle of one chart inside an SVG, with its legend to the right.
+#[derive(Clone, Copy)]
+struct Panel {
+    left: f64,
+    top: f64,
+    w: f64,
+    h: f64,
+}
+
+impl Panel {
+    /// A chart `h` high from `top`, in the column every plot here uses (legend at its right).
+    fn at(top: f64, h: f64) -> Panel {
+        Panel {
+            left: 70.0,
+            top,
+            w: 520.0,
+            h,
+        }
+    }
+
+    /// Maps `v` in `0..=max` to an x coordinate.
+    fn x(&self, v: f64, max: f64) -> f64 {
+        self.left + v / max * self.w
+    }
+
+    /// Maps `v` in `0..=max` to a y coordinate (up is more).
+    fn y(&self, v: f64, max: f64) -> f64 {
+        self.top + self.h - v / max * self.h
+    }
+}
+
+/// An SVG being written by hand: header, white background and a title.
+struct Svg(String);
+
+impl Svg {
+    fn new(w: f64, h: f64, title: &str, title_x: f64) -> Svg {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+             font-family=\"sans-serif\" font-size=\"12\">"
+        );
+        let _ = writeln!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
+        let _ = writeln!(
+            s,
+            "<text x=\"{title_x}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
+            xml_escape(title)
+        );
+        Svg(s)
+    }
+
+    /// Vertical grid lines and labels under `p` for a linear x axis from 0 to at least
+    /// `max` in about `n` steps; answers the axis's end.
+    fn x_axis(&mut self, p: Panel, max: f64, n: f64) -> f64 {
+        let step = nice_step(max.max(1e-9), n);
+        let top = (max / step).ceil().max(1.0) * step;
+        for k in 0..=((top / step).round() as u64) {
+            let v = k as f64 * step;
+            let px = p.x(v, top);
+            let _ = writeln!(
+                self.0,
+                "<line x1=\"{px:.1}\" y1=\"{}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                p.top,
+                p.top + p.h,
+                p.top + p.h + 16.0,
+                tick_label(v)
+            );
+        }
+        top
+    }
+
+    /// Horizontal grid lines and labels left of `p` for a linear y axis, as [`Svg::x_axis`].
+    fn y_axis(&mut self, p: Panel, max: f64, n: f64) -> f64 {
+        let step = nice_step(max.max(1e-9), n);
+        let top = (max / step).ceil().max(1.0) * step;
+        for k in 0..=((top / step).round() as u64) {
+            let v = k as f64 * step;
+            self.y_grid_line(p, p.y(v, top), &tick_label(v), "#ddd");
+        }
+        top
+    }
+
+    fn y_grid_line(&mut self, p: Panel, py: f64, label: &str, stroke: &str) {
+        let _ = writeln!(
+            self.0,
+            "<line x1=\"{}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"{stroke}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+            p.left,
+            p.left + p.w,
+            p.left - 6.0,
+            py + 4.0
+        );
+    }
+
+    /// The panel's border and its axis titles.
+    fn frame(&mut self, p: Panel, x_title: &str, y_title: &str) {
+        let _ = writeln!(
+            self.0,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x_title}</text>\
+             <text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">{y_title}</text>",
+            p.left,
+            p.top,
+            p.w,
+            p.h,
+            p.left + p.w / 2.0,
+            p.top + p.h + 38.0,
+            p.top + p.h / 2.0
+        );
+    }
+
+    /// A line through `points` (already in SVG coordinates).
+    fn polyline(&mut self, points: impl Iterator<Item = (f64, f64)>, color: &str, dashed: bool) {
+        let path: Vec<String> = points.map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let dash = if dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+        let _ = writeln!(
+            self.0,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
+            path.join(" ")
+        );
+    }
+
+    /// Entry `i` of the legend right of `p`.
+    fn legend(&mut self, p: Panel, i: usize, color: &str, dashed: bool, name: &str) {
+        let ly = p.top + 10.0 + 20.0 * i as f64;
+        let dash = if dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+        let _ = writeln!(
+            self.0,
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            p.left + p.w + 12.0,
+            p.left + p.w + 32.0,
+            p.left + p.w + 38.0,
+            ly + 4.0,
+            xml_escape(name)
+        );
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push_str("</svg>\n");
+        self.0
+    }
+}
+
 fn render_svg(title: &str, series: &Series) -> String {
-    const COLORS: [&str; 8] = [
-        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-    ];
-    let (w, h, left, right, top, bottom) = (760.0, 480.0, 70.0, 170.0, 40.0, 50.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
+    let p = Panel::at(40.0, 390.0);
+    let mut svg = Svg::new(760.0, 480.0, title, p.left + p.w / 2.0);
     let pts = series.iter().flat_map(|(_, p)| p.iter());
     let max_x = pts.clone().map(|p| p.1).fold(0.0f64, f64::max).max(1.0);
     let (min_y, max_y) = pts
         .map(|p| p.2.max(1e-3))
         .fold((f64::MAX, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
-    let step = nice_step(max_x, 6.0);
-    let x_top = (max_x / step).ceil() * step;
+    let x_top = svg.x_axis(p, max_x, 6.0);
     let (lo_dec, hi_dec) = (
         min_y.log10().floor(),
         max_y.log10().ceil().max(min_y.log10().floor() + 1.0),
     );
-    let sx = |x: f64| left + x / x_top * pw;
-    let sy = |y: f64| top + ph - (y.max(1e-3).log10() - lo_dec) / (hi_dec - lo_dec) * ph;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = writeln!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
-        left + pw / 2.0,
-        xml_escape(title)
-    );
-    // Grid and ticks.
-    let mut x = 0.0;
-    while x <= x_top + step / 2.0 {
-        let px = sx(x);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            top + ph,
-            top + ph + 16.0,
-            x
-        );
-        x += step;
-    }
+    let sx = |x: f64| p.x(x, x_top);
+    let sy = |y: f64| p.y(y.max(1e-3).log10() - lo_dec, hi_dec - lo_dec);
     let mut dec = lo_dec;
     while dec <= hi_dec + 0.5 {
         for m in [1.0, 2.0, 5.0] {
@@ -1231,44 +1558,17 @@ fn render_svg(title: &str, series: &Series) -> String {
             if y.log10() > hi_dec + 1e-9 {
                 continue;
             }
-            let py = sy(y);
-            let _ = writeln!(
-                s,
-                "<line x1=\"{left}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"{}\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                left + pw,
-                if m == 1.0 { "#bbb" } else { "#eee" },
-                left - 6.0,
-                py + 4.0,
-                y
-            );
+            svg.y_grid_line(p, sy(y), &y.to_string(), if m == 1.0 { "#bbb" } else { "#eee" });
         }
         dec += 1.0;
     }
-    let _ = writeln!(
-        s,
-        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">throughput (req/s)</text>\
-         <text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">p99 latency (ms, log scale)</text>",
-        left + pw / 2.0,
-        h - 12.0,
-        top + ph / 2.0
-    );
-    // Series.
+    svg.frame(p, "throughput (req/s)", "p99 latency (ms, log scale)");
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", sx(p.1), sy(p.2)))
-            .collect();
-        let _ = writeln!(
-            s,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-            path.join(" ")
-        );
+        svg.polyline(points.iter().map(|q| (sx(q.1), sy(q.2))), color, false);
         for (c, x, y) in points {
             let _ = writeln!(
-                s,
+                svg.0,
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{} clients={c}: {x:.0} req/s, \
                  p99 {y} ms</title></circle><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" font-size=\"10\">c{c}</text>",
                 sx(*x),
@@ -1278,20 +1578,20 @@ fn render_svg(title: &str, series: &Series) -> String {
                 sy(*y) - 6.0
             );
         }
-        let ly = top + 10.0 + 20.0 * i as f64;
-        let _ = writeln!(
-            s,
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            left + pw + 12.0,
-            left + pw + 32.0,
-            left + pw + 38.0,
-            ly + 4.0,
-            xml_escape(name)
-        );
+        svg.legend(p, i, color, false, name);
     }
-    s.push_str("</svg>\n");
-    s
+    svg.finish()
+}
+
+/// Writes what subcommand `cmd` drew to `out`, or says why there is nothing; answers
+/// whether the SVG was written.
+fn write_svg(cmd: &str, out: &Path, drawn: Result<String, String>) -> bool {
+    let written =
+        drawn.and_then(|svg| std::fs::write(out, svg).map_err(|e| format!("cannot write {}: {e}", out.display())));
+    if let Err(e) = &written {
+        eprintln!("rolepax-bench {cmd}: {e}");
+    }
+    written.is_ok()
 }
 
 fn plot(title: &str, out: &Path, inputs: &[PathBuf]) -> ExitCode {
@@ -1305,16 +1605,268 @@ fn plot(title: &str, out: &Path, inputs: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    let series = match read_series(&texts) {
-        Ok(s) => s,
+    if write_svg("plot", out, read_series(&texts).map(|s| render_svg(title, &s))) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Disk and memory samples
+
+const MIB: f64 = (1u64 << 20) as f64;
+/// The issue's bound on a node's data directory: this many times its latest snapshot...
+const BOUND_SNAPSHOTS: u64 = 3;
+/// ...plus this much.
+const BOUND_SLACK: u64 = 64 << 20;
+
+/// Allocated bytes (512-byte blocks, as `du` counts) and apparent sizes of every file
+/// below `dir`. Files deleted while the walk runs are skipped; a missing `dir` is empty.
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut allocated, mut apparent) = (0, 0);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                allocated += meta.blocks() * 512;
+                apparent += meta.len();
+            }
+        }
+    }
+    (allocated, apparent)
+}
+
+/// Resident memory of a running process (`VmRSS`); `None` once it is gone (or a zombie).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    kib.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
+}
+
+fn sample_header(nodes: usize) -> String {
+    let mut h = String::from("time_s,unix_ms");
+    for n in 1..=nodes {
+        let _ = write!(h, ",disk_{n},apparent_{n},snapshot_{n},rss_{n}");
+    }
+    h
+}
+
+/// One CSV row for the moment `t` seconds after the start.
+fn sample_row(a: &SampleArgs, t: f64) -> String {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut row = format!("{t:.3},{unix_ms}");
+    for (i, dir) in a.dirs.iter().enumerate() {
+        let (allocated, apparent) = dir_bytes(dir);
+        let snapshot = std::fs::metadata(dir.join("snapshot.bin")).map_or(0, |m| m.len());
+        let rss = a
+            .pids
+            .get(i)
+            .and_then(|p| rss_bytes(*p))
+            .map_or(String::new(), |r| r.to_string());
+        let _ = write!(row, ",{allocated},{apparent},{snapshot},{rss}");
+    }
+    row
+}
+
+fn sample(a: &SampleArgs) -> ExitCode {
+    let opened: io::Result<Box<dyn Write>> = if a.out == Path::new("-") {
+        Ok(Box::new(io::stdout()))
+    } else {
+        std::fs::File::create(&a.out).map(|f| Box::new(f) as Box<dyn Write>)
+    };
+    let mut out = match opened {
+        Ok(o) => o,
         Err(e) => {
-            eprintln!("rolepax-bench plot: {e}");
+            eprintln!("rolepax-bench sample: cannot write {}: {e}", a.out.display());
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = std::fs::write(out, render_svg(title, &series)) {
-        eprintln!("rolepax-bench plot: cannot write {}: {e}", out.display());
+    let start = Instant::now();
+    let mut line = sample_header(a.dirs.len());
+    for k in 1u32.. {
+        // Each row goes out whole and at once, so SIGTERM or Ctrl-C loses nothing written.
+        line.push('\n');
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            eprintln!("rolepax-bench sample: cannot write {}: {e}", a.out.display());
+            return ExitCode::from(2);
+        }
+        if !a.pids.is_empty() && a.pids.iter().all(|p| rss_bytes(*p).is_none()) {
+            break;
+        }
+        std::thread::sleep((start + a.interval * (k - 1)).saturating_duration_since(Instant::now()));
+        line = sample_row(a, start.elapsed().as_secs_f64());
+    }
+    ExitCode::SUCCESS
+}
+
+/// One node's samples: (seconds, disk bytes, snapshot bytes, RSS bytes if running).
+/// Disk is the larger of allocated and apparent bytes, so neither preallocation nor
+/// sparse files make it look smaller.
+struct DiskTrack {
+    node: String,
+    points: Vec<(f64, u64, u64, Option<u64>)>,
+}
+
+impl DiskTrack {
+    fn bound(snapshot: u64) -> u64 {
+        BOUND_SNAPSHOTS * snapshot + BOUND_SLACK
+    }
+
+    /// The largest share of its bound a sample used.
+    fn worst_ratio(&self) -> f64 {
+        self.points
+            .iter()
+            .map(|p| p.1 as f64 / Self::bound(p.2) as f64)
+            .fold(0.0, f64::max)
+    }
+
+    fn rss(&self) -> impl Iterator<Item = u64> + '_ {
+        self.points.iter().filter_map(|p| p.3)
+    }
+
+    /// One line of the summary table.
+    fn summary(&self) -> String {
+        let worst = self.worst_ratio();
+        let peak = self.points.iter().map(|p| p.1).max().unwrap_or(0);
+        let snap = self.points.last().map_or(0, |p| p.2);
+        let mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / MIB));
+        format!(
+            "{:<5} {:>7} {:>13} {:>18} {:>17.3} {:>6}   {} / {} / {}",
+            self.node,
+            self.points.len(),
+            mib(Some(peak)),
+            mib(Some(snap)),
+            worst,
+            if worst < 1.0 { "PASS" } else { "FAIL" },
+            mib(self.rss().next()),
+            mib(self.rss().max()),
+            mib(self.rss().last())
+        )
+    }
+}
+
+const DISK_SUMMARY_HEADER: &str =
+    "node  samples  peak disk MiB  last snapshot MiB  worst disk/bound  check   RSS MiB first / peak / last";
+
+/// Parses the CSV written by `sample`: one track per `disk_N` column.
+fn read_disk_samples(text: &str) -> Result<Vec<DiskTrack>, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().ok_or("an empty samples file")?.split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| format!("samples without a {name} column"))
+    };
+    let time = col("time_s")?;
+    let mut columns = Vec::new();
+    for node in header.iter().filter_map(|h| h.strip_prefix("disk_")) {
+        let c = [
+            col(&format!("disk_{node}"))?,
+            col(&format!("apparent_{node}"))?,
+            col(&format!("snapshot_{node}"))?,
+            col(&format!("rss_{node}"))?,
+        ];
+        columns.push((node.to_string(), c));
+    }
+    if columns.is_empty() {
+        return Err("samples without disk_N columns".into());
+    }
+    let mut tracks: Vec<DiskTrack> = columns
+        .iter()
+        .map(|(node, _)| DiskTrack {
+            node: node.clone(),
+            points: Vec::new(),
+        })
+        .collect();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = |what: &str| format!("samples row {}: bad {what}: {line:?}", i + 2);
+        let num = |c: usize| f.get(c).and_then(|v| v.parse::<u64>().ok());
+        let t: f64 = f.get(time).and_then(|v| v.parse().ok()).ok_or_else(|| bad("time_s"))?;
+        for (track, (_, [disk, apparent, snapshot, rss])) in tracks.iter_mut().zip(&columns) {
+            let (Some(d), Some(a), Some(s)) = (num(*disk), num(*apparent), num(*snapshot)) else {
+                return Err(bad(&format!("disk_{}", track.node)));
+            };
+            track.points.push((t, d.max(a), s, num(*rss)));
+        }
+    }
+    if tracks[0].points.is_empty() {
+        return Err("samples without rows".into());
+    }
+    Ok(tracks)
+}
+
+/// Disk use against its bound (top) and RSS (bottom) over time, one color per node.
+fn render_disk_svg(title: &str, tracks: &[DiskTrack]) -> String {
+    let (disk, rss) = (Panel::at(40.0, 360.0), Panel::at(460.0, 200.0));
+    let mut svg = Svg::new(800.0, 720.0, title, disk.left + disk.w / 2.0);
+    let all = || tracks.iter().flat_map(|t| t.points.iter());
+    let max_t = all().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let max_disk = all().map(|p| p.1.max(DiskTrack::bound(p.2))).max().unwrap_or(0) as f64 / MIB;
+    let max_rss = all().filter_map(|p| p.3).max().unwrap_or(0) as f64 / MIB;
+    let (t_top, disk_top, rss_top) = (
+        svg.x_axis(disk, max_t, 8.0),
+        svg.y_axis(disk, max_disk.max(1.0), 6.0),
+        svg.y_axis(rss, max_rss.max(1.0), 4.0),
+    );
+    svg.x_axis(rss, max_t, 8.0);
+    svg.frame(disk, "time (s)", "data directory (MiB)");
+    svg.frame(rss, "time (s)", "RSS (MiB)");
+    for (i, track) in tracks.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let at = |p: Panel, t: f64, v: u64, top: f64| (p.x(t, t_top), p.y(v as f64 / MIB, top));
+        svg.polyline(track.points.iter().map(|q| at(disk, q.0, q.1, disk_top)), color, false);
+        svg.polyline(
+            track
+                .points
+                .iter()
+                .map(|q| at(disk, q.0, DiskTrack::bound(q.2), disk_top)),
+            color,
+            true,
+        );
+        let running = track
+            .points
+            .iter()
+            .filter_map(|q| q.3.map(|r| at(rss, q.0, r, rss_top)));
+        svg.polyline(running, color, false);
+        svg.legend(disk, i, color, false, &format!("node {}", track.node));
+        svg.legend(rss, i, color, false, &format!("node {}", track.node));
+    }
+    let n = tracks.len();
+    svg.legend(disk, n + 1, "#555", false, "data directory");
+    svg.legend(disk, n + 2, "#555", true, "3 × snapshot + 64 MiB");
+    svg.finish()
+}
+
+fn plot_disk(title: &str, out: &Path, input: &Path) -> ExitCode {
+    let tracks = match std::fs::read_to_string(input) {
+        Ok(text) => read_disk_samples(&text),
+        Err(e) => Err(format!("cannot read {}: {e}", input.display())),
+    };
+    let drawn = tracks
+        .as_ref()
+        .map(|t| render_disk_svg(title, t))
+        .map_err(String::clone);
+    let (true, Ok(tracks)) = (write_svg("plot-disk", out, drawn), tracks) else {
         return ExitCode::from(2);
+    };
+    println!("{DISK_SUMMARY_HEADER}");
+    for t in &tracks {
+        println!("{}", t.summary());
     }
     ExitCode::SUCCESS
 }
@@ -1327,6 +1879,8 @@ fn main() -> ExitCode {
         }
         Ok(Command::Run(cfg)) => bench(&cfg),
         Ok(Command::Plot { title, out, inputs }) => plot(&title, &out, &inputs),
+        Ok(Command::Sample(a)) => sample(&a),
+        Ok(Command::PlotDisk { title, out, input }) => plot_disk(&title, &out, &input),
         Err(e) => {
             eprintln!("rolepax-bench: {e}\n\n{USAGE}");
             ExitCode::from(2)
@@ -1359,6 +1913,119 @@ mod tests {
             (Duration::from_secs(10), Duration::from_secs(2))
         );
         assert_eq!((c.rate, c.serializable, c.json, c.csv), (None, false, None, None));
+        assert_eq!((c.requests, c.duration_given), (None, false));
+    }
+
+    #[test]
+    fn requests_parse_and_make_duration_a_limit_only_when_given() {
+        let c = cfg("--requests 5000");
+        assert_eq!((c.requests, c.duration_given), (Some(5000), false));
+        let c = cfg("--requests=7 --duration 3");
+        assert_eq!(
+            (c.requests, c.duration_given, c.duration),
+            (Some(7), true, Duration::from_secs(3))
+        );
+        for bad in ["--requests 0", "--requests -1", "--requests lots", "--requests"] {
+            assert!(args(bad).is_err_and(|e| e.contains("--requests")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tickets_make_exactly_n_successes() {
+        let start = Instant::now();
+        let win = Window {
+            start,
+            measure_from: start,
+            end: start + Duration::from_secs(60),
+        };
+        let live = Live::default();
+        assert!(live.claim(2) && live.claim(2));
+        assert!(!live.claim(2), "both tickets are held");
+        live.settle(false, 2, win);
+        assert!(live.claim(2), "a failure gives its ticket back");
+        live.settle(true, 2, win);
+        assert_eq!(live.finished_at(win), None);
+        live.settle(true, 2, win);
+        assert!(live.finished_at(win).is_some_and(|t| t >= start && t <= live.stop(win)));
+        assert!(!live.claim(2));
+    }
+
+    #[test]
+    fn sample_and_plot_disk_arguments() {
+        match args("sample --dirs a,b --pids 10,11 --interval-ms=250 --out s.csv") {
+            Ok(Command::Sample(a)) => {
+                assert_eq!(a.dirs, vec![PathBuf::from("a"), PathBuf::from("b")]);
+                assert_eq!((a.pids, a.interval), (vec![10, 11], Duration::from_millis(250)));
+                assert_eq!(a.out, PathBuf::from("s.csv"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match args("sample --dirs a --out s.csv") {
+            Ok(Command::Sample(a)) => assert_eq!((a.pids.len(), a.interval), (0, Duration::from_secs(1))),
+            other => panic!("{other:?}"),
+        }
+        for (line, mentions) in [
+            ("sample --out s.csv", "--dirs"),
+            ("sample --dirs a", "--out"),
+            ("sample --dirs a,b --pids 1 --out s", "one pid per directory"),
+            ("sample --dirs a --pids x --out s", "--pids"),
+            ("sample --dirs a --interval-ms 0 --out s", "--interval-ms"),
+            ("plot-disk --out a.svg", "plot-disk: give at least one"),
+            ("plot-disk --out a.svg x.csv y.csv", "exactly one"),
+            ("plot-disk x.csv", "plot-disk: --out"),
+        ] {
+            assert!(
+                args(line).is_err_and(|e| e.contains(mentions)),
+                "{line:?} should mention {mentions:?}"
+            );
+        }
+        match args("plot-disk --out d.svg s.csv") {
+            Ok(Command::PlotDisk { title, out, input }) => {
+                assert_eq!(
+                    (title.as_str(), out, input),
+                    (DEFAULT_DISK_TITLE, "d.svg".into(), "s.csv".into())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn disk_samples_check_the_bound_on_the_larger_measure() {
+        let mib = 1u64 << 20;
+        let text = format!(
+            "{}\n0.0,1,{},{},0,{}\n1.0,2,{},{},{},\n",
+            sample_header(1),
+            10 * mib,
+            mib,
+            50 * mib,
+            // apparent larger than allocated (a sparse file) counts: 90 of 64 + 3 x 8 MiB
+            mib,
+            90 * mib,
+            8 * mib
+        );
+        let tracks = read_disk_samples(&text).unwrap();
+        assert_eq!(tracks.len(), 1);
+        assert_eq!(tracks[0].points.len(), 2);
+        assert!((tracks[0].worst_ratio() - 90.0 / 88.0).abs() < 1e-9);
+        let line = tracks[0].summary();
+        assert!(line.contains("FAIL") && line.contains("50.0 / 50.0 / 50.0"), "{line}");
+        let svg = render_disk_svg("a <b>", &tracks);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("a &lt;b&gt;") && svg.contains("stroke-dasharray"));
+        // Disk, its bound and RSS: three lines for the node.
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        for bad in ["", "time_s,unix_ms\n1,2\n", "time_s,disk_1\n0,1\n"] {
+            assert!(read_disk_samples(bad).is_err(), "{bad:?}");
+        }
+        let ragged = format!("{}\n0.0,1,5\n", sample_header(1));
+        assert!(read_disk_samples(&ragged).is_err_and(|e| e.contains("row 2")));
+    }
+
+    #[test]
+    fn tick_labels_are_round() {
+        assert_eq!(tick_label(0.30000000000000004), "0.3");
+        assert_eq!(tick_label(2500.0), "2500");
     }
 
     #[test]
