@@ -55,7 +55,7 @@ struct AcceptorIo<'a> {
 impl Host for AcceptorIo<'_> {
     fn append(&mut self, write: Write) -> Result<()> {
         match write {
-            Write::Acceptor(w) => self.io.log.append(&w),
+            Write::Acceptor(w) => self.io.log.append(&w).map(drop),
             other => Err(Error::Storage(format!("the acceptor cannot write {other:?}"))),
         }
     }

@@ -1,6 +1,13 @@
-//! `decided.wal`: the learner's decided values.
+//! `decided.wal`: the learner's decided values, in segments (see [`super::wal`]).
+//!
+//! **Compaction.** Once a durable snapshot covers the slots below `below`, the log need
+//! not serve them: [`DecidedLog::compact`] forgets the records that hold only such
+//! slots and deletes the segments wholly below the first record it keeps (by offset:
+//! values fetched late may be appended after higher slots). A record that holds slots
+//! on both sides of `below` is kept whole, so [`DecidedLog::first_slot`] may lie below
+//! `below`.
 
-use super::wal::{SyncHandle, Wal};
+use super::wal::{SEGMENT_SIZE, SyncHandle, Wal};
 use super::{DECIDED, record_at};
 use crate::error::{Error, Result};
 use crate::messages::codec;
@@ -19,11 +26,21 @@ pub struct DecidedLog {
 }
 
 impl DecidedLog {
-    /// Opens the log in `dir`; returns it with the values of slots from `from` on (the
-    /// ones below are in the state machine's snapshot already).
+    /// Opens the log in `dir` (segments of [`SEGMENT_SIZE`]); returns it with the values
+    /// of slots from `from` on (the ones below are in the state machine's snapshot
+    /// already).
     pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
+        DecidedLog::open_with_segment_size(dir, from, SEGMENT_SIZE)
+    }
+
+    /// [`DecidedLog::open`], starting a new segment every `segment_size` bytes.
+    pub fn open_with_segment_size(
+        dir: &Path,
+        from: Slot,
+        segment_size: u64,
+    ) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
         let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
-        let wal = Wal::open(&dir.join(DECIDED), 0, |offset, record| {
+        let wal = Wal::open(dir, DECIDED, segment_size, 0, |offset, record| {
             let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
             if let Some(last) = (first..).take(values.len()).last() {
                 index.insert(first, (last, offset));
@@ -41,7 +58,8 @@ impl DecidedLog {
         ))
     }
 
-    /// A handle that makes everything appended so far durable, from another thread.
+    /// A handle that makes everything appended so far durable, from another thread (in
+    /// every segment written since the last sync).
     pub fn sync_handle(&self) -> SyncHandle {
         self.wal.sync_handle()
     }
@@ -83,6 +101,29 @@ impl DecidedLog {
         }
         let (_, values) = record_at(&self.wal, offset, cache)?;
         Ok(values.get((slot - first) as usize).cloned())
+    }
+
+    /// Forgets the records holding only slots below `below` (in a durable snapshot) and
+    /// deletes the segments wholly below the first record kept; returns the bytes freed.
+    pub fn compact(&mut self, below: Slot) -> Result<u64> {
+        let above = self.index.split_off(&below);
+        let lower = std::mem::replace(&mut self.index, above);
+        // Records starting below `below` but reaching it stay whole.
+        self.index
+            .extend(lower.into_iter().filter(|(_, (last, _))| *last >= below));
+        // Nothing kept: every segment but the one written to can go.
+        let first_kept = self.index.values().map(|(_, offset)| *offset).min();
+        self.wal.truncate_below(first_kept.unwrap_or(u64::MAX))
+    }
+
+    /// The lowest slot this log can still serve (`None`: it holds none).
+    pub fn first_slot(&self) -> Option<Slot> {
+        self.index.keys().next().copied()
+    }
+
+    /// Bytes of the log's files on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.wal.disk_bytes()
     }
 
     /// Every decided value on disk (for tests that compare nodes slot by slot).
