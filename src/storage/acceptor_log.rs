@@ -98,7 +98,8 @@ impl AcceptorLog {
         );
         self.index.remove(0, below);
         let lowest = self.index.ranges_from(0).map(|(_, _, offset)| offset).min();
-        self.wal.truncate_below(lowest.map_or(keep_from, |lowest| lowest.min(keep_from)))
+        self.wal
+            .truncate_below(lowest.map_or(keep_from, |lowest| lowest.min(keep_from)))
     }
 
     /// Bytes of the log's files on disk.
@@ -111,5 +112,149 @@ impl AcceptorLog {
 fn index_write(index: &mut Runs<u64>, write: &AcceptorWrite, offset: u64) {
     for run in write.accepted.chunk_by(|a, b| b.0 == a.0 + 1) {
         index.insert(run[0].0, run[run.len() - 1].0 + 1, offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Ballot, Command, RequestId};
+
+    fn value(slot: Slot) -> Value {
+        Value::Command(Command {
+            id: RequestId { client: 1, seq: slot },
+            ack_below: 0,
+            payload: slot.to_le_bytes().to_vec(),
+        })
+    }
+
+    /// Accepts `slots` with ballot `(round, 1)`.
+    fn accept(slots: std::ops::Range<Slot>, round: u64) -> AcceptorWrite {
+        AcceptorWrite {
+            promised: None,
+            accepted: slots.map(|s| (s, Ballot::new(round, 1), value(s))).collect(),
+        }
+    }
+
+    fn promise(round: u64) -> AcceptorWrite {
+        AcceptorWrite {
+            promised: Some(Ballot::new(round, 1)),
+            accepted: Vec::new(),
+        }
+    }
+
+    /// Appends `write` and writes its group; returns its offset.
+    fn write(log: &mut AcceptorLog, write: &AcceptorWrite) -> u64 {
+        let offset = log.append(write).expect("append");
+        log.take_pending().write_and_sync().expect("write");
+        offset
+    }
+
+    /// Accepts `slots` ten at a time, a group each (written, not synced: nothing here
+    /// needs it).
+    fn accept_in_batches(log: &mut AcceptorLog, slots: std::ops::Range<Slot>, round: u64) {
+        for first in slots.clone().step_by(10) {
+            log.append(&accept(first..(first + 10).min(slots.end), round))
+                .expect("append");
+            log.take_pending().write().expect("write");
+        }
+    }
+
+    /// Every write the log replays on opening, with its segments of `segment_size`.
+    fn replayed(dir: &Path, segment_size: u64) -> (AcceptorLog, Vec<AcceptorWrite>) {
+        let mut writes = Vec::new();
+        let log = AcceptorLog::open_with_segment_size(dir, segment_size, |w| writes.push(w)).expect("open");
+        (log, writes)
+    }
+
+    /// The latest ballot accepted for `slot` in `writes`.
+    fn latest(writes: &[AcceptorWrite], slot: Slot) -> Option<Ballot> {
+        let accepted = writes.iter().flat_map(|w| &w.accepted);
+        accepted.filter(|(s, _, _)| *s == slot).map(|(_, b, _)| *b).next_back()
+    }
+
+    #[test]
+    fn acceptor_log_compact_keeps_a_slot_whose_latest_acceptance_is_in_an_old_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        const FAR: Slot = 1_000_000;
+        let (mut log, _) = replayed(dir.path(), 4096);
+        write(&mut log, &accept(FAR..FAR + 1, 1));
+        accept_in_batches(&mut log, 0..2000, 1);
+        let keep_from = write(&mut log, &promise(2));
+        let before = log.disk_bytes();
+        assert!(log.wal.bases().len() > 5, "{:?}", log.wal.bases());
+
+        // Slot FAR is not compacted, and its acceptance is in the first segment: it stays.
+        assert_eq!(log.compact(2000, keep_from).expect("compact"), 0);
+        assert_eq!(log.read(FAR, &mut None).expect("read"), value(FAR));
+        assert!(log.read(5, &mut None).is_err(), "slots below the bound are forgotten");
+        drop(log);
+        let (mut log, writes) = replayed(dir.path(), 4096);
+        assert_eq!(
+            latest(&writes, FAR),
+            Some(Ballot::new(1, 1)),
+            "replayed after a restart"
+        );
+
+        // Accepted again, later: its old record is no longer needed.
+        write(&mut log, &accept(FAR..FAR + 1, 3));
+        let keep_from = write(&mut log, &promise(3));
+        let freed = log.compact(2000, keep_from).expect("compact");
+        assert!(freed > 0 && log.disk_bytes() < before, "freed {freed} of {before}");
+        assert_eq!(log.read(FAR, &mut None).expect("read"), value(FAR));
+        drop(log);
+        let (_, writes) = replayed(dir.path(), 4096);
+        assert_eq!(latest(&writes, FAR), Some(Ballot::new(3, 1)));
+        assert_eq!(
+            writes.iter().filter_map(|w| w.promised).max(),
+            Some(Ballot::new(3, 1)),
+            "the promise survives"
+        );
+    }
+
+    #[test]
+    fn acceptor_log_compact_keeps_the_record_at_keep_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = replayed(dir.path(), 4096);
+        accept_in_batches(&mut log, 0..500, 1);
+        let keep_from = write(&mut log, &promise(7));
+        accept_in_batches(&mut log, 500..1000, 1);
+        // Every slot compacted: only the promise record bounds what goes.
+        log.compact(1000, keep_from).expect("compact");
+        let first = log.wal.first_offset();
+        assert!(
+            first > 0 && first <= keep_from,
+            "the segment of {keep_from} kept, from {first}"
+        );
+        drop(log);
+        let (_, writes) = replayed(dir.path(), 4096);
+        assert_eq!(writes.iter().filter_map(|w| w.promised).max(), Some(Ballot::new(7, 1)));
+        assert_eq!(latest(&writes, 999), Some(Ballot::new(1, 1)), "later records kept");
+    }
+
+    #[test]
+    fn acceptor_log_compaction_bounds_disk_and_index_over_100k_slots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        const SEGMENT: u64 = 64 << 10;
+        let (mut log, _) = replayed(dir.path(), SEGMENT);
+        let (mut written, mut freed) = (0, 0);
+        for round in 0..10 {
+            let slots = round * 10_000..(round + 1) * 10_000;
+            let before = log.disk_bytes();
+            accept_in_batches(&mut log, slots.clone(), 1);
+            written += log.disk_bytes() - before;
+            let keep_from = write(&mut log, &promise(round + 1));
+            // The latest 1000 slots are not in a snapshot yet.
+            freed += log.compact(slots.end - 1000, keep_from).expect("compact");
+            let entries = log.index.ranges_from(0).count();
+            assert!(entries <= 100, "one entry per batch of the 1000 slots left: {entries}");
+            assert!(
+                log.disk_bytes() <= 3 * SEGMENT,
+                "a few segments left: {}",
+                log.disk_bytes()
+            );
+        }
+        assert!(freed > 9 * written / 10, "freed {freed} of {written}");
+        assert_eq!(log.read(99_999, &mut None).expect("read"), value(99_999));
     }
 }

@@ -136,3 +136,96 @@ impl DecidedLog {
         Ok(log)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEGMENT: u64 = 1024;
+
+    fn value(slot: Slot) -> Value {
+        Value::Command(crate::messages::Command {
+            id: crate::messages::RequestId { client: 2, seq: slot },
+            ack_below: 0,
+            payload: slot.to_le_bytes().to_vec(),
+        })
+    }
+
+    /// Appends `slots` as runs of ten, one write each.
+    fn append_runs(log: &mut DecidedLog, slots: std::ops::Range<Slot>) {
+        for first in slots.clone().step_by(10) {
+            let run: Vec<_> = (first..(first + 10).min(slots.end)).map(|s| (s, value(s))).collect();
+            log.append(&run).expect("append");
+        }
+    }
+
+    fn open(dir: &Path, from: Slot) -> (DecidedLog, BTreeMap<Slot, Value>) {
+        DecidedLog::open_with_segment_size(dir, from, SEGMENT).expect("open")
+    }
+
+    #[test]
+    fn decided_log_compact_frees_segments_below_the_first_kept_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        append_runs(&mut log, 0..2000);
+        assert_eq!(log.first_slot(), Some(0));
+        let before = log.disk_bytes();
+        // The run 1000..1010 holds slots on both sides of the bound: kept whole.
+        let freed = log.compact(1005).expect("compact");
+        assert!(freed > 0, "freed");
+        assert_eq!(log.disk_bytes(), before - freed);
+        assert_eq!(log.first_slot(), Some(1000));
+        assert_eq!(log.index.len(), 100, "one entry per run kept");
+        assert_eq!(log.get(999, &mut None).expect("get"), None, "forgotten");
+        assert_eq!(log.get(1000, &mut None).expect("get"), Some(value(1000)));
+        assert_eq!(log.get(1999, &mut None).expect("get"), Some(value(1999)));
+        let sync = log.sync_handle();
+        sync.sync().expect("sync");
+        drop((log, sync));
+
+        let (log, values) = open(dir.path(), 1005);
+        assert_eq!(
+            values.keys().copied().collect::<Vec<_>>(),
+            (1005..2000).collect::<Vec<_>>()
+        );
+        let first = log.first_slot().expect("some");
+        assert!((1..=1000).contains(&first), "the kept segments only: from {first}");
+        assert_eq!(log.read_all().expect("read").len() as u64, 2000 - first);
+    }
+
+    #[test]
+    fn decided_log_compact_keeps_a_record_appended_late_in_an_old_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        // Slots above the gap first (decided while 0..1000 were being fetched).
+        append_runs(&mut log, 1000..1100);
+        append_runs(&mut log, 0..1000);
+        assert_eq!(
+            log.compact(500).expect("compact"),
+            0,
+            "1000..1100 pin the first segment"
+        );
+        assert_eq!(log.get(1000, &mut None).expect("get"), Some(value(1000)));
+        assert_eq!(log.first_slot(), Some(500));
+        assert_eq!(log.get(499, &mut None).expect("get"), None);
+    }
+
+    #[test]
+    fn decided_log_compact_of_every_slot_keeps_the_segment_written_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        append_runs(&mut log, 0..1000);
+        log.compact(Slot::MAX).expect("compact");
+        assert_eq!(log.first_slot(), None);
+        assert!(
+            log.disk_bytes() <= SEGMENT + 200,
+            "one segment left: {}",
+            log.disk_bytes()
+        );
+        append_runs(&mut log, 1000..1010);
+        assert_eq!(log.first_slot(), Some(1000));
+        drop(log);
+        let (_, values) = open(dir.path(), 1000);
+        assert_eq!(values.len(), 10);
+    }
+}

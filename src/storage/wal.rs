@@ -26,14 +26,16 @@
 //!
 //! **What a sync covers.** A write marks its segment as written since the last sync; a
 //! sync (`write_and_sync`, or [`SyncHandle::sync`] from another thread) `fdatasync`s
-//! every segment so marked, oldest first, and one sync at a time (a sync that finds
-//! nothing left to do still waits for one running, which may be syncing what it
-//! needs). So a sync makes durable every group whose write returned before it began,
-//! in whichever segment. That matters for the decided log, written without syncs on the
-//! learner's thread and synced through a `SyncHandle` before a snapshot is installed:
-//! between two such syncs it may have rolled over to a new segment, and the earlier one
-//! must be synced too. The acceptor syncs each group before it takes the next, so it
-//! syncs one segment per group, as with one file.
+//! every segment so marked, one sync at a time (a sync that finds nothing left to do
+//! still waits for one running, which may be syncing what it needs). So a sync makes
+//! durable every group whose write returned before it began, in whichever segment.
+//! That matters for the decided log, written without syncs on the learner's thread and
+//! synced through a `SyncHandle` before a snapshot is installed: between two such syncs
+//! it may have moved on to a new segment, and the earlier one must be synced too. Only
+//! the segment written to stays open; earlier ones are synced through a descriptor
+//! opened for it (`fsync` flushes a file's pages whichever descriptor asks), so a log
+//! synced rarely holds no file open per segment. The acceptor syncs each group before
+//! it takes the next, so it syncs one segment per group, as with one file.
 //!
 //! **Recovery.** [`Wal::open`] replays every segment in base order, every intact record
 //! in order. A crash can leave the last record half written (a torn tail): in the last
@@ -79,6 +81,7 @@
 //! per group.
 
 use crate::error::{Error, Result};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -102,8 +105,14 @@ const BASE_DIGITS: usize = 16;
 /// One append-only log: its segment files, oldest first.
 pub struct Wal {
     name: String,
-    /// Never empty; the last one is written to.
-    segments: VecDeque<Segment>,
+    /// The bases of the segments kept, oldest first; the last one is written to. Never
+    /// empty.
+    bases: VecDeque<u64>,
+    /// The file of the segment written to. Only it stays open: a log not compacted for
+    /// long has many segments, and must not run the process out of file descriptors.
+    current: Arc<SegmentFile>,
+    /// A segment before it, opened to read (reads of one segment come in runs).
+    reading: RefCell<Option<(u64, File)>>,
     /// Offset where the pending buffer starts (everything before it was handed out).
     written: u64,
     /// Framed records not yet handed out for writing.
@@ -113,12 +122,6 @@ pub struct Wal {
     /// Start a new segment once the one written to holds this many bytes.
     segment_size: u64,
     shared: Arc<Shared>,
-}
-
-/// One segment: the records from `base` up to the next segment's base.
-struct Segment {
-    base: u64,
-    file: Arc<SegmentFile>,
 }
 
 /// A segment's file, shared with the groups written into it and with the syncs.
@@ -133,36 +136,64 @@ struct SegmentFile {
     entry_durable: AtomicBool,
 }
 
+impl SegmentFile {
+    /// A segment's file, filled up to `allocated`.
+    fn new(path: PathBuf, file: File, allocated: u64, entry_durable: bool) -> SegmentFile {
+        SegmentFile {
+            path,
+            file,
+            allocated: AtomicU64::new(allocated),
+            entry_durable: AtomicBool::new(entry_durable),
+        }
+    }
+}
+
 /// What the log, its groups and its sync handles share.
 struct Shared {
     dir: PathBuf,
     /// The exclusive `flock` on `<name>.lock`, held while any handle lives.
     _lock: File,
-    /// Segments written to since a sync last covered them, oldest first.
-    dirty: Mutex<Vec<Arc<SegmentFile>>>,
+    /// Segments written to since a sync last covered them.
+    dirty: Mutex<Dirty>,
     /// Held for the whole of a sync: one at a time (see the module docs).
     syncing: Mutex<()>,
+}
+
+/// Segments written to since a sync last covered them: the one written to last, kept
+/// open, and the ones before it by name, their files closed (a log synced rarely must
+/// not hold a file open per segment).
+#[derive(Default)]
+struct Dirty {
+    closed: Vec<PathBuf>,
+    last: Option<Arc<SegmentFile>>,
 }
 
 impl Shared {
     fn mark_dirty(&self, segment: &Arc<SegmentFile>) {
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        if !dirty.iter().any(|s| Arc::ptr_eq(s, segment)) {
-            dirty.push(segment.clone());
+        match dirty.last.replace(segment.clone()) {
+            Some(before) if !Arc::ptr_eq(&before, segment) => dirty.closed.push(before.path.clone()),
+            _ => {}
         }
     }
 
-    /// Makes every write that returned before this call durable.
+    /// Makes every write that returned before this call durable. After a failure,
+    /// what is durable is unknown (a failed `fdatasync` may have dropped the pages it
+    /// could not write, so trying again proves nothing): the caller stops.
     fn sync(&self) -> Result<()> {
         let _one_at_a_time = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-        let segments = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
-        for (i, segment) in segments.iter().enumerate() {
-            if let Err(e) = fdatasync(&segment.file) {
-                // Still not known durable: a later sync tries them again.
-                let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-                dirty.splice(0..0, segments[i..].iter().cloned());
-                return Err(Error::Storage(format!("{}: {e}", segment.path.display())));
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        let fail = |path: &Path, e: std::io::Error| Error::Storage(format!("log fdatasync of {}: {e}", path.display()));
+        for path in &dirty.closed {
+            // fsync flushes the file's pages whichever descriptor asks. A segment deleted
+            // since held only records below a truncation: nothing to keep.
+            match File::open(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                opened => opened.and_then(|file| fdatasync(&file)).map_err(|e| fail(path, e))?,
             }
+        }
+        if let Some(last) = &dirty.last {
+            fdatasync(&last.file).map_err(|e| fail(&last.path, e))?;
         }
         Ok(())
     }
@@ -423,8 +454,7 @@ impl Wal {
         if bases.is_empty() {
             bases.push(0);
         }
-        let mut segments = VecDeque::with_capacity(bases.len());
-        let mut written = 0;
+        let mut current = None;
         for (i, &base) in bases.iter().enumerate() {
             let path = segment_path(dir, name, base);
             let fail = |what: &str, e: std::io::Error| Error::Storage(format!("cannot {what} {}: {e}", path.display()));
@@ -441,7 +471,7 @@ impl Wal {
             let len = file.metadata().map_err(|e| fail("stat", e))?.len();
             let next = bases.get(i + 1).copied();
             let (at, stop) = replay_segment(&file, &path, base, len, next, &mut replay)?;
-            if next.is_some() {
+            if let Some(next) = next {
                 if let Stop::Checksum { size } = stop
                     && intact_record_at(&file, at + (HEADER + size) as u64, len)
                 {
@@ -453,8 +483,8 @@ impl Wal {
                         base + at,
                     )));
                 }
-                if at < len {
-                    tracing::info!(path = %path.display(), kept = at, ignored = len - at, "log: a segment ends before the next one's base");
+                if base + at < next {
+                    tracing::info!(path = %path.display(), records = at, next, "log: a segment ends before the next one's base");
                 }
             } else {
                 if at < len {
@@ -465,27 +495,20 @@ impl Wal {
                     file.set_len(at).map_err(|e| fail("cut the tail of", e))?;
                     file.sync_all().map_err(|e| fail("sync", e))?;
                 }
-                written = base + at;
+                // A crash may have come before a new segment's directory entry reached
+                // the disk: synced below, before the log is used.
+                let file = SegmentFile::new(path, file, at, true);
+                current = Some((base + at, file));
             }
-            let file = SegmentFile {
-                path,
-                file,
-                allocated: AtomicU64::new(if next.is_some() { len } else { at }),
-                entry_durable: AtomicBool::new(false),
-            };
-            segments.push_back(Segment {
-                base,
-                file: Arc::new(file),
-            });
         }
-        // A crash may have come before a new segment's directory entry reached the disk.
+        let (written, current) =
+            current.unwrap_or_else(|| panic!("log {name}: no last segment among {} bases", bases.len()));
         sync_dir(dir)?;
-        for segment in &segments {
-            segment.file.entry_durable.store(true, Ordering::Release);
-        }
         Ok(Wal {
             name: name.to_string(),
-            segments,
+            bases: bases.into(),
+            current: Arc::new(current),
+            reading: RefCell::new(None),
             written,
             pending: Vec::new(),
             preallocate,
@@ -493,7 +516,7 @@ impl Wal {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 _lock: lock,
-                dirty: Mutex::new(Vec::new()),
+                dirty: Mutex::new(Dirty::default()),
                 syncing: Mutex::new(()),
             }),
         })
@@ -537,22 +560,20 @@ impl Wal {
 
     /// The lowest offset a record can still be read at: the first kept segment's base.
     pub fn first_offset(&self) -> u64 {
-        self.segments.front().map_or(self.written, |s| s.base)
+        self.bases.front().copied().unwrap_or(self.written)
     }
 
     /// Hands out everything appended so far, to be written (in the order handed out).
     pub fn take_pending(&mut self) -> PendingWrite {
-        let current = self.current();
-        if !self.pending.is_empty() && self.written - current.base >= self.segment_size {
+        if !self.pending.is_empty() && self.written - self.current_base() >= self.segment_size {
             self.start_segment();
         }
         // The next group is likely about this one's size: start it with that much room
         // (up to 1 MiB) instead of growing it record by record.
         let room = self.pending.len().min(1 << 20);
         let bytes = std::mem::replace(&mut self.pending, Vec::with_capacity(room));
-        let current = self.current();
-        let at = self.written - current.base;
-        let segment = current.file.clone();
+        let at = self.written - self.current_base();
+        let segment = self.current.clone();
         self.written += bytes.len() as u64;
         PendingWrite {
             segment,
@@ -570,49 +591,71 @@ impl Wal {
         let base = self.written;
         let path = segment_path(&self.shared.dir, &self.name, base);
         match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
-            Ok(file) => self.segments.push_back(Segment {
-                base,
-                file: Arc::new(SegmentFile {
-                    path,
-                    file,
-                    allocated: AtomicU64::new(0),
-                    entry_durable: AtomicBool::new(false),
-                }),
-            }),
+            Ok(file) => {
+                // The one before stays open for as long as a group or a sync needs it.
+                self.current = Arc::new(SegmentFile::new(path, file, 0, false));
+                self.bases.push_back(base);
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "log: cannot start a segment; the current one grows on");
             }
         }
     }
 
-    /// The segment written to.
-    fn current(&self) -> &Segment {
-        let current = self.segments.back();
+    /// The base of the segment written to.
+    fn current_base(&self) -> u64 {
+        let current = self.bases.back().copied();
         current.unwrap_or_else(|| panic!("log {}: no segment (the one written to is always kept)", self.name))
+    }
+
+    fn segment_path(&self, base: u64) -> PathBuf {
+        segment_path(&self.shared.dir, &self.name, base)
     }
 
     /// Reads back the record at `offset` (which must have been written).
     pub fn read_at(&self, offset: u64) -> Result<Vec<u8>> {
-        let i = self.segments.partition_point(|s| s.base <= offset);
-        let Some(segment) = i.checked_sub(1).and_then(|i| self.segments.get(i)) else {
+        let i = self.bases.partition_point(|base| *base <= offset);
+        let Some(&base) = i.checked_sub(1).and_then(|i| self.bases.get(i)) else {
             return Err(Error::Storage(format!(
                 "log {}: offset {offset} lies below the first kept segment (base {}): truncated",
                 self.name,
                 self.first_offset()
             )));
         };
-        let (file, at) = (&segment.file, offset - segment.base);
-        let fail = |e: std::io::Error| Error::Storage(format!("log read at {offset} in {}: {e}", file.path.display()));
+        let fail = |e: std::io::Error| {
+            let path = self.segment_path(base);
+            Error::Storage(format!("log read at {offset} in {}: {e}", path.display()))
+        };
+        let at = offset - base;
+        let mut reading = self.reading.borrow_mut();
+        let file = if base == self.current_base() {
+            &self.current.file
+        } else {
+            match &mut *reading {
+                Some((open, file)) if *open == base => file,
+                other => {
+                    &other
+                        .insert((base, File::open(self.segment_path(base)).map_err(fail)?))
+                        .1
+                }
+            }
+        };
         let mut header = [0u8; HEADER];
-        file.file.read_exact_at(&mut header, at).map_err(fail)?;
+        file.read_exact_at(&mut header, at).map_err(fail)?;
         let (len, crc) = split_header(&header);
         if len > MAX_RECORD {
-            return Err(Error::Storage(format!("log {} record at {offset}: bad length {len}", self.name)));
+            return Err(Error::Storage(format!(
+                "log {} record at {offset}: bad length {len}",
+                self.name
+            )));
         }
         let mut payload = vec![0u8; len];
-        file.file.read_exact_at(&mut payload, at + HEADER as u64).map_err(fail)?;
+        file.read_exact_at(&mut payload, at + HEADER as u64).map_err(fail)?;
         if checksum(&header[..4], &payload) != crc {
-            return Err(Error::Storage(format!("log {} record at {offset}: checksum mismatch", self.name)));
+            return Err(Error::Storage(format!(
+                "log {} record at {offset}: checksum mismatch",
+                self.name
+            )));
         }
         Ok(payload)
     }
@@ -622,22 +665,30 @@ impl Wal {
     /// one below the first kept segment is an error from now on.
     pub fn truncate_below(&mut self, offset: u64) -> Result<u64> {
         let mut freed = 0;
-        while self.segments.len() > 1 && self.segments[1].base <= offset {
-            let file = &self.segments[0].file;
-            let fail = |e: std::io::Error| Error::Storage(format!("cannot delete {}: {e}", file.path.display()));
-            let size = file.file.metadata().map_err(fail)?.len();
-            std::fs::remove_file(&file.path).map_err(fail)?;
-            tracing::debug!(path = %file.path.display(), size, "log: segment deleted");
+        while self.bases.len() > 1 && self.bases[1] <= offset {
+            let path = self.segment_path(self.bases[0]);
+            let fail = |e: std::io::Error| Error::Storage(format!("cannot delete {}: {e}", path.display()));
+            let size = std::fs::metadata(&path).map_err(fail)?.len();
+            std::fs::remove_file(&path).map_err(fail)?;
+            tracing::debug!(path = %path.display(), size, "log: segment deleted");
             freed += size;
-            self.segments.pop_front();
+            if self
+                .reading
+                .borrow()
+                .as_ref()
+                .is_some_and(|(open, _)| *open == self.bases[0])
+            {
+                *self.reading.borrow_mut() = None;
+            }
+            self.bases.pop_front();
         }
         Ok(freed)
     }
 
     /// Bytes of all segment files on disk (records and preallocated zeros).
     pub fn disk_bytes(&self) -> u64 {
-        let size = |s: &Segment| s.file.file.metadata().map_or(0, |m| m.len());
-        self.segments.iter().map(size).sum()
+        let size = |base: &u64| std::fs::metadata(self.segment_path(*base)).map_or(0, |m| m.len());
+        self.bases.iter().map(size).sum()
     }
 }
 
@@ -673,8 +724,8 @@ mod tests {
         }
 
         /// The bases of the segments kept.
-        fn bases(&self) -> Vec<u64> {
-            self.segments.iter().map(|s| s.base).collect()
+        pub(crate) fn bases(&self) -> Vec<u64> {
+            self.bases.iter().copied().collect()
         }
     }
 
@@ -855,7 +906,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut wal, _) = open_sized(dir.path(), 100).expect("open");
         let sync = wal.sync_handle();
-        let dirty = |wal: &Wal| wal.shared.dirty.lock().expect("lock").len();
+        let dirty = |wal: &Wal| {
+            let dirty = wal.shared.dirty.lock().expect("lock");
+            dirty.closed.len() + dirty.last.iter().count()
+        };
         write_groups(&mut wal, 3);
         assert_eq!(wal.bases().len(), 2);
         assert_eq!(dirty(&wal), 2, "the earlier segment and the current one");
@@ -866,6 +920,13 @@ mod tests {
         wal.append(b"x");
         wal.take_pending().write_and_sync().expect("sync");
         assert_eq!(dirty(&wal), 0, "a group's sync covers earlier unsynced writes");
+        // A segment written to, then deleted before the sync: nothing to sync there.
+        write_groups(&mut wal, 4);
+        let closed = wal.shared.dirty.lock().expect("lock").closed.len();
+        assert!(closed >= 1, "held by name: {closed}");
+        wal.truncate_below(wal.end()).expect("truncate");
+        sync.sync().expect("sync");
+        assert_eq!(dirty(&wal), 0);
     }
 
     #[test]
@@ -879,6 +940,11 @@ mod tests {
         let before = wal.disk_bytes();
         assert!(before >= wal.end(), "every byte of the log, and the zeros ahead of it");
 
+        assert_eq!(
+            wal.read_at(all[0]).expect("read"),
+            vec![0u8; 20],
+            "opens the first segment to read"
+        );
         // A bound inside the third segment: the first two go, the third stays.
         let bound = bases[2] + 1;
         let freed = wal.truncate_below(bound).expect("truncate");
@@ -947,7 +1013,10 @@ mod tests {
         // records of the next segments keep their offsets.
         file.set_len(bases[1] - 5).expect("lose the tail");
         let (wal, seen) = open_sized(dir.path(), 100).expect("reopen");
-        let lost = all.iter().rposition(|o| *o < bases[1]).expect("a record in the first segment");
+        let lost = all
+            .iter()
+            .rposition(|o| *o < bases[1])
+            .expect("a record in the first segment");
         let mut expected = all.clone();
         expected.remove(lost);
         assert_eq!(seen.iter().map(|(o, _)| *o).collect::<Vec<_>>(), expected);
