@@ -1,6 +1,13 @@
-//! `decided.wal`: the learner's decided values.
+//! `decided.wal`: the learner's decided values, in segments (see [`super::wal`]).
+//!
+//! **Compaction.** Once a durable snapshot covers the slots below `below`, the log need
+//! not serve them: [`DecidedLog::compact`] forgets the records that hold only such
+//! slots and deletes the segments wholly below the first record it keeps (by offset:
+//! values fetched late may be appended after higher slots). A record that holds slots
+//! on both sides of `below` is kept whole, so [`DecidedLog::first_slot`] may lie below
+//! `below`.
 
-use super::wal::{SyncHandle, Wal};
+use super::wal::{SEGMENT_SIZE, SyncHandle, Wal};
 use super::{DECIDED, record_at};
 use crate::error::{Error, Result};
 use crate::messages::codec;
@@ -19,11 +26,21 @@ pub struct DecidedLog {
 }
 
 impl DecidedLog {
-    /// Opens the log in `dir`; returns it with the values of slots from `from` on (the
-    /// ones below are in the state machine's snapshot already).
+    /// Opens the log in `dir` (segments of [`SEGMENT_SIZE`]); returns it with the values
+    /// of slots from `from` on (the ones below are in the state machine's snapshot
+    /// already).
     pub fn open(dir: &Path, from: Slot) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
+        DecidedLog::open_with_segment_size(dir, from, SEGMENT_SIZE)
+    }
+
+    /// [`DecidedLog::open`], starting a new segment every `segment_size` bytes.
+    pub fn open_with_segment_size(
+        dir: &Path,
+        from: Slot,
+        segment_size: u64,
+    ) -> Result<(DecidedLog, BTreeMap<Slot, Value>)> {
         let (mut log, mut index) = (BTreeMap::new(), BTreeMap::new());
-        let wal = Wal::open(&dir.join(DECIDED), 0, |offset, record| {
+        let wal = Wal::open(dir, DECIDED, segment_size, 0, |offset, record| {
             let (first, values): (Slot, Vec<Value>) = codec::decode_local(record)?;
             if let Some(last) = (first..).take(values.len()).last() {
                 index.insert(first, (last, offset));
@@ -41,7 +58,8 @@ impl DecidedLog {
         ))
     }
 
-    /// A handle that makes everything appended so far durable, from another thread.
+    /// A handle that makes everything appended so far durable, from another thread (in
+    /// every segment written since the last sync).
     pub fn sync_handle(&self) -> SyncHandle {
         self.wal.sync_handle()
     }
@@ -85,6 +103,29 @@ impl DecidedLog {
         Ok(values.get((slot - first) as usize).cloned())
     }
 
+    /// Forgets the records holding only slots below `below` (in a durable snapshot) and
+    /// deletes the segments wholly below the first record kept; returns the bytes freed.
+    pub fn compact(&mut self, below: Slot) -> Result<u64> {
+        let above = self.index.split_off(&below);
+        let lower = std::mem::replace(&mut self.index, above);
+        // Records starting below `below` but reaching it stay whole.
+        self.index
+            .extend(lower.into_iter().filter(|(_, (last, _))| *last >= below));
+        // Nothing kept: every segment but the one written to can go.
+        let first_kept = self.index.values().map(|(_, offset)| *offset).min();
+        self.wal.truncate_below(first_kept.unwrap_or(u64::MAX))
+    }
+
+    /// The lowest slot this log can still serve (`None`: it holds none).
+    pub fn first_slot(&self) -> Option<Slot> {
+        self.index.keys().next().copied()
+    }
+
+    /// Bytes of the log's files on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.wal.disk_bytes()
+    }
+
     /// Every decided value on disk (for tests that compare nodes slot by slot).
     pub fn read_all(&self) -> Result<BTreeMap<Slot, Value>> {
         let mut log = BTreeMap::new();
@@ -96,13 +137,95 @@ impl DecidedLog {
     }
 }
 
-// PROVISIONAL until the segmented-log branch lands: gives nothing back.
-impl DecidedLog {
-    pub fn compact(&mut self, _below: Slot) -> Result<u64> {
-        Ok(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEGMENT: u64 = 1024;
+
+    fn value(slot: Slot) -> Value {
+        Value::Command(crate::messages::Command {
+            id: crate::messages::RequestId { client: 2, seq: slot },
+            ack_below: 0,
+            payload: slot.to_le_bytes().to_vec(),
+        })
     }
 
-    pub fn first_slot(&self) -> Option<Slot> {
-        self.index.keys().next().copied()
+    /// Appends `slots` as runs of ten, one write each.
+    fn append_runs(log: &mut DecidedLog, slots: std::ops::Range<Slot>) {
+        for first in slots.clone().step_by(10) {
+            let run: Vec<_> = (first..(first + 10).min(slots.end)).map(|s| (s, value(s))).collect();
+            log.append(&run).expect("append");
+        }
+    }
+
+    fn open(dir: &Path, from: Slot) -> (DecidedLog, BTreeMap<Slot, Value>) {
+        DecidedLog::open_with_segment_size(dir, from, SEGMENT).expect("open")
+    }
+
+    #[test]
+    fn decided_log_compact_frees_segments_below_the_first_kept_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        append_runs(&mut log, 0..2000);
+        assert_eq!(log.first_slot(), Some(0));
+        let before = log.disk_bytes();
+        // The run 1000..1010 holds slots on both sides of the bound: kept whole.
+        let freed = log.compact(1005).expect("compact");
+        assert!(freed > 0, "freed");
+        assert_eq!(log.disk_bytes(), before - freed);
+        assert_eq!(log.first_slot(), Some(1000));
+        assert_eq!(log.index.len(), 100, "one entry per run kept");
+        assert_eq!(log.get(999, &mut None).expect("get"), None, "forgotten");
+        assert_eq!(log.get(1000, &mut None).expect("get"), Some(value(1000)));
+        assert_eq!(log.get(1999, &mut None).expect("get"), Some(value(1999)));
+        let sync = log.sync_handle();
+        sync.sync().expect("sync");
+        drop((log, sync));
+
+        let (log, values) = open(dir.path(), 1005);
+        assert_eq!(
+            values.keys().copied().collect::<Vec<_>>(),
+            (1005..2000).collect::<Vec<_>>()
+        );
+        let first = log.first_slot().expect("some");
+        assert!((1..=1000).contains(&first), "the kept segments only: from {first}");
+        assert_eq!(log.read_all().expect("read").len() as u64, 2000 - first);
+    }
+
+    #[test]
+    fn decided_log_compact_keeps_a_record_appended_late_in_an_old_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        // Slots above the gap first (decided while 0..1000 were being fetched).
+        append_runs(&mut log, 1000..1100);
+        append_runs(&mut log, 0..1000);
+        assert_eq!(
+            log.compact(500).expect("compact"),
+            0,
+            "1000..1100 pin the first segment"
+        );
+        assert_eq!(log.get(1000, &mut None).expect("get"), Some(value(1000)));
+        assert_eq!(log.first_slot(), Some(500));
+        assert_eq!(log.get(499, &mut None).expect("get"), None);
+    }
+
+    #[test]
+    fn decided_log_compact_of_every_slot_keeps_the_segment_written_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 0);
+        append_runs(&mut log, 0..1000);
+        log.compact(Slot::MAX).expect("compact");
+        assert_eq!(log.first_slot(), None);
+        assert!(
+            log.disk_bytes() <= SEGMENT + 200,
+            "one segment left: {}",
+            log.disk_bytes()
+        );
+        append_runs(&mut log, 1000..1010);
+        assert_eq!(log.first_slot(), Some(1000));
+        drop(log);
+        let (_, values) = open(dir.path(), 1000);
+        assert_eq!(values.len(), 10);
     }
 }

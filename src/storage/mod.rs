@@ -1,18 +1,27 @@
 //! Durable state of a node, under the node's data directory.
 //!
-//! | file / tree          | holds                                      | written by     | synced          |
-//! |----------------------|--------------------------------------------|----------------|-----------------|
-//! | `acceptor.wal`       | every promise and acceptance, in order      | acceptor       | before replies  |
-//! | `decided.wal`        | decided values, batch by batch              | learner        | before a snapshot is installed |
-//! | `ballot`             | highest ballot this node used               | leader-elector | before use (fdatasync, rename, directory sync) |
-//! | `snapshot.bin`       | state machine snapshot (replaced by rename) | state machine  | before the rename, off its thread |
+//! | file                                     | holds                                         | written by     | synced          |
+//! |------------------------------------------|-----------------------------------------------|----------------|-----------------|
+//! | `acceptor.wal.<base>`                    | every promise and acceptance, in order        | acceptor       | before replies  |
+//! | `decided.wal.<base>`                     | decided values, batch by batch                | learner        | before a snapshot is installed |
+//! | `acceptor.wal.lock`, `decided.wal.lock`  | nothing: `flock`ed by the instance writing the log | that log  | never           |
+//! | `ballot`                                 | highest ballot this node used                 | leader-elector | before use (fdatasync, rename, directory sync) |
+//! | `snapshot.bin`                           | state machine snapshot (replaced by rename)   | state machine  | before the rename, off its thread |
 //!
-//! The two logs are [`Wal`] files: appends, a CRC per record, a torn tail cut off on
-//! recovery. The acceptor appends its writes, then one `fdatasync` per group covers
-//! every reply that waited for it. The learner's log is synced only before a snapshot
-//! (the slots a snapshot covers must stay servable to lagging peers): decided values
-//! are durable at the acceptors, so a lost tail above the snapshot is learned again
-//! (fetched from a peer, or recovered by the next leader's phase 1).
+//! The two logs are [`Wal`]s: appends, a CRC per record, a torn tail cut off on
+//! recovery, in segment files of 8 MiB named by the logical offset they start at
+//! (`<base>` is 16 hex digits). The acceptor appends its writes, then one `fdatasync`
+//! per group covers every reply that waited for it. The learner's log is synced only
+//! before a snapshot (the slots a snapshot covers must stay servable to lagging peers):
+//! decided values are durable at the acceptors, so a lost tail above the snapshot is
+//! learned again (fetched from a peer, or recovered by the next leader's phase 1).
+//!
+//! Once a durable snapshot covers the slots below some slot, both logs give back the
+//! segments that hold nothing else still needed ([`acceptor_log::AcceptorLog::compact`],
+//! [`decided_log::DecidedLog::compact`]); their indexes forget those slots, so neither
+//! disk nor memory grows with the history. A data directory from before segments has
+//! plain `acceptor.wal` and `decided.wal` files: each becomes its log's segment at base
+//! 0 when the log opens.
 //!
 //! The ballot used to live in sled, whose `flush` makes writes durable with
 //! `sync_file_range` (no device cache flush, no metadata): after a power cut a node
@@ -410,5 +419,36 @@ mod tests {
         assert_eq!(decided.get(0, &mut None).expect("read"), Some(value.clone()));
         assert_eq!(decided.read_all().expect("read").len(), 3);
         assert_eq!(s.load_ballot().expect("ballot"), Ballot::new(4, 2));
+    }
+
+    #[test]
+    fn storage_logs_of_a_data_directory_from_before_segments_open_as_their_first_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = AcceptorWrite {
+            promised: Some(Ballot::new(2, 1)),
+            accepted: vec![(0, Ballot::new(2, 1), Value::Noop)],
+        };
+        {
+            let mut acceptor = AcceptorLog::open(dir.path(), drop).expect("acceptor log");
+            acceptor.append(&write).expect("append");
+            acceptor.take_pending().write_and_sync().expect("sync");
+            let (mut decided, _) = DecidedLog::open(dir.path(), 0).expect("decided log");
+            decided.append(&[(0, Value::Noop), (1, Value::Noop)]).expect("append");
+        }
+        // What a build of before left: the logs as plain files.
+        for name in [acceptor_log::ACCEPTOR, DECIDED] {
+            let segment = dir.path().join(format!("{name}.0000000000000000"));
+            std::fs::rename(segment, dir.path().join(name)).expect("rename");
+        }
+        let mut writes = Vec::new();
+        let acceptor = AcceptorLog::open(dir.path(), |w| writes.push(w)).expect("acceptor log");
+        assert_eq!(writes, vec![write]);
+        assert_eq!(acceptor.read(0, &mut None).expect("read"), Value::Noop);
+        let (_, values) = DecidedLog::open(dir.path(), 0).expect("decided log");
+        assert_eq!(values.len(), 2);
+        for name in [acceptor_log::ACCEPTOR, DECIDED] {
+            assert!(!dir.path().join(name).exists(), "{name} became a segment");
+            assert!(dir.path().join(format!("{name}.0000000000000000")).exists());
+        }
     }
 }
