@@ -12,6 +12,7 @@ use rolepax::messages::{
 };
 use rolepax::net::memory::Faults;
 use rolepax::roles::bugs::PlantedBugs;
+use rolepax::roles::state_machine::CompactPolicy;
 use rolepax::{Cluster, Error, KvCommand, KvStore};
 use std::time::Duration;
 
@@ -94,6 +95,57 @@ async fn cluster_follower_crash_and_restart_catches_up() {
     let back = c.node(follower).clone();
     wait_all_present(&[back], &[first, missed].concat()).await;
     c.check_safety().await.expect("safety");
+}
+
+/// A follower misses more than the others keep in their logs (they compact every 40
+/// slots), then comes back, its data kept or wiped: it catches up by a snapshot from a
+/// peer plus the log after it, and serves every acknowledged write.
+async fn lagging_follower_catches_up_by_snapshot(wipe: bool) {
+    let mut c = cluster_with(3, |cfg| {
+        cfg.snapshot_every = 0;
+        cfg.compact = Some(CompactPolicy {
+            every_slots: 40,
+            every_bytes: 1 << 30,
+        });
+        cfg.learner.snapshot_chunk_bytes = 512;
+    })
+    .await;
+    let leader = c.wait_for_leader().await.expect("a leader");
+    let follower = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let first = write_concurrently(vec![c.node(leader).clone()], 2, 10, "before").await;
+    c.crash(follower);
+    let missed = write_concurrently(vec![c.node(leader).clone()], 4, 60, "missed").await;
+    assert_eq!(missed.len(), 240, "two of three nodes are a majority");
+    let leader_status = c.node(leader).status().await.expect("status");
+    assert!(
+        leader_status.state_machine.snapshots >= 3,
+        "the others compacted: {leader_status:?}"
+    );
+    if wipe {
+        let dir = c.data_dir(follower).expect("a data directory").to_path_buf();
+        std::fs::remove_dir_all(&dir).expect("wipe");
+    }
+    c.restart(follower).await.expect("restart");
+    let back = c.node(follower).clone();
+    wait_all_present(std::slice::from_ref(&back), &[first, missed].concat()).await;
+    let status = back.status().await.expect("status");
+    assert!(
+        status.learner.snapshot_chunks_received > 1,
+        "it caught up by a snapshot sent in chunks: {status:?}"
+    );
+    // And it serves linearizable reads of what was written while it was away.
+    assert_eq!(get(&back, "missed-3-59").await.as_deref(), Some(&b"v59"[..]));
+    c.check_safety().await.expect("safety");
+}
+
+#[actix_rt::test]
+async fn cluster_lagging_follower_catches_up_by_snapshot() {
+    lagging_follower_catches_up_by_snapshot(false).await;
+}
+
+#[actix_rt::test]
+async fn cluster_wiped_follower_catches_up_by_snapshot() {
+    lagging_follower_catches_up_by_snapshot(true).await;
 }
 
 #[actix_rt::test]

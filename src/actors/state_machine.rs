@@ -90,7 +90,8 @@ pub struct StateMachineStatus {
 pub struct GetStateMachineStatus;
 
 /// The sequence of requests applied so far (slot, request or None for a no-op), for
-/// tests comparing replicas; recorded only when the node is configured to.
+/// tests comparing replicas; recorded only when the node is configured to. It starts
+/// again after a snapshot received from a peer is installed.
 #[derive(Message)]
 #[rtype(result = "Vec<(Slot, Option<RequestId>)>")]
 pub struct GetApplied;
@@ -176,6 +177,11 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
 
     fn send(&mut self, to: NodeId, msg: PeerMessage) {
         self.io.peers.send(to, msg);
+    }
+
+    /// `Compact` to the acceptor, `SnapshotDurable` to the learner.
+    fn local(&mut self, msg: LocalMessage) {
+        self.io.peers.local.deliver_local(msg);
     }
 
     /// Reads go to their channels; commands to the waiters' table, locked once for the
@@ -274,7 +280,17 @@ impl<A: Application> StateMachineActor<A> {
     }
 
     fn run(&mut self, input: StateMachineInput<A::Command>, ctx: &mut Context<Self>) {
+        let before = self.core.next();
+        let restored = matches!(input, StateMachineInput::Restored { .. });
         let ready = self.core.handle(input);
+        if restored
+            && self.core.next() > before
+            && let Some(record) = &mut self.record
+        {
+            // A received snapshot replaced the state: the applied sequence starts again
+            // from where it ends.
+            record.clear();
+        }
         let mut host = StateMachineIo {
             io: &mut self.io,
             core: &self.core,

@@ -78,6 +78,11 @@ impl<A: Application + Default> Cluster<A> {
         Ok(())
     }
 
+    /// Node `id`'s data directory (to wipe it while the node is down, say).
+    pub fn data_dir(&self, id: NodeId) -> Option<&std::path::Path> {
+        self.configs.get(&id).map(|c| c.data_dir.as_path())
+    }
+
     pub fn ids(&self) -> Vec<NodeId> {
         self.configs.keys().copied().collect()
     }
@@ -224,12 +229,13 @@ impl<A: Application + Default> Cluster<A> {
             for (slot, req) in seq {
                 // Compare with the node's own log and with what any node decided.
                 let own = logs.iter().find(|(n, _)| n == id).and_then(|(_, log)| log.get(slot));
-                for decided in [own, chosen.get(slot).map(|(_, v)| *v)] {
-                    let decided = decided.map(|v| match v {
+                // A slot every node compacted away is no longer in any log to compare with.
+                for decided in [own, chosen.get(slot).map(|(_, v)| *v)].into_iter().flatten() {
+                    let decided = match decided {
                         Value::Command(c) => Some(c.id),
                         Value::Noop => None,
-                    });
-                    if decided != Some(*req) {
+                    };
+                    if decided != *req {
                         violations.push(format!(
                             "node {id} applied slot {slot} as {req:?}; decided: {decided:?}"
                         ));
