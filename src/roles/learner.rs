@@ -748,4 +748,141 @@ mod tests {
         let asked: usize = (0..2).map(|_| l.handle(LearnerInput::Tick).send.len()).sum();
         assert_eq!(asked, 1, "then one");
     }
+
+    fn peer(from: NodeId, msg: LearnerMessage) -> LearnerInput {
+        LearnerInput::Peer(from, msg)
+    }
+
+    fn chunk(at: Slot, offset: u64, whole: &[u8], len: usize) -> LearnerMessage {
+        let data = whole[offset as usize..(offset as usize + len).min(whole.len())].to_vec();
+        LearnerMessage::SnapshotChunk {
+            at,
+            offset,
+            total: whole.len() as u64,
+            file_crc: crc32fast::hash(whole),
+            crc: crc32fast::hash(&data),
+            data,
+        }
+    }
+
+    fn asks(out: &Ready) -> Vec<(NodeId, LearnerMessage)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::Learner(m) => Some((*to, m.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learner_compacted_slots_are_offered_as_the_snapshot() {
+        let mut l = Learner::restore(1, LearnerConfig::default(), BTreeMap::new(), 100);
+        let out = l.handle(LearnerInput::SnapshotDurable { at: 80 });
+        assert_eq!(
+            out.writes,
+            vec![Write::Compact { below: 80 }],
+            "the log gives back what it covers"
+        );
+        let out = l.handle(peer(2, LearnerMessage::Fetch { from: 10, to: 100 }));
+        assert_eq!(asks(&out), vec![(2, LearnerMessage::SnapshotOffer { at: 80 })]);
+        let out = l.handle(peer(2, LearnerMessage::Fetch { from: 80, to: 100 }));
+        assert_eq!(out.serve.len(), 1, "slots above the snapshot are served from the log");
+        let out = l.handle(peer(2, LearnerMessage::SnapshotRead { at: 80, offset: 4096 }));
+        assert_eq!(
+            out.serve_snapshot,
+            vec![ServeSnapshot {
+                to: 2,
+                at: 80,
+                offset: 4096,
+                max_bytes: LearnerConfig::default().snapshot_chunk_bytes
+            }]
+        );
+    }
+
+    #[test]
+    fn learner_takes_a_snapshot_chunk_by_chunk_and_resumes_after_a_loss() {
+        let cfg = LearnerConfig {
+            fetch_retry_ticks: 3,
+            snapshot_chunk_bytes: 4,
+            ..LearnerConfig::default()
+        };
+        let whole = b"0123456789".to_vec();
+        let mut l = Learner::restore(3, cfg, BTreeMap::new(), 0);
+        l.handle(decide(52, vec![v(53)], 53));
+        let out = l.handle(peer(1, LearnerMessage::SnapshotOffer { at: 50 }));
+        assert_eq!(
+            asks(&out),
+            vec![(1, LearnerMessage::SnapshotRead { at: 50, offset: 0 })]
+        );
+        let out = l.handle(peer(1, chunk(50, 0, &whole, 4)));
+        assert_eq!(
+            out.writes,
+            vec![Write::SnapshotChunk {
+                at: 50,
+                offset: 0,
+                data: b"0123".to_vec()
+            }]
+        );
+        assert_eq!(
+            asks(&out),
+            vec![(1, LearnerMessage::SnapshotRead { at: 50, offset: 4 })]
+        );
+        // That ask is lost; a damaged chunk and a stale duplicate are dropped.
+        let mut damaged = chunk(50, 4, &whole, 4);
+        if let LearnerMessage::SnapshotChunk { data, .. } = &mut damaged {
+            data[0] ^= 1;
+        }
+        assert!(l.handle(peer(1, damaged)).writes.is_empty(), "fails its checksum");
+        assert!(
+            l.handle(peer(1, chunk(50, 0, &whole, 4))).writes.is_empty(),
+            "not where we are"
+        );
+        let resent: Vec<_> = (0..3).flat_map(|_| asks(&l.handle(LearnerInput::Tick))).collect();
+        assert_eq!(
+            resent,
+            vec![(1, LearnerMessage::SnapshotRead { at: 50, offset: 4 })],
+            "asked again from where it stopped, not from the start"
+        );
+        l.handle(peer(1, chunk(50, 4, &whole, 4)));
+        let out = l.handle(peer(1, chunk(50, 8, &whole, 4)));
+        assert_eq!(
+            out.writes,
+            vec![
+                Write::SnapshotChunk {
+                    at: 50,
+                    offset: 8,
+                    data: b"89".to_vec()
+                },
+                Write::SnapshotReceived { at: 50 }
+            ]
+        );
+        assert_eq!(out.local, vec![LocalMessage::InstallSnapshot { at: 50 }]);
+        // Installed: it goes on from slot 50 with what it already holds.
+        let out = l.handle(LearnerInput::SnapshotDurable { at: 50 });
+        assert_eq!(l.next(), 50);
+        assert_eq!(learned_of(&out), Some(50));
+        assert_eq!(
+            asks(&out),
+            vec![(1, LearnerMessage::Fetch { from: 50, to: 52 })],
+            "then fetches the slots between the snapshot and what it holds"
+        );
+    }
+
+    #[test]
+    fn learner_received_snapshot_failing_its_whole_checksum_is_taken_again() {
+        let whole = b"abcdefgh".to_vec();
+        let mut l = Learner::restore(3, LearnerConfig::default(), BTreeMap::new(), 0);
+        l.handle(peer(1, LearnerMessage::SnapshotOffer { at: 9 }));
+        let mut last = chunk(9, 0, &whole, 8);
+        if let LearnerMessage::SnapshotChunk { file_crc, .. } = &mut last {
+            *file_crc ^= 1;
+        }
+        let out = l.handle(peer(1, last));
+        assert!(
+            !out.writes.contains(&Write::SnapshotReceived { at: 9 }),
+            "not installed"
+        );
+        assert_eq!(asks(&out), vec![(1, LearnerMessage::SnapshotRead { at: 9, offset: 0 })]);
+    }
 }

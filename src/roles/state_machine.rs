@@ -609,4 +609,81 @@ mod tests {
         assert_eq!(copy.next(), 1);
         assert_eq!(copy.app(), sm.app());
     }
+
+    fn compacting() -> SnapshotPolicy {
+        SnapshotPolicy {
+            every: 0,
+            compact: Some(CompactPolicy {
+                every_slots: 2,
+                every_bytes: 1 << 30,
+            }),
+        }
+    }
+
+    #[test]
+    fn state_machine_compacts_only_once_its_snapshot_is_durable() {
+        let mut sm = StateMachine::new(KvStore::new()).with_snapshots(compacting());
+        let out = sm.handle(StateMachineInput::Apply(vec![
+            (0, put(1, 1, 0, "a", "1")),
+            (1, Value::Noop),
+        ]));
+        assert_eq!(out.writes, vec![Write::Snapshot { at: 2 }]);
+        assert!(out.local.is_empty(), "nothing compacted before the snapshot is durable");
+        let out = sm.handle(StateMachineInput::SnapshotInstalled(Ok(100)));
+        assert_eq!(
+            out.local,
+            vec![
+                LocalMessage::Compact { below: 2 },
+                LocalMessage::SnapshotDurable { at: 2 }
+            ]
+        );
+        // A failed snapshot compacts nothing.
+        sm.handle(StateMachineInput::Apply(vec![(2, Value::Noop), (3, Value::Noop)]));
+        let out = sm.handle(StateMachineInput::SnapshotInstalled(Err("disk full".into())));
+        assert!(out.local.is_empty());
+    }
+
+    #[test]
+    fn state_machine_installs_a_received_snapshot_ahead_of_it_and_never_one_behind() {
+        let mut ahead = StateMachine::new(KvStore::new());
+        ahead.handle(StateMachineInput::Apply(
+            (0..10).map(|s| (s, put(1, s + 1, s, &format!("k{s}"), "v"))).collect(),
+        ));
+        let bytes = ahead.snapshot().expect("snapshot");
+        let mut sm = StateMachine::new(KvStore::new()).with_snapshots(compacting());
+        // Its own snapshot is being made durable: the install waits for it.
+        let out = sm.handle(StateMachineInput::Apply(vec![(0, Value::Noop), (1, Value::Noop)]));
+        assert_eq!(out.writes, vec![Write::Snapshot { at: 2 }]);
+        assert!(
+            sm.handle(StateMachineInput::InstallSnapshot { at: 10 })
+                .writes
+                .is_empty()
+        );
+        let out = sm.handle(StateMachineInput::SnapshotInstalled(Ok(10)));
+        assert!(out.writes.contains(&Write::InstallSnapshot { at: 10 }), "{out:?}");
+        let out = sm.handle(StateMachineInput::Restored {
+            at: 10,
+            result: Ok(bytes.clone()),
+        });
+        assert_eq!(sm.next(), 10);
+        assert_eq!(
+            sm.read(&KvCommand::get("k9"))
+                .and_then(|r| r.value().map(<[u8]>::to_vec)),
+            Some(b"v".to_vec())
+        );
+        assert!(out.local.contains(&LocalMessage::SnapshotDurable { at: 10 }));
+        // One that covers less than what is applied is never installed.
+        assert!(
+            sm.handle(StateMachineInput::InstallSnapshot { at: 5 })
+                .writes
+                .is_empty()
+        );
+        // Bytes that do not cover the slots they claim are refused, the state kept.
+        let out = sm.handle(StateMachineInput::Restored {
+            at: 12,
+            result: Ok(bytes),
+        });
+        assert!(out.local.is_empty());
+        assert_eq!(sm.next(), 10);
+    }
 }
