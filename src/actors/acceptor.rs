@@ -28,8 +28,9 @@ pub struct AcceptorStatus {
     pub flushes: u64,
     pub flushed_replies: u64,
     pub largest_batch: u64,
-    /// Bytes given back by compacting the log.
+    /// Bytes given back by compacting the log, and bytes its files take now.
     pub compacted_bytes: u64,
+    pub log_bytes: u64,
 }
 
 #[derive(Message)]
@@ -229,6 +230,7 @@ impl Handler<GetAcceptorStatus> for AcceptorActor {
             flushed_replies: stats.synced_readies,
             largest_batch: stats.largest_group,
             compacted_bytes: self.io.compacted_bytes,
+            log_bytes: self.io.log.disk_bytes(),
         })
     }
 }

@@ -31,8 +31,9 @@ pub struct LearnerStatus {
     /// Snapshot chunks received from peers and sent to them.
     pub snapshot_chunks_received: u64,
     pub snapshot_chunks_sent: u64,
-    /// Bytes given back by compacting the decided log.
+    /// Bytes given back by compacting the decided log, and bytes its files take now.
     pub compacted_bytes: u64,
+    pub log_bytes: u64,
 }
 
 #[derive(Message)]
@@ -212,6 +213,7 @@ impl Handler<GetLearnerStatus> for LearnerActor {
             snapshot_chunks_received: self.io.chunks_received,
             snapshot_chunks_sent: self.io.chunks_sent,
             compacted_bytes: self.io.compacted_bytes,
+            log_bytes: self.io.log.disk_bytes(),
         })
     }
 }

@@ -1077,6 +1077,45 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
         "Fetches of missing slots sent.",
         s.learner.fetches_sent,
     );
+    let log = |name: &str| [("log", name.to_string())];
+    p.family(
+        "rolepax_log_bytes",
+        "gauge",
+        "Bytes the log's segment files take on disk.",
+    );
+    p.sample("rolepax_log_bytes", &log("acceptor"), s.acceptor.log_bytes);
+    p.sample("rolepax_log_bytes", &log("decided"), s.learner.log_bytes);
+    p.family(
+        "rolepax_log_compacted_bytes_total",
+        "counter",
+        "Bytes the log gave back after durable snapshots.",
+    );
+    p.sample(
+        "rolepax_log_compacted_bytes_total",
+        &log("acceptor"),
+        s.acceptor.compacted_bytes,
+    );
+    p.sample(
+        "rolepax_log_compacted_bytes_total",
+        &log("decided"),
+        s.learner.compacted_bytes,
+    );
+    let direction = |d: &str| [("direction", d.to_string())];
+    p.family(
+        "rolepax_snapshot_chunks_total",
+        "counter",
+        "Snapshot chunks received from lagging-node transfers, and sent to lagging peers.",
+    );
+    p.sample(
+        "rolepax_snapshot_chunks_total",
+        &direction("received"),
+        s.learner.snapshot_chunks_received,
+    );
+    p.sample(
+        "rolepax_snapshot_chunks_total",
+        &direction("sent"),
+        s.learner.snapshot_chunks_sent,
+    );
     p.one(
         "rolepax_acceptor_flushes_total",
         "counter",
