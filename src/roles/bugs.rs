@@ -23,9 +23,12 @@ pub struct PlantedBugs {
     /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
     /// then serves stale reads).
     pub proposer_reads_without_quorum: bool,
-    /// The acceptor forgets accepted values evicted from memory: it neither reads them
-    /// back for a `Prepare` nor stops its `Promise` at them.
+    /// The acceptor forgets accepted values evicted from memory: its `Promise` reports
+    /// only the slots whose values are in memory.
     pub acceptor_promise_skips_stored: bool,
+    /// The proposer pulls a part of phase 1's suffix from an acceptor that holds it at a
+    /// lower ballot than the highest one its quorum reported, and adopts it.
+    pub proposer_adopts_lower_ballot_part: bool,
 }
 
 impl PlantedBugs {
@@ -63,5 +66,11 @@ impl PlantedBugs {
     #[inline(always)]
     pub fn acceptor_promise_skips_stored(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.acceptor_promise_skips_stored
+    }
+
+    /// Whether [`PlantedBugs::proposer_adopts_lower_ballot_part`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_adopts_lower_ballot_part(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_adopts_lower_ballot_part
     }
 }

@@ -321,7 +321,7 @@ impl SimConfig {
 type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
-const BUGS: [(&str, BugSwitch); 6] = [
+const BUGS: [(&str, BugSwitch); 7] = [
     ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
     ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
     ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
@@ -331,6 +331,9 @@ const BUGS: [(&str, BugSwitch); 6] = [
     }),
     ("acceptor_promise_skips_stored", |b| {
         &mut b.acceptor_promise_skips_stored
+    }),
+    ("proposer_adopts_lower_ballot_part", |b| {
+        &mut b.proposer_adopts_lower_ballot_part
     }),
 ];
 

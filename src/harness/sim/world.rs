@@ -457,10 +457,19 @@ impl World {
                     Local::Msg(LocalMessage::Event(e)) => self.run_elector(i, ElectorInput::Proposer(e)),
                     Local::Msg(LocalMessage::Learned(s)) => self.run_proposer(i, ProposerInput::Learned(s)),
                     Local::Msg(LocalMessage::Apply(batch)) => self.run_sm(i, StateMachineInput::Apply(batch)),
+                    // Until the learner handles `CatchUp` itself: a beacon from `from`
+                    // naming `below` as decided makes it fetch the slots from there.
+                    Local::Msg(LocalMessage::CatchUp { below, from }) => {
+                        let beacon = LearnerMessage::Decide {
+                            first_slot: below,
+                            values: Vec::new(),
+                            commit: below,
+                        };
+                        self.run_learner(i, LearnerInput::Peer(from, beacon))
+                    }
                     Local::Msg(
                         m @ (LocalMessage::Compact { .. }
                         | LocalMessage::SnapshotDurable { .. }
-                        | LocalMessage::CatchUp { .. }
                         | LocalMessage::InstallSnapshot { .. }),
                     ) => {
                         self.violated(format!("no role of the simulator handles {m:?} yet"));
@@ -691,11 +700,20 @@ impl World {
         self.with_roles(i, |w, r| {
             let p = &r.proposer;
             let (before, was_leading) = (p.ballot(), p.is_leading());
-            if let (Some(b), false, ProposerInput::Reply(from, AcceptorReply::Promise { ballot, accepted, .. })) =
-                (before, was_leading, &input)
+            // Only the promises the proposer can still count (not once it pulls).
+            if let (Some(b), false, false, ProposerInput::Reply(from, promise)) =
+                (before, was_leading, p.is_pulling(), &input)
+                && let AcceptorReply::Promise {
+                    ballot,
+                    decided_below,
+                    accepted,
+                    more_from,
+                    ..
+                } = promise
                 && *ballot == b
             {
-                w.checker.promise_received(b, *from, accepted);
+                w.checker
+                    .promise_received(b, *from, *decided_below, accepted, *more_from);
             }
             let ready = r.proposer.handle(input);
             let p = &r.proposer;
@@ -778,9 +796,6 @@ impl World {
         node.incarnation += 1;
         node.leader = None;
         let disk = &node.disk;
-        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
-            .with_hot_slots(SIM_HOT_SLOTS)
-            .with_bugs(bugs);
         let sm = match &disk.snapshot {
             Some(bytes) => StateMachine::<Service>::restore(bytes)
                 .map_err(|e| format!("node {id} cannot restore its snapshot: {e}"))?,
@@ -790,6 +805,11 @@ impl World {
         .with_snapshots(SnapshotPolicy {
             every: self.snapshot_every,
         });
+        // The snapshot's slots are decided: the acceptor's floor.
+        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
+            .with_floor(sm.next())
+            .with_hot_slots(SIM_HOT_SLOTS)
+            .with_bugs(bugs);
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next()).with_bugs(bugs);
         let elector = Elector::new(
             id,
@@ -1349,8 +1369,13 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         let id = self.w.nodes[self.i].id;
         match &msg {
             // What an acceptor reveals must be on its disk by now.
-            PeerMessage::AcceptorReply(AcceptorReply::Promise { ballot, .. }) => {
-                self.w.checker.promise_revealed(id, *ballot)
+            PeerMessage::AcceptorReply(AcceptorReply::Promise {
+                ballot, decided_below, ..
+            }) => {
+                self.w.checker.promise_revealed(id, *ballot);
+                if let Err(e) = self.w.checker.floor_revealed(id, *decided_below) {
+                    self.w.violated(e);
+                }
             }
             PeerMessage::AcceptorReply(AcceptorReply::Accepted {
                 ballot,
@@ -1447,8 +1472,10 @@ fn kv_output(outcome: Outcome<ServiceReply>) -> OpOutput {
 fn brief(msg: &PeerMessage) -> &'static str {
     match msg {
         PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { .. }) => "Prepare",
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { .. }) => "Pull",
         PeerMessage::AcceptorRequest(AcceptorRequest::Accept { .. }) => "Accept",
         PeerMessage::AcceptorReply(AcceptorReply::Promise { .. }) => "Promise",
+        PeerMessage::AcceptorReply(AcceptorReply::Pulled { .. }) => "Pulled",
         PeerMessage::AcceptorReply(AcceptorReply::Accepted { .. }) => "Accepted",
         PeerMessage::AcceptorReply(AcceptorReply::Rejected { .. }) => "Rejected",
         PeerMessage::Learner(LearnerMessage::Decide { .. }) => "Decide",
