@@ -83,7 +83,9 @@ fn measure(n: u64) -> Received {
         }
         match msg {
             PeerMessage::AcceptorRequest(request) => {
-                let Some(acceptor) = acceptors.get_mut(&to) else { continue };
+                let Some(acceptor) = acceptors.get_mut(&to) else {
+                    continue;
+                };
                 let ready = acceptor.handle(from, request);
                 queue.extend(ready.send.into_iter().map(|(dest, m)| (to, dest, m)));
             }
@@ -113,7 +115,10 @@ fn main() {
         let received = measure(n);
         let total: u64 = received.values().map(|(_, b)| b).sum();
         for (kind, (count, bytes)) in &received {
-            println!("| {n} | {kind} | {count} | {bytes} | {:.2} |", *bytes as f64 / raw as f64);
+            println!(
+                "| {n} | {kind} | {count} | {bytes} | {:.2} |",
+                *bytes as f64 / raw as f64
+            );
         }
         println!("| {n} | **total** | | {total} | {:.2} |", total as f64 / raw as f64);
     }

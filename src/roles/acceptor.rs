@@ -419,7 +419,11 @@ impl Acceptor {
     fn summary(&self, from: Slot) -> (Vec<AcceptedRun>, Option<Slot>) {
         let from = from.max(self.floor);
         let max_runs = (self.max_promise_bytes / AcceptedRun::WIRE_BYTES).max(1);
-        let mut memory = self.accepted.range(from..).map(|(&s, (b, _))| (s, s + 1, *b)).peekable();
+        let mut memory = self
+            .accepted
+            .range(from..)
+            .map(|(&s, (b, _))| (s, s + 1, *b))
+            .peekable();
         // Planted bug: report only what is in memory, as if nothing else were accepted.
         let skip_stored = self.bugs.acceptor_promise_skips_stored();
         let mut stored = self.stored.ranges_from(from).filter(|_| !skip_stored).peekable();
@@ -481,11 +485,7 @@ impl Acceptor {
 
 /// `Rejected`: the request's `ballot` is not one this acceptor may answer under `promised`.
 fn rejected(call: u64, ballot: Ballot, promised: Ballot) -> AcceptorReply {
-    AcceptorReply::Rejected {
-        call,
-        ballot,
-        promised,
-    }
+    AcceptorReply::Rejected { call, ballot, promised }
 }
 
 #[cfg(test)]
@@ -780,12 +780,15 @@ mod tests {
     fn acceptor_compact_raises_floor_forgets_below_and_rerecords_promise() {
         let mut a = Acceptor::default().with_hot_slots(2);
         for first in (0..100).step_by(10) {
-            let mut r = a.handle(1, AcceptorRequest::Accept {
-                call: first,
-                ballot: b(1, 1),
-                first_slot: first,
-                values: (0..10).map(cmd).collect(),
-            });
+            let mut r = a.handle(
+                1,
+                AcceptorRequest::Accept {
+                    call: first,
+                    ballot: b(1, 1),
+                    first_slot: first,
+                    values: (0..10).map(cmd).collect(),
+                },
+            );
             assert_eq!(r.writes.len(), 1);
             r.writes.clear();
         }
@@ -804,7 +807,11 @@ mod tests {
             "the promise is re-recorded before the log is cut"
         );
         assert_eq!(a.floor(), 95);
-        assert_eq!(a.accepted_slots(), 5, "nothing below the floor is kept, not even ballots");
+        assert_eq!(
+            a.accepted_slots(),
+            5,
+            "nothing below the floor is kept, not even ballots"
+        );
         assert_eq!(a.compact(95), Ready::default(), "not above the floor: nothing to do");
         assert_eq!(a.compact(50), Ready::default());
         assert_eq!(
@@ -813,12 +820,15 @@ mod tests {
             "the floor is reported; nothing below it"
         );
         // The compaction's write counts: a later write is number 12.
-        a.handle(1, AcceptorRequest::Accept {
-            call: 99,
-            ballot: b(2, 2),
-            first_slot: 100,
-            values: vec![cmd(100)],
-        });
+        a.handle(
+            1,
+            AcceptorRequest::Accept {
+                call: 99,
+                ballot: b(2, 2),
+                first_slot: 100,
+                values: vec![cmd(100)],
+            },
+        );
         a.durable_through(11);
         assert!(a.accepted().contains_key(&100), "write 12 is not durable yet");
         a.durable_through(12);
@@ -835,7 +845,11 @@ mod tests {
             promised: None,
             accepted: vec![(3, b(1, 1), cmd(3))],
         });
-        assert_eq!(a.accepted_slots(), 3, "a replayed write below the floor stays forgotten");
+        assert_eq!(
+            a.accepted_slots(),
+            3,
+            "a replayed write below the floor stays forgotten"
+        );
     }
 
     #[test]

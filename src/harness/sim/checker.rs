@@ -38,8 +38,11 @@ struct Phase1 {
     partial: BTreeMap<NodeId, (Slot, Vec<AcceptedRun>)>,
     /// Once the proposer leads: the highest floor of its quorum, and per slot above it
     /// the value the promises forced.
-    forced: Option<(Slot, BTreeMap<Slot, (Ballot, Value)>)>,
+    forced: Option<(Slot, Forced)>,
 }
+
+/// Per slot, the value phase 1 forced and the ballot it was accepted at.
+type Forced = BTreeMap<Slot, (Ballot, Value)>;
 
 /// The global view and the invariants over it.
 #[derive(Debug)]

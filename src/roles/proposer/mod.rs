@@ -46,7 +46,7 @@
 //! already, and its own learner fetches them (a snapshot or the values) from a node that
 //! has them. Above that floor every acceptor of the quorum still reports what it
 //! accepted, so each slot's majority intersection argument (P2c) holds as before.
-//! [`phase1`](self) argues the pulls.
+//! `phase1.rs` argues the pulls.
 //!
 //! **Left out.** Leases and read-only fast paths (a later issue), reconfiguration (PMMC
 //! §4).

@@ -328,7 +328,10 @@ impl Preparing {
                 let odd = report.runs.iter().any(|r| r.first >= r.end || r.end > last);
                 if overlapping || odd || report.decided_below > MAX_SLOT {
                     // No honest acceptor reports this: refuse the report.
-                    tracing::warn!(from, "promise with overlapping runs or slots far beyond the log; ignored");
+                    tracing::warn!(
+                        from,
+                        "promise with overlapping runs or slots far beyond the log; ignored"
+                    );
                     return QuorumStatus::Pending;
                 }
                 self.call.reply(from, report)
@@ -434,8 +437,7 @@ impl Preparing {
             // More to come from this acceptor: ask for it at once.
             Some(next) if next == part.next() => {
                 part.sent_at = s.now;
-                out.send
-                    .push((from, pull(self.call_id, self.ballot, next, part.end)));
+                out.send.push((from, pull(self.call_id, self.ballot, next, part.end)));
             }
             // It stopped short: it does not hold the rest. Another holder is asked.
             _ => part.failed = true,
@@ -474,10 +476,8 @@ impl Preparing {
                 part.at = (part.at + 1) % part.holders.len();
                 part.failed = false;
                 part.sent_at = s.now;
-                out.send.push((
-                    part.holder(),
-                    pull(self.call_id, self.ballot, part.next(), part.end),
-                ));
+                out.send
+                    .push((part.holder(), pull(self.call_id, self.ballot, part.next(), part.end)));
             }
             return QuorumStatus::Pending;
         }
@@ -536,7 +536,9 @@ fn segments(reports: &BTreeMap<NodeId, Report>, start: Slot) -> Vec<Segment> {
         let holders: Vec<NodeId> = reported.iter().filter(|r| r.0 == ballot).map(|r| r.1).collect();
         let lower: Vec<NodeId> = reported.iter().filter(|r| r.0 < ballot).map(|r| r.1).collect();
         match segments.last_mut() {
-            Some(last) if last.end == first && last.ballot == ballot && last.holders == holders && last.lower == lower => {
+            Some(last)
+                if last.end == first && last.ballot == ballot && last.holders == holders && last.lower == lower =>
+            {
                 last.end = end
             }
             _ => segments.push(Segment {

@@ -204,7 +204,10 @@ fn proposer_pull_without_progress_times_out_phase_one() {
     let b = Ballot::new(5, 1);
     let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
     p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-    p.handle(ProposerInput::Reply(2, promise(call, b, vec![run(0, 1, Ballot::new(1, 2))])));
+    p.handle(ProposerInput::Reply(
+        2,
+        promise(call, b, vec![run(0, 1, Ballot::new(1, 2))]),
+    ));
     let mut events = Vec::new();
     let mut asked = Vec::new();
     for _ in 0..5 {
@@ -588,7 +591,10 @@ fn proposer_counts_an_acceptor_only_once_its_report_is_whole() {
             call,
             b,
             0,
-            vec![(Ballot::new(1, 1), Value::Command(cmd(1))), (b12, Value::Command(cmd(2)))],
+            vec![
+                (Ballot::new(1, 1), Value::Command(cmd(1))),
+                (b12, Value::Command(cmd(2))),
+            ],
         ),
     ));
     assert!(p.is_leading());

@@ -1018,7 +1018,9 @@ fn slots_of(msg: &PeerMessage) -> Option<(Slot, u64)> {
             Some((*first_slot, values.len() as u64))
         }
         PeerMessage::AcceptorReply(AcceptorReply::Accepted { first_slot, count, .. }) => Some((*first_slot, *count)),
-        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { first, end, .. }) => Some((*first, end.saturating_sub(*first))),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { first, end, .. }) => {
+            Some((*first, end.saturating_sub(*first)))
+        }
         PeerMessage::AcceptorReply(AcceptorReply::Pulled { first_slot, values, .. }) => {
             Some((*first_slot, values.len() as u64))
         }
@@ -1125,9 +1127,9 @@ fn describe(msg: &PeerMessage) -> String {
             let more = more_from.map_or(String::new(), |s| format!(" more_from={s}"));
             format!("Promise ballot={ballot}{floor} accepted=[{}]{more}", all.join(", "))
         }
-        PeerMessage::AcceptorRequest(AcceptorRequest::Pull {
-            ballot, first, end, ..
-        }) => format!("Pull ballot={ballot} slots={}", slot_range(*first, end - first)),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { ballot, first, end, .. }) => {
+            format!("Pull ballot={ballot} slots={}", slot_range(*first, end - first))
+        }
         PeerMessage::AcceptorReply(AcceptorReply::Pulled {
             ballot,
             first_slot,
