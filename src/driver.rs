@@ -303,9 +303,10 @@ pub trait AcceptorHost: Host {
 }
 
 /// Hands an acceptor a request from `from`, the same way in the node and in the
-/// simulator: the values a `Prepare` will report that left memory are read back from
-/// the log first (the promise stops at the first one it does not hold), then the
-/// acceptor answers and the driver carries the answer out.
+/// simulator: the values a `Pull` asks for that left memory are read back from the log
+/// first (the answer stops at the first one it does not hold), then the acceptor
+/// answers and the driver carries the answer out. (A `Prepare` needs no read: the core
+/// keeps the ballots of what left memory.)
 pub fn acceptor_request(
     core: &mut Acceptor,
     driver: &mut Driver,
@@ -316,9 +317,9 @@ pub fn acceptor_request(
     if driver.stopped() {
         return;
     }
-    if let AcceptorRequest::Prepare { ballot, from_slot, .. } = &request
-        && *ballot >= core.promised()
-        && let Err(e) = core.reload_from(*from_slot, |slot| host.read_accepted(slot))
+    if let AcceptorRequest::Pull { ballot, first, end, .. } = &request
+        && *ballot == core.promised()
+        && let Err(e) = core.reload_range(*first, *end, |slot| host.read_accepted(slot))
     {
         return driver.fail(host, &e);
     }
@@ -514,27 +515,39 @@ mod tests {
             vec![1],
             "slot 0 durable and evicted"
         );
-        // A new leader's Prepare reads slot 0 back from the log and finds slot 1 in memory.
+        // A new leader's Prepare needs no read; its Pull reads slot 0 back from the log
+        // and finds slot 1 in memory.
+        let b2 = Ballot::new(2, 2);
         let prepare = AcceptorRequest::Prepare {
             call: 9,
-            ballot: Ballot::new(2, 2),
+            ballot: b2,
             from_slot: 0,
         };
         acceptor_request(&mut core, &mut d, &mut disk, 2, prepare);
         disk.durable = disk.syncing;
         acceptor_synced(&mut core, &mut d, &mut disk, Ok(()));
+        let pull = AcceptorRequest::Pull {
+            call: 9,
+            ballot: b2,
+            first: 0,
+            end: 2,
+        };
+        acceptor_request(&mut core, &mut d, &mut disk, 2, pull);
         acceptor_synced(&mut core, &mut d, &mut disk, Ok(()));
-        let promised: Vec<Slot> = disk
+        let pulled: Vec<Ballot> = disk
             .sent
             .iter()
             .flat_map(|m| match m {
-                PeerMessage::AcceptorReply(AcceptorReply::Promise { accepted, .. }) => {
-                    accepted.iter().map(|pv| pv.slot).collect()
-                }
+                PeerMessage::AcceptorReply(AcceptorReply::Pulled {
+                    first_slot: 0,
+                    values,
+                    more_from: None,
+                    ..
+                }) => values.iter().map(|(ballot, _)| *ballot).collect(),
                 _ => Vec::new(),
             })
             .collect();
-        assert_eq!(promised, vec![0, 1], "the promise reports both slots");
+        assert_eq!(pulled, vec![b, b], "the Pulled reports both slots");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use rolepax::messages::acceptor::PValue;
+use rolepax::messages::acceptor::AcceptedRun;
 use rolepax::messages::{
     AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, Envelope, LearnerMessage, PeerMessage, RequestId,
     Value,
@@ -390,15 +390,23 @@ async fn cluster_stale_and_unexpected_messages_are_ignored() {
             first_slot: 0,
             values: vec![bogus.clone()],
         }),
-        // A Promise and an Accepted for a ballot never sent.
+        // A Promise, a Pulled and an Accepted for a ballot never sent.
         PeerMessage::AcceptorReply(AcceptorReply::Promise {
             call: 77,
             ballot: Ballot::new(99, leader),
-            accepted: vec![PValue {
-                slot: 0,
+            decided_below: 0,
+            accepted: vec![AcceptedRun {
+                first: 0,
+                end: 1,
                 ballot: Ballot::new(98, 1),
-                value: bogus.clone(),
             }],
+            more_from: None,
+        }),
+        PeerMessage::AcceptorReply(AcceptorReply::Pulled {
+            call: 77,
+            ballot: Ballot::new(99, leader),
+            first_slot: 0,
+            values: vec![(Ballot::new(98, 1), bogus.clone())],
             more_from: None,
         }),
         PeerMessage::AcceptorReply(AcceptorReply::Accepted {
@@ -578,6 +586,12 @@ async fn cluster_absurd_numbers_from_a_peer_are_refused_without_panics() {
             call: 1,
             ballot: huge,
             from_slot: 0,
+        }),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull {
+            call: 1,
+            ballot: huge,
+            first: u64::MAX,
+            end: 0,
         }),
         PeerMessage::AcceptorRequest(AcceptorRequest::Accept {
             call: 2,

@@ -170,6 +170,20 @@ fn sim_planted_learner_takes_chunks_out_of_order_is_caught() {
 }
 
 #[test]
+fn sim_planted_proposer_adopts_lower_ballot_part_is_caught() {
+    let f = assert_caught(PlantedBugs {
+        proposer_adopts_lower_ballot_part: true,
+        ..PlantedBugs::default()
+    });
+    println!("{f}");
+    assert!(
+        f.violation().message.contains("phase 1 forced"),
+        "caught as a proposal phase 1 did not force: {}",
+        f.violation().message
+    );
+}
+
+#[test]
 fn sim_unplanted_build_passes_the_planted_bugs_seeds() {
     let ex = explore(0..BUG_SEEDS, SimConfig::from_seed);
     assert_all_safe("no bugs, the bug seeds", &ex);

@@ -180,6 +180,9 @@ impl Handler<FromPeer<AcceptorRequest>> for AcceptorActor {
             AcceptorRequest::Prepare { ballot, from_slot, .. } => {
                 tracing::debug!(node, role = "acceptor", %ballot, slot = from_slot, from, "prepare")
             }
+            AcceptorRequest::Pull { ballot, first, end, .. } => {
+                tracing::debug!(node, role = "acceptor", %ballot, slot = first, end, from, "pull")
+            }
             AcceptorRequest::Accept {
                 ballot,
                 first_slot,

@@ -174,6 +174,9 @@ impl Node {
             every: cfg.snapshot_every,
             compact: cfg.compact,
         });
+        // The slots the snapshot covers are decided: the acceptor forgets them (a new
+        // leader learns from its promise not to propose there).
+        let acceptor = acceptor.with_floor(sm.next());
         let (decided_log, log) = DecidedLog::open(&cfg.data_dir, sm.next())?;
         tracing::info!(node = cfg.id, %promised, accepted = acceptor.accepted_slots(), decided = log.len(), applied = sm.next(), "node starting");
 

@@ -7,6 +7,7 @@
 //! | request (from)              | response (from)                 | module        |
 //! |-----------------------------|---------------------------------|---------------|
 //! | `Prepare` (proposer)        | `Promise` / `Rejected` (acceptor) | [`acceptor`] |
+//! | `Pull` (proposer)           | `Pulled` / `Rejected` (acceptor) | [`acceptor`] |
 //! | `Accept` (proposer)         | `Accepted` / `Rejected` (acceptor) | [`acceptor`] |
 //! | `Decide` (proposer)         | none: learners fetch what they miss | [`learner`] |
 //! | `Fetch` (learner)           | `Fetched` (learner)             | [`learner`]   |

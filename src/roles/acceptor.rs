@@ -6,8 +6,15 @@
 //! answers proposers:
 //!
 //! - `Prepare { ballot, from_slot }`: if `ballot` is not below the promise, promise it
-//!   and answer `Promise` with every (slot, ballot, value) accepted from `from_slot` on;
-//!   otherwise answer `Rejected` naming the promise.
+//!   and answer `Promise` with its *floor* (`decided_below`, below) and a summary of
+//!   what it accepted from `from_slot` on: runs of consecutive slots accepted at one
+//!   ballot, without the values; otherwise answer `Rejected` naming the promise.
+//! - `Pull { ballot, first, end }`: only under the ballot it promised, answer `Pulled`
+//!   with the values accepted in `first..end`, each with its ballot; otherwise
+//!   `Rejected`. This is how a new leader fetches just the values it must propose again
+//!   (selective log synchronisation: Omni-Paxos's Promise carries the whole log suffix;
+//!   here it carries a summary and the leader pulls each part from one acceptor that
+//!   holds it at the highest ballot; see `super::proposer::phase1`).
 //! - `Accept { ballot, first_slot, values }`: if `ballot` is not below the promise,
 //!   accept each value in its slot (and promise `ballot`); answer `Accepted`; otherwise
 //!   `Rejected`.
@@ -23,26 +30,54 @@
 //! replies back until a sync covers them; one sync covers every request that arrived
 //! while the previous one ran. Replies leave in arrival order.
 //!
-//! **Memory.** Values accepted long ago are only needed again if a new leader's phase 1
-//! asks for them. Once durable, all but the most recent ones leave memory
-//! ([`Acceptor::evict_below`]); the core keeps just their ballots, in runs. A `Promise`
-//! never skips such a *stored* slot: it stops there (`more_from`), and the driver reads
-//! the values back from the log ([`Acceptor::reload_from`]) before it hands the core the
-//! `Prepare` that asks for them. Which values are durable the core learns from the
-//! driver ([`Acceptor::durable_through`]).
+//! **Memory.** Values accepted long ago are only needed again if a new leader pulls
+//! them. Once durable, all but the most recent ones leave memory
+//! ([`Acceptor::evict_below`]); the core keeps just their ballots, in runs, so a
+//! `Prepare`'s summary needs no disk read. Before the core answers a `Pull`, the driver
+//! reads the stored values it asks for back from the log ([`Acceptor::reload_range`]);
+//! a `Pulled` never skips a stored slot (it stops there, with `more_from`). Which values
+//! are durable the core learns from the driver ([`Acceptor::durable_through`]).
 //!
-//! **Left out.** Garbage collection of accepted values below the decided prefix (needs
-//! snapshots, a later issue); reconfiguration (Lamport §3's α window; PMMC §4).
+//! **The floor (compaction).** Once the node's state machine holds a durable snapshot
+//! of every slot below `below`, those slots are decided and their acceptances are
+//! needed by nobody: [`Acceptor::compact`] raises the *floor* to `below`, drops their
+//! values and ballots from memory (so memory stays flat however long the log grows),
+//! and asks for the log to be truncated ([`Write::Compact`], behind a write that
+//! re-records the promise, so no record still needed lies below the cut). A restarted
+//! node sets the floor from its snapshot ([`Acceptor::with_floor`]). From then on:
+//!
+//! - A `Promise` reports `decided_below: floor` and nothing below it. It never has to
+//!   return a compacted value: Paxos needs a promise's acceptances only so that a new
+//!   leader proposes, in each slot that may have been chosen, the chosen value (P2c).
+//!   Below the floor the slot *is* chosen and the leader is told so instead: it
+//!   proposes nothing below the highest floor of its quorum, and its learner catches up
+//!   on those slots from a node that holds them. Every other quorum of that leader's
+//!   ballot still intersects the majority that chose each slot above the floor.
+//! - An `Accept` for slots below the floor stores nothing for them but is answered
+//!   `Accepted` all the same. That is safe: the slot is chosen, with some value `v` at
+//!   some ballot `b0`. A proposal at a ballot at or above `b0` carries `v` (P2c: its
+//!   phase 1 met the majority that chose `v`); a proposer whose quorum included this
+//!   acceptor after its floor rose proposes nothing there at all. An `Accept` below
+//!   `b0` passes only if this acceptor never promised above it, so it was in no
+//!   phase-1 quorum of a higher ballot before its floor rose, and each of those quorums
+//!   met the other acceptors that accepted at that ballot: the usual induction of P2c
+//!   goes through with this acceptance standing in as the floor. Storing it would only
+//!   grow the log with a value nobody will ask for.
+//!
+//! **Left out.** Reconfiguration (Lamport §3's α window; PMMC §4); answering a `Pull`
+//! for slots compacted since the `Promise` (the leader's phase 1 then times out and
+//! tries again, and sees the higher floor).
 
 use super::bugs::PlantedBugs;
 use super::ready::{AcceptorWrite, Ready, Write};
 use super::runs::Runs;
-use crate::messages::acceptor::PValue;
+use crate::messages::acceptor::AcceptedRun;
 use crate::messages::codec;
 use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Default budget of value bytes in one Promise: what fits a frame of the default size.
+/// Default budget of value bytes in one Promise or Pulled: what fits a frame of the
+/// default size.
 pub const DEFAULT_MAX_PROMISE_BYTES: usize = codec::message_budget(codec::DEFAULT_MAX_FRAME);
 
 /// Default number of recent durable slots whose values stay in memory.
@@ -63,7 +98,10 @@ pub struct Acceptor {
     /// Ballots of accepted values moved out of memory (they are on disk), in runs.
     /// Never overlaps `accepted`.
     stored: Runs<Ballot>,
-    /// Most value bytes in one Promise (it must fit a transport frame).
+    /// Every slot below this is decided and covered by the node's durable snapshot:
+    /// nothing below it is kept or reported.
+    floor: Slot,
+    /// Most bytes in one Promise or Pulled (it must fit a transport frame).
     max_promise_bytes: usize,
     /// Values of this many of the most recent durable slots stay in memory.
     hot_slots: u64,
@@ -82,6 +120,7 @@ impl Acceptor {
             promised,
             accepted,
             stored: Runs::new(),
+            floor: 0,
             max_promise_bytes: DEFAULT_MAX_PROMISE_BYTES,
             hot_slots: DEFAULT_HOT_SLOTS,
             writes: 0,
@@ -90,17 +129,66 @@ impl Acceptor {
         }
     }
 
-    /// Caps the value bytes of one Promise (the rest is reported on request).
+    /// Caps the bytes of one Promise's summary or one Pulled's values (the rest is
+    /// reported on request).
     pub fn with_max_promise_bytes(mut self, bytes: usize) -> Self {
         self.max_promise_bytes = bytes;
         self
     }
 
     /// Keeps the values of the `hot` most recent durable slots in memory (the rest are
-    /// read back from disk when a `Prepare` asks for them).
+    /// read back from disk when a `Pull` asks for them).
     pub fn with_hot_slots(mut self, hot: u64) -> Self {
         self.hot_slots = hot;
         self
+    }
+
+    /// At restart: the node's durable snapshot covers every slot below `below`, so they
+    /// are decided: the floor starts there (what is below leaves memory; no write).
+    pub fn with_floor(mut self, below: Slot) -> Self {
+        self.drop_below(below);
+        self
+    }
+
+    /// Every slot below this is decided and no longer kept or reported.
+    pub fn floor(&self) -> Slot {
+        self.floor
+    }
+
+    /// A snapshot covering every slot below `below` is durable on this node: raises the
+    /// floor to `below` and forgets every acceptance below it. The `Ready` re-records
+    /// the promise (so the log records before it may go) and then asks for the log to
+    /// be compacted below `below`. Nothing to do if the floor is there already.
+    pub fn compact(&mut self, below: Slot) -> Ready {
+        let mut ready = Ready::default();
+        if below <= self.floor {
+            return ready;
+        }
+        self.drop_below(below);
+        // The promise write is numbered like every write `handle` returns, so that
+        // `durable_through` keeps counting right; it carries no slots.
+        self.writes += 1;
+        ready.writes.push(Write::Acceptor(AcceptorWrite {
+            promised: Some(self.promised),
+            accepted: Vec::new(),
+        }));
+        ready.writes.push(Write::Compact { below });
+        ready
+    }
+
+    /// Raises the floor to `below` (if higher) and drops what lies below it.
+    fn drop_below(&mut self, below: Slot) {
+        if below <= self.floor {
+            return;
+        }
+        self.floor = below;
+        self.accepted = self.accepted.split_off(&below);
+        self.stored.remove(0, below);
+        // Writes not yet durable keep only their slots at or above the floor in memory.
+        self.unsynced.retain(|&(_, _, high)| high >= below);
+        for entry in &mut self.unsynced {
+            entry.1 = entry.1.max(below);
+        }
     }
 
     /// Every write this acceptor returned, up to and including write number `through`
@@ -153,11 +241,15 @@ impl Acceptor {
     }
 
     /// Applies a write read back from disk at startup (one that `handle` once returned).
+    /// Acceptances below the floor are decided and stay forgotten.
     pub fn replay(&mut self, write: AcceptorWrite) {
         if let Some(ballot) = write.promised {
             self.promised = self.promised.max(ballot);
         }
         for (slot, ballot, value) in write.accepted {
+            if slot < self.floor {
+                continue;
+            }
             self.stored.remove(slot, slot + 1);
             self.accepted.insert(slot, (ballot, value));
         }
@@ -194,15 +286,18 @@ impl Acceptor {
         self.accepted.insert(slot, (ballot, value));
     }
 
-    /// Before a `Prepare` from `from`: reads back, with `read`, the stored values it will
-    /// report, up to about one Promise's worth (the report stops at the next stored slot).
-    pub fn reload_from<E>(&mut self, from: Slot, mut read: impl FnMut(Slot) -> Result<Value, E>) -> Result<(), E> {
-        if self.bugs.acceptor_promise_skips_stored() {
-            return Ok(()); // Planted bug: what left memory is forgotten.
-        }
+    /// Before a `Pull` of `first..end`: reads back, with `read`, the stored values it
+    /// will report, up to about one Pulled's worth (the answer stops at the next stored
+    /// slot, to be asked for again).
+    pub fn reload_range<E>(
+        &mut self,
+        first: Slot,
+        end: Slot,
+        mut read: impl FnMut(Slot) -> Result<Value, E>,
+    ) -> Result<(), E> {
         let mut bytes = 0;
-        let ranges: Vec<(Slot, Slot)> = self.stored_from(from).collect();
-        for slot in ranges.into_iter().flat_map(|(first, end)| first..end) {
+        let ranges: Vec<(Slot, Slot)> = self.stored_from(first).take_while(|(s, _)| *s < end).collect();
+        for slot in ranges.into_iter().flat_map(|(s, e)| s..e.min(end)) {
             let value = read(slot)?;
             bytes += value.wire_size();
             self.reload(slot, value);
@@ -233,57 +328,49 @@ impl Acceptor {
     pub fn answer(&mut self, request: AcceptorRequest) -> (Option<AcceptorWrite>, AcceptorReply) {
         let before = self.promised;
         let out = match request {
-            // Phase 1b: promise, and report what was accepted from the requested slot on.
+            // Phase 1b: promise, and summarise what was accepted from the requested slot
+            // (or the floor) on.
             AcceptorRequest::Prepare {
                 call,
                 ballot,
                 from_slot,
             } => {
                 if ballot < self.promised || ballot.round > MAX_ROUND {
-                    return (
-                        None,
-                        AcceptorReply::Rejected {
-                            call,
-                            ballot,
-                            promised: self.promised,
-                        },
-                    );
+                    return (None, rejected(call, ballot, self.promised));
                 }
                 let write = self.maybe_promise(ballot);
-                let (mut accepted, mut bytes, mut more_from) = (Vec::new(), 0, None);
-                // A stored slot is never skipped: the report stops there, to be asked
-                // again once the driver has read it back.
-                let stored = self.stored_from(from_slot).next().map(|(first, _)| first);
-                // Planted bug: report only what is in memory, as if nothing else were accepted.
-                let stored = stored.filter(|_| !self.bugs.acceptor_promise_skips_stored());
-                for (&slot, (b, v)) in self.accepted.range(from_slot..) {
-                    bytes += v.wire_size();
-                    if let Some(s) = stored.filter(|s| *s < slot) {
-                        more_from = Some(s);
-                        break;
-                    }
-                    if !accepted.is_empty() && bytes > self.max_promise_bytes {
-                        more_from = Some(slot);
-                        break;
-                    }
-                    accepted.push(PValue {
-                        slot,
-                        ballot: *b,
-                        value: v.clone(),
-                    });
-                }
-                more_from = more_from.or(stored);
-                (
-                    write,
-                    AcceptorReply::Promise {
-                        call,
-                        ballot,
-                        accepted,
-                        more_from,
-                    },
-                )
+                let (accepted, more_from) = self.summary(from_slot);
+                let reply = AcceptorReply::Promise {
+                    call,
+                    ballot,
+                    decided_below: self.floor,
+                    accepted,
+                    more_from,
+                };
+                (write, reply)
             }
-            // Phase 2b: accept every value of the batch at this ballot.
+            // Selective synchronisation: the values the leader of our promise asks for.
+            AcceptorRequest::Pull {
+                call,
+                ballot,
+                first,
+                end,
+            } => {
+                if ballot != self.promised {
+                    return (None, rejected(call, ballot, self.promised));
+                }
+                let (values, more_from) = self.values(first, end);
+                let reply = AcceptorReply::Pulled {
+                    call,
+                    ballot,
+                    first_slot: first,
+                    values,
+                    more_from,
+                };
+                (None, reply)
+            }
+            // Phase 2b: accept every value of the batch at this ballot (those below the
+            // floor are decided: answered, not stored).
             AcceptorRequest::Accept {
                 call,
                 ballot,
@@ -294,33 +381,25 @@ impl Acceptor {
                     || ballot.round > MAX_ROUND
                     || first_slot.saturating_add(values.len() as u64) > MAX_SLOT
                 {
-                    return (
-                        None,
-                        AcceptorReply::Rejected {
-                            call,
-                            ballot,
-                            promised: self.promised,
-                        },
-                    );
+                    return (None, rejected(call, ballot, self.promised));
                 }
                 let mut write = self.maybe_promise(ballot).unwrap_or_default();
                 let count = values.len() as u64;
-                self.stored.remove(first_slot, first_slot + count);
-                for (slot, value) in (first_slot..).zip(values) {
+                let decided = self.floor.saturating_sub(first_slot).min(count);
+                self.stored.remove(first_slot + decided, first_slot + count);
+                for (slot, value) in (first_slot..).zip(values).skip(decided as usize) {
                     self.accepted.insert(slot, (ballot, value.clone()));
                     write.accepted.push((slot, ballot, value));
                 }
                 // An empty batch at the promised ballot (a read barrier) changes nothing.
                 let changed = write.promised.is_some() || !write.accepted.is_empty();
-                (
-                    changed.then_some(write),
-                    AcceptorReply::Accepted {
-                        call,
-                        ballot,
-                        first_slot,
-                        count,
-                    },
-                )
+                let reply = AcceptorReply::Accepted {
+                    call,
+                    ballot,
+                    first_slot,
+                    count,
+                };
+                (changed.then_some(write), reply)
             }
         };
         assert!(
@@ -332,6 +411,62 @@ impl Acceptor {
             return (None, out.1);
         }
         out
+    }
+
+    /// What a Promise reports from `from` (or the floor) on: the runs of slots accepted
+    /// at one ballot, in memory or stored, at most one message's worth; and where to ask
+    /// again if that was not all.
+    fn summary(&self, from: Slot) -> (Vec<AcceptedRun>, Option<Slot>) {
+        let from = from.max(self.floor);
+        let max_runs = (self.max_promise_bytes / AcceptedRun::WIRE_BYTES).max(1);
+        let mut memory = self
+            .accepted
+            .range(from..)
+            .map(|(&s, (b, _))| (s, s + 1, *b))
+            .peekable();
+        // Planted bug: report only what is in memory, as if nothing else were accepted.
+        let skip_stored = self.bugs.acceptor_promise_skips_stored();
+        let mut stored = self.stored.ranges_from(from).filter(|_| !skip_stored).peekable();
+        let mut runs: Vec<AcceptedRun> = Vec::new();
+        loop {
+            // The two sources never overlap: take whichever comes first.
+            let next = match (memory.peek(), stored.peek()) {
+                (Some(m), Some(s)) if m.0 < s.0 => memory.next(),
+                (_, Some(_)) => stored.next(),
+                (Some(_), None) => memory.next(),
+                (None, None) => return (runs, None),
+            };
+            let Some((first, end, ballot)) = next else {
+                return (runs, None);
+            };
+            let full = runs.len() == max_runs;
+            match runs.last_mut() {
+                Some(last) if last.end == first && last.ballot == ballot => last.end = end,
+                _ if full => return (runs, Some(first)),
+                _ => runs.push(AcceptedRun { first, end, ballot }),
+            }
+        }
+    }
+
+    /// What a Pulled reports of `first..end`: the values held in consecutive slots from
+    /// `first`, each with its ballot, up to a slot not held (the end of the answer) or a
+    /// stored one, or a full message (ask again from there).
+    fn values(&self, first: Slot, end: Slot) -> (Vec<(Ballot, Value)>, Option<Slot>) {
+        let (mut values, mut bytes) = (Vec::new(), 0);
+        let mut next = first;
+        for (&slot, (ballot, value)) in self.accepted.range(first..end.max(first)) {
+            if slot != next {
+                break; // A slot not in memory: stored (ask again) or not held (the end).
+            }
+            if !values.is_empty() && bytes + value.wire_size() > self.max_promise_bytes {
+                return (values, Some(slot));
+            }
+            bytes += value.wire_size();
+            values.push((*ballot, value.clone()));
+            next += 1;
+        }
+        let stored = next < end && self.stored.get(next).is_some();
+        (values, stored.then_some(next))
     }
 
     /// Raises the promise to `ballot` if it is higher; returns the write that makes it durable.
@@ -348,12 +483,9 @@ impl Acceptor {
     }
 }
 
-// PROVISIONAL until the selective-sync branch lands with the acceptor's floor: forgets
-// nothing (so no promise ever lacks a compacted value), asks for no truncation.
-impl Acceptor {
-    pub fn compact(&mut self, _below: Slot) -> Ready {
-        Ready::default()
-    }
+/// `Rejected`: the request's `ballot` is not one this acceptor may answer under `promised`.
+fn rejected(call: u64, ballot: Ballot, promised: Ballot) -> AcceptorReply {
+    AcceptorReply::Rejected { call, ballot, promised }
 }
 
 #[cfg(test)]
@@ -371,6 +503,52 @@ mod tests {
             ack_below: 0,
             payload: vec![n as u8],
         })
+    }
+
+    fn run(first: Slot, end: Slot, ballot: Ballot) -> AcceptedRun {
+        AcceptedRun { first, end, ballot }
+    }
+
+    /// Accepts `values` from `first_slot` at `ballot`; returns the write it asked for.
+    fn accept(a: &mut Acceptor, ballot: Ballot, first_slot: Slot, values: Vec<Value>) -> Option<AcceptorWrite> {
+        let (w, r) = a.answer(AcceptorRequest::Accept {
+            call: 1,
+            ballot,
+            first_slot,
+            values,
+        });
+        assert!(matches!(r, AcceptorReply::Accepted { .. }), "accepted, not {r:?}");
+        w
+    }
+
+    /// Prepares at `ballot` from `from_slot`; returns the Promise's report.
+    fn promise(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> (Slot, Vec<AcceptedRun>, Option<Slot>) {
+        let (_, r) = a.answer(AcceptorRequest::Prepare {
+            call: 9,
+            ballot,
+            from_slot,
+        });
+        let AcceptorReply::Promise {
+            decided_below,
+            accepted,
+            more_from,
+            ..
+        } = r
+        else {
+            panic!("a promise, not {r:?}")
+        };
+        (decided_below, accepted, more_from)
+    }
+
+    /// Pulls `first..end` at `ballot`; returns the answer.
+    fn pull(a: &mut Acceptor, ballot: Ballot, first: Slot, end: Slot) -> AcceptorReply {
+        a.answer(AcceptorRequest::Pull {
+            call: 10,
+            ballot,
+            first,
+            end,
+        })
+        .1
     }
 
     #[test]
@@ -401,7 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn acceptor_promises_and_reports_accepted_values() {
+    fn acceptor_promises_and_summarises_accepted_slots() {
         let mut a = Acceptor::default();
         let (w, r) = a.answer(AcceptorRequest::Prepare {
             call: 1,
@@ -414,34 +592,19 @@ mod tests {
             "a new promise must be persisted"
         );
         assert!(matches!(r, AcceptorReply::Promise { accepted, .. } if accepted.is_empty()));
-        let (w, _) = a.answer(AcceptorRequest::Accept {
-            call: 2,
-            ballot: b(1, 1),
-            first_slot: 3,
-            values: vec![cmd(1), cmd(2)],
-        });
-        assert_eq!(w.map(|w| w.accepted.len()), Some(2));
-        let (_, r) = a.answer(AcceptorRequest::Prepare {
-            call: 3,
-            ballot: b(2, 2),
-            from_slot: 4,
-        });
-        let AcceptorReply::Promise { accepted, .. } = r else {
-            panic!("expected a promise")
-        };
+        let w = accept(&mut a, b(1, 1), 3, vec![cmd(1), cmd(2), cmd(3)]);
+        assert_eq!(w.map(|w| w.accepted.len()), Some(3));
+        let w = accept(&mut a, b(2, 1), 6, vec![cmd(4)]);
+        assert_eq!(w.map(|w| w.accepted.len()), Some(1));
         assert_eq!(
-            accepted,
-            vec![PValue {
-                slot: 4,
-                ballot: b(1, 1),
-                value: cmd(2)
-            }],
-            "only slots from the requested one"
+            promise(&mut a, b(3, 2), 4),
+            (0, vec![run(4, 6, b(1, 1)), run(6, 7, b(2, 1))], None),
+            "only slots from the requested one, one run per ballot, no values"
         );
     }
 
     #[test]
-    fn acceptor_rejects_stale_prepare_and_accept() {
+    fn acceptor_rejects_stale_prepare_accept_and_pull() {
         let mut a = Acceptor::default();
         a.answer(AcceptorRequest::Prepare {
             call: 1,
@@ -471,6 +634,12 @@ mod tests {
         assert!(w.is_none(), "a rejected accept writes nothing");
         assert!(matches!(r, AcceptorReply::Rejected { .. }));
         assert!(a.accepted().is_empty());
+        for ballot in [b(5, 1), b(6, 1)] {
+            assert!(
+                matches!(pull(&mut a, ballot, 0, 1), AcceptorReply::Rejected { promised, .. } if promised == b(5, 2)),
+                "a Pull is answered only under the ballot promised, not {ballot}"
+            );
+        }
     }
 
     #[test]
@@ -493,12 +662,7 @@ mod tests {
     #[test]
     fn acceptor_accept_at_higher_ballot_raises_promise() {
         let mut a = Acceptor::default();
-        let (w, _) = a.answer(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(3, 1),
-            first_slot: 0,
-            values: vec![cmd(1)],
-        });
+        let w = accept(&mut a, b(3, 1), 0, vec![cmd(1)]);
         assert_eq!(w.and_then(|w| w.promised), Some(b(3, 1)));
         assert_eq!(a.promised(), b(3, 1));
     }
@@ -522,8 +686,28 @@ mod tests {
     }
 
     #[test]
-    fn acceptor_large_report_comes_in_parts_that_cover_every_slot() {
+    fn acceptor_large_summary_comes_in_parts_that_cover_every_slot() {
+        // 100 bytes: two runs per part.
         let mut a = Acceptor::default().with_max_promise_bytes(100);
+        for slot in 0..5 {
+            accept(&mut a, b(slot + 1, 1), slot, vec![cmd(slot)]);
+        }
+        let mut from_slot = 0;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let (_, runs, more_from) = promise(&mut a, b(9, 2), from_slot);
+            assert!(runs.len() <= 2, "at most two runs in a part: {runs:?}");
+            seen.extend(runs.iter().map(|r| r.first));
+            match more_from {
+                Some(next) => from_slot = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn acceptor_pull_answers_values_with_ballots_in_parts() {
         let big = |n| {
             Value::Command(Command {
                 id: RequestId { client: 1, seq: n },
@@ -531,77 +715,173 @@ mod tests {
                 payload: vec![0; 60],
             })
         };
-        a.answer(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(1, 1),
-            first_slot: 0,
-            values: vec![big(1), big(2), big(3)],
-        });
-        let mut from_slot = 0;
+        let mut a = Acceptor::default().with_max_promise_bytes(100);
+        accept(&mut a, b(1, 1), 0, vec![big(1), big(2)]);
+        accept(&mut a, b(2, 1), 2, vec![big(3)]);
+        let mut first = 0;
         let mut seen = Vec::new();
         for _ in 0..10 {
-            let (accepted, more_from) = promise(&mut a, b(2, 2), from_slot);
-            assert_eq!(accepted.len(), 1, "each 92-byte value fills a 100-byte part");
-            seen.extend(accepted.iter().map(|p| p.slot));
+            let AcceptorReply::Pulled {
+                first_slot,
+                values,
+                more_from,
+                ..
+            } = pull(&mut a, b(2, 1), first, 5)
+            else {
+                panic!("pulled")
+            };
+            assert_eq!(first_slot, first);
+            assert_eq!(values.len(), 1, "each 92-byte value fills a 100-byte part");
+            seen.extend(values.iter().map(|(ballot, _)| *ballot));
             match more_from {
-                Some(next) => from_slot = next,
+                Some(next) => first = next,
                 None => break,
             }
         }
-        assert_eq!(seen, vec![0, 1, 2]);
-    }
-
-    /// Prepares at `ballot` from `from_slot`; returns the Promise's report.
-    fn promise(a: &mut Acceptor, ballot: Ballot, from_slot: Slot) -> (Vec<PValue>, Option<Slot>) {
-        let (_, r) = a.answer(AcceptorRequest::Prepare {
-            call: 9,
-            ballot,
-            from_slot,
-        });
-        let AcceptorReply::Promise {
-            accepted, more_from, ..
-        } = r
-        else {
-            panic!("a promise, not {r:?}")
-        };
-        (accepted, more_from)
+        assert_eq!(seen, vec![b(1, 1), b(1, 1), b(2, 1)], "slots 0-2; 3 and 4 are not held");
     }
 
     #[test]
-    fn acceptor_promise_stops_at_evicted_slots_until_they_are_reloaded() {
+    fn acceptor_summary_counts_evicted_slots_and_pull_stops_until_they_are_reloaded() {
         let mut a = Acceptor::default();
-        a.answer(AcceptorRequest::Accept {
-            call: 1,
-            ballot: b(1, 1),
-            first_slot: 0,
-            values: vec![cmd(1), cmd(2), cmd(3), cmd(4)],
-        });
+        accept(&mut a, b(1, 1), 0, vec![cmd(1), cmd(2), cmd(3), cmd(4)]);
         assert_eq!(a.evict_below(3), 3);
         assert_eq!(a.accepted().len(), 1, "only slot 3 stays in memory");
         assert_eq!(a.accepted_slots(), 4, "the evicted ones are still accepted");
-        // A new leader asks from slot 1: the report must not jump over 1 and 2.
-        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
-        assert!(accepted.is_empty());
-        assert_eq!(more_from, Some(1), "ask again from the first stored slot");
-        assert_eq!(a.stored_from(1).collect::<Vec<_>>(), vec![(1, 3)]);
-        // The driver reads them back from disk; now the whole report comes at once.
-        a.reload(1, cmd(2));
-        a.reload(2, cmd(3));
-        let (accepted, more_from) = promise(&mut a, b(2, 2), 1);
-        assert_eq!(accepted.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
+        // A new leader asks from slot 1: the summary needs no disk read.
+        assert_eq!(promise(&mut a, b(2, 2), 1), (0, vec![run(1, 4, b(1, 1))], None));
+        // A Pull does not jump over slots 1 and 2: it stops until they are read back.
+        let r = pull(&mut a, b(2, 2), 1, 4);
         assert!(
-            accepted.iter().all(|p| p.ballot == b(1, 1)),
-            "reloaded with their ballots"
+            matches!(&r, AcceptorReply::Pulled { values, more_from: Some(1), .. } if values.is_empty()),
+            "{r:?}"
         );
-        assert_eq!(more_from, None);
+        a.reload_range(1, 4, |slot| Ok::<_, ()>(cmd(slot + 1)))
+            .expect("reads succeed");
+        let r = pull(&mut a, b(2, 2), 1, 4);
+        assert_eq!(
+            r,
+            AcceptorReply::Pulled {
+                call: 10,
+                ballot: b(2, 2),
+                first_slot: 1,
+                values: vec![(b(1, 1), cmd(2)), (b(1, 1), cmd(3)), (b(1, 1), cmd(4))],
+                more_from: None
+            }
+        );
         // Accepting over an evicted slot replaces what was stored.
-        a.answer(AcceptorRequest::Accept {
-            call: 4,
-            ballot: b(2, 2),
-            first_slot: 0,
-            values: vec![cmd(9)],
-        });
-        assert_eq!(a.stored_from(0).count(), 0);
+        a.evict_below(4);
+        accept(&mut a, b(2, 2), 0, vec![cmd(9)]);
+        assert_eq!(a.stored_from(0).collect::<Vec<_>>(), vec![(1, 4)]);
         assert_eq!(a.accepted().get(&0), Some(&(b(2, 2), cmd(9))));
+    }
+
+    #[test]
+    fn acceptor_compact_raises_floor_forgets_below_and_rerecords_promise() {
+        let mut a = Acceptor::default().with_hot_slots(2);
+        for first in (0..100).step_by(10) {
+            let mut r = a.handle(
+                1,
+                AcceptorRequest::Accept {
+                    call: first,
+                    ballot: b(1, 1),
+                    first_slot: first,
+                    values: (0..10).map(cmd).collect(),
+                },
+            );
+            assert_eq!(r.writes.len(), 1);
+            r.writes.clear();
+        }
+        a.durable_through(10);
+        assert_eq!(a.accepted_slots(), 100);
+        let ready = a.compact(95);
+        assert_eq!(
+            ready.writes,
+            vec![
+                Write::Acceptor(AcceptorWrite {
+                    promised: Some(b(1, 1)),
+                    accepted: vec![]
+                }),
+                Write::Compact { below: 95 }
+            ],
+            "the promise is re-recorded before the log is cut"
+        );
+        assert_eq!(a.floor(), 95);
+        assert_eq!(
+            a.accepted_slots(),
+            5,
+            "nothing below the floor is kept, not even ballots"
+        );
+        assert_eq!(a.compact(95), Ready::default(), "not above the floor: nothing to do");
+        assert_eq!(a.compact(50), Ready::default());
+        assert_eq!(
+            promise(&mut a, b(2, 2), 0),
+            (95, vec![run(95, 100, b(1, 1))], None),
+            "the floor is reported; nothing below it"
+        );
+        // The compaction's write counts: a later write is number 12.
+        a.handle(
+            1,
+            AcceptorRequest::Accept {
+                call: 99,
+                ballot: b(2, 2),
+                first_slot: 100,
+                values: vec![cmd(100)],
+            },
+        );
+        a.durable_through(11);
+        assert!(a.accepted().contains_key(&100), "write 12 is not durable yet");
+        a.durable_through(12);
+        assert!(!a.accepted().contains_key(&98), "now it is, and older values may leave");
+    }
+
+    #[test]
+    fn acceptor_with_floor_at_restart_writes_nothing_and_forgets_below() {
+        let accepted = (0..10).map(|s| (s, (b(1, 1), cmd(s)))).collect();
+        let mut a = Acceptor::restore(b(1, 1), accepted).with_floor(7);
+        assert_eq!(a.floor(), 7);
+        assert_eq!(a.accepted().keys().copied().collect::<Vec<_>>(), vec![7, 8, 9]);
+        a.replay(AcceptorWrite {
+            promised: None,
+            accepted: vec![(3, b(1, 1), cmd(3))],
+        });
+        assert_eq!(
+            a.accepted_slots(),
+            3,
+            "a replayed write below the floor stays forgotten"
+        );
+    }
+
+    #[test]
+    fn acceptor_accept_below_floor_is_answered_but_stores_only_slots_above() {
+        let mut a = Acceptor::default().with_floor(5);
+        let (w, r) = a.answer(AcceptorRequest::Accept {
+            call: 1,
+            ballot: b(1, 1),
+            first_slot: 3,
+            values: vec![cmd(3), cmd(4), cmd(5)],
+        });
+        assert_eq!(
+            r,
+            AcceptorReply::Accepted {
+                call: 1,
+                ballot: b(1, 1),
+                first_slot: 3,
+                count: 3
+            }
+        );
+        assert_eq!(
+            w.map(|w| w.accepted),
+            Some(vec![(5, b(1, 1), cmd(5))]),
+            "slots 3 and 4 are decided: not stored"
+        );
+        let (w, r) = a.answer(AcceptorRequest::Accept {
+            call: 2,
+            ballot: b(1, 1),
+            first_slot: 0,
+            values: vec![cmd(0)],
+        });
+        assert!(w.is_none(), "all below the floor, no new promise: no write");
+        assert!(matches!(r, AcceptorReply::Accepted { count: 1, .. }));
     }
 }

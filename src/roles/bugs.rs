@@ -23,8 +23,8 @@ pub struct PlantedBugs {
     /// for a quorum of the next Accept batch to confirm it still leads (a deposed leader
     /// then serves stale reads).
     pub proposer_reads_without_quorum: bool,
-    /// The acceptor forgets accepted values evicted from memory: it neither reads them
-    /// back for a `Prepare` nor stops its `Promise` at them.
+    /// The acceptor forgets accepted values evicted from memory: its `Promise` reports
+    /// only the slots whose values are in memory.
     pub acceptor_promise_skips_stored: bool,
     /// The state machine tells the acceptor and learner to compact below a snapshot as
     /// soon as it asks for it, before the snapshot is durable.
@@ -32,6 +32,9 @@ pub struct PlantedBugs {
     /// The learner takes a snapshot chunk wherever it comes from in the stream, and
     /// hands the snapshot over without checking the whole-snapshot checksum.
     pub learner_takes_chunks_out_of_order: bool,
+    /// The proposer pulls a part of phase 1's suffix from an acceptor that holds it at a
+    /// lower ballot than the highest one its quorum reported, and adopts it.
+    pub proposer_adopts_lower_ballot_part: bool,
 }
 
 impl PlantedBugs {
@@ -81,5 +84,11 @@ impl PlantedBugs {
     #[inline(always)]
     pub fn learner_takes_chunks_out_of_order(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.learner_takes_chunks_out_of_order
+    }
+
+    /// Whether [`PlantedBugs::proposer_adopts_lower_ballot_part`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_adopts_lower_ballot_part(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_adopts_lower_ballot_part
     }
 }

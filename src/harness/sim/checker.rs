@@ -8,11 +8,12 @@
 //! | learned ⇒ chosen | every value a learner asks to persist must be the value chosen for its slot |
 //! | applied sequences are prefixes | every state machine's applied (slot, value) sequence, each incarnation from its start, must be a prefix of one canonical sequence |
 //! | acceptor promises | the promised ballot never decreases, not even across a crash and restart, and is never below a ballot the acceptor accepted at |
-//! | phase 1 binds the proposer | a proposer leads ballot `b` only after a majority promised `b`; in each slot it proposes the value those promises forced (the highest-ballot one reported), and never two values for one slot |
+//! | phase 1 binds the proposer | a proposer leads ballot `b` only after a majority promised `b`; in each slot it proposes the value those promises forced (the one proposed at the highest ballot their summaries reported for the slot, however the proposer pulled it), never two values for one slot, and nothing below the highest floor (`decided_below`) of that majority |
+//! | floors are decided | every slot below the floor an acceptor reports in a `Promise` was seen chosen; an acceptor answers `Accepted` for a slot it does not store only if the slot was chosen with the value proposed |
 //!
 //! A violation is reported as a message; the run stops there.
 
-use crate::messages::acceptor::PValue;
+use crate::messages::acceptor::AcceptedRun;
 use crate::messages::{Ballot, NodeId, Slot, Value};
 use crate::roles::acceptor::Acceptor;
 use crate::roles::quorum::majority;
@@ -30,11 +31,18 @@ pub struct Violation {
 /// What phase 1 of one ballot gathered.
 #[derive(Debug, Default)]
 struct Phase1 {
-    /// The first promise of each acceptor, as the proposer's quorum call keeps it.
-    promises: BTreeMap<NodeId, Vec<PValue>>,
-    /// Per slot, the value the promises forced, once the proposer leads.
-    forced: Option<BTreeMap<Slot, (Ballot, Value)>>,
+    /// The whole report (floor, runs) of each acceptor, as the proposer's quorum call
+    /// keeps it: the first one complete.
+    promises: BTreeMap<NodeId, (Slot, Vec<AcceptedRun>)>,
+    /// Reports that came in parts, not yet whole.
+    partial: BTreeMap<NodeId, (Slot, Vec<AcceptedRun>)>,
+    /// Once the proposer leads: the highest floor of its quorum, and per slot above it
+    /// the value the promises forced.
+    forced: Option<(Slot, Forced)>,
 }
+
+/// Per slot, the value phase 1 forced and the ballot it was accepted at.
+type Forced = BTreeMap<Slot, (Ballot, Value)>;
 
 /// The global view and the invariants over it.
 #[derive(Debug)]
@@ -44,6 +52,8 @@ pub struct Checker {
     accepts: BTreeMap<(Slot, Ballot), (Value, BTreeSet<NodeId>)>,
     /// The value chosen in each slot (with the first ballot seen to choose it).
     chosen: BTreeMap<Slot, (Ballot, Value)>,
+    /// Every slot below this one has a chosen value.
+    chosen_prefix: Slot,
     /// The highest ballot each acceptor ever promised, in any incarnation.
     max_promised: BTreeMap<NodeId, Ballot>,
     /// The longest applied sequence seen; every other must be a prefix of it.
@@ -63,6 +73,7 @@ impl Checker {
             nodes,
             accepts: BTreeMap::new(),
             chosen: BTreeMap::new(),
+            chosen_prefix: 0,
             max_promised: BTreeMap::new(),
             canon: Vec::new(),
             applied: BTreeMap::new(),
@@ -96,7 +107,9 @@ impl Checker {
     /// `ballot`. `written` is every acceptance it wrote, `durable` what its disk holds.
     /// An acceptance counts (towards a value being chosen) from the moment it is
     /// revealed, with the value it wrote; by then its disk must hold that slot at
-    /// `ballot` or a higher one (accepted again since, in the same sync).
+    /// `ballot` or a higher one (accepted again since, in the same sync). A slot below
+    /// the acceptor's floor is answered without being stored: that is fine only if the
+    /// slot was chosen, with the value proposed at `ballot`.
     pub fn accepted_revealed(
         &mut self,
         node: NodeId,
@@ -109,6 +122,10 @@ impl Checker {
         self.promise_revealed(node, ballot);
         for slot in first..first + count {
             if durable.get(&slot).is_none_or(|(b, _)| *b < ballot) {
+                let chosen = self.chosen.get(&slot).map(|(_, v)| v);
+                if chosen.is_some() && chosen == self.proposed.get(&(ballot, slot)) {
+                    continue; // Decided below the acceptor's floor: answered, not stored.
+                }
                 return Err(format!(
                     "acceptor {node} answered Accepted for slot {slot} at {ballot}, but its disk does not hold that"
                 ));
@@ -172,6 +189,9 @@ impl Checker {
             Some(_) => Ok(()),
             None => {
                 self.chosen.insert(slot, (ballot, value.clone()));
+                while self.chosen.contains_key(&self.chosen_prefix) {
+                    self.chosen_prefix += 1;
+                }
                 Ok(())
             }
         }
@@ -220,14 +240,37 @@ impl Checker {
         self.applied.insert(node, from as usize);
     }
 
-    /// A promise for `ballot` reached its proposer while that proposer was in phase 1 of it.
-    pub fn promise_received(&mut self, ballot: Ballot, from: NodeId, accepted: &[PValue]) {
-        self.phase1
-            .entry(ballot)
-            .or_default()
-            .promises
-            .entry(from)
-            .or_insert_with(|| accepted.to_vec());
+    /// The acceptor of `node` revealed its floor in a `Promise`: every slot below it
+    /// must have been chosen.
+    pub fn floor_revealed(&self, node: NodeId, floor: Slot) -> Check {
+        if floor > self.chosen_prefix {
+            return Err(format!(
+                "acceptor {node} reports every slot below {floor} decided, but slot {} was never chosen",
+                self.chosen_prefix
+            ));
+        }
+        Ok(())
+    }
+
+    /// A promise (or a part of one, if `more_from` names where it goes on) for `ballot`
+    /// reached its proposer while that proposer gathered promises for it.
+    pub fn promise_received(
+        &mut self,
+        ballot: Ballot,
+        from: NodeId,
+        decided_below: Slot,
+        accepted: &[AcceptedRun],
+        more_from: Option<Slot>,
+    ) {
+        let phase1 = self.phase1.entry(ballot).or_default();
+        let part = phase1.partial.entry(from).or_default();
+        part.0 = part.0.max(decided_below);
+        part.1.extend_from_slice(accepted);
+        if more_from.is_none()
+            && let Some(whole) = phase1.partial.remove(&from)
+        {
+            phase1.promises.entry(from).or_insert(whole);
+        }
     }
 
     /// The proposer leads `ballot` now: it must hold a majority of promises for it.
@@ -243,26 +286,41 @@ impl Checker {
                 phase1.promises.len()
             ));
         }
-        let mut forced: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for pv in phase1.promises.values().flatten() {
-            match forced.get(&pv.slot) {
-                Some((b, _)) if *b >= pv.ballot => {}
-                _ => {
-                    forced.insert(pv.slot, (pv.ballot, pv.value.clone()));
-                }
+        let floor = phase1.promises.values().map(|(f, _)| *f).max().unwrap_or(0);
+        // Per slot, the highest ballot reported ...
+        let mut highest: BTreeMap<Slot, Ballot> = BTreeMap::new();
+        for run in phase1.promises.values().flat_map(|(_, runs)| runs) {
+            for slot in run.first.max(floor)..run.end {
+                let b = highest.entry(slot).or_insert(run.ballot);
+                *b = (*b).max(run.ballot);
             }
         }
-        phase1.forced = Some(forced);
+        // ... and the value proposed at it: one ballot proposes one value per slot.
+        let mut forced = BTreeMap::new();
+        for (slot, b) in highest {
+            let Some(value) = self.proposed.get(&(b, slot)) else {
+                return Err(format!(
+                    "a promise for ballot {ballot} reports slot {slot} accepted at {b}, where nothing was proposed"
+                ));
+            };
+            forced.insert(slot, (b, value.clone()));
+        }
+        phase1.forced = Some((floor, forced));
         Ok(())
     }
 
     /// The proposer of `node` sent an Accept of `values` from `first_slot` at `ballot`.
     pub fn accept_sent(&mut self, node: NodeId, ballot: Ballot, first_slot: Slot, values: &[Value]) -> Check {
-        let Some(forced) = self.phase1.get(&ballot).and_then(|p| p.forced.as_ref()) else {
+        let Some((floor, forced)) = self.phase1.get(&ballot).and_then(|p| p.forced.as_ref()) else {
             return Err(format!(
                 "proposer {node} sent Accept at ballot {ballot} without a phase-1 majority of promises"
             ));
         };
+        if first_slot < *floor && !values.is_empty() {
+            return Err(format!(
+                "proposer {node} proposed in slot {first_slot} at ballot {ballot}, below the floor {floor} its quorum reported (decided there)"
+            ));
+        }
         for (slot, value) in (first_slot..).zip(values) {
             if let Some((b, v)) = forced.get(&slot)
                 && v != value

@@ -322,7 +322,7 @@ impl SimConfig {
 type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
-const BUGS: [(&str, BugSwitch); 8] = [
+const BUGS: [(&str, BugSwitch); 9] = [
     ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
     ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
     ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
@@ -336,6 +336,9 @@ const BUGS: [(&str, BugSwitch); 8] = [
     ("state_machine_compacts_early", |b| &mut b.state_machine_compacts_early),
     ("learner_takes_chunks_out_of_order", |b| {
         &mut b.learner_takes_chunks_out_of_order
+    }),
+    ("proposer_adopts_lower_ballot_part", |b| {
+        &mut b.proposer_adopts_lower_ballot_part
     }),
 ];
 

@@ -58,16 +58,19 @@
 //! | `locks N` | the lock service in node N's state machine, read locally like `local`: log time, each session's TTL and last sign of life, each lock's holder, token and queue |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
-//! KIND a message kind (`Prepare`, `Accept`, `Promise`, `Accepted`, `Rejected`,
-//! `Decide`, `Fetch`, `Fetched`, `Heartbeat`, `HeartbeatReply`, `PreVote`,
+//! KIND a message kind (`Prepare`, `Pull`, `Accept`, `Promise`, `Pulled`, `Accepted`,
+//! `Rejected`, `Decide`, `Fetch`, `Fetched`, `Heartbeat`, `HeartbeatReply`, `PreVote`,
 //! `PreVoteReply`, `Propose`, `ReadIndex`, `ReadIndexReply`), and `:SLOT` keeps only the
-//! messages carrying that slot (`Accept`, `Accepted`, `Decide`, `Fetched`). Rules apply
+//! messages carrying that slot (`Accept`, `Accepted`, `Pull`, `Pulled`, `Decide`,
+//! `Fetched`). Rules apply
 //! on arrival, to messages between two nodes (a node's messages to itself take its
 //! mailbox, never the network).
 //!
 //! With the trace on, what a node's elector and proposer tell each other prints too
 //! (`2 elector->proposer Lead ballot=1.2`, `2 proposer->elector Elected ballot=1.2`,
-//! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them).
+//! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them),
+//! and a proposer telling its learner to catch up below the floor phase 1 found
+//! (`3 proposer->learner CatchUp below=4 from=2`; `-CatchUp`).
 //!
 //! Lock-service requests are clients too (numbered with the others, `resubmit` works on
 //! them); each is made at its node's clock (`now_ms`, the simulated time in ms), which

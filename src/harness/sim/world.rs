@@ -754,11 +754,20 @@ impl World {
         self.with_roles(i, |w, r| {
             let p = &r.proposer;
             let (before, was_leading) = (p.ballot(), p.is_leading());
-            if let (Some(b), false, ProposerInput::Reply(from, AcceptorReply::Promise { ballot, accepted, .. })) =
-                (before, was_leading, &input)
+            // Only the promises the proposer can still count (not once it pulls).
+            if let (Some(b), false, false, ProposerInput::Reply(from, promise)) =
+                (before, was_leading, p.is_pulling(), &input)
+                && let AcceptorReply::Promise {
+                    ballot,
+                    decided_below,
+                    accepted,
+                    more_from,
+                    ..
+                } = promise
                 && *ballot == b
             {
-                w.checker.promise_received(b, *from, accepted);
+                w.checker
+                    .promise_received(b, *from, *decided_below, accepted, *more_from);
             }
             let ready = r.proposer.handle(input);
             let p = &r.proposer;
@@ -856,9 +865,6 @@ impl World {
         node.incarnation += 1;
         node.leader = None;
         let disk = &node.disk;
-        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
-            .with_hot_slots(SIM_HOT_SLOTS)
-            .with_bugs(bugs);
         let sm = match &disk.snapshot {
             Some(bytes) => StateMachine::<Service>::restore(bytes)
                 .map_err(|e| format!("node {id} cannot restore its snapshot: {e}"))?,
@@ -869,6 +875,11 @@ impl World {
             every: self.snapshot_every,
             compact: self.compact,
         });
+        // The snapshot's slots are decided: the acceptor's floor.
+        let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
+            .with_floor(sm.next())
+            .with_hot_slots(SIM_HOT_SLOTS)
+            .with_bugs(bugs);
         let floor = disk.log.keys().next().map_or(sm.next(), |&first| first.min(sm.next()));
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next())
             .with_snapshot(sm.next(), floor)
@@ -1468,8 +1479,13 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         let id = self.w.nodes[self.i].id;
         match &msg {
             // What an acceptor reveals must be on its disk by now.
-            PeerMessage::AcceptorReply(AcceptorReply::Promise { ballot, .. }) => {
-                self.w.checker.promise_revealed(id, *ballot)
+            PeerMessage::AcceptorReply(AcceptorReply::Promise {
+                ballot, decided_below, ..
+            }) => {
+                self.w.checker.promise_revealed(id, *ballot);
+                if let Err(e) = self.w.checker.floor_revealed(id, *decided_below) {
+                    self.w.violated(e);
+                }
             }
             PeerMessage::AcceptorReply(AcceptorReply::Accepted {
                 ballot,
@@ -1579,8 +1595,10 @@ fn kv_output(outcome: Outcome<ServiceReply>) -> OpOutput {
 fn brief(msg: &PeerMessage) -> &'static str {
     match msg {
         PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { .. }) => "Prepare",
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { .. }) => "Pull",
         PeerMessage::AcceptorRequest(AcceptorRequest::Accept { .. }) => "Accept",
         PeerMessage::AcceptorReply(AcceptorReply::Promise { .. }) => "Promise",
+        PeerMessage::AcceptorReply(AcceptorReply::Pulled { .. }) => "Pulled",
         PeerMessage::AcceptorReply(AcceptorReply::Accepted { .. }) => "Accepted",
         PeerMessage::AcceptorReply(AcceptorReply::Rejected { .. }) => "Rejected",
         PeerMessage::Learner(LearnerMessage::Decide { .. }) => "Decide",

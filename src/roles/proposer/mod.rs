@@ -7,9 +7,15 @@
 //!
 //! 1. **Phase 1, once per ballot, for all slots**: a quorum call of `Prepare { ballot,
 //!    from_slot }` to every acceptor, `from_slot` being the first slot this node has not
-//!    learned. A majority of `Promise`s reports what was accepted in those slots.
-//! 2. **Recovery**: for each slot reported, the value with the highest ballot is
-//!    proposed again; the holes up to the highest reported slot are filled with no-ops.
+//!    learned. A majority of `Promise`s reports each acceptor's floor (every slot below
+//!    is decided) and which slots it accepted values in, at which ballots; no values.
+//! 2. **Recovery, by selective synchronisation**: above the highest floor of the
+//!    quorum, for each slot reported, the value with the highest ballot is pulled
+//!    (`Pull`/`Pulled`) from one acceptor that holds it at that ballot (this node's own
+//!    if it does; the rest spread over the others, in parallel) and proposed again; the
+//!    holes up to the highest reported slot are filled with no-ops. Nothing is proposed
+//!    below the highest floor; this node's learner is told to catch up there
+//!    (`CatchUp`) if it is behind.
 //! 3. **Phase 2, per batch of slots**: client commands get the next slots and go out in
 //!    `Accept` messages, up to `max_batch` commands per message and `max_inflight`
 //!    messages in flight at once. Thrifty by default: an `Accept` goes only to a majority
@@ -27,20 +33,30 @@
 //! proposer leaves are told to ask again (`ReadIndexReply { index: None }`).
 //!
 //! **Invariant.** In a ballot `b`, the proposer proposes in slot `s` only the value that
-//! phase 1 of `b` forced on it (the highest-ballot value a promise reported for `s`) or,
-//! if none was reported, a value of its own choosing, and never two different values for
-//! one slot. Together with the acceptor's invariant this keeps one value chosen per slot.
+//! phase 1 of `b` forced on it (the value accepted at the highest ballot a promise
+//! reported for `s`, pulled from an acceptor that reported `s` at that very ballot) or,
+//! if none was reported, a value of its own choosing, never two different values for
+//! one slot, and nothing below the highest floor its quorum reported. Together with the
+//! acceptor's invariant this keeps one value chosen per slot.
+//!
+//! **Why a promise never has to carry a compacted value.** An acceptor forgets a slot
+//! only once its node holds a durable snapshot of it, i.e. once the slot is decided; it
+//! reports that as its floor. The proposer starts proposing at the highest floor of its
+//! quorum, so it never needs to know what was accepted below: those slots are decided
+//! already, and its own learner fetches them (a snapshot or the values) from a node that
+//! has them. Above that floor every acceptor of the quorum still reports what it
+//! accepted, so each slot's majority intersection argument (P2c) holds as before.
+//! `phase1.rs` argues the pulls.
 //!
 //! **Left out.** Leases and read-only fast paths (a later issue), reconfiguration (PMMC
-//! §4), and window limits on phase-1 replies (a promise lists every accepted slot from
-//! `from_slot` on; snapshots will bound it).
+//! §4).
 //!
 //! # Layout
 //!
 //! | file | holds |
 //! |------|-------|
 //! | `mod.rs` | this essay, [`Proposer`], [`ProposerConfig`], [`ProposerInput`], and [`Proposer::handle`]: one `match` on the input |
-//! | `phase1.rs` | prepare, promises whole or in parts, recovery of accepted values, no-op filling, becoming leader |
+//! | `phase1.rs` | prepare, summaries whole or in parts, floors, the plan and the pulls of the values it forces, no-op filling, becoming leader |
 //! | `phase2.rs` | accept, accepted, decide, deferred decides, the pipelining window, thrifty acceptors, resends, beacons |
 //! | `reads.rs` | linearizable reads: read-index waiting and answering |
 //!
@@ -270,17 +286,46 @@ impl Proposer {
             // A read: only a leader confirmed by a quorum after the read began may
             // answer (reads.rs).
             ProposerInput::ReadIndex(from, id) => self.read_index(from, id, &mut out),
-            // A phase-1 report, whole or in parts; a quorum of them makes us lead
+            // A phase-1 summary, whole or in parts; a quorum of them starts the pulls
             // (phase1.rs).
             ProposerInput::Reply(
                 from,
                 AcceptorReply::Promise {
                     call,
                     ballot,
+                    decided_below,
                     accepted,
                     more_from,
                 },
-            ) => self.on_promise(from, call, ballot, accepted, more_from, &mut out),
+            ) => {
+                let promise = phase1::Promise {
+                    from,
+                    decided_below,
+                    accepted,
+                    more_from,
+                };
+                self.on_promise(call, ballot, promise, &mut out)
+            }
+            // Values phase 1 forces, pulled from an acceptor holding them; once all are
+            // in, we lead (phase1.rs).
+            ProposerInput::Reply(
+                from,
+                AcceptorReply::Pulled {
+                    call,
+                    ballot,
+                    first_slot,
+                    values,
+                    more_from,
+                },
+            ) => {
+                let pulled = phase1::Pulled {
+                    from,
+                    first_slot,
+                    values,
+                    more_from,
+                };
+                self.on_pulled(call, ballot, pulled, &mut out)
+            }
             // An acceptor accepted one of our batches; a quorum decides it (phase2.rs).
             ProposerInput::Reply(from, AcceptorReply::Accepted { call, ballot, .. }) => {
                 self.on_accepted(from, call, ballot, &mut out)
@@ -292,7 +337,8 @@ impl Proposer {
                     out.local.push(LocalMessage::Event(ProposerEvent::Preempted(promised)));
                 }
             }
-            // The local learner progressed.
+            // The local learner progressed (it may stay below the floor phase 1 started
+            // at for a while: `commit` and the next phase 1 just start lower).
             ProposerInput::Learned(slot) => self.shared.learned = self.shared.learned.max(slot),
             // Time passes: tell the other learners what was decided; resend what is
             // unanswered, expire phase 1 (phase1.rs), send a beacon (phase2.rs).

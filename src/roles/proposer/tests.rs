@@ -2,7 +2,7 @@
 //! acceptors and deferred decides, reads, and what a deposed proposer does.
 
 use super::*;
-use crate::messages::acceptor::{CallId, PValue};
+use crate::messages::acceptor::{AcceptedRun, CallId};
 use crate::messages::local::{LocalMessage, ProposerEvent};
 use crate::messages::{AcceptorRequest, LearnerMessage, PeerMessage, RequestId, StateMachineMessage};
 
@@ -39,11 +39,38 @@ fn accepts(out: &ProposerOutput) -> Vec<(NodeId, CallId, Slot, Vec<Value>)> {
         .collect()
 }
 
-fn promise(call: CallId, ballot: Ballot, accepted: Vec<PValue>) -> AcceptorReply {
+fn promise(call: CallId, ballot: Ballot, accepted: Vec<AcceptedRun>) -> AcceptorReply {
     AcceptorReply::Promise {
         call,
         ballot,
+        decided_below: 0,
         accepted,
+        more_from: None,
+    }
+}
+
+fn run(first: Slot, end: Slot, ballot: Ballot) -> AcceptedRun {
+    AcceptedRun { first, end, ballot }
+}
+
+/// The `Pull`s sent: (to, first, end).
+fn pulls(out: &ProposerOutput) -> Vec<(NodeId, Slot, Slot)> {
+    out.send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::AcceptorRequest(AcceptorRequest::Pull { first, end, .. }) => Some((*to, *first, *end)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A whole `Pulled` of `values` (each with its ballot) from `first_slot`.
+fn pulled(call: CallId, ballot: Ballot, first_slot: Slot, values: Vec<(Ballot, Value)>) -> AcceptorReply {
+    AcceptorReply::Pulled {
+        call,
+        ballot,
+        first_slot,
+        values,
         more_from: None,
     }
 }
@@ -71,38 +98,23 @@ fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
     let out = p.handle(ProposerInput::Lead(b));
     let call = prepares(&out)[0].1;
     assert_eq!(prepares(&out).len(), 3, "phase 1 goes to every acceptor");
-    let old = Value::Command(cmd(1));
+    let (b12, b33) = (Ballot::new(1, 2), Ballot::new(3, 3));
     let newer = Value::Command(cmd(2));
     p.handle(ProposerInput::Reply(
         2,
-        promise(
-            call,
-            b,
-            vec![
-                PValue {
-                    slot: 0,
-                    ballot: Ballot::new(1, 2),
-                    value: old,
-                },
-                PValue {
-                    slot: 2,
-                    ballot: Ballot::new(1, 2),
-                    value: Value::Command(cmd(3)),
-                },
-            ],
-        ),
+        promise(call, b, vec![run(0, 1, b12), run(2, 3, b12)]),
     ));
+    let out = p.handle(ProposerInput::Reply(3, promise(call, b, vec![run(0, 1, b33)])));
+    assert!(!p.is_leading() && p.is_pulling());
+    assert_eq!(
+        pulls(&out),
+        vec![(3, 0, 1), (2, 2, 3)],
+        "slot 0 from the acceptor holding its highest ballot, slot 2 from its only holder"
+    );
+    p.handle(ProposerInput::Reply(3, pulled(call, b, 0, vec![(b33, newer.clone())])));
     let out = p.handle(ProposerInput::Reply(
-        3,
-        promise(
-            call,
-            b,
-            vec![PValue {
-                slot: 0,
-                ballot: Ballot::new(3, 3),
-                value: newer.clone(),
-            }],
-        ),
+        2,
+        pulled(call, b, 2, vec![(b12, Value::Command(cmd(3)))]),
     ));
     assert!(p.is_leading());
     assert_eq!(out.local, vec![LocalMessage::Event(ProposerEvent::Elected(b))]);
@@ -115,6 +127,134 @@ fn proposer_recovery_adopts_highest_ballot_and_fills_holes() {
         "highest ballot wins; the hole gets a no-op"
     );
     assert_eq!(p.next_slot(), Some(3));
+}
+
+#[test]
+fn proposer_pulls_from_its_own_acceptor_what_it_holds_at_the_highest_ballot() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(5, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    let b11 = Ballot::new(1, 1);
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![run(0, 10, b11)])));
+    let out = p.handle(ProposerInput::Reply(2, promise(call, b, vec![run(0, 10, b11)])));
+    assert_eq!(pulls(&out), vec![(1, 0, 10)], "no value crosses the network");
+}
+
+#[test]
+fn proposer_spreads_parts_over_the_acceptors_holding_them() {
+    let mut p = Proposer::new(1, vec![1, 2, 3, 4, 5], ProposerConfig::default());
+    let b = Ballot::new(5, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    let b22 = Ballot::new(2, 2);
+    // Node 1 lags (its promise is late); 2 and 3 hold slots 0-9, 4 holds 10-13 only.
+    p.handle(ProposerInput::Reply(2, promise(call, b, vec![run(0, 10, b22)])));
+    p.handle(ProposerInput::Reply(4, promise(call, b, vec![run(10, 14, b22)])));
+    assert!(!p.is_pulling(), "two of five: not yet");
+    let out = p.handle(ProposerInput::Reply(3, promise(call, b, vec![run(0, 10, b22)])));
+    assert_eq!(
+        pulls(&out),
+        vec![(2, 0, 5), (3, 5, 10), (4, 10, 14)],
+        "two holders of 0-9 split it; 10-13 from its holder"
+    );
+    let v = |n: u64| Value::Command(cmd(n));
+    let answer = |first: Slot, end: Slot| (first..end).map(|n| (b22, v(n))).collect::<Vec<_>>();
+    p.handle(ProposerInput::Reply(4, pulled(call, b, 10, answer(10, 14))));
+    p.handle(ProposerInput::Reply(3, pulled(call, b, 5, answer(5, 10))));
+    assert!(!p.is_leading(), "a part is still missing");
+    let out = p.handle(ProposerInput::Reply(2, pulled(call, b, 0, answer(0, 5))));
+    assert!(p.is_leading());
+    assert_eq!(accepts(&out)[0].3, (0..14).map(v).collect::<Vec<_>>());
+}
+
+#[test]
+fn proposer_never_adopts_a_pulled_value_at_an_unplanned_ballot() {
+    let cfg = ProposerConfig {
+        retry_ticks: 2,
+        prepare_timeout_ticks: 6,
+        ..ProposerConfig::default()
+    };
+    let mut p = Proposer::new(1, vec![1, 2, 3, 4, 5], cfg);
+    let b = Ballot::new(5, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    let (b22, b33) = (Ballot::new(2, 2), Ballot::new(3, 3));
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+    p.handle(ProposerInput::Reply(2, promise(call, b, vec![run(0, 1, b33)])));
+    let out = p.handle(ProposerInput::Reply(3, promise(call, b, vec![run(0, 1, b33)])));
+    assert_eq!(pulls(&out), vec![(2, 0, 1)]);
+    // Acceptor 2 answers with a value at a lower ballot than it reported: ignored.
+    p.handle(ProposerInput::Reply(2, pulled(call, b, 0, vec![(b22, Value::Noop)])));
+    assert!(!p.is_leading(), "a value at a lower ballot is never adopted");
+    p.handle(ProposerInput::Tick);
+    let out = p.handle(ProposerInput::Tick);
+    assert_eq!(pulls(&out), vec![(3, 0, 1)], "the other holder is asked at the retry");
+    let good = Value::Command(cmd(9));
+    let out = p.handle(ProposerInput::Reply(3, pulled(call, b, 0, vec![(b33, good.clone())])));
+    assert!(p.is_leading());
+    assert_eq!(accepts(&out)[0].3, vec![good]);
+}
+
+#[test]
+fn proposer_pull_without_progress_times_out_phase_one() {
+    let cfg = ProposerConfig {
+        retry_ticks: 2,
+        prepare_timeout_ticks: 5,
+        ..ProposerConfig::default()
+    };
+    let mut p = Proposer::new(1, vec![1, 2, 3], cfg);
+    let b = Ballot::new(5, 1);
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
+    p.handle(ProposerInput::Reply(
+        2,
+        promise(call, b, vec![run(0, 1, Ballot::new(1, 2))]),
+    ));
+    let mut events = Vec::new();
+    let mut asked = Vec::new();
+    for _ in 0..5 {
+        let out = p.handle(ProposerInput::Tick);
+        asked.extend(pulls(&out));
+        events.extend(out.local);
+    }
+    assert_eq!(asked, vec![(2, 0, 1), (2, 0, 1)], "asked again every retry");
+    assert_eq!(events, vec![LocalMessage::Event(ProposerEvent::PrepareTimedOut(b))]);
+    assert_eq!(p.ballot(), None);
+}
+
+#[test]
+fn proposer_floor_skips_decided_slots_and_tells_learner_to_catch_up() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    p.handle(ProposerInput::Learned(2));
+    let b = Ballot::new(5, 1);
+    let out = p.handle(ProposerInput::Lead(b));
+    let call = prepares(&out)[0].1;
+    let b12 = Ballot::new(1, 2);
+    p.handle(ProposerInput::Reply(1, promise(call, b, vec![run(2, 8, b12)])));
+    let floor = AcceptorReply::Promise {
+        call,
+        ballot: b,
+        decided_below: 6,
+        accepted: vec![run(6, 7, b12)],
+        more_from: None,
+    };
+    let out = p.handle(ProposerInput::Reply(3, floor));
+    assert_eq!(
+        out.local,
+        vec![LocalMessage::CatchUp { below: 6, from: 3 }],
+        "slots 2-5 are decided: the learner catches up from node 3"
+    );
+    assert_eq!(pulls(&out), vec![(1, 6, 8)], "nothing below the floor is pulled");
+    let out = p.handle(ProposerInput::Reply(
+        1,
+        pulled(call, b, 6, vec![(b12, Value::Noop), (b12, Value::Command(cmd(7)))]),
+    ));
+    let acc = accepts(&out);
+    assert_eq!(acc[0].2, 6, "nothing is proposed below the floor");
+    assert_eq!(p.next_slot(), Some(8));
+    // Its learner still reports slot 2 for a while: the leader decides regardless.
+    p.handle(ProposerInput::Learned(2));
+    p.handle(accepted(1, acc[0].1, b, 6, 2));
+    let out = p.handle(accepted(2, acc[0].1, b, 6, 2));
+    assert_eq!(decides_to(&out, 6), vec![1], "decided; its own learner hears at once");
 }
 
 #[test]
@@ -424,28 +564,39 @@ fn proposer_counts_an_acceptor_only_once_its_report_is_whole() {
     let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
     let b = Ballot::new(3, 1);
     let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
-    let pv = |slot, seq| PValue {
-        slot,
-        ballot: Ballot::new(1, 2),
-        value: Value::Command(cmd(seq)),
-    };
+    let b12 = Ballot::new(1, 2);
     let part = AcceptorReply::Promise {
         call,
         ballot: b,
-        accepted: vec![pv(0, 1)],
+        decided_below: 0,
+        accepted: vec![run(0, 1, Ballot::new(1, 1))],
         more_from: Some(1),
     };
     let out = p.handle(ProposerInput::Reply(2, part));
     assert_eq!(prepares(&out), vec![(2, call)], "the rest is asked for");
     p.handle(ProposerInput::Reply(1, promise(call, b, vec![])));
-    assert!(!p.is_leading(), "a partial report does not count toward the quorum");
+    assert!(!p.is_pulling(), "a partial report does not count toward the quorum");
     let rest = AcceptorReply::Promise {
         call,
         ballot: b,
-        accepted: vec![pv(1, 2)],
+        decided_below: 0,
+        accepted: vec![run(1, 2, b12)],
         more_from: None,
     };
     let out = p.handle(ProposerInput::Reply(2, rest));
+    assert_eq!(pulls(&out), vec![(2, 0, 2)], "both parts were summarised");
+    let out = p.handle(ProposerInput::Reply(
+        2,
+        pulled(
+            call,
+            b,
+            0,
+            vec![
+                (Ballot::new(1, 1), Value::Command(cmd(1))),
+                (b12, Value::Command(cmd(2))),
+            ],
+        ),
+    ));
     assert!(p.is_leading());
     assert_eq!(
         accepts(&out)[0].3,

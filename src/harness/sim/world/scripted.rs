@@ -61,7 +61,8 @@ pub(crate) struct Filter {
     pub(crate) to: Option<NodeId>,
     /// A message kind as [`brief`] names it (`None`: every kind).
     pub(crate) kind: Option<String>,
-    /// Only messages that carry this slot (an `Accept`, `Accepted` or `Decide` covering it).
+    /// Only messages that carry this slot (an `Accept`, `Accepted`, `Pull`, `Pulled`,
+    /// `Decide` or `Fetched` covering it).
     pub(crate) slot: Option<Slot>,
 }
 
@@ -78,13 +79,15 @@ impl Filter {
 
 /// What a node's elector and proposer tell each other, as the trace names it (a script
 /// may leave these out of the trace like message kinds).
-pub(crate) const LOCAL_KINDS: [&str; 5] = ["Lead", "StepDown", "Elected", "Preempted", "PrepareTimedOut"];
+pub(crate) const LOCAL_KINDS: [&str; 6] = ["Lead", "StepDown", "Elected", "Preempted", "PrepareTimedOut", "CatchUp"];
 
 /// The message kinds a script may name, as [`brief`] names them.
-pub(crate) const MESSAGE_KINDS: [&str; 15] = [
+pub(crate) const MESSAGE_KINDS: [&str; 17] = [
     "Prepare",
+    "Pull",
     "Accept",
     "Promise",
+    "Pulled",
     "Accepted",
     "Rejected",
     "Decide",
@@ -390,7 +393,8 @@ impl Scripted {
                 inc,
                 msg: Local::Peer(from, msg),
             } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => self.trace_line(*from, *node, msg, ""),
-            // Between the elector and the proposer of one node: who leads.
+            // Between the elector and the proposer of one node: who leads; and the
+            // proposer telling its learner to catch up below a floor.
             Event::Local { node, inc, msg } if self.w.nodes[self.w.idx(*node)].incarnation == *inc => {
                 let (kind, line) = match msg {
                     Local::Msg(LocalMessage::Order(ElectorOrder::Lead(b))) => {
@@ -408,6 +412,10 @@ impl Scripted {
                     Local::Msg(LocalMessage::Event(ProposerEvent::PrepareTimedOut(b))) => (
                         "PrepareTimedOut",
                         format!("{node} proposer->elector PrepareTimedOut ballot={b}"),
+                    ),
+                    Local::Msg(LocalMessage::CatchUp { below, from }) => (
+                        "CatchUp",
+                        format!("{node} proposer->learner CatchUp below={below} from={from}"),
                     ),
                     _ => return,
                 };
@@ -898,6 +906,11 @@ impl Scripted {
             let hot: Vec<String> = roles.acceptor.accepted().keys().map(|s| s.to_string()).collect();
             lines.push(format!("values in memory: slots {}", hot.join(", ")));
         }
+        if let Some(roles) = &self.w.nodes[i].roles
+            && roles.acceptor.floor() > 0
+        {
+            lines.push(format!("floor: slots below {} decided", roles.acceptor.floor()));
+        }
         self.out.extend(lines);
         Ok(())
     }
@@ -1006,6 +1019,12 @@ fn slots_of(msg: &PeerMessage) -> Option<(Slot, u64)> {
             Some((*first_slot, values.len() as u64))
         }
         PeerMessage::AcceptorReply(AcceptorReply::Accepted { first_slot, count, .. }) => Some((*first_slot, *count)),
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { first, end, .. }) => {
+            Some((*first, end.saturating_sub(*first)))
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Pulled { first_slot, values, .. }) => {
+            Some((*first_slot, values.len() as u64))
+        }
         _ => None,
     }
 }
@@ -1093,16 +1112,38 @@ fn describe(msg: &PeerMessage) -> String {
         ),
         PeerMessage::AcceptorReply(AcceptorReply::Promise {
             ballot,
+            decided_below,
             accepted,
             more_from,
             ..
         }) => {
             let all: Vec<String> = accepted
                 .iter()
-                .map(|pv| format!("{}@{}: {}", pv.slot, pv.ballot, describe_value(&pv.value)))
+                .map(|r| format!("{}@{}", slot_range(r.first, r.end - r.first), r.ballot))
+                .collect();
+            let floor = match decided_below {
+                0 => String::new(),
+                f => format!(" decided_below={f}"),
+            };
+            let more = more_from.map_or(String::new(), |s| format!(" more_from={s}"));
+            format!("Promise ballot={ballot}{floor} accepted=[{}]{more}", all.join(", "))
+        }
+        PeerMessage::AcceptorRequest(AcceptorRequest::Pull { ballot, first, end, .. }) => {
+            format!("Pull ballot={ballot} slots={}", slot_range(*first, end - first))
+        }
+        PeerMessage::AcceptorReply(AcceptorReply::Pulled {
+            ballot,
+            first_slot,
+            values,
+            more_from,
+            ..
+        }) => {
+            let all: Vec<String> = (*first_slot..)
+                .zip(values)
+                .map(|(slot, (b, v))| format!("{slot}@{b}: {}", describe_value(v)))
                 .collect();
             let more = more_from.map_or(String::new(), |s| format!(" more_from={s}"));
-            format!("Promise ballot={ballot} accepted=[{}]{more}", all.join(", "))
+            format!("Pulled ballot={ballot} [{}]{more}", all.join(", "))
         }
         PeerMessage::AcceptorReply(AcceptorReply::Accepted {
             ballot,
