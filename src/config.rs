@@ -711,7 +711,7 @@ http_addr = "127.0.0.1:7203"
             ("ROLEPAX_THRIFTY".to_string(), "false".to_string()),
             ("ROLEPAX_PRE_VOTE".to_string(), "false".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
-            ("ROLEPAX_FAILPOINT".to_string(), "a test hook, not a setting".to_string()),
+            ("ROLEPAX_FAILPOINT".to_string(), "compaction".to_string()),
         ];
         let typo = vec![("ROLEPAX_TICKS".to_string(), "5".to_string())];
         let e = Settings::load(&path, typo).expect_err("unknown env key");
