@@ -29,6 +29,7 @@ use crate::messages::NodeId;
 use crate::messages::codec::message_budget;
 use crate::net::tcp::TcpConfig;
 use crate::roles::state_machine::CompactPolicy;
+use crate::storage::failpoint;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_level",
     "nodes",
 ];
+
+/// `ROLEPAX_` environment variables that are not settings: the failpoint test hook
+/// ([`crate::storage::failpoint`]).
+const NOT_SETTINGS: &[&str] = &[failpoint::ENV, failpoint::DIR_ENV];
 
 /// One `[[nodes]]` entry as written in the file.
 #[derive(Clone, Debug, Deserialize)]
@@ -254,7 +259,10 @@ impl Settings {
             )));
         }
         let prefix = format!("{ENV_PREFIX}_");
-        let overrides: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && !NOT_SETTINGS.contains(&k.as_str()))
+            .collect();
         for name in overrides.keys() {
             let key = name[prefix.len()..].to_ascii_lowercase();
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) || key == "nodes" {
@@ -703,6 +711,7 @@ http_addr = "127.0.0.1:7203"
             ("ROLEPAX_THRIFTY".to_string(), "false".to_string()),
             ("ROLEPAX_PRE_VOTE".to_string(), "false".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
+            ("ROLEPAX_FAILPOINT".to_string(), "compaction".to_string()),
         ];
         let typo = vec![("ROLEPAX_TICKS".to_string(), "5".to_string())];
         let e = Settings::load(&path, typo).expect_err("unknown env key");

@@ -14,6 +14,7 @@ use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, NodeId, PeerMessag
 use crate::roles::acceptor::Acceptor;
 use crate::roles::ready::Write;
 use crate::storage::acceptor_log::AcceptorLog;
+use crate::storage::failpoint;
 use actix::prelude::*;
 
 /// Counters for `/status` and `/metrics`.
@@ -70,7 +71,9 @@ impl Io {
             return Ok(());
         }
         self.compact = None;
+        failpoint::hit("compaction");
         let freed = self.log.compact(below, keep_from)?;
+        failpoint::hit("compacted");
         self.compacted_bytes += freed;
         tracing::info!(
             node = self.peers.id,

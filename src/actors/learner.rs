@@ -15,6 +15,7 @@ use crate::roles::learner::{Learner, LearnerInput};
 use crate::roles::ready::Write;
 use crate::storage::Storage;
 use crate::storage::decided_log::DecidedLog;
+use crate::storage::failpoint;
 use crate::storage::snapshot::SnapshotSource;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -73,7 +74,9 @@ impl Host for Io {
         match write {
             Write::Decided(values) => self.log.append(&values),
             Write::Compact { below } => {
+                failpoint::hit("compaction");
                 let freed = self.log.compact(below)?;
+                failpoint::hit("compacted");
                 self.compacted_bytes += freed;
                 tracing::info!(
                     node = self.peers.id,

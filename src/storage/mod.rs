@@ -36,6 +36,7 @@ use crate::messages::Ballot;
 use crate::messages::codec;
 pub mod acceptor_log;
 pub mod decided_log;
+pub mod failpoint;
 pub mod snapshot;
 pub mod wal;
 
@@ -213,6 +214,9 @@ impl ReplacingFile {
     pub fn install(mut self) -> Result<u64> {
         self.file.sync_data().map_err(|e| self.error("fdatasync", e))?;
         let size = self.file.metadata().map_err(|e| self.error("stat", e))?.len();
+        if self.name == SNAPSHOT {
+            failpoint::hit("snapshot-write");
+        }
         std::fs::rename(&self.tmp, self.dir.join(self.name)).map_err(|e| self.error("rename", e))?;
         self.installed = true;
         File::open(&self.dir)

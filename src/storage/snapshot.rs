@@ -12,7 +12,7 @@
 //! rename, `snapshot.bin` and the logs are the node's old, consistent state; after it,
 //! the new snapshot, with the logs' records below it ignored.
 
-use super::{SNAPSHOT, Storage};
+use super::{SNAPSHOT, Storage, failpoint};
 use crate::driver::SnapshotPiece;
 use crate::error::{Error, Result};
 use crate::messages::Slot;
@@ -139,7 +139,9 @@ impl Storage {
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| fail("fdatasync", e))?;
+        failpoint::hit("snapshot-install");
         std::fs::rename(&path, self.dir.join(SNAPSHOT)).map_err(|e| fail("rename", e))?;
+        failpoint::hit("snapshot-installed");
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| fail("sync directory", e))?;

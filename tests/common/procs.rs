@@ -80,6 +80,11 @@ impl Procs {
     }
 
     pub fn start(&mut self, id: u64) {
+        self.start_with_env(id, &[]);
+    }
+
+    /// Starts node `id` with extra environment variables (a failpoint, a setting).
+    pub fn start_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,6 +96,7 @@ impl Procs {
             .args(["--id", &id.to_string(), "--data-dir"])
             .arg(self.dir.path().join(format!("data-{id}")))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
