@@ -90,7 +90,13 @@ impl Procs {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rolepax-node"));
+        // The test's own ROLEPAX_* variables (ROLEPAX_CHAOS_SEED, ...) are not settings:
+        // a node would refuse them as unknown keys.
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLEPAX_")) {
+            command.env_remove(name);
+        }
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .args(["--id", &id.to_string(), "--data-dir"])
