@@ -72,10 +72,12 @@ pub trait Host<R = ()> {
         Err(Error::Storage("this role has no decided log".into()))
     }
 
-    /// `max_bytes` bytes from `offset` of this node's durable snapshot (`None`: it has
-    /// none). The piece says which slots that snapshot covers; the driver offers it
-    /// instead if a peer asked for another one.
-    fn read_snapshot(&mut self, _offset: u64, _max_bytes: usize) -> Result<Option<SnapshotPiece>> {
+    /// `max_bytes` bytes from `offset` of this node's snapshot covering the slots below
+    /// `at`, if it still has that one (a host may keep serving a snapshot that was just
+    /// replaced, so that a transfer under load is not started over at every snapshot);
+    /// otherwise the piece says which slots its current durable snapshot covers, and the
+    /// driver offers that one instead. `None`: it has no snapshot.
+    fn read_snapshot(&mut self, _at: Slot, _offset: u64, _max_bytes: usize) -> Result<Option<SnapshotPiece>> {
         Err(Error::Storage("this role serves no snapshot".into()))
     }
 
@@ -278,7 +280,7 @@ fn perform<R>(effects: Ready<R>, host: &mut impl Host<R>) {
 /// Answers a peer's `SnapshotRead`: the chunk it asked for, or, if this node's snapshot
 /// is another one by now, an offer of that one.
 fn serve_snapshot<R>(serve: ServeSnapshot, host: &mut impl Host<R>) {
-    let reply = match host.read_snapshot(serve.offset, serve.max_bytes) {
+    let reply = match host.read_snapshot(serve.at, serve.offset, serve.max_bytes) {
         Ok(Some(piece)) if piece.at == serve.at => LearnerMessage::SnapshotChunk {
             at: piece.at,
             offset: serve.offset,

@@ -119,9 +119,9 @@ impl Host for Io {
         self.log.get(slot, &mut self.cache)
     }
 
-    fn read_snapshot(&mut self, offset: u64, max_bytes: usize) -> Result<Option<SnapshotPiece>> {
+    fn read_snapshot(&mut self, at: Slot, offset: u64, max_bytes: usize) -> Result<Option<SnapshotPiece>> {
         self.chunks_sent += 1;
-        self.source.read(&self.storage, offset, max_bytes)
+        self.source.read(&self.storage, at, offset, max_bytes)
     }
 
     fn fail_stop(&mut self, error: &Error) {

@@ -33,10 +33,14 @@ pub fn snapshot_at(head: &[u8]) -> Result<Slot> {
 }
 
 /// This node's durable snapshot, open for serving: reopened whenever `snapshot.bin` is
-/// replaced (a stat per chunk tells).
+/// replaced (a stat per chunk tells). The one it replaced stays open (its file is gone
+/// from the directory but readable through the open descriptor) until the next
+/// replacement, so a transfer in progress under load finishes instead of starting over
+/// at every new snapshot.
 #[derive(Default)]
 pub struct SnapshotSource {
     open: Option<Served>,
+    previous: Option<Served>,
 }
 
 struct Served {
@@ -48,8 +52,16 @@ struct Served {
 }
 
 impl SnapshotSource {
-    /// `max_bytes` bytes from `offset` of the current `snapshot.bin` (`None`: there is none).
-    pub fn read(&mut self, storage: &Storage, offset: u64, max_bytes: usize) -> Result<Option<SnapshotPiece>> {
+    /// `max_bytes` bytes from `offset` of the snapshot covering the slots below `at` if
+    /// it is the current `snapshot.bin` or the one it replaced; else the current one's
+    /// (`None`: there is none).
+    pub fn read(
+        &mut self,
+        storage: &Storage,
+        at: Slot,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Option<SnapshotPiece>> {
         let path = storage.dir.join(SNAPSHOT);
         let inode = match std::fs::metadata(&path) {
             Ok(m) => m.ino(),
@@ -57,9 +69,13 @@ impl SnapshotSource {
             Err(e) => return Err(Error::Storage(format!("{}: stat: {e}", path.display()))),
         };
         if self.open.as_ref().is_none_or(|s| s.inode != inode) {
-            self.open = Some(Served::open(path)?);
+            let replaced = std::mem::replace(&mut self.open, Some(Served::open(path)?));
+            self.previous = replaced.or(self.previous.take());
         }
-        let Some(s) = &self.open else { return Ok(None) };
+        let asked = self.previous.as_ref().filter(|p| p.at == at);
+        let Some(s) = asked.or(self.open.as_ref()) else {
+            return Ok(None);
+        };
         let len = max_bytes.min(s.total.saturating_sub(offset) as usize);
         let mut data = vec![0; len];
         s.file
@@ -177,7 +193,10 @@ mod tests {
         let mut source = SnapshotSource::default();
         let mut offset = 0;
         while offset < bytes.len() as u64 {
-            let piece = source.read(&src, offset, 1000).expect("read").expect("a snapshot");
+            let piece = source
+                .read(&src, 70_000, offset, 1000)
+                .expect("read")
+                .expect("a snapshot");
             assert_eq!(
                 (piece.at, piece.total, piece.file_crc),
                 (70_000, bytes.len() as u64, crc32fast::hash(&bytes))
@@ -196,18 +215,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path()).expect("open");
         let mut source = SnapshotSource::default();
-        assert_eq!(source.read(&storage, 0, 10).expect("read"), None, "no snapshot yet");
+        assert_eq!(source.read(&storage, 5, 0, 10).expect("read"), None, "no snapshot yet");
         std::fs::write(dir.path().join(SNAPSHOT), snapshot(5, b"five")).expect("write");
-        assert_eq!(source.read(&storage, 0, 10).expect("read").map(|p| p.at), Some(5));
-        // Replaced by rename, as the state machine does: the next read sees the new one.
+        assert_eq!(source.read(&storage, 5, 0, 10).expect("read").map(|p| p.at), Some(5));
+        // Replaced by rename, as the state machine does: a new ask gets the new one, a
+        // transfer of the old one goes on from the old file.
         std::fs::write(dir.path().join("new"), snapshot(9, b"nine")).expect("write");
         std::fs::rename(dir.path().join("new"), dir.path().join(SNAPSHOT)).expect("rename");
-        assert_eq!(source.read(&storage, 0, 10).expect("read").map(|p| p.at), Some(9));
+        assert_eq!(source.read(&storage, 0, 0, 10).expect("read").map(|p| p.at), Some(9));
+        let old = source.read(&storage, 5, 1, 10).expect("read").expect("the old one");
+        assert_eq!((old.at, old.data), (5, snapshot(5, b"five")[1..].to_vec()));
+        // Replaced again: the oldest is gone, its ask is offered the current one.
+        std::fs::write(dir.path().join("new"), snapshot(12, b"twelve")).expect("write");
+        std::fs::rename(dir.path().join("new"), dir.path().join(SNAPSHOT)).expect("rename");
+        assert_eq!(source.read(&storage, 5, 1, 10).expect("read").map(|p| p.at), Some(12));
+        assert_eq!(source.read(&storage, 9, 1, 10).expect("read").map(|p| p.at), Some(9));
         // A transfer cut by a crash: the restart removes it, the installed one stays.
         storage.write_incoming(0, b"partial").expect("write");
         drop(storage);
         let storage = Storage::open(dir.path()).expect("reopen");
         assert!(!dir.path().join(INCOMING).exists(), "removed at start");
-        assert_eq!(storage.load_snapshot().expect("load"), Some(snapshot(9, b"nine")));
+        assert_eq!(storage.load_snapshot().expect("load"), Some(snapshot(12, b"twelve")));
     }
 }

@@ -1527,7 +1527,7 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
         Ok(self.w.nodes[self.i].disk.log.get(&slot).cloned())
     }
 
-    fn read_snapshot(&mut self, offset: u64, max_bytes: usize) -> CrateResult<Option<SnapshotPiece>> {
+    fn read_snapshot(&mut self, _at: Slot, offset: u64, max_bytes: usize) -> CrateResult<Option<SnapshotPiece>> {
         let disk = &self.w.nodes[self.i].disk;
         let Some(bytes) = &disk.snapshot else { return Ok(None) };
         let start = (offset as usize).min(bytes.len());
