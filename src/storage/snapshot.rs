@@ -69,7 +69,7 @@ impl SnapshotSource {
             Err(e) => return Err(Error::Storage(format!("{}: stat: {e}", path.display()))),
         };
         if self.open.as_ref().is_none_or(|s| s.inode != inode) {
-            let replaced = std::mem::replace(&mut self.open, Some(Served::open(path)?));
+            let replaced = self.open.replace(Served::open(path)?);
             self.previous = replaced.or(self.previous.take());
         }
         let asked = self.previous.as_ref().filter(|p| p.at == at);
