@@ -1,7 +1,8 @@
 //! SIGKILL at the worst moments of snapshots and compaction, on real `rolepax-node`
 //! processes (tests/common/procs.rs), as issue #15 asks: while this node's own snapshot
-//! is written, while a log is compacted, and while a snapshot received from a peer is
-//! installed (before and after its rename).
+//! is written, when a log is about to be compacted, in the middle of a log's truncation
+//! (after its first segment was deleted, before the others), and while a snapshot
+//! received from a peer is installed (before and after its rename).
 //!
 //! Each test runs three nodes that snapshot and compact every few hundred slots. The
 //! victim runs with `ROLEPAX_FAILPOINT=<point>` (`rolepax::storage::failpoint`): when it
@@ -72,6 +73,19 @@ fn crash_points_compaction_kill_before_logs_truncate() {
     let at = c
         .snapshot_covers("snapshot.bin")
         .expect("a durable snapshot before compacting");
+    assert!(at >= EVERY, "snapshot.bin covers {at}");
+    c.restart_and_check(pid);
+}
+
+#[test]
+fn crash_points_truncation_kill_between_segment_deletions() {
+    let mut c = Crash::start("truncating", false);
+    // Large values fill 8 MiB log segments within a few thousand puts; the victim stops
+    // right after a truncation deleted its first segment.
+    let pid = c.kill_at_failpoint_sized(0, BIG);
+    let at = c
+        .snapshot_covers("snapshot.bin")
+        .expect("a durable snapshot before truncating");
     assert!(at >= EVERY, "snapshot.bin covers {at}");
     c.restart_and_check(pid);
 }
@@ -215,6 +229,11 @@ impl Crash {
     /// its failpoint), SIGKILLs the victim there, and writes some more while it is down.
     /// Returns the killed process's id.
     fn kill_at_failpoint(&mut self, count: usize) -> u32 {
+        self.kill_at_failpoint_sized(count, 0)
+    }
+
+    /// The same, writing values of about `size` bytes.
+    fn kill_at_failpoint_sized(&mut self, count: usize, size: usize) -> u32 {
         let marker = self.markers.join(format!("failpoint-{}", self.point));
         let pid = self.p.children[&VICTIM].id();
         let mut round = 0;
@@ -222,7 +241,7 @@ impl Crash {
         while !marker.exists() {
             round += 1;
             let n = if round == 1 { count.max(50) } else { 50 };
-            let acked = self.put_many(&format!("during{round}"), n);
+            let acked = self.put_many_sized(&format!("during{round}"), n, size);
             self.acked.extend(acked);
             assert!(
                 Instant::now() < deadline,

@@ -14,6 +14,7 @@
 //! | `snapshot-installed` | the same, renamed, before the directory is synced                      |
 //! | `compaction`         | just before the acceptor log or the decided log is compacted (a durable snapshot covers what goes) |
 //! | `compacted`          | just after either log was compacted                                     |
+//! | `truncating`         | inside a log's truncation, after its first segment was deleted and before the others |
 //!
 //! Not a way to inject errors: nothing here makes an operation fail, a node only stops
 //! where a power cut or a kill could stop it anyway.

@@ -680,6 +680,9 @@ impl Wal {
             let size = std::fs::metadata(&path).map_err(fail)?.len();
             std::fs::remove_file(&path).map_err(fail)?;
             tracing::debug!(path = %path.display(), size, "log: segment deleted");
+            if freed == 0 {
+                super::failpoint::hit("truncating"); // Tests: a kill between deletions.
+            }
             freed += size;
             if self
                 .reading
