@@ -93,7 +93,7 @@ impl Host for Io {
             }
             Write::SnapshotReceived { at } => {
                 tracing::info!(node = self.peers.id, role = "learner", at, "snapshot received");
-                self.storage.finish_incoming()
+                self.storage.finish_incoming(at)
             }
             other => Err(Error::Storage(format!("the learner cannot write {other:?}"))),
         }

@@ -180,9 +180,10 @@ impl Node {
         let (decided_log, log) = DecidedLog::open(&cfg.data_dir, sm.next())?;
         tracing::info!(node = cfg.id, %promised, accepted = acceptor.accepted_slots(), decided = log.len(), applied = sm.next(), "node starting");
 
-        // The decided log holds nothing below its first record (compacted, or never
-        // learned here: a received snapshot covers those slots).
-        let floor = decided_log.first_slot().map_or(sm.next(), |first| first.min(sm.next()));
+        // Below the run of slots the decided log holds up to the snapshot, the slots are
+        // only in the snapshot (compacted, or never learned here: a received snapshot
+        // covered them).
+        let floor = decided_log.held_through(sm.next());
         let learner = Learner::restore(cfg.id, cfg.learner.clone(), log, sm.next())
             .with_snapshot(sm.next(), floor)
             .with_bugs(cfg.bugs);

@@ -223,7 +223,10 @@ impl<A: Application> StateMachineIo<'_, A> {
     fn install_received(&mut self, at: Slot) {
         let storage = self.io.storage.clone();
         let started = std::time::Instant::now();
-        let install = actix_rt::task::spawn_blocking(move || storage.install_received(at));
+        // Restored once before it replaces the current snapshot: one this build cannot
+        // load must never become the snapshot the node restarts from.
+        let check = |bytes: &[u8]| StateMachine::<A>::restore(bytes).map(drop);
+        let install = actix_rt::task::spawn_blocking(move || storage.install_received(at, check));
         let node = self.io.node;
         self.ctx.spawn(
             actix::fut::wrap_future::<_, StateMachineActor<A>>(install).map(move |res, act, ctx| {

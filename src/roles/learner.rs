@@ -305,7 +305,8 @@ impl Learner {
             // A peer has compacted the slots we asked for: take its snapshot if it is
             // ahead of us and we are not taking one already.
             LearnerInput::Peer(from, LearnerMessage::SnapshotOffer { at }) => {
-                let taking = self.incoming.as_ref().is_some_and(|i| i.at >= at);
+                // One being installed is never replaced by a newer one meanwhile.
+                let taking = self.incoming.as_ref().is_some_and(|i| i.at >= at || i.installing);
                 if at > self.next && !taking {
                     self.fetching = None;
                     let incoming = Incoming {
@@ -380,9 +381,11 @@ impl Learner {
             // Our proposer leads from `below`: the slots under it are decided, and
             // `from` has them.
             LearnerInput::CatchUp { below, from } => {
-                if below > self.commit {
-                    self.commit = below;
+                self.commit = self.commit.max(below);
+                if below > self.next && self.source != Some(from) {
+                    // The source we had may be the leader that died: `from` has them.
                     self.source = Some(from);
+                    self.fetching = None;
                 }
                 self.maybe_fetch(from, &mut out);
             }
@@ -448,7 +451,8 @@ impl Learner {
 
     /// Asks again for a snapshot chunk not answered in time; gives the transfer up after
     /// [`MAX_UNANSWERED`] asks (the next fetch finds a source again). A snapshot handed
-    /// to the state machine that never became durable is given up the same way.
+    /// to the state machine that never became durable is given up the same way, but
+    /// only after much longer: reading, checking and syncing a large one takes time.
     fn retry_chunk(&mut self, out: &mut Output) {
         let Some(inc) = self.incoming.as_mut() else { return };
         if self.now - inc.asked_at < self.cfg.fetch_retry_ticks {
@@ -456,7 +460,12 @@ impl Learner {
         }
         inc.asked_at = self.now;
         inc.unanswered += 1;
-        if inc.unanswered > MAX_UNANSWERED {
+        let patience = if inc.installing {
+            20 * MAX_UNANSWERED
+        } else {
+            MAX_UNANSWERED
+        };
+        if inc.unanswered > patience {
             tracing::warn!(
                 role = "learner",
                 from = inc.from,
@@ -884,5 +893,25 @@ mod tests {
             "not installed"
         );
         assert_eq!(asks(&out), vec![(1, LearnerMessage::SnapshotRead { at: 9, offset: 0 })]);
+    }
+
+    #[test]
+    fn learner_catch_up_fetches_from_the_node_that_has_the_slots_not_the_old_leader() {
+        let cfg = LearnerConfig {
+            fetch_retry_ticks: 2,
+            ..LearnerConfig::default()
+        };
+        let mut l = Learner::restore(3, cfg, BTreeMap::new(), 0);
+        // The old leader, node 1, announced slots up to 50, then died.
+        l.handle(decide(50, vec![], 50));
+        // This node leads now; node 2 reported that it compacted below 30.
+        let out = l.handle(LearnerInput::CatchUp { below: 30, from: 2 });
+        assert_eq!(asks(&out), vec![(2, LearnerMessage::Fetch { from: 0, to: 50 })]);
+        let retried: Vec<_> = (0..2).flat_map(|_| asks(&l.handle(LearnerInput::Tick))).collect();
+        assert_eq!(
+            retried,
+            vec![(2, LearnerMessage::Fetch { from: 0, to: 50 })],
+            "retries go to node 2 too"
+        );
     }
 }

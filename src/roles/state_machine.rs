@@ -258,6 +258,7 @@ impl<A: Application> StateMachine<A> {
             // The received snapshot is durable in place of ours: it becomes our state.
             StateMachineInput::Restored { at, result } => {
                 self.installing = None;
+                let queued = self.install_next.take();
                 match result.and_then(|bytes| self.restore_in_place(at, &bytes).map_err(|e| e.to_string())) {
                     Ok(()) => {
                         if self.policy.compact.is_some() {
@@ -270,6 +271,9 @@ impl<A: Application> StateMachine<A> {
                         tracing::error!(role = "state_machine", at, error = %e, "cannot install a received snapshot")
                     }
                 }
+                if let Some(next) = queued {
+                    self.install(next, &mut out);
+                }
             }
         }
         out
@@ -279,6 +283,11 @@ impl<A: Application> StateMachine<A> {
     /// applied here (an older one would take the state, and the durable snapshot, back).
     fn install(&mut self, at: Slot, out: &mut Ready<A::Reply>) {
         if at <= self.next || self.installing.is_some_and(|i| i >= at) {
+            return;
+        }
+        if self.installing.is_some() {
+            // One install at a time: this one once the running one is done.
+            self.install_next = self.install_next.max(Some(at));
             return;
         }
         self.installing = Some(at);
@@ -672,6 +681,24 @@ mod tests {
             Some(b"v".to_vec())
         );
         assert!(out.local.contains(&LocalMessage::SnapshotDurable { at: 10 }));
+        // One install at a time: a second one waits for the first to be done.
+        let mut two = StateMachine::new(KvStore::new());
+        assert!(
+            two.handle(StateMachineInput::InstallSnapshot { at: 10 })
+                .writes
+                .contains(&Write::InstallSnapshot { at: 10 })
+        );
+        assert!(
+            two.handle(StateMachineInput::InstallSnapshot { at: 20 })
+                .writes
+                .is_empty(),
+            "waits"
+        );
+        let failed = two.handle(StateMachineInput::Restored {
+            at: 10,
+            result: Err("disk".into()),
+        });
+        assert_eq!(failed.writes, vec![Write::InstallSnapshot { at: 20 }], "then runs");
         // One that covers less than what is applied is never installed.
         assert!(
             sm.handle(StateMachineInput::InstallSnapshot { at: 5 })

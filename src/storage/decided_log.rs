@@ -121,6 +121,21 @@ impl DecidedLog {
         self.index.keys().next().copied()
     }
 
+    /// The lowest slot from which this log holds every slot up to `end` (exclusive):
+    /// `end` itself if it does not hold `end - 1`. Below it a node serves its snapshot,
+    /// not its log (a node that installed a received snapshot holds older records, but
+    /// not the slots between them and the snapshot).
+    pub fn held_through(&self, end: Slot) -> Slot {
+        let mut low = end;
+        for (&first, &(last, _)) in self.index.range(..end).rev() {
+            if last.saturating_add(1) < low {
+                break;
+            }
+            low = low.min(first);
+        }
+        low
+    }
+
     /// Bytes of the log's files on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.wal.disk_bytes()
@@ -140,6 +155,7 @@ impl DecidedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::{Command, RequestId};
 
     const SEGMENT: u64 = 1024;
 
@@ -227,5 +243,30 @@ mod tests {
         drop(log);
         let (_, values) = open(dir.path(), 1000);
         assert_eq!(values.len(), 10);
+    }
+
+    #[test]
+    fn decided_log_held_through_stops_at_a_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = DecidedLog::open(dir.path(), 0).expect("open");
+        let v = |n: u64| {
+            (
+                n,
+                Value::Command(Command {
+                    id: RequestId { client: 1, seq: n },
+                    ack_below: 0,
+                    payload: vec![],
+                }),
+            )
+        };
+        log.append(&[v(0), v(1), v(2)]).expect("append");
+        log.append(&[v(3), v(4)]).expect("append");
+        // A received snapshot covered 5..20: slots 20 and 21 follow it.
+        log.append(&[v(20), v(21)]).expect("append");
+        assert_eq!(log.held_through(5), 0, "0..5 in two records");
+        assert_eq!(log.held_through(3), 0);
+        assert_eq!(log.held_through(20), 20, "nothing below 20 up to it: a gap");
+        assert_eq!(log.held_through(22), 20);
+        assert_eq!(log.held_through(30), 30, "it does not hold 29");
     }
 }

@@ -5,7 +5,7 @@
 //! | file                          | holds                                   | written by | fate |
 //! |-------------------------------|-----------------------------------------|------------|------|
 //! | `snapshot.bin.incoming.tmp`   | the chunks of a snapshot being received | learner    | renamed to the next when complete |
-//! | `snapshot.bin.received.tmp`   | a received snapshot, complete and checksummed | learner | synced and renamed over `snapshot.bin` by the state machine |
+//! | `snapshot.bin.received-<at>.tmp` | a received snapshot covering the slots below `at`, complete and checksummed | learner | checked, synced and renamed over `snapshot.bin` by the state machine |
 //!
 //! Both are temporaries: a node that restarts removes them (see [`super::Storage::open`])
 //! and, if it still lags, asks for a snapshot again. Installing is atomic: until the
@@ -22,7 +22,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 
 const INCOMING: &str = "snapshot.bin.incoming.tmp";
-const RECEIVED: &str = "snapshot.bin.received.tmp";
+/// The received snapshot covering the slots below `at`: named by its slot, so that a
+/// later transfer never writes over one being installed.
+fn received(at: Slot) -> String {
+    format!("snapshot.bin.received-{at}.tmp")
+}
 
 /// The slot a snapshot covers up to, from its first bytes (the state machine writes the
 /// applied index first, as a bincode varint).
@@ -133,28 +137,40 @@ impl Storage {
         file.write_all_at(data, offset).map_err(|e| fail("write", e))
     }
 
-    /// The snapshot being received is complete: keep it for the state machine.
-    pub fn finish_incoming(&self) -> Result<()> {
-        std::fs::rename(self.dir.join(INCOMING), self.dir.join(RECEIVED))
+    /// The snapshot being received, covering the slots below `at`, is complete: keep it
+    /// for the state machine.
+    pub fn finish_incoming(&self, at: Slot) -> Result<()> {
+        std::fs::rename(self.dir.join(INCOMING), self.dir.join(received(at)))
             .map_err(|e| Error::Storage(format!("snapshot: cannot keep the received snapshot: {e}")))
     }
 
-    /// Installs the received snapshot, which must cover the slots below `at`: syncs it,
-    /// renames it over `snapshot.bin` and syncs the directory; returns its bytes.
-    /// Blocking (reads and syncs the whole snapshot): call it off an actor's thread.
-    pub fn install_received(&self, at: Slot) -> Result<Vec<u8>> {
-        let path = self.dir.join(RECEIVED);
+    /// Installs the received snapshot, which must cover the slots below `at` and pass
+    /// `check` (the state machine restores it once, so that a snapshot it could not load
+    /// never replaces the current one): syncs it, renames it over `snapshot.bin` and
+    /// syncs the directory; returns its bytes. The file is read and synced through one
+    /// handle, and renamed only if its name still names that file. Blocking (reads and
+    /// syncs the whole snapshot): call it off an actor's thread.
+    pub fn install_received(&self, at: Slot, check: impl FnOnce(&[u8]) -> Result<()>) -> Result<Vec<u8>> {
+        let path = self.dir.join(received(at));
         let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{}: {what}: {e}", path.display()));
-        let bytes = std::fs::read(&path).map_err(|e| fail("read", e))?;
+        let mut file = File::open(&path).map_err(|e| fail("open", e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
         let covers = snapshot_at(&bytes)?;
         if covers != at {
             return Err(Error::Storage(format!(
                 "the received snapshot covers the slots below {covers}, not {at}"
             )));
         }
-        File::open(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| fail("fdatasync", e))?;
+        check(&bytes)?;
+        file.sync_all().map_err(|e| fail("fdatasync", e))?;
+        let synced = file.metadata().map_err(|e| fail("stat", e))?.ino();
+        if std::fs::metadata(&path).map_err(|e| fail("stat", e))?.ino() != synced {
+            return Err(Error::Storage(format!(
+                "{}: replaced while it was installed",
+                path.display()
+            )));
+        }
         failpoint::hit("snapshot-install");
         std::fs::rename(&path, self.dir.join(SNAPSHOT)).map_err(|e| fail("rename", e))?;
         failpoint::hit("snapshot-installed");
@@ -204,9 +220,19 @@ mod tests {
             dst.write_incoming(offset, &piece.data).expect("write");
             offset += piece.data.len() as u64;
         }
-        dst.finish_incoming().expect("finish");
-        assert!(dst.install_received(69_999).is_err(), "the slot it covers is checked");
-        assert_eq!(dst.install_received(70_000).expect("install"), bytes);
+        dst.finish_incoming(70_000).expect("finish");
+        let ok = |_: &[u8]| Ok(());
+        assert!(
+            dst.install_received(69_999, ok).is_err(),
+            "the slot it covers is checked"
+        );
+        let refused = dst.install_received(70_000, |_| Err(Error::Storage("cannot restore".into())));
+        assert!(
+            refused.is_err(),
+            "a snapshot the state machine cannot load is not installed"
+        );
+        assert_eq!(dst.load_snapshot().expect("load"), Some(snapshot(10, b"old")));
+        assert_eq!(dst.install_received(70_000, ok).expect("install"), bytes);
         assert_eq!(dst.load_snapshot().expect("load"), Some(bytes));
     }
 

@@ -880,7 +880,12 @@ impl World {
             .with_floor(sm.next())
             .with_hot_slots(SIM_HOT_SLOTS)
             .with_bugs(bugs);
-        let floor = disk.log.keys().next().map_or(sm.next(), |&first| first.min(sm.next()));
+        // The run of slots the decided log holds up to the snapshot (as
+        // `DecidedLog::held_through`): below it, the snapshot serves.
+        let mut floor = sm.next();
+        while floor > 0 && disk.log.contains_key(&(floor - 1)) {
+            floor -= 1;
+        }
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next())
             .with_snapshot(sm.next(), floor)
             .with_bugs(bugs);
