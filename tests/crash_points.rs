@@ -95,9 +95,17 @@ fn crash_points_snapshot_install_kill_before_and_after_rename() {
     let mut c = Crash::start("snapshot-install", true);
     let pid = c.kill_at_failpoint(0);
     // The received snapshot is complete and synced, not yet in place.
-    let received = c
-        .snapshot_covers("snapshot.bin.received.tmp")
+    let name = c
+        .files()
+        .into_iter()
+        .find(|n| n.starts_with("snapshot.bin.received-") && n.ends_with(".tmp"))
         .unwrap_or_else(|| panic!("no received snapshot: {:?}", c.files()));
+    let received = c.snapshot_covers(&name).expect("the received file is a whole snapshot");
+    assert_eq!(
+        name,
+        format!("snapshot.bin.received-{received}.tmp"),
+        "named by its slot"
+    );
     assert!(received >= EVERY, "the received snapshot covers {received}");
     assert_eq!(
         c.snapshot_covers("snapshot.bin"),
@@ -112,7 +120,7 @@ fn crash_points_snapshot_install_kill_before_and_after_rename() {
     c.start_victim_armed();
     let pid = c.kill_at_failpoint(0);
     assert!(
-        !c.data().join("snapshot.bin.received.tmp").exists(),
+        !c.files().iter().any(|n| n.starts_with("snapshot.bin.received-")),
         "renamed: {:?}",
         c.files()
     );
