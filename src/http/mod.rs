@@ -1031,33 +1031,35 @@ impl Prom {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// A family with one sample per value of the label `label`.
+    fn labelled(&mut self, name: &str, kind: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.family(name, kind, help);
+        for (v, value) in values {
+            self.sample(name, &[(label, v.to_string())], value);
+        }
+    }
 }
 
 fn role_metrics(p: &mut Prom, s: &NodeStatus) {
-    let role = |r: &str| vec![("role", r.to_string())];
-    p.family(
+    p.labelled(
         "rolepax_messages_handled_total",
         "counter",
         "Messages each role has handled.",
+        "role",
+        &[
+            ("acceptor", s.acceptor.handled),
+            ("proposer", s.proposer.handled),
+            ("learner", s.learner.handled),
+            ("elector", s.elector.handled),
+        ],
     );
-    p.sample("rolepax_messages_handled_total", &role("acceptor"), s.acceptor.handled);
-    p.sample("rolepax_messages_handled_total", &role("proposer"), s.proposer.handled);
-    p.sample("rolepax_messages_handled_total", &role("learner"), s.learner.handled);
-    p.sample("rolepax_messages_handled_total", &role("elector"), s.elector.handled);
-    p.family(
+    p.labelled(
         "rolepax_messages_rejected_total",
         "counter",
         "Messages a role refused: acceptor requests below its promise, proposer preemptions.",
-    );
-    p.sample(
-        "rolepax_messages_rejected_total",
-        &role("acceptor"),
-        s.acceptor.rejected,
-    );
-    p.sample(
-        "rolepax_messages_rejected_total",
-        &role("proposer"),
-        s.proposer.preempted,
+        "role",
+        &[("acceptor", s.acceptor.rejected), ("proposer", s.proposer.preempted)],
     );
     p.one(
         "rolepax_slots_decided_total",
@@ -1077,44 +1079,32 @@ fn role_metrics(p: &mut Prom, s: &NodeStatus) {
         "Fetches of missing slots sent.",
         s.learner.fetches_sent,
     );
-    let log = |name: &str| [("log", name.to_string())];
-    p.family(
+    p.labelled(
         "rolepax_log_bytes",
         "gauge",
         "Bytes the log's segment files take on disk.",
+        "log",
+        &[("acceptor", s.acceptor.log_bytes), ("decided", s.learner.log_bytes)],
     );
-    p.sample("rolepax_log_bytes", &log("acceptor"), s.acceptor.log_bytes);
-    p.sample("rolepax_log_bytes", &log("decided"), s.learner.log_bytes);
-    p.family(
+    p.labelled(
         "rolepax_log_compacted_bytes_total",
         "counter",
         "Bytes the log gave back after durable snapshots.",
+        "log",
+        &[
+            ("acceptor", s.acceptor.compacted_bytes),
+            ("decided", s.learner.compacted_bytes),
+        ],
     );
-    p.sample(
-        "rolepax_log_compacted_bytes_total",
-        &log("acceptor"),
-        s.acceptor.compacted_bytes,
-    );
-    p.sample(
-        "rolepax_log_compacted_bytes_total",
-        &log("decided"),
-        s.learner.compacted_bytes,
-    );
-    let direction = |d: &str| [("direction", d.to_string())];
-    p.family(
+    p.labelled(
         "rolepax_snapshot_chunks_total",
         "counter",
         "Snapshot chunks received from lagging-node transfers, and sent to lagging peers.",
-    );
-    p.sample(
-        "rolepax_snapshot_chunks_total",
-        &direction("received"),
-        s.learner.snapshot_chunks_received,
-    );
-    p.sample(
-        "rolepax_snapshot_chunks_total",
-        &direction("sent"),
-        s.learner.snapshot_chunks_sent,
+        "direction",
+        &[
+            ("received", s.learner.snapshot_chunks_received),
+            ("sent", s.learner.snapshot_chunks_sent),
+        ],
     );
     p.one(
         "rolepax_acceptor_flushes_total",

@@ -209,11 +209,6 @@ impl Learner {
         self
     }
 
-    /// The snapshot being received, if any: (from, covering slots below, bytes so far).
-    pub fn receiving(&self) -> Option<(NodeId, Slot, u64)> {
-        self.incoming.as_ref().map(|i| (i.from, i.at, i.offset))
-    }
-
     /// Test-only: plants bugs (see [`PlantedBugs`]).
     pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
         self.bugs = bugs;
