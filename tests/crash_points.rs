@@ -67,25 +67,25 @@ fn crash_points_snapshot_write_kill_before_rename() {
 
 #[test]
 fn crash_points_compaction_kill_before_logs_truncate() {
-    let mut c = Crash::start("compaction", false);
-    let pid = c.kill_at_failpoint(4 * EVERY as usize);
-    // Compaction only follows a durable snapshot.
-    let at = c
-        .snapshot_covers("snapshot.bin")
-        .expect("a durable snapshot before compacting");
-    assert!(at >= EVERY, "snapshot.bin covers {at}");
-    c.restart_and_check(pid);
+    kill_while_compacting("compaction", 4 * EVERY as usize, 0);
 }
 
 #[test]
 fn crash_points_truncation_kill_between_segment_deletions() {
-    let mut c = Crash::start("truncating", false);
     // Large values fill 8 MiB log segments within a few thousand puts; the victim stops
     // right after a truncation deleted its first segment.
-    let pid = c.kill_at_failpoint_sized(0, BIG);
+    kill_while_compacting("truncating", 0, BIG);
+}
+
+/// Kills the victim at a failpoint of compaction (after `count` puts at least, values
+/// of about `size` bytes), checks that a durable snapshot was in place, as compaction
+/// only follows one, and restarts it.
+fn kill_while_compacting(point: &'static str, count: usize, size: usize) {
+    let mut c = Crash::start(point, false);
+    let pid = c.kill_at_failpoint_sized(count, size);
     let at = c
         .snapshot_covers("snapshot.bin")
-        .expect("a durable snapshot before truncating");
+        .unwrap_or_else(|| panic!("no durable snapshot before {point}"));
     assert!(at >= EVERY, "snapshot.bin covers {at}");
     c.restart_and_check(pid);
 }
