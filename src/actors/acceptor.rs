@@ -211,6 +211,8 @@ impl Handler<Local> for AcceptorActor {
                 let mut host = AcceptorIo { io: &mut self.io, ctx };
                 driver::acceptor_compact(&mut self.core, &mut self.driver, &mut host, below);
             }
+            // A configuration is in force on this node: refuse older ballots, answer its.
+            LocalMessage::Reconfigure(config) => self.core.reconfigure(config.id),
             other => tracing::error!(
                 node = self.io.peers.id,
                 role = "acceptor",

@@ -146,6 +146,7 @@ impl Handler<Local> for ElectorActor {
     fn handle(&mut self, Local(msg): Local, _: &mut Context<Self>) {
         match msg {
             // How our proposer's phase 1 went.
+            LocalMessage::Reconfigure(config) => self.run(ElectorInput::Reconfigure(config)),
             LocalMessage::Event(event) => {
                 tracing::debug!(node = self.io.peers.id, role = "elector", ?event, "from proposer");
                 self.run(ElectorInput::Proposer(event));

@@ -193,6 +193,8 @@ impl Handler<Local> for LearnerActor {
             LocalMessage::SnapshotDurable { at } => self.run(LearnerInput::SnapshotDurable { at }),
             // The proposer leads above what we have learned.
             LocalMessage::CatchUp { below, from } => self.run(LearnerInput::CatchUp { below, from }),
+            LocalMessage::Reconfigure(config) => self.run(LearnerInput::Reconfigure(config)),
+            LocalMessage::Migrate { below, sources } => self.run(LearnerInput::Migrate { below, sources }),
             other => tracing::error!(
                 node = self.io.peers.id,
                 role = "learner",

@@ -84,7 +84,16 @@ impl LocalRoles {
             LocalMessage::Event(_) => self.elector.do_send(Local(msg)),
             LocalMessage::Apply(_) | LocalMessage::InstallSnapshot { .. } => self.state_machine.do_send(Local(msg)),
             LocalMessage::Compact { .. } => self.acceptor.do_send(Local(msg)),
-            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } => self.learner.do_send(Local(msg)),
+            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } | LocalMessage::Migrate { .. } => {
+                self.learner.do_send(Local(msg))
+            }
+            // Every role but the state machine (which sent it) hears of a configuration.
+            LocalMessage::Reconfigure(_) => {
+                self.acceptor.do_send(Local(msg.clone()));
+                self.proposer.do_send(Local(msg.clone()));
+                self.elector.do_send(Local(msg.clone()));
+                self.learner.do_send(Local(msg));
+            }
         }
     }
 

@@ -119,6 +119,11 @@ impl Handler<FromPeer<ProposerMessage>> for ProposerActor {
                 tracing::debug!(node, role = "proposer", from, client, seq, leading, "propose");
                 self.run(ProposerInput::Propose(from, command));
             }
+            // A membership change, from the node that took it.
+            ProposerMessage::ProposeStop { stop } => {
+                tracing::info!(node, role = "proposer", from, prev = stop.prev, members = ?stop.members.keys().collect::<Vec<_>>(), "propose stop sign");
+                self.run(ProposerInput::ProposeStop(from, stop));
+            }
             // A linearizable read began at `from`.
             ProposerMessage::ReadIndex { id } => {
                 tracing::debug!(
@@ -150,6 +155,7 @@ impl Handler<Local> for ProposerActor {
             }
             // The learner's progress.
             LocalMessage::Learned(slot) => self.run(ProposerInput::Learned(slot)),
+            LocalMessage::Reconfigure(config) => self.run(ProposerInput::Reconfigure(config)),
             other => tracing::error!(
                 node = self.io.peers.id,
                 role = "proposer",

@@ -327,6 +327,7 @@ impl<A: Application> Handler<Local> for StateMachineActor<A> {
         for (slot, value) in &batch {
             let id = match value {
                 Value::Command(c) => Some(c.id),
+                Value::StopSign(s) => Some(s.id),
                 Value::Noop => None,
             };
             let (client, seq) = (id.map(|i| i.client), id.map(|i| i.seq));

@@ -233,6 +233,7 @@ impl<A: Application + Default> Cluster<A> {
                 for decided in [own, chosen.get(slot).map(|(_, v)| *v)].into_iter().flatten() {
                     let decided = match decided {
                         Value::Command(c) => Some(c.id),
+                        Value::StopSign(s) => Some(s.id),
                         Value::Noop => None,
                     };
                     if decided != *req {

@@ -13,8 +13,10 @@
 //! | [`LocalMessage::SnapshotDurable`] | state machine → learner |
 //! | [`LocalMessage::CatchUp`]     | proposer → learner        |
 //! | [`LocalMessage::InstallSnapshot`] | learner → state machine |
+//! | [`LocalMessage::Reconfigure`] | state machine → acceptor, proposer, elector, learner |
+//! | [`LocalMessage::Migrate`]     | node (joining) → learner  |
 
-use super::{Ballot, NodeId, Slot, Value};
+use super::{Ballot, Configuration, NodeId, Slot, Value};
 
 /// From the elector to its proposer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,14 @@ pub enum LocalMessage {
     /// from a peer and is complete on disk (checksummed): install it in place of the
     /// current state if it is ahead of it.
     InstallSnapshot { at: Slot },
+    /// State machine → acceptor, proposer, elector and learner: this configuration is in
+    /// force on this node (a StopSign was applied, or a snapshot holding it restored, or
+    /// the node started with it). Sent to each of the four roles.
+    Reconfigure(Configuration),
+    /// Node → learner, on a node that joins: a configuration starting at `below` counts
+    /// this node as a member, but it holds nothing yet: pull the state below `below`
+    /// (the snapshot at the StopSign, then the log) from `sources`, in parallel.
+    Migrate { below: Slot, sources: Vec<NodeId> },
 }
 
 impl LocalMessage {
@@ -71,7 +81,10 @@ impl LocalMessage {
             LocalMessage::Event(_) => "elector",
             LocalMessage::Apply(_) | LocalMessage::InstallSnapshot { .. } => "state_machine",
             LocalMessage::Compact { .. } => "acceptor",
-            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } => "learner",
+            LocalMessage::SnapshotDurable { .. } | LocalMessage::CatchUp { .. } | LocalMessage::Migrate { .. } => {
+                "learner"
+            }
+            LocalMessage::Reconfigure(_) => "every role",
         }
     }
 }

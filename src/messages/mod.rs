@@ -25,6 +25,7 @@ pub mod codec;
 pub mod elector;
 pub mod learner;
 pub mod local;
+pub mod membership;
 pub mod proposer;
 pub mod state_machine;
 
@@ -34,6 +35,7 @@ use std::fmt;
 pub use acceptor::{AcceptorReply, AcceptorRequest};
 pub use elector::ElectorMessage;
 pub use learner::LearnerMessage;
+pub use membership::{ConfigId, Configuration, Member, StopSign};
 pub use proposer::ProposerMessage;
 pub use state_machine::StateMachineMessage;
 
@@ -48,24 +50,54 @@ pub type ClientId = u64;
 
 /// A ballot (a "proposal number"): totally ordered, unique per node because the node id
 /// breaks ties. `Ballot::ZERO` is below every ballot a proposer uses.
+///
+/// The configuration comes first (Omni-Paxos's ballots carry it the same way): every
+/// ballot of configuration `c + 1` is above every ballot of configuration `c`, so once
+/// an acceptor promised a ballot of the next configuration, no leader of an older one
+/// can get anything past it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
+    /// The configuration ([`Configuration::id`]) the leader of this ballot leads.
+    pub config: ConfigId,
     pub round: u64,
     pub node: NodeId,
 }
 
 impl Ballot {
-    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+    pub const ZERO: Ballot = Ballot {
+        config: 0,
+        round: 0,
+        node: 0,
+    };
 
+    /// A ballot of the first configuration (id 0).
     pub fn new(round: u64, node: NodeId) -> Self {
-        Ballot { round, node }
+        Ballot { config: 0, round, node }
     }
 
-    /// The smallest ballot of `node` above `self`.
+    /// A ballot of configuration `config`.
+    pub fn in_config(config: ConfigId, round: u64, node: NodeId) -> Self {
+        Ballot { config, round, node }
+    }
+
+    /// The smallest ballot of `node` above `self`, in the same configuration.
     pub fn next_for(self, node: NodeId) -> Ballot {
         Ballot {
+            config: self.config,
             round: self.round.saturating_add(1),
             node,
+        }
+    }
+
+    /// The smallest ballot of `node` in configuration `config` above `self`: the next
+    /// round of `self` if it is of that configuration, round 1 if `self` is of an older
+    /// one. (`self` of a newer configuration has no such ballot above it: the node is
+    /// behind, and the ballot returned is below `self`.)
+    pub fn next_in(self, config: ConfigId, node: NodeId) -> Ballot {
+        if self.config == config {
+            self.next_for(node)
+        } else {
+            Ballot { config, round: 1, node }
         }
     }
 }
@@ -79,8 +111,13 @@ pub const MAX_SLOT: Slot = 1 << 62;
 pub const MAX_ROUND: u64 = 1 << 62;
 
 impl fmt::Display for Ballot {
+    /// `round.node` in the first configuration, `c<config>:round.node` after.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.round, self.node)
+        if self.config == 0 {
+            write!(f, "{}.{}", self.round, self.node)
+        } else {
+            write!(f, "c{}:{}.{}", self.config, self.round, self.node)
+        }
     }
 }
 
@@ -110,6 +147,10 @@ pub enum Value {
     /// Fills a hole left by a failed leader (PMMC section 3: "no-op").
     Noop,
     Command(Command),
+    /// Stop this configuration here and start the next one after this slot (Lamport,
+    /// Malkhi and Zhou, "Stoppable Paxos"; Omni-Paxos's StopSign). See
+    /// [`membership`] for the rules.
+    StopSign(StopSign),
 }
 
 impl Value {
@@ -119,6 +160,7 @@ impl Value {
         match self {
             Value::Noop => 1,
             Value::Command(c) => c.wire_size(),
+            Value::StopSign(s) => s.wire_size(),
         }
     }
 }

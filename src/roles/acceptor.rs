@@ -64,7 +64,16 @@
 //!   goes through with this acceptance standing in as the floor. Storing it would only
 //!   grow the log with a value nobody will ask for.
 //!
-//! **Left out.** Reconfiguration (Lamport §3's α window; PMMC §4); answering a `Pull`
+//! **Configurations** (`crate::messages::membership`). The acceptor knows the id of the
+//! configuration its node has applied ([`Acceptor::reconfigure`]; `None` on a node
+//! that joins and holds no state yet). A request of an older configuration's ballot is
+//! `Rejected` naming the first ballot of ours, so its proposer is preempted and its
+//! elector learns it is behind; a request of a newer configuration's ballot is refused
+//! without preempting anyone (`Rejected` naming our lower promise, which a proposer
+//! ignores and resends later) until this node applied the StopSign that starts it: a
+//! new member takes part only once it holds the state up to the StopSign.
+//!
+//! **Left out.** Lamport §3's α window (reconfiguration is by StopSign); answering a `Pull`
 //! for slots compacted since the `Promise` (the leader's phase 1 then times out and
 //! tries again, and sees the higher floor).
 
@@ -73,7 +82,9 @@ use super::ready::{AcceptorWrite, Ready, Write};
 use super::runs::Runs;
 use crate::messages::acceptor::AcceptedRun;
 use crate::messages::codec;
-use crate::messages::{AcceptorReply, AcceptorRequest, Ballot, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
+use crate::messages::{
+    AcceptorReply, AcceptorRequest, Ballot, ConfigId, MAX_ROUND, MAX_SLOT, NodeId, PeerMessage, Slot, Value,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Default budget of value bytes in one Promise or Pulled: what fits a frame of the
@@ -110,6 +121,8 @@ pub struct Acceptor {
     /// Writes with accepted values not yet known durable: (write number, lowest slot,
     /// highest slot), oldest first. Their slots stay in memory.
     unsynced: VecDeque<(u64, Slot, Slot)>,
+    /// The configuration this node has applied (`None`: joining, none yet).
+    config: Option<ConfigId>,
     bugs: PlantedBugs,
 }
 
@@ -125,6 +138,7 @@ impl Acceptor {
             hot_slots: DEFAULT_HOT_SLOTS,
             writes: 0,
             unsynced: VecDeque::new(),
+            config: Some(0),
             bugs: PlantedBugs::default(),
         }
     }
@@ -148,6 +162,23 @@ impl Acceptor {
     pub fn with_floor(mut self, below: Slot) -> Self {
         self.drop_below(below);
         self
+    }
+
+    /// The configuration this node has applied at start (`None`: a joining node, which
+    /// answers no ballot until it holds a configuration).
+    pub fn with_config(mut self, config: Option<ConfigId>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This node applied configuration `id` (never goes back).
+    pub fn reconfigure(&mut self, id: ConfigId) {
+        self.config = Some(self.config.map_or(id, |c| c.max(id)));
+    }
+
+    /// The configuration this node has applied.
+    pub fn config(&self) -> Option<ConfigId> {
+        self.config
     }
 
     /// Every slot below this is decided and no longer kept or reported.
@@ -326,6 +357,23 @@ impl Acceptor {
 
     /// Answers one request; the write, if any, must be durable before the reply leaves.
     pub fn answer(&mut self, request: AcceptorRequest) -> (Option<AcceptorWrite>, AcceptorReply) {
+        let (call, ballot) = match &request {
+            AcceptorRequest::Prepare { call, ballot, .. }
+            | AcceptorRequest::Pull { call, ballot, .. }
+            | AcceptorRequest::Accept { call, ballot, .. } => (*call, *ballot),
+        };
+        match self.config {
+            // A ballot of an older configuration: preempt it with the first of ours.
+            Some(c) if ballot.config < c => {
+                return (None, rejected(call, ballot, self.promised.max(Ballot::in_config(c, 0, 0))));
+            }
+            // A newer configuration than this node applied (or none yet): not before
+            // this node holds the state up to its StopSign. Naming our lower promise
+            // preempts nobody; the proposer asks again.
+            None => return (None, rejected(call, ballot, self.promised.min(ballot))),
+            Some(c) if ballot.config > c => return (None, rejected(call, ballot, self.promised.min(ballot))),
+            Some(_) => {}
+        }
         let before = self.promised;
         let out = match request {
             // Phase 1b: promise, and summarise what was accepted from the requested slot

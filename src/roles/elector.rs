@@ -35,7 +35,7 @@ use super::quorum::majority;
 use super::ready::{Ready, Write};
 use super::rng::SeededRng;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
-use crate::messages::{Ballot, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
+use crate::messages::{Ballot, Configuration, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the elector publishes to the rest of the node: who leads, and the highest
@@ -122,6 +122,8 @@ pub enum ElectorInput {
     Tick,
     Peer(NodeId, ElectorMessage),
     Proposer(ProposerEvent),
+    /// From the local state machine: this configuration is in force here.
+    Reconfigure(Configuration),
 }
 
 /// The elector's state machine: no I/O, randomness from a seed.
@@ -187,6 +189,8 @@ impl Elector {
         match input {
             // Time passes: campaign on timeout; as leader, beat and check the quorum.
             ElectorInput::Tick => self.on_tick(&mut out),
+            // A new configuration is in force here (membership issue: to do).
+            ElectorInput::Reconfigure(_) => {}
             // A leader's heartbeat: follow it if its ballot is the highest we know.
             ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
                 if ballot >= self.highest && ballot.node == from && ballot.round <= MAX_ROUND {

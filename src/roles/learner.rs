@@ -49,7 +49,7 @@ use super::bugs::PlantedBugs;
 use super::ready::{Ready, Serve, ServeSnapshot, Write};
 use crate::messages::codec;
 use crate::messages::local::LocalMessage;
-use crate::messages::{LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
+use crate::messages::{Configuration, LearnerMessage, MAX_SLOT, NodeId, PeerMessage, Slot, Value};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -94,6 +94,13 @@ pub enum LearnerInput {
     CatchUp {
         below: Slot,
         from: NodeId,
+    },
+    /// From the local state machine: this configuration is in force here.
+    Reconfigure(Configuration),
+    /// From the node, joining: pull the state below `below` from `sources` in parallel.
+    Migrate {
+        below: Slot,
+        sources: Vec<NodeId>,
     },
 }
 
@@ -246,6 +253,10 @@ impl Learner {
     pub fn handle(&mut self, input: LearnerInput) -> Ready {
         let mut out = Output::default();
         match input {
+            // A new configuration is in force here (membership issue: to do).
+            LearnerInput::Reconfigure(_) => {}
+            // Joining: pull the state up to the StopSign (membership issue: to do).
+            LearnerInput::Migrate { .. } => {}
             // The leader's decision (or its empty beacon): learn, deliver, fetch any gap.
             LearnerInput::Peer(
                 from,

@@ -31,7 +31,7 @@
 //!    the host to stop the node (fail-stop).
 
 use crate::messages::local::LocalMessage;
-use crate::messages::{Ballot, NodeId, PeerMessage, RequestId, Slot, Value};
+use crate::messages::{Ballot, Configuration, NodeId, PeerMessage, RequestId, Slot, Value};
 use serde::{Deserialize, Serialize};
 
 /// What a request got: the application's reply, or why it could not run.
@@ -72,6 +72,11 @@ pub enum Write {
     /// (`StateMachineInput::Restored`). A crash before the replacing rename leaves the
     /// old snapshot and logs, which still make a consistent node.
     InstallSnapshot { at: Slot },
+    /// This configuration is now in force on this node (the state machine applied the
+    /// StopSign that starts it, or restored a snapshot holding it): the host records it
+    /// (the `membership` file, which a restart prefers to the config file) and reaches
+    /// its members (the transport's addresses), before the roles hear of it.
+    Membership(Configuration),
 }
 
 impl Write {

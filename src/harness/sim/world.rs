@@ -499,6 +499,16 @@ impl World {
                     Local::Msg(LocalMessage::InstallSnapshot { at }) => {
                         self.run_sm(i, StateMachineInput::InstallSnapshot { at })
                     }
+                    // Every role but the state machine (which sent it) hears of it.
+                    Local::Msg(LocalMessage::Reconfigure(config)) => {
+                        self.with_roles(i, |_, r| r.acceptor.reconfigure(config.id));
+                        self.run_proposer(i, ProposerInput::Reconfigure(config.clone()))?;
+                        self.run_elector(i, ElectorInput::Reconfigure(config.clone()))?;
+                        self.run_learner(i, LearnerInput::Reconfigure(config))
+                    }
+                    Local::Msg(LocalMessage::Migrate { below, sources }) => {
+                        self.run_learner(i, LearnerInput::Migrate { below, sources })
+                    }
                 }
             }
             Event::Synced { node, inc, role, count } => {
@@ -695,6 +705,9 @@ impl World {
             }
             PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => {
                 self.run_proposer(i, ProposerInput::ReadIndex(from, id))
+            }
+            PeerMessage::Proposer(ProposerMessage::ProposeStop { stop }) => {
+                self.run_proposer(i, ProposerInput::ProposeStop(from, stop))
             }
             PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => {
                 self.run_sm(i, StateMachineInput::ReadIndexReply { id, index })
@@ -1618,6 +1631,7 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::Elector(ElectorMessage::PreVoteReply { .. }) => "PreVoteReply",
         PeerMessage::Proposer(ProposerMessage::Propose { .. }) => "Propose",
         PeerMessage::Proposer(ProposerMessage::ReadIndex { .. }) => "ReadIndex",
+        PeerMessage::Proposer(ProposerMessage::ProposeStop { .. }) => "ProposeStop",
         PeerMessage::StateMachine(_) => "ReadIndexReply",
     }
 }

@@ -77,7 +77,7 @@ use super::ready::Ready;
 use crate::messages::acceptor::CallId;
 use crate::messages::codec;
 use crate::messages::local::{LocalMessage, ProposerEvent};
-use crate::messages::{AcceptorReply, Ballot, Command, NodeId, RequestId, Slot, Value};
+use crate::messages::{AcceptorReply, Ballot, Command, Configuration, NodeId, RequestId, Slot, StopSign, Value};
 use phase1::Preparing;
 use phase2::Leading;
 use std::collections::VecDeque;
@@ -145,6 +145,10 @@ pub enum ProposerInput {
     ReadIndex(NodeId, RequestId),
     /// From the local learner: every slot below this one is learned here.
     Learned(Slot),
+    /// From a node (this one or another): a membership change to put in the log.
+    ProposeStop(NodeId, StopSign),
+    /// From the local state machine: this configuration is in force here.
+    Reconfigure(Configuration),
     Tick,
 }
 
@@ -340,6 +344,10 @@ impl Proposer {
             // The local learner progressed (it may stay below the floor phase 1 started
             // at for a while: `commit` and the next phase 1 just start lower).
             ProposerInput::Learned(slot) => self.shared.learned = self.shared.learned.max(slot),
+            // A membership change: queued like a command (membership issue: to do).
+            ProposerInput::ProposeStop(_, _) => {}
+            // A new configuration is in force (membership issue: to do).
+            ProposerInput::Reconfigure(_) => {}
             // Time passes: tell the other learners what was decided; resend what is
             // unanswered, expire phase 1 (phase1.rs), send a beacon (phase2.rs).
             ProposerInput::Tick => {

@@ -1063,6 +1063,12 @@ fn describe_value(v: &Value) -> String {
     match v {
         Value::Noop => "noop".to_string(),
         Value::Command(c) => format!("c{} {}", c.id.client, describe_command(&c.payload)),
+        Value::StopSign(s) => format!(
+            "c{} stop config {} -> members {:?}",
+            s.id.client,
+            s.prev,
+            s.members.keys().collect::<Vec<_>>()
+        ),
     }
 }
 
@@ -1203,6 +1209,9 @@ fn describe(msg: &PeerMessage) -> String {
             format!("Propose {}", describe_value(&Value::Command(command.clone())))
         }
         PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => format!("ReadIndex c{}", id.client),
+        PeerMessage::Proposer(ProposerMessage::ProposeStop { stop }) => {
+            format!("ProposeStop c{} members {:?}", stop.id.client, stop.members.keys().collect::<Vec<_>>())
+        }
         PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => format!(
             "ReadIndexReply c{} index={}",
             id.client,
