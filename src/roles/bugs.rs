@@ -35,6 +35,18 @@ pub struct PlantedBugs {
     /// The proposer pulls a part of phase 1's suffix from an acceptor that holds it at a
     /// lower ballot than the highest one its quorum reported, and adopts it.
     pub proposer_adopts_lower_ballot_part: bool,
+    /// The proposer keeps assigning slots after a StopSign it proposed, and its
+    /// recovery keeps the values reported after a StopSign: the old configuration
+    /// decides slots the next one also decides.
+    pub proposer_proposes_past_stop_sign: bool,
+    /// The proposer starts the next configuration as soon as it proposes a StopSign:
+    /// the slots after it go to the next configuration's members (and count their
+    /// quorum) before the StopSign is decided.
+    pub proposer_starts_next_config_early: bool,
+    /// A joining node's learner, pulling the snapshot at the StopSign from several
+    /// members, skips one chunk and hands the snapshot over without the whole-snapshot
+    /// checksum.
+    pub migration_skips_a_chunk: bool,
 }
 
 impl PlantedBugs {
@@ -90,5 +102,23 @@ impl PlantedBugs {
     #[inline(always)]
     pub fn proposer_adopts_lower_ballot_part(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.proposer_adopts_lower_ballot_part
+    }
+
+    /// Whether [`PlantedBugs::proposer_proposes_past_stop_sign`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_proposes_past_stop_sign(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_proposes_past_stop_sign
+    }
+
+    /// Whether [`PlantedBugs::proposer_starts_next_config_early`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn proposer_starts_next_config_early(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.proposer_starts_next_config_early
+    }
+
+    /// Whether [`PlantedBugs::migration_skips_a_chunk`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn migration_skips_a_chunk(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.migration_skips_a_chunk
     }
 }
