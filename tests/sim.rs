@@ -258,13 +258,16 @@ fn sim_checker_flags_two_values_chosen_in_one_slot() {
 }
 
 /// Replays one seed: `ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture`,
-/// with `ROLEPAX_SIM_NODES=3|5`, `ROLEPAX_SIM_PROFILE=split_brain` and
-/// `ROLEPAX_SIM_BUGS=a,b` if the failure named them.
+/// with `ROLEPAX_SIM_MEMBERSHIP=1`, `ROLEPAX_SIM_NODES=3|5`,
+/// `ROLEPAX_SIM_PROFILE=split_brain` and `ROLEPAX_SIM_BUGS=a,b` if the failure named them.
 /// Without a seed it replays seed 1 (and passes).
 #[test]
 fn sim_replay() {
     let seed = env_u64("ROLEPAX_SIM_SEED").unwrap_or(1);
     let mut cfg = SimConfig::from_seed(seed);
+    if env_u64("ROLEPAX_SIM_MEMBERSHIP") == Some(1) {
+        cfg = cfg.with_membership();
+    }
     if let Some(nodes) = env_u64("ROLEPAX_SIM_NODES") {
         cfg = cfg.with_nodes(nodes as usize);
     }
@@ -281,6 +284,9 @@ fn sim_replay() {
         "seed {seed}: {} nodes, {} steps, {}us simulated, digest {:016x}, {:?}",
         cfg.nodes, report.steps, report.sim_time_us, report.digest, report.stats
     );
+    for config in &report.configurations {
+        println!("  {config}");
+    }
     for op in report.history.iter().take(40) {
         println!("  {op:?}");
     }

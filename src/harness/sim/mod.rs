@@ -129,6 +129,7 @@ mod world;
 pub use checker::Violation;
 pub use history::{OpInput, OpOutput, OpRecord};
 
+use crate::messages::Configuration;
 use crate::roles::bugs::PlantedBugs;
 use crate::roles::rng::SeededRng;
 use std::cell::Cell;
@@ -219,6 +220,16 @@ pub struct SimConfig {
     pub max_steps: Option<u64>,
     /// Record a line per step (slow; for replays and the determinism test).
     pub trace: bool,
+    /// Membership changes: an operator client submits random reconfigurations
+    /// (StopSigns) every `reconfigure_min_us..reconfigure_max_us` (see
+    /// [`SimConfig::with_membership`]).
+    pub membership: bool,
+    /// How many nodes the world holds (numbered 1..=pool): the first configuration is
+    /// nodes 1..=`nodes`, the others start as joining nodes (no configuration, nothing
+    /// held) that a reconfiguration may add. Equal to `nodes` without membership changes.
+    pub pool: usize,
+    pub reconfigure_min_us: u64,
+    pub reconfigure_max_us: u64,
 }
 
 impl SimConfig {
@@ -257,11 +268,32 @@ impl SimConfig {
             bugs: PlantedBugs::default(),
             max_steps: None,
             trace: false,
+            membership: false,
+            pool: if seed.is_multiple_of(2) { 3 } else { 5 },
+            reconfigure_min_us: 100_000,
+            reconfigure_max_us: 500_000,
         }
     }
 
+    /// The cluster size (the first configuration's); the pool follows (two joining nodes
+    /// beside it with membership changes on).
     pub fn with_nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
+        self.pool = if self.membership { nodes + 2 } else { nodes };
+        self
+    }
+
+    /// Membership changes on: two joining nodes beside the first configuration's, and an
+    /// operator that submits a random reconfiguration (add a node, sometimes naming the
+    /// members it pulls from; remove one, sometimes the leader; replace one; grow to 5;
+    /// shrink to 3; now and then a second change before the first is applied, or one
+    /// against a configuration already gone) every 100 to 500 ms of the run, among the
+    /// seed's crashes, partitions, losses and duplicates. The seed draws the same faults
+    /// as without; the run differs from the seed's plain one from the first step on (more
+    /// nodes draw from the one generator). `ROLEPAX_SIM_MEMBERSHIP=1` in a replay command.
+    pub fn with_membership(mut self) -> Self {
+        self.membership = true;
+        self.pool = self.nodes + 2;
         self
     }
 
@@ -290,15 +322,22 @@ impl SimConfig {
     /// bias included).
     pub fn replay_command(&self) -> String {
         let mut env = format!("ROLEPAX_SIM_SEED={}", self.seed);
-        let plain = SimConfig::from_seed(self.seed);
+        let mut plain = SimConfig::from_seed(self.seed);
+        if self.membership {
+            env += " ROLEPAX_SIM_MEMBERSHIP=1";
+            plain = plain.with_membership();
+        }
         if self.nodes != plain.nodes {
             env += &format!(" ROLEPAX_SIM_NODES={}", self.nodes);
+            plain = plain.with_nodes(self.nodes);
         }
         let biased = plain.clone().with_split_brain_bias();
         let same = |b: &SimConfig| {
             self.faults == b.faults
                 && self.duration_us == b.duration_us
                 && self.read_index_permille == b.read_index_permille
+                && self.pool == b.pool
+                && (self.reconfigure_min_us, self.reconfigure_max_us) == (b.reconfigure_min_us, b.reconfigure_max_us)
         };
         let base = if !same(&plain) && same(&biased) {
             env += " ROLEPAX_SIM_PROFILE=split_brain";
@@ -312,7 +351,7 @@ impl SimConfig {
         }
         let mut cmd = format!("{env} cargo test --test sim sim_replay -- --nocapture");
         if !same(&base) {
-            cmd += "  (note: this run also overrode the seed's faults, duration or read-index share)";
+            cmd += "  (note: this run also overrode the seed's faults, duration, read-index share, pool or reconfiguration pace)";
         }
         cmd
     }
@@ -322,7 +361,7 @@ impl SimConfig {
 type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
-const BUGS: [(&str, BugSwitch); 9] = [
+const BUGS: [(&str, BugSwitch); 12] = [
     ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
     ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
     ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
@@ -340,6 +379,13 @@ const BUGS: [(&str, BugSwitch); 9] = [
     ("proposer_adopts_lower_ballot_part", |b| {
         &mut b.proposer_adopts_lower_ballot_part
     }),
+    ("proposer_proposes_past_stop_sign", |b| {
+        &mut b.proposer_proposes_past_stop_sign
+    }),
+    ("proposer_starts_next_config_early", |b| {
+        &mut b.proposer_starts_next_config_early
+    }),
+    ("migration_skips_a_chunk", |b| &mut b.migration_skips_a_chunk),
 ];
 
 /// The names of the planted bugs that are on, as `ROLEPAX_SIM_BUGS` spells them.
@@ -395,6 +441,17 @@ pub struct Stats {
     pub lock_grants: u64,
     pub lock_clients_died: u64,
     pub sessions_expired: u64,
+    /// Configurations that came into force (counted once, when a node first applied
+    /// one); StopSigns the operator submitted, and of those: refused by the state
+    /// machine (made against a configuration no longer in force), given up (no answer in
+    /// time), or ended by a configuration change (theirs, or another that came first).
+    pub reconfigurations: u64,
+    pub stop_signs: u64,
+    pub stop_signs_refused: u64,
+    pub stop_signs_timed_out: u64,
+    pub stop_signs_applied: u64,
+    /// `Migrate` orders given to joining nodes' learners.
+    pub migrations: u64,
 }
 
 impl Stats {
@@ -415,6 +472,12 @@ impl Stats {
         self.lock_grants += o.lock_grants;
         self.lock_clients_died += o.lock_clients_died;
         self.sessions_expired += o.sessions_expired;
+        self.reconfigurations += o.reconfigurations;
+        self.stop_signs += o.stop_signs;
+        self.stop_signs_refused += o.stop_signs_refused;
+        self.stop_signs_timed_out += o.stop_signs_timed_out;
+        self.stop_signs_applied += o.stop_signs_applied;
+        self.migrations += o.migrations;
     }
 }
 
@@ -432,6 +495,9 @@ pub struct RunReport {
     /// One line per step, if the configuration asked for it.
     pub trace: Vec<String>,
     pub stats: Stats,
+    /// Every configuration that came into force, in order (the first one included),
+    /// with the slot it starts at.
+    pub configurations: Vec<Configuration>,
 }
 
 thread_local! {
@@ -510,6 +576,7 @@ pub fn run(cfg: &SimConfig) -> RunReport {
         history: std::mem::take(&mut world.history),
         trace: world.trace.take().unwrap_or_default(),
         stats: world.stats.clone(),
+        configurations: world.configurations(),
     }
 }
 
@@ -564,9 +631,14 @@ impl Failure {
         let tail = run(&traced).trace;
         let from = tail.len().saturating_sub(25);
         let mut s = format!(
-            "SIMULATION FAILED: seed {} ({} nodes, bugs: {:?})\n  violation at step {} (t={}us): {}\n  replay: {}\n  shortest failing prefix: {} steps (of {} run); its last steps:\n",
+            "SIMULATION FAILED: seed {} ({} nodes{}, bugs: {:?})\n  violation at step {} (t={}us): {}\n  replay: {}\n  shortest failing prefix: {} steps (of {} run); its last steps:\n",
             cfg.seed,
             cfg.nodes,
+            if cfg.membership {
+                format!(" of a pool of {}, membership changes", cfg.pool)
+            } else {
+                String::new()
+            },
             bug_names(cfg.bugs),
             v.step,
             v.time_us,
@@ -645,6 +717,18 @@ impl fmt::Display for Exploration {
             self.stats.partitions,
             self.stats.elections,
         )?;
+        if self.stats.stop_signs > 0 {
+            write!(
+                f,
+                "; {} reconfigurations ({} StopSigns submitted: {} applied, {} refused, {} timed out), {} migrations",
+                self.stats.reconfigurations,
+                self.stats.stop_signs,
+                self.stats.stop_signs_applied,
+                self.stats.stop_signs_refused,
+                self.stats.stop_signs_timed_out,
+                self.stats.migrations,
+            )?;
+        }
         if let Some(failure) = &self.failure {
             write!(f, "; FAILED: {failure}")?;
         }

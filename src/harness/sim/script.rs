@@ -309,6 +309,7 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
         max_batch: 256,
         snapshot_every: None,
         bugs: PlantedBugs::default(),
+        pool: None,
     };
     if !(1..=9).contains(&setup.nodes) {
         return Err("a scripted cluster has 1 to 9 nodes".to_string());
@@ -331,10 +332,60 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
                 setup.snapshot_every = Some(every);
             }
             "bugs" => setup.bugs = super::parse_bugs(value)?,
+            "pool" => {
+                let pool: usize = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of nodes"))?;
+                if !(setup.nodes..=9).contains(&pool) {
+                    return Err(format!("a pool holds the {} nodes and at most 9 in all", setup.nodes));
+                }
+                setup.pool = Some(pool);
+            }
             other => return Err(format!("unknown start option {other:?}")),
         }
     }
     Ok(setup)
+}
+
+/// `A,B,..`: node numbers.
+fn node_list(value: &str) -> Result<Vec<NodeId>, String> {
+    value
+        .split(',')
+        .filter(|w| !w.is_empty())
+        .map(|w| node_arg(Some(w)))
+        .collect()
+}
+
+/// A `reconfigure` line: through which node, the members, the sources, and the
+/// configuration the change is made against (`None`: the latest).
+type Reconfigure = (NodeId, Vec<NodeId>, Vec<NodeId>, Option<u64>);
+
+/// `reconfigure N members=A,B,.. [from=C,..] [prev=K]`.
+fn parse_reconfigure(args: &[&str]) -> Result<Reconfigure, String> {
+    let node = node_arg(args.first().copied())?;
+    let (mut members, mut sources, mut prev) = (None, Vec::new(), None);
+    for arg in args.iter().skip(1) {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("{arg:?}: expected key=value"))?;
+        match key {
+            "members" => members = Some(node_list(value)?),
+            "from" => sources = node_list(value)?,
+            "prev" => {
+                prev = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{value:?} is not a configuration id"))?,
+                )
+            }
+            other => return Err(format!("unknown reconfigure option {other:?} (members=, from=, prev=)")),
+        }
+    }
+    let members = members.ok_or("`reconfigure N members=A,B,..`: the members are missing")?;
+    if members.is_empty() {
+        return Err("a configuration has at least one member".to_string());
+    }
+    Ok((node, members, sources, prev))
 }
 
 /// `FROM->TO [KIND[:SLOT]]`.
@@ -578,6 +629,14 @@ impl Runner {
             "status" => {
                 no_more(0)?;
                 w.status();
+            }
+            "members" => {
+                no_more(0)?;
+                w.members();
+            }
+            "reconfigure" => {
+                let (node, members, sources, prev) = parse_reconfigure(args)?;
+                w.reconfigure(node, &members, &sources, prev)?;
             }
             "local" => {
                 no_more(2)?;
