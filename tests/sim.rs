@@ -1,12 +1,15 @@
 //! The deterministic simulator (`rolepax::harness::sim`) as a test suite: thousands of seeded
 //! runs of 3- and 5-node clusters with crashes, partitions and a lossy network, every
-//! safety invariant checked after every step; each planted bug caught within a seed
+//! safety invariant checked after every step; runs whose membership an operator changes
+//! at random (nodes joining, removed, replaced) under the same faults, their client
+//! histories checked for linearizability too; each planted bug caught within a seed
 //! budget; and the same seeds passing without bugs.
 //!
 //! A failure prints its seed and the command that replays it:
 //! `ROLEPAX_SIM_SEED=<seed> cargo test --test sim sim_replay -- --nocapture`.
 //! A long soak: `ROLEPAX_SIM_RUNS=100000 cargo test --release --test sim sim_soak -- --ignored --nocapture`.
 
+use rolepax::harness::check::linearizability::{KvModel, check, from_sim};
 use rolepax::harness::sim::checker::Checker;
 use rolepax::harness::sim::*;
 use rolepax::messages::{Ballot, Value};
@@ -36,11 +39,25 @@ fn assert_caught(bugs: PlantedBugs) -> Failure {
 /// Like [`assert_caught`], with a seed budget of its own (`ROLEPAX_SIM_BUG_SEEDS`
 /// overrides every budget, to measure how soon a bug is caught).
 fn assert_caught_within(bugs: PlantedBugs, seeds: u64) -> Failure {
+    assert_caught_in(bugs, seeds, SimConfig::from_seed)
+}
+
+/// Like [`assert_caught_within`], for runs whose membership changes at random.
+fn assert_caught_with_membership(bugs: PlantedBugs, seeds: u64) -> Failure {
+    assert_caught_in(bugs, seeds, membership_run)
+}
+
+fn assert_caught_in(bugs: PlantedBugs, seeds: u64, config: fn(u64) -> SimConfig) -> Failure {
     let seeds = env_u64("ROLEPAX_SIM_BUG_SEEDS").unwrap_or(seeds);
-    let ex = explore(0..seeds, |seed| SimConfig::from_seed(seed).with_bugs(bugs));
+    let ex = explore(0..seeds, |seed| config(seed).with_bugs(bugs));
     println!("{:?}: {ex}", bug_names(bugs));
     ex.failure
         .unwrap_or_else(|| panic!("planted bug {:?} went unnoticed in {seeds} seeds", bug_names(bugs)))
+}
+
+/// A seed's run with random membership changes (`ROLEPAX_SIM_MEMBERSHIP=1` replays it).
+fn membership_run(seed: u64) -> SimConfig {
+    SimConfig::from_seed(seed).with_membership()
 }
 
 #[test]
@@ -192,6 +209,78 @@ fn sim_planted_proposer_adopts_lower_ballot_part_is_caught() {
         "caught as a proposal phase 1 did not force: {}",
         f.violation().message
     );
+}
+
+/// The seed budget of the membership tests' runs (each one slower than a plain run: more
+/// nodes, snapshot migrations).
+const MEMBERSHIP_SEEDS: u64 = 200;
+
+#[test]
+fn sim_membership_random_seeds() {
+    // Every invariant after every step (see `checker` and `snapshot_check`), and each
+    // run's client history linearizable: no acknowledged write lost across StopSigns.
+    let seeds = env_u64("ROLEPAX_SIM_MEMBERSHIP_SEEDS").unwrap_or(MEMBERSHIP_SEEDS);
+    let first = env_u64("ROLEPAX_SIM_FIRST_SEED").unwrap_or(40_000);
+    let mut not_linearizable = Vec::new();
+    let ex = explore_each(first..first + seeds, membership_run, |report| {
+        let verdict = check(&KvModel, &from_sim(&report.history), Default::default());
+        if !verdict.is_linearizable() && report.violation.is_none() {
+            not_linearizable.push(format!(
+                "seed {}: the client history is not linearizable: {verdict}\n  replay: {}",
+                report.config.seed,
+                report.config.replay_command()
+            ));
+        }
+    });
+    assert_all_safe("membership", &ex);
+    assert!(not_linearizable.is_empty(), "{}", not_linearizable.join("\n"));
+    let s = &ex.stats;
+    assert!(
+        s.reconfigurations > ex.runs && s.stop_signs_applied > ex.runs,
+        "configurations changed, several per run: {ex}"
+    );
+    assert!(
+        s.stop_signs_refused > ex.runs / 10,
+        "changes against a configuration gone were refused: {ex}"
+    );
+    assert!(s.migrations > ex.runs / 2, "joining nodes migrated: {ex}");
+    assert!(s.ops_ok > ex.runs * 10, "clients got answers across the changes: {ex}");
+}
+
+#[test]
+fn sim_planted_proposer_proposes_past_stop_sign_is_caught() {
+    let f = assert_caught_with_membership(
+        PlantedBugs {
+            proposer_proposes_past_stop_sign: true,
+            ..PlantedBugs::default()
+        },
+        MEMBERSHIP_SEEDS,
+    );
+    println!("{f}");
+}
+
+#[test]
+fn sim_planted_proposer_starts_next_config_early_is_caught() {
+    let f = assert_caught_with_membership(
+        PlantedBugs {
+            proposer_starts_next_config_early: true,
+            ..PlantedBugs::default()
+        },
+        MEMBERSHIP_SEEDS,
+    );
+    println!("{f}");
+}
+
+#[test]
+fn sim_planted_migration_skips_a_chunk_is_caught() {
+    let f = assert_caught_with_membership(
+        PlantedBugs {
+            migration_skips_a_chunk: true,
+            ..PlantedBugs::default()
+        },
+        MEMBERSHIP_SEEDS,
+    );
+    assert!(f.violation().message.contains("differs from"), "{f}");
 }
 
 #[test]

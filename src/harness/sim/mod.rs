@@ -738,10 +738,21 @@ impl fmt::Display for Exploration {
 
 /// Runs every seed of `seeds` through `config`, stopping at the first failure.
 pub fn explore(seeds: impl IntoIterator<Item = u64>, config: impl Fn(u64) -> SimConfig) -> Exploration {
+    explore_each(seeds, config, |_| {})
+}
+
+/// Like [`explore`], handing every run's report to `each` as well (to check its client
+/// history, say).
+pub fn explore_each(
+    seeds: impl IntoIterator<Item = u64>,
+    config: impl Fn(u64) -> SimConfig,
+    mut each: impl FnMut(&RunReport),
+) -> Exploration {
     let start = Instant::now();
     let mut ex = Exploration::default();
     for seed in seeds {
         let report = run(&config(seed));
+        each(&report);
         ex.runs += 1;
         ex.steps += report.steps;
         ex.stats.add(&report.stats);
