@@ -205,7 +205,11 @@ fn member_ok(procs: &Procs, via: &[u64], args: &[&str]) -> String {
 fn members_of(procs: &Procs, id: u64) -> Option<(u64, Vec<u64>)> {
     let v = procs.members(id)?;
     let config = v["config_id"].as_u64()?;
-    let ids = v["members"].as_array()?.iter().filter_map(|m| m["id"].as_u64()).collect();
+    let ids = v["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
     Some((config, ids))
 }
 
@@ -252,7 +256,10 @@ fn final_read(sh: &Shared, via: &str, key: &str, deadline: Instant) -> Operation
             Reply::NotSent => errors.push("not sent".into()),
             Reply::Lost(e) => errors.push(e),
         }
-        assert!(Instant::now() < deadline, "no final read of {key} via {via}: {errors:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no final read of {key} via {via}: {errors:?}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -319,7 +326,16 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
     let out = member_ok(
         &procs,
         &[1, 2],
-        &["add", "4", "--peer-addr", &peer4, "--http-addr", &http4, "--from", "1,2"],
+        &[
+            "add",
+            "4",
+            "--peer-addr",
+            &peer4,
+            "--http-addr",
+            &http4,
+            "--from",
+            "1,2",
+        ],
     );
     windows.push(("add 4 (from 1,2)".into(), t0, sh.now_us()));
     println!("add 4:\n{out}");
@@ -337,7 +353,11 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
     for id in [5, 6] {
         let (peer, http) = procs.start_joining(id, &[1, 2]);
         let t0 = sh.now_us();
-        member_ok(&procs, &[1, 2], &["add", &id.to_string(), "--peer-addr", &peer, "--http-addr", &http]);
+        member_ok(
+            &procs,
+            &[1, 2],
+            &["add", &id.to_string(), "--peer-addr", &peer, "--http-addr", &http],
+        );
         windows.push((format!("add {id}"), t0, sh.now_us()));
     }
     assert_eq!(wait_for_config(&procs, &[1, 2, 4, 5, 6]), 4);
@@ -372,7 +392,9 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let via4 = procs.http[&4].clone();
     let mut history: Vec<Operation<KvInput, KvOutput>> = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
-    let finals: Vec<_> = (0..KEYS).map(|k| final_read(&sh, &via4, &format!("k{k}"), deadline)).collect();
+    let finals: Vec<_> = (0..KEYS)
+        .map(|k| final_read(&sh, &via4, &format!("k{k}"), deadline))
+        .collect();
     history.extend(finals.iter().cloned());
 
     let definite = history.iter().filter(|o| o.required()).count();
@@ -391,7 +413,11 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
     }
     let unexpected: Vec<&String> = logs.iter().flat_map(|l| &l.unexpected).collect();
     assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
-    assert!(definite > 200, "the clients got answers throughout ({definite})\n{}", procs.logs());
+    assert!(
+        definite > 200,
+        "the clients got answers throughout ({definite})\n{}",
+        procs.logs()
+    );
 
     let result = check(
         &KvModel,

@@ -269,7 +269,15 @@ impl Procs {
             command.env_remove(name);
         }
         let child = command
-            .args(["--id", &id.to_string(), "--peer-addr", &peer, "--http-addr", &web, "--data-dir"])
+            .args([
+                "--id",
+                &id.to_string(),
+                "--peer-addr",
+                &peer,
+                "--http-addr",
+                &web,
+                "--data-dir",
+            ])
             .arg(self.dir.path().join(format!("data-{id}")))
             .args(["--join", join])
             .env("RUST_LOG", "info")
