@@ -65,6 +65,28 @@
 //! the lock service's clock command every `CLOCK_MS`, as `NodeHandle`'s clock loop
 //! does, so the sessions of dead holders expire by log time and the lock passes on.
 //!
+//! *Membership changes* ([`SimConfig::with_membership`]; `crate::messages::membership`).
+//! The world holds a pool of nodes: the first configuration's (1..=`nodes`), and joining
+//! ones (an acceptor and an elector with no configuration, an empty state machine).
+//! Every role is built with its node's configuration: the latest its disk holds (the
+//! `membership` file its state machine's host writes on `Write::Membership`, synced in
+//! place; or the one in its snapshot), else the first one if it is a member, else
+//! none. An *operator* submits a random change every `reconfigure_min_us..max_us`:
+//! add a node of the pool (now and then naming one or two members to pull from),
+//! remove a member (now and then the leader; never the last), replace one in one
+//! StopSign, grow to 5, shrink to 3; mostly one at a time, now and then a second one
+//! before the first is applied or one against a configuration already gone. It goes
+//! through a live member like a command (`ProposeStop`, retried, given up after the
+//! request timeout); the state machine answers only a refusal, and success is the
+//! node's configuration moving on. The world plays each joining node's gateway: once a
+//! configuration counting it is in force somewhere (and again after its restarts, and
+//! every second while it still holds none that counts it) its learner is told to
+//! `Migrate` the state below the configuration's first slot from the StopSign's
+//! sources (else the previous members that stay). Clients ask only live members of the
+//! latest configuration; removed nodes stay up (or crash and restart like any node),
+//! and the requests they took time out. The run's [`RunReport::configurations`] and
+//! [`Stats`] record what changed.
+//!
 //! ## What is checked
 //!
 //! After every step, the invariants of [`checker`]: at most one value chosen per slot;
@@ -72,9 +94,18 @@
 //! promises never decreasing (across restarts too) and never below an accepted ballot;
 //! proposers bound by their phase-1 promises; an acceptor's `Accepted` only for what its
 //! disk holds (an acceptance counts toward a value being chosen once it is revealed);
-//! a fencing token never granted to two sessions. A panic inside a core (its own
-//! `assert!`s, such as the learner's "decided twice") stops the run and counts as a
-//! violation too: each step runs under `catch_unwind`.
+//! a fencing token never granted to two sessions; and the snapshot checks of
+//! [`snapshot_check`]. Across configurations: quorums are majorities of the ballot's
+//! configuration, one configuration per id (each following from the StopSign decided
+//! just before its first slot), nothing chosen by a configuration after its StopSign,
+//! one leader per ballot and only a member of its configuration, the state at a
+//! configuration's first slot the same on every node that held it (old members
+//! applying the StopSign, new members migrating to it), a removed or joining node's
+//! elector silent, and every request answered alike by every state machine however
+//! often it was decided (a command applied twice, say on both sides of a StopSign,
+//! answers differently). A panic inside a core (its own `assert!`s, such as the
+//! learner's "decided twice") stops the run and counts as a violation too: each step
+//! runs under `catch_unwind`.
 //!
 //! ## What is not modelled
 //!
@@ -82,8 +113,11 @@
 //! the files, the TCP transport and the codec on the wire are not exercised (the
 //! cluster and TCP tests do that). A write is either durable or lost whole (no torn
 //! writes), the decided log's appends survive a crash without a sync (a process crash,
-//! not a power cut), and the cluster's membership never changes. Liveness is not asserted, only reported (operations
-//! answered, slots chosen).
+//! not a power cut), nodes have no addresses (a configuration's members are ids), and
+//! a joining node needs no operator to start it or validate the change (the world's
+//! operator only draws changes a node's gateway would accept, but for the deliberate
+//! stale or concurrent ones). Liveness is not asserted, only reported (operations
+//! answered, slots chosen, configurations changed).
 //!
 //! ## Scenario scripts
 //!
@@ -105,7 +139,7 @@
 //! ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture
 //! ```
 //!
-//! (with `ROLEPAX_SIM_NODES=…`, `ROLEPAX_SIM_PROFILE=split_brain` (see
+//! (with `ROLEPAX_SIM_MEMBERSHIP=1`, `ROLEPAX_SIM_NODES=…`, `ROLEPAX_SIM_PROFILE=split_brain` (see
 //! [`SimConfig::with_split_brain_bias`]) and `ROLEPAX_SIM_BUGS=…` added when the run had
 //! them),
 //! together with the shortest failing prefix: the seed is run again with a step budget,

@@ -34,7 +34,7 @@
 //!
 //! | command | what it does |
 //! |---------|--------------|
-//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [snapshot_every=K] [bugs=a,b]` | boots N nodes (the seed draws the electors' timeouts; `snapshot_every`: the state machines snapshot every K slots, default 40) |
+//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [snapshot_every=K] [bugs=a,b] [pool=P]` | boots N nodes (the seed draws the electors' timeouts; `snapshot_every`: the state machines snapshot every K slots, default 40; `pool`: P nodes in all, those above N start joining: no configuration, nothing held) |
 //! | `tick [K]` | K ticks (default 1): before each, every event due runs; then every live node's elector, proposer and learner tick; then what that caused is delivered |
 //! | `deliver` | runs every event due before the next tick: every message in flight and all they cause, until the network is quiet (held or slowed messages and client retries wait for their time) |
 //! | `campaign N` | N's election timer runs out now (its elector alone is ticked until its timeout fires): it asks for pre-votes, or campaigns |
@@ -56,11 +56,14 @@
 //! | `keepalive N S` | a new client keeps session S alive through node N (answered `alive`, or `no session S` once it expired) |
 //! | `lock N S NAME` / `unlock N S NAME` / `cancel N S NAME` | session S asks for lock NAME (`granted token=T` or `queued position=P`, P from 0; asking again answers `granted` once it is) / releases it / leaves its queue |
 //! | `locks N` | the lock service in node N's state machine, read locally like `local`: log time, each session's TTL and last sign of life, each lock's holder, token and queue |
+//! | `reconfigure N members=A,B,.. [from=C,..] [prev=K]` | a new client asks node N to change the members (one StopSign; new members pull the state up to it from C,..), against configuration K (default: the latest in force anywhere). Answered `applied: configuration ...`, `another change came first: configuration ...`, `refused: ...` (by the state machine: K is no longer in force) or `unknown (no answer)` |
+//! | `members` | a line per node: the configuration its state machine has in force and whether it counts the node (`member of`, `removed by`), or `joining` |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
 //! KIND a message kind (`Prepare`, `Pull`, `Accept`, `Promise`, `Pulled`, `Accepted`,
 //! `Rejected`, `Decide`, `Fetch`, `Fetched`, `Heartbeat`, `HeartbeatReply`, `PreVote`,
-//! `PreVoteReply`, `Propose`, `ReadIndex`, `ReadIndexReply`), and `:SLOT` keeps only the
+//! `PreVoteReply`, `Propose`, `ReadIndex`, `ReadIndexReply`, `ProposeStop`,
+//! `SnapshotOffer`, `SnapshotRead`, `SnapshotChunk`), and `:SLOT` keeps only the
 //! messages carrying that slot (`Accept`, `Accepted`, `Pull`, `Pulled`, `Decide`,
 //! `Fetched`). Rules apply
 //! on arrival, to messages between two nodes (a node's messages to itself take its
@@ -70,7 +73,18 @@
 //! (`2 elector->proposer Lead ballot=1.2`, `2 proposer->elector Elected ballot=1.2`,
 //! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them),
 //! and a proposer telling its learner to catch up below the floor phase 1 found
-//! (`3 proposer->learner CatchUp below=4 from=2`; `-CatchUp`).
+//! (`3 proposer->learner CatchUp below=4 from=2`; `-CatchUp`), and a state machine
+//! telling the other roles of a configuration it put in force
+//! (`2 state_machine->roles Reconfigure configuration 1 [1, 2, 4] from slot 5`;
+//! `-Reconfigure`).
+//!
+//! **Membership.** A configuration coming into force prints once, trace on or off, when
+//! the first node's state machine applies it: `configuration 1 [1, 2, 4] from slot 5`.
+//! The world plays a joining node's gateway: a hop after a configuration that counts a
+//! node holding none that does (a joining node, or one removed before) is in force, its
+//! learner is told to pull the state below the configuration's first slot from the
+//! StopSign's `from` nodes (else the previous members that stay): `4 joins: its learner
+//! migrates below=5 from [1, 2]`. Clients may ask any node (a script says which).
 //!
 //! Lock-service requests are clients too (numbered with the others, `resubmit` works on
 //! them); each is made at its node's clock (`now_ms`, the simulated time in ms), which

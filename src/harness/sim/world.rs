@@ -1002,7 +1002,8 @@ impl World {
     /// is the latest its disk holds (its membership file, or the one in its snapshot),
     /// else the first configuration if it is a member of it, else none: it joins, its
     /// acceptor answers no ballot and its elector never campaigns. The roles hear of a
-    /// configuration after the first at once (`Reconfigure`, before any other event).
+    /// configuration: the elector and proposer are built with it, the learner hears of
+    /// one after the first at once (`Reconfigure`, before any other event).
     fn start_node(&mut self, i: usize) -> Result<(), String> {
         let bugs = self.bugs;
         let id = self.nodes[i].id;
@@ -1047,17 +1048,23 @@ impl World {
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next())
             .with_snapshot(sm.next(), floor)
             .with_bugs(bugs);
-        let mut elector = Elector::new(
+        // The elector and proposer know the members and the configuration's id (a joining
+        // node's elector none: it never campaigns, so its proposer never leads).
+        let (members, config_id) = match &own {
+            Some(c) => (c.ids(), Some(c.id)),
+            None => (self.ids.clone(), None),
+        };
+        let elector = Elector::new(
             id,
-            self.ids.clone(),
+            members.clone(),
             self.elector_cfg.clone(),
             seed,
             disk.promised.max(disk.ballot),
-        );
-        if own.is_none() {
-            elector = elector.with_config(None);
-        }
-        let proposer = Proposer::new(id, self.ids.clone(), self.proposer_cfg.clone()).with_bugs(bugs);
+        )
+        .with_config(config_id);
+        let proposer = Proposer::new(id, members, self.proposer_cfg.clone())
+            .with_config_id(config_id.unwrap_or(0))
+            .with_bugs(bugs);
         self.checker.restarted(id, sm.next());
         let mut roles = Roles {
             acceptor,
@@ -1074,8 +1081,6 @@ impl World {
         node.config = own.clone();
         node.roles_config = own.clone();
         if let Some(config) = own.filter(|c| c.id > 0) {
-            self.run_proposer(i, ProposerInput::Reconfigure(config.clone()))?;
-            self.run_elector(i, ElectorInput::Reconfigure(config.clone()))?;
             self.run_learner(i, LearnerInput::Reconfigure(config))?;
         }
         self.with_roles(i, |w, r| {
@@ -2156,8 +2161,8 @@ mod scripted;
 pub(crate) use scripted::*;
 
 // ---- until the membership roles land on main ---------------------------------------------
-// Shims for the builders the role helpers are adding (`StateMachine::with_configuration`,
-// `StateMachine::configuration`, `Elector::with_config`); removed at the merge.
+// Shims for the builders the role helper is adding (`StateMachine::with_configuration`,
+// `StateMachine::configuration`); removed at the merge.
 
 trait SmMembershipShim: Sized {
     fn with_configuration(self, config: Configuration) -> Self;
@@ -2172,14 +2177,4 @@ impl SmMembershipShim for StateMachine<Service> {
 /// The configuration a state machine holds (restored from its snapshot).
 fn sm_configuration(_sm: &StateMachine<Service>) -> Option<Configuration> {
     None
-}
-
-trait ElectorMembershipShim: Sized {
-    fn with_config(self, config: Option<ConfigId>) -> Self;
-}
-
-impl ElectorMembershipShim for Elector {
-    fn with_config(self, _config: Option<ConfigId>) -> Self {
-        self
-    }
 }
