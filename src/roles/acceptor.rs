@@ -365,10 +365,7 @@ impl Acceptor {
         match self.config {
             // A ballot of an older configuration: preempt it with the first of ours.
             Some(c) if ballot.config < c => {
-                return (
-                    None,
-                    rejected(call, ballot, self.promised.max(Ballot::in_config(c, 0, 0))),
-                );
+                return (None, rejected(call, ballot, self.promised.max(Ballot::in_config(c, 0, 0))));
             }
             // A newer configuration than this node applied (or none yet): not before
             // this node holds the state up to its StopSign. Naming our lower promise
