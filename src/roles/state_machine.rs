@@ -13,9 +13,9 @@
 //! learner's log. Every `snapshot_every` slots (once the commands applied since add up
 //! to twice the last snapshot's size) the core asks for a snapshot
 //! ([`Write::Snapshot`]): the host streams the applied index, the application, the
-//! client table and the configuration to a temporary file, syncs the decided log (the slots a snapshot
-//! covers must stay servable to lagging peers), then syncs and renames the file over
-//! `snapshot.bin`, all while applies go on, and says so with
+//! client table and the configuration to a temporary file, syncs the decided log (the
+//! slots a snapshot covers must stay servable to lagging peers), then syncs and renames
+//! the file over `snapshot.bin`, all while applies go on, and says so with
 //! [`StateMachineInput::SnapshotInstalled`] (at most one snapshot at a time). A restart
 //! replays only the log after it.
 //!
