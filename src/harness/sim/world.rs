@@ -1024,7 +1024,7 @@ impl World {
             every: self.snapshot_every,
             compact: self.compact,
         });
-        let restored = disk.snapshot.as_ref().and_then(|_| sm_configuration(&sm));
+        let restored = disk.snapshot.as_ref().map(|_| sm.configuration().clone());
         let own = [
             disk.membership.clone(),
             restored,
@@ -2170,22 +2170,3 @@ fn brief(msg: &PeerMessage) -> &'static str {
 
 mod scripted;
 pub(crate) use scripted::*;
-
-// ---- until the membership roles land on main ---------------------------------------------
-// Shims for the builders the role helper is adding (`StateMachine::with_configuration`,
-// `StateMachine::configuration`); removed at the merge.
-
-trait SmMembershipShim: Sized {
-    fn with_configuration(self, config: Configuration) -> Self;
-}
-
-impl SmMembershipShim for StateMachine<Service> {
-    fn with_configuration(self, _config: Configuration) -> Self {
-        self
-    }
-}
-
-/// The configuration a state machine holds (restored from its snapshot).
-fn sm_configuration(_sm: &StateMachine<Service>) -> Option<Configuration> {
-    None
-}
