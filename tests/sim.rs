@@ -283,6 +283,40 @@ fn sim_planted_migration_skips_a_chunk_is_caught() {
     assert!(f.violation().message.contains("differs from"), "{f}");
 }
 
+/// How often each membership bug is caught, over the budget's seeds (a measurement, not
+/// a check): `cargo test --test sim sim_membership_bug_detection_rates -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sim_membership_bug_detection_rates() {
+    let seeds = env_u64("ROLEPAX_SIM_BUG_SEEDS").unwrap_or(MEMBERSHIP_SEEDS);
+    for name in [
+        "proposer_proposes_past_stop_sign",
+        "proposer_starts_next_config_early",
+        "migration_skips_a_chunk",
+    ] {
+        let bugs = parse_bugs(name).expect("a known bug");
+        let mut by_check: BTreeMap<String, u64> = BTreeMap::new();
+        for seed in 0..seeds {
+            if let Some(v) = run(&membership_run(seed).with_bugs(bugs)).violation {
+                // The check's words, without the numbers and values that vary.
+                let words: String = v
+                    .message
+                    .split_whitespace()
+                    .filter(|w| w.chars().all(char::is_alphabetic))
+                    .take(8)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                *by_check.entry(words).or_default() += 1;
+            }
+        }
+        let caught: u64 = by_check.values().sum();
+        println!("{name}: caught in {caught} of {seeds} seeds");
+        for (check, n) in by_check {
+            println!("  {n:4}  {check}");
+        }
+    }
+}
+
 #[test]
 fn sim_unplanted_build_passes_the_planted_bugs_seeds() {
     let ex = explore(0..BUG_SEEDS, SimConfig::from_seed);
