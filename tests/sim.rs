@@ -12,7 +12,7 @@
 use rolepax::harness::check::linearizability::{KvModel, check, from_sim};
 use rolepax::harness::sim::checker::Checker;
 use rolepax::harness::sim::*;
-use rolepax::messages::{Ballot, Value};
+use rolepax::messages::{Ballot, Configuration, NodeId, RequestId, StopSign, Value};
 use rolepax::roles::bugs::PlantedBugs;
 use std::collections::BTreeMap;
 
@@ -378,6 +378,123 @@ fn sim_checker_flags_two_values_chosen_in_one_slot() {
         .accepted_revealed(3, &written(b2, value(2)), &disk(b2, value(2)), 0, 1, b2)
         .expect_err("two values chosen in slot 0");
     assert!(err.contains("two values chosen"), "{err}");
+}
+
+/// A command of client 1 (`n` its payload and sequence number).
+fn command(n: u8) -> Value {
+    Value::Command(rolepax::messages::Command {
+        id: RequestId {
+            client: 1,
+            seq: n.into(),
+        },
+        ack_below: 0,
+        payload: vec![n],
+    })
+}
+
+/// A StopSign ending configuration `prev`, naming `members`.
+fn stop_sign(prev: u64, members: &[NodeId]) -> Value {
+    Value::StopSign(StopSign {
+        id: RequestId {
+            client: 9,
+            seq: prev + 1,
+        },
+        prev,
+        members: Configuration::of_ids(members).members,
+        sources: Vec::new(),
+    })
+}
+
+/// Acceptor `node` reveals `Accepted` for `value` in `slot` at `ballot`, as written and
+/// durable.
+fn accept(checker: &mut Checker, node: NodeId, slot: u64, ballot: Ballot, value: &Value) -> Result<(), String> {
+    let written = BTreeMap::from([((slot, ballot), value.clone())]);
+    let disk = BTreeMap::from([(slot, (ballot, value.clone()))]);
+    checker.accepted_revealed(node, &written, &disk, slot, 1, ballot)
+}
+
+#[test]
+fn sim_checker_flags_a_value_chosen_after_the_stop_sign() {
+    let mut checker = Checker::new(3);
+    let b = Ballot::new(1, 1);
+    // Configuration 0 chooses a StopSign in slot 5 ...
+    for node in [1, 2] {
+        accept(&mut checker, node, 5, b, &stop_sign(0, &[1, 2, 4])).expect("a StopSign");
+    }
+    // ... a StopSign naming an older configuration stops nothing ...
+    let stale = Ballot::in_config(1, 1, 1);
+    checker
+        .configuration_applied(
+            1,
+            &Configuration {
+                id: 1,
+                start: 6,
+                members: Configuration::of_ids(&[1, 2, 4]).members,
+            },
+        )
+        .expect("configuration 1");
+    for node in [1, 2] {
+        accept(&mut checker, node, 6, stale, &stop_sign(0, &[1, 2])).expect("a refused StopSign");
+        accept(&mut checker, node, 7, stale, &command(7)).expect("configuration 1 goes on");
+    }
+    // ... but configuration 0 may choose nothing after its own.
+    accept(&mut checker, 1, 8, b, &command(8)).expect("one acceptance chooses nothing");
+    let err = accept(&mut checker, 3, 8, b, &command(8)).expect_err("chosen after the StopSign");
+    assert!(err.contains("configuration 0 chose a value in slot 8"), "{err}");
+    assert!(err.contains("after the StopSign it chose in slot 5"), "{err}");
+}
+
+#[test]
+fn sim_checker_counts_only_the_members_of_the_ballots_configuration() {
+    let mut checker = Checker::new(3);
+    let c1 = Configuration {
+        id: 1,
+        start: 0,
+        members: Configuration::of_ids(&[1, 4, 5]).members,
+    };
+    // No node put configuration 1 in force yet: nobody may accept at its ballots.
+    let b = Ballot::in_config(1, 1, 1);
+    let err = accept(&mut checker, 1, 0, b, &command(1)).expect_err("an unknown configuration");
+    assert!(err.contains("which no node has put in force"), "{err}");
+    checker.configuration_applied(4, &c1).expect("configuration 1");
+    // Nodes 2 and 3 are no members: with node 1 they are no majority of [1, 4, 5].
+    for node in [1, 2, 3] {
+        accept(&mut checker, node, 1, b, &command(1)).expect("not chosen, not wrong");
+    }
+    let err = checker.learned(2, &[(1, command(1))]).expect_err("not chosen");
+    assert!(err.contains("which no majority accepted"), "{err}");
+    accept(&mut checker, 4, 1, b, &command(1)).expect("chosen by 1 and 4");
+    checker.learned(2, &[(1, command(1))]).expect("chosen now");
+}
+
+#[test]
+fn sim_checker_flags_two_configurations_under_one_id_and_leaders_outside_theirs() {
+    let mut checker = Checker::new(3);
+    let of = |ids: &[NodeId]| Configuration {
+        id: 1,
+        start: 9,
+        members: Configuration::of_ids(ids).members,
+    };
+    checker.configuration_applied(1, &of(&[1, 2, 4])).expect("the first");
+    checker.configuration_applied(2, &of(&[1, 2, 4])).expect("the same one");
+    let err = checker
+        .configuration_applied(3, &of(&[1, 2, 5]))
+        .expect_err("another one");
+    assert!(err.contains("under the same id"), "{err}");
+    // One leader per ballot, its own, and a member of the ballot's configuration.
+    checker
+        .elected(4, Ballot::in_config(1, 1, 4))
+        .expect("node 4 leads c1:1.4");
+    let err = checker
+        .elected(1, Ballot::in_config(1, 1, 4))
+        .expect_err("another node's ballot");
+    assert!(err.contains("another node's"), "{err}");
+    let err = checker.elected(3, Ballot::in_config(1, 2, 3)).expect_err("no member");
+    assert!(err.contains("not a member"), "{err}");
+    let err = checker
+        .elected(3, Ballot::in_config(2, 1, 3))
+        .expect_err("no such configuration");
+    assert!(err.contains("which no node has put in force"), "{err}");
 }
 
 /// Replays one seed: `ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture`,

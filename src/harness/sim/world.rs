@@ -2179,3 +2179,92 @@ fn brief(msg: &PeerMessage) -> &'static str {
 
 mod scripted;
 pub(crate) use scripted::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A booted world of three nodes, calm, no clients.
+    fn calm_world() -> World {
+        let mut cfg = SimConfig::from_seed(7).with_nodes(3);
+        cfg.faults = crate::harness::sim::Faults::none();
+        cfg.clients = 0;
+        cfg.lock_clients = 0;
+        let mut w = World::new(&cfg);
+        w.boot().expect("boots");
+        w
+    }
+
+    #[test]
+    fn sim_world_flags_an_elector_that_speaks_after_its_node_was_removed() {
+        let mut w = calm_world();
+        // As if node 3's roles had been told of a configuration without it (its elector
+        // was not: it still campaigns, which is what the check is for).
+        w.nodes[2].roles_config = Some(Configuration {
+            id: 1,
+            start: 0,
+            members: Configuration::of_ids(&[1, 2]).members,
+        });
+        let limit = w.elector_cfg.election_max_ticks + 1;
+        let err = (0..limit)
+            .find_map(|_| w.run_elector(2, ElectorInput::Tick).err())
+            .expect("its election timer runs out and it asks for pre-votes");
+        assert!(err.contains("node 3 was removed"), "{err}");
+        // Node 1, a member, may campaign.
+        assert!((0..limit).all(|_| w.run_elector(0, ElectorInput::Tick).is_ok()));
+    }
+
+    #[test]
+    fn sim_world_flags_a_request_answered_two_ways() {
+        let mut w = calm_world();
+        let id = RequestId { client: 1, seq: 1 };
+        let reply =
+            |ok: bool| -> Outcome<ServiceReply> { if ok { Err("a".to_string()) } else { Err("b".to_string()) } };
+        w.same_answer(0, id, &reply(true)).expect("the first answer");
+        w.same_answer(1, id, &reply(true)).expect("the same answer again");
+        let err = w.same_answer(2, id, &reply(false)).expect_err("another answer");
+        assert!(err.contains("answered differently"), "{err}");
+        // A StopSign's request may be refused twice, naming two configurations.
+        let stop = RequestId { client: 2, seq: 1 };
+        w.stop_requests.insert(stop);
+        w.same_answer(0, stop, &reply(true)).expect("refused");
+        w.same_answer(0, stop, &reply(false)).expect("refused again, otherwise");
+    }
+
+    #[test]
+    fn sim_world_flags_a_configuration_no_stop_sign_made() {
+        let mut w = calm_world();
+        let members = Configuration::of_ids(&[1, 2]).members;
+        let made_up = Configuration {
+            id: 1,
+            start: 5,
+            members: members.clone(),
+        };
+        let err = w
+            .membership_applied(0, made_up.clone(), None)
+            .expect_err("no StopSign in slot 4");
+        assert!(err.contains("no state machine applied a StopSign in slot 4"), "{err}");
+        // With the StopSign that makes it, it is fine; another one under its id is not.
+        let stop = StopSign {
+            id: RequestId { client: 9, seq: 1 },
+            prev: 0,
+            members,
+            sources: Vec::new(),
+        };
+        w.stops.insert(4, stop.clone());
+        w.membership_applied(0, made_up, None)
+            .expect("follows from the StopSign in slot 4");
+        let other = Configuration {
+            id: 1,
+            start: 5,
+            members: Configuration::of_ids(&[1, 3]).members,
+        };
+        let err = w
+            .membership_applied(1, other, None)
+            .expect_err("two configurations numbered 1");
+        assert!(err.contains("under the same id"), "{err}");
+        // Node 1 holds it now, on its disk too; node 3 joins nothing.
+        assert_eq!(w.nodes[0].disk.membership.as_ref().map(|c| c.id), Some(1));
+        assert!(!w.behind(2), "node 3 is no member of configuration 1");
+    }
+}
