@@ -693,6 +693,12 @@ impl Failure {
             }
             s += &format!("    {line}\n");
         }
+        if self.report.configurations.len() > 1 {
+            s += "  configurations that came into force in the run:\n";
+            for config in &self.report.configurations {
+                s += &format!("    {config}\n");
+            }
+        }
         s
     }
 }
