@@ -734,6 +734,22 @@ local 1 x
     }
 
     #[test]
+    fn sim_script_membership_commands_check_their_arguments() {
+        let err = |start: &str, command: &str| {
+            run_script("bad.txt", &format!("# x\n\n{start}\n\n{command}\n")).expect_err(command)
+        };
+        assert!(err("start 3 pool=2", "members").contains("a pool holds the 3 nodes"));
+        assert!(err("start 3 pool=many", "members").contains("not a number of nodes"));
+        assert!(err("start 3 pool=4", "reconfigure 1").contains("the members are missing"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=").contains("at least one member"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,5").contains("no node 5"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 from=9").contains("no node 9"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 prev=x").contains("not a configuration id"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 to=3").contains("unknown reconfigure option"));
+        assert!(err("start 3 pool=4", "members 2").contains("takes at most 0"));
+    }
+
+    #[test]
     fn sim_script_check_file_fails_then_update_rewrites_in_place() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("tiny.txt");

@@ -1,6 +1,8 @@
 //! The simulated world: N nodes made of the five role cores, one event queue, a faulty
-//! network, a disk per node, crashes, partitions, and clients. Everything here runs on
-//! one thread and draws randomness from one seeded generator.
+//! network, a disk per node, crashes, partitions, and clients; with membership changes,
+//! a pool of nodes beyond the first configuration's, an operator changing the members
+//! and each joining node's gateway telling its learner to migrate. Everything here runs
+//! on one thread and draws randomness from one seeded generator.
 //!
 //! The roles' outputs are carried out by the production driver ([`crate::driver`]): the
 //! world is only its [`Host`], over a simulated disk (appends lost in a crash until a

@@ -18,8 +18,8 @@ use crate::app::lock_service::LockInfo;
 //   is dropped, duplicated or reordered unless a script rule says so.
 // - Time moves in whole ticks, and only when the script says `tick`: at each tick every
 //   live node ticks (its elector, proposer and learner, as `Event::Tick` does). The
-//   nodes' own periodic `Tick` events, random client invocations and chaos are removed
-//   from the queue unrun. Nothing else is: a node's client retries (`Retry`) and
+//   nodes' own periodic `Tick` events, random client invocations, the random operator's
+//   membership changes and chaos are removed from the queue unrun. Nothing else is: a node's client retries (`Retry`) and
 //   delayed messages still fire at their time, which a `tick` reaches.
 // - `deliver` runs every event due before the next tick (messages, mailboxes, retries):
 //   with `SCRIPT_DELAY_US` far below a tick, that is every message in flight and
@@ -27,8 +27,10 @@ use crate::app::lock_service::LockInfo;
 // - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
 //   sent across a partition is lost inside `send`, before it is an event, so the
 //   trace does not show it; one that arrives across a partition shows as lost.
-// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`) and snapshots becoming
-//   durable (`Event::SnapshotDone`) run as they do in a random run; `hold snapshot N`
+// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`), snapshots becoming
+//   durable (`Event::SnapshotDone`) and joining nodes' gateways telling their learners
+//   to migrate (`Event::Migrate`, a hop after the configuration that counts them) run as
+//   they do in a random run; `hold snapshot N`
 //   keeps node N's `SnapshotDone` back until `release snapshot N`.
 
 /// One tick of the scripted world's clocks.
@@ -733,15 +735,27 @@ impl Scripted {
     }
 
     /// `members`: a line per node: the configuration its state machine has in force (and
-    /// whether it counts the node), or that it is joining.
+    /// whether it counts the node), or that it is joining; and the snapshot chunks its
+    /// learner pulled from each source in migrations (this incarnation's).
     pub(crate) fn members(&mut self) {
         for n in &self.w.nodes {
             let down = if n.roles.is_some() { "" } else { " (down)" };
-            let line = match &n.config {
+            let mut line = match &n.config {
                 None => format!("node {}{down}: joining, no configuration yet", n.id),
                 Some(c) if c.contains(n.id) => format!("node {}{down}: member of {c}", n.id),
                 Some(c) => format!("node {}{down}: removed by {c}", n.id),
             };
+            if let Some(r) = &n.roles
+                && !r.learner.migration_chunks().is_empty()
+            {
+                let by: Vec<String> = r
+                    .learner
+                    .migration_chunks()
+                    .iter()
+                    .map(|(source, chunks)| format!("{chunks} from {source}"))
+                    .collect();
+                line += &format!("; migration chunks: {}", by.join(", "));
+            }
             self.out.push(line);
         }
     }
