@@ -112,8 +112,9 @@ impl LocalRoles {
 #[derive(Clone)]
 pub struct Peers {
     pub id: NodeId,
-    /// Every node of the configuration, this one included, ascending.
-    pub nodes: Arc<Vec<NodeId>>,
+    /// Reaches the other nodes; its peers follow the configuration in force (the state
+    /// machine's host sets them when it applies one). Which nodes each role talks to is
+    /// the role core's business (each holds the configuration's members).
     pub transport: Arc<dyn Transport>,
     pub local: LocalRoles,
 }
