@@ -84,6 +84,9 @@ options:
   --rate REQ_PER_SEC    open loop: total requests per second at fixed intervals,
                         latency measured from the scheduled time
   --serializable        ranges are serializable (local, possibly stale) reads
+  --fill                puts take the keys in order (key-0, key-1, ..., wrapping)
+                        instead of at random: with --requests N and --keys N every
+                        key is written about once (loading a state of N keys)
   --timeout SECS        per-request timeout; longer counts as an error (default 10)
   --json FILE           append the run's summary as one JSON line (- for stdout)
   --csv FILE            append the run's summary as one CSV row (header when new)
@@ -209,6 +212,8 @@ struct Config {
     requests: Option<u64>,
     rate: Option<f64>,
     serializable: bool,
+    /// Puts take the keys in order instead of at random.
+    fill: bool,
     timeout: Duration,
     json: Option<PathBuf>,
     csv: Option<PathBuf>,
@@ -229,6 +234,7 @@ impl Default for Config {
             requests: None,
             rate: None,
             serializable: false,
+            fill: false,
             timeout: Duration::from_secs(10),
             json: None,
             csv: None,
@@ -384,6 +390,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                     return Err("--serializable takes no value".into());
                 }
                 cfg.serializable = true;
+            }
+            "--fill" => {
+                if inline.is_some() {
+                    return Err("--fill takes no value".into());
+                }
+                cfg.fill = true;
             }
             "--json" => cfg.json = Some(PathBuf::from(value()?)),
             "--csv" => cfg.csv = Some(PathBuf::from(value()?)),
@@ -790,6 +802,8 @@ struct Live {
     succeeded: AtomicU64,
     /// When the last ticketed request succeeded, in µs after the window's start (0: not yet).
     finished_us: AtomicU64,
+    /// The next key a put takes with `--fill`.
+    next_key: AtomicU64,
 }
 
 impl Live {
@@ -888,7 +902,12 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
             _ => None,
         };
         let read = rng.next_f64() < cfg.read_ratio;
-        let key = B64.encode(format!("key-{}", rng.below(cfg.keys)));
+        let n = if cfg.fill && !read {
+            live.next_key.fetch_add(1, Ordering::Relaxed) % cfg.keys
+        } else {
+            rng.below(cfg.keys)
+        };
+        let key = B64.encode(format!("key-{n}"));
         body.clear();
         let path = if read {
             let extra = if cfg.serializable { ",\"serializable\":true" } else { "" };
@@ -2032,8 +2051,9 @@ mod tests {
     fn every_flag_parses_in_both_spellings() {
         let c = cfg(
             "--endpoints=http://a:1,b:2/ --clients 4 --read-ratio=0.25 --keys 10 --value-size 0 \
-             --duration 1.5 --warmup 0 --rate 100 --serializable --timeout 3 --json out.json --csv=o.csv --label x",
+             --duration 1.5 --warmup 0 --rate 100 --serializable --fill --timeout 3 --json out.json --csv=o.csv --label x",
         );
+        assert!(c.fill);
         assert_eq!(c.endpoints.len(), 2);
         assert_eq!((c.endpoints[1].host.as_str(), c.endpoints[1].port), ("b", 2));
         assert_eq!((c.clients, c.read_ratio, c.keys, c.value_size), (4, 0.25, 10, 0));

@@ -61,7 +61,11 @@ pub struct Configuration {
 impl Configuration {
     /// The first configuration: id 0, from slot 0.
     pub fn initial(members: BTreeMap<NodeId, Member>) -> Self {
-        Configuration { id: 0, start: 0, members }
+        Configuration {
+            id: 0,
+            start: 0,
+            members,
+        }
     }
 
     /// The first configuration of nodes without addresses (simulator, tests).

@@ -365,7 +365,10 @@ impl Acceptor {
         match self.config {
             // A ballot of an older configuration: preempt it with the first of ours.
             Some(c) if ballot.config < c => {
-                return (None, rejected(call, ballot, self.promised.max(Ballot::in_config(c, 0, 0))));
+                return (
+                    None,
+                    rejected(call, ballot, self.promised.max(Ballot::in_config(c, 0, 0))),
+                );
             }
             // A newer configuration than this node applied (or none yet): not before
             // this node holds the state up to its StopSign. Naming our lower promise
@@ -931,5 +934,116 @@ mod tests {
         });
         assert!(w.is_none(), "all below the floor, no new promise: no write");
         assert!(matches!(r, AcceptorReply::Accepted { count: 1, .. }));
+    }
+
+    /// The three requests at `ballot`, each answered by `a` through `handle`: the
+    /// `Ready`s, in the order Prepare, Accept (of one value at slot 0), Pull.
+    fn all_requests(a: &mut Acceptor, ballot: Ballot) -> Vec<Ready> {
+        let requests = [
+            AcceptorRequest::Prepare {
+                call: 1,
+                ballot,
+                from_slot: 0,
+            },
+            AcceptorRequest::Accept {
+                call: 2,
+                ballot,
+                first_slot: 0,
+                values: vec![cmd(1)],
+            },
+            AcceptorRequest::Pull {
+                call: 3,
+                ballot,
+                first: 0,
+                end: 1,
+            },
+        ];
+        requests.into_iter().map(|r| a.handle(2, r)).collect()
+    }
+
+    /// The `promised` ballot a `Ready` rejects with, if it is one `Rejected` and no write.
+    fn rejected_with(ready: &Ready) -> Option<Ballot> {
+        match &ready.send[..] {
+            [(_, PeerMessage::AcceptorReply(AcceptorReply::Rejected { promised, .. }))] if ready.writes.is_empty() => {
+                Some(*promised)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn acceptor_refuses_an_older_configuration_and_preempts_its_proposer() {
+        let mut a = Acceptor::default().with_config(Some(1));
+        let old = b(7, 1);
+        let first_of_ours = Ballot::in_config(1, 0, 0);
+        for ready in all_requests(&mut a, old) {
+            let promised = rejected_with(&ready);
+            assert_eq!(promised, Some(first_of_ours), "{ready:?}");
+            assert!(
+                promised.is_some_and(|p| p > old),
+                "above the ballot: its proposer is preempted"
+            );
+        }
+        assert!(a.accepted().is_empty());
+        assert_eq!(a.promised(), Ballot::ZERO, "a refusal promises nothing");
+        // Once it promised in configuration 1, the refusal names that promise.
+        let ours = Ballot::in_config(1, 3, 2);
+        assert_eq!(promise(&mut a, ours, 0), (0, vec![], None));
+        for ready in all_requests(&mut a, old) {
+            assert_eq!(rejected_with(&ready), Some(ours));
+        }
+        assert_eq!(a.promised(), ours);
+    }
+
+    #[test]
+    fn acceptor_newer_configuration_is_refused_without_preempting_until_reconfigured() {
+        let mut a = Acceptor::default();
+        let ours = b(4, 1);
+        accept(&mut a, ours, 0, vec![cmd(1)]);
+        let newer = Ballot::in_config(1, 1, 2);
+        for ready in all_requests(&mut a, newer) {
+            let promised = rejected_with(&ready);
+            assert_eq!(promised, Some(ours), "our lower promise, and no write: {ready:?}");
+            assert!(
+                promised.is_some_and(|p| p < newer),
+                "below the ballot: its proposer is not preempted"
+            );
+        }
+        assert_eq!(a.promised(), ours);
+        assert_eq!(a.accepted().get(&0), Some(&(ours, cmd(1))), "nothing accepted");
+        // The node applied the StopSign: configuration 1 is answered, 0 is refused.
+        a.reconfigure(1);
+        assert_eq!(a.config(), Some(1));
+        assert_eq!(promise(&mut a, newer, 0), (0, vec![run(0, 1, ours)], None));
+        accept(&mut a, newer, 1, vec![cmd(2)]);
+        assert_eq!(rejected_with(&all_requests(&mut a, b(9, 1))[0]), Some(newer));
+        // Configurations never go back.
+        a.reconfigure(0);
+        assert_eq!(a.config(), Some(1));
+    }
+
+    #[test]
+    fn acceptor_joining_answers_nothing_until_reconfigured() {
+        let mut a = Acceptor::default().with_config(None);
+        for ballot in [b(1, 1), Ballot::in_config(1, 1, 1), Ballot::in_config(5, 1, 1)] {
+            for ready in all_requests(&mut a, ballot) {
+                let promised = rejected_with(&ready);
+                assert!(
+                    promised.is_some_and(|p| p < ballot),
+                    "refused without preempting, no write: {ready:?}"
+                );
+            }
+        }
+        assert_eq!((a.promised(), a.accepted().len()), (Ballot::ZERO, 0));
+        a.reconfigure(1);
+        assert_eq!(a.config(), Some(1));
+        let ballot = Ballot::in_config(1, 1, 1);
+        let (w, r) = a.answer(AcceptorRequest::Prepare {
+            call: 1,
+            ballot,
+            from_slot: 0,
+        });
+        assert!(matches!(r, AcceptorReply::Promise { .. }), "{r:?}");
+        assert_eq!(w.and_then(|w| w.promised), Some(ballot));
     }
 }

@@ -25,17 +25,47 @@
 //! The elector also tells the node who leads (`leader()`), so that a node asked by a
 //! client forwards the command to the leader's proposer.
 //!
-//! **Invariant.** Every ballot this elector hands its proposer is its own, higher than
-//! any it has seen or used before, and durable before it is used.
+//! **Configurations** (`crate::messages::membership`). The elector knows the
+//! configuration in force on its node (`None` on a node that joins, [`Elector::with_config`])
+//! and its members: they are whom it asks for pre-votes, heartbeats and counts for
+//! check-quorum. Every ballot it makes is of that configuration (`Ballot::next_in`).
+//! `Reconfigure(config)`, sent once the state machine applied a StopSign, is ignored
+//! unless `config` is newer (ids never go back); otherwise the members change, the
+//! highest ballot rises to at least `config`'s first (`c:0.0`), and:
+//!
+//! - a node that is no member is **removed** ([`Elector::is_removed`]): it steps down,
+//!   reports once that it follows nobody, and never campaigns, heartbeats, grants a
+//!   pre-vote or follows a leader until a later configuration counts it again;
+//! - the **leader hands over** to itself: every member decided the same StopSign, so it
+//!   campaigns in `config` at once, without pre-vote, with a fresh ballot persisted
+//!   before `Lead` as ever. Clients pause for one phase 1, not an election timeout;
+//! - a candidate or pre-candidate of the old configuration gives up and waits as a
+//!   follower; a follower keeps its leader until one of `config` heartbeats, and its
+//!   election timer starts again so that it campaigns if none does.
+//!
+//! A heartbeat or pre-vote of an **older** configuration's ballot is neither followed
+//! nor granted; the heartbeat's reply names our highest (at least `c:0.0`), so a leader
+//! still in the old configuration steps down. A heartbeat of a **newer** configuration
+//! is followed (this node has not applied the StopSign yet; knowing the leader lets it
+//! forward requests), but its pre-votes are never granted, and a node that knows a
+//! ballot of a configuration it has not applied does not campaign (its ballot would be
+//! below one it knows) until its `Reconfigure`. A node that joins (`None`) never
+//! campaigns or grants until a configuration counts it.
+//!
+//! **Invariant.** Every ballot this elector hands its proposer is its own, of the
+//! configuration in force here, higher than any it has seen or used before, and durable
+//! before it is used. Its highest ballot never goes back.
 //!
 //! **Left out.** Leader leases and leader priorities. Pre-vote is liveness only: Paxos
-//! is safe whoever campaigns, and an acceptor still promises any higher ballot.
+//! is safe whoever campaigns, and an acceptor still promises any higher ballot. When the
+//! leader itself is removed nobody is handed over to: the next configuration's members
+//! campaign after an election timeout.
 
 use super::quorum::majority;
 use super::ready::{Ready, Write};
 use super::rng::SeededRng;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
-use crate::messages::{Ballot, Configuration, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
+use crate::messages::{Ballot, ConfigId, Configuration, ElectorMessage, MAX_ROUND, NodeId, PeerMessage};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the elector publishes to the rest of the node: who leads, and the highest
@@ -130,7 +160,12 @@ pub enum ElectorInput {
 #[derive(Debug)]
 pub struct Elector {
     id: NodeId,
+    /// The members of the configuration in force here: who is asked for pre-votes,
+    /// heartbeated, and counted for check-quorum.
     nodes: Vec<NodeId>,
+    /// The configuration in force here (`None`: a node that joins and has applied
+    /// none yet). Every ballot this elector makes is of it.
+    config: Option<ConfigId>,
     cfg: ElectorConfig,
     rng: SeededRng,
     now: u64,
@@ -151,6 +186,7 @@ impl Elector {
         Elector {
             id,
             nodes,
+            config: Some(0),
             cfg,
             rng,
             now: 0,
@@ -160,6 +196,29 @@ impl Elector {
             role: Role::Follower { deadline },
             timeouts: 0,
         }
+    }
+
+    /// The configuration in force on this node at start (default `Some(0)`, the config
+    /// file's; `nodes` given to [`Elector::new`] are its members). `None`: a node that
+    /// joins, which never campaigns until a `Reconfigure` names it a member.
+    pub fn with_config(mut self, config: Option<ConfigId>) -> Self {
+        self.config = config;
+        if let Some(c) = config {
+            self.highest = self.highest.max(Ballot::in_config(c, 0, 0));
+        }
+        self
+    }
+
+    /// The configuration in force here.
+    pub fn config(&self) -> Option<ConfigId> {
+        self.config
+    }
+
+    /// The configuration in force here does not count this node: it never campaigns,
+    /// heartbeats, grants a pre-vote or follows a leader again (unless a later
+    /// configuration counts it once more).
+    pub fn is_removed(&self) -> bool {
+        self.config.is_some() && !self.nodes.contains(&self.id)
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -189,11 +248,16 @@ impl Elector {
         match input {
             // Time passes: campaign on timeout; as leader, beat and check the quorum.
             ElectorInput::Tick => self.on_tick(&mut out),
-            // A new configuration is in force here (membership issue: to do).
-            ElectorInput::Reconfigure(_) => {}
-            // A leader's heartbeat: follow it if its ballot is the highest we know.
+            // A StopSign was applied here: the next configuration's members; a leader
+            // hands over to itself in it at once (see `reconfigure`).
+            ElectorInput::Reconfigure(config) => self.reconfigure(config, &mut out),
+            // A leader's heartbeat: follow it if its ballot is the highest we know and
+            // not of a configuration older than ours (of a newer one: we have not applied
+            // its StopSign yet, but knowing its leader lets us forward requests). The
+            // reply names our highest, so a leader of an older configuration steps down.
             ElectorInput::Peer(from, ElectorMessage::Heartbeat { ballot }) => {
-                if ballot >= self.highest && ballot.node == from && ballot.round <= MAX_ROUND {
+                let current = self.config.is_none_or(|c| ballot.config >= c) && !self.is_removed();
+                if current && ballot >= self.highest && ballot.node == from && ballot.round <= MAX_ROUND {
                     self.highest = ballot;
                     self.heard_leader = Some(self.now);
                     let still_mine = matches!(&self.role, Role::Leader { ballot: b, .. } if *b == ballot);
@@ -219,13 +283,16 @@ impl Elector {
                 }
                 self.maybe_defer_to(highest, &mut out);
             }
-            // Another node would campaign: grant unless we hear a leader (ours or us).
+            // Another node would campaign: grant unless we hear a leader (ours or us),
+            // and only for a ballot of our configuration, never as a removed or joining
+            // node.
             ElectorInput::Peer(from, ElectorMessage::PreVote { ballot }) => {
                 let leader_alive = matches!(self.role, Role::Leader { .. })
                     || self
                         .heard_leader
                         .is_some_and(|t| self.leader.is_some() && self.now - t < self.cfg.election_min_ticks);
-                let granted = ballot > self.highest && ballot.round <= MAX_ROUND && !leader_alive;
+                let ours = self.config == Some(ballot.config) && !self.is_removed();
+                let granted = ours && ballot > self.highest && ballot.round <= MAX_ROUND && !leader_alive;
                 let reply = ElectorMessage::PreVoteReply { ballot, granted };
                 out.send.push((from, PeerMessage::Elector(reply)));
             }
@@ -307,8 +374,19 @@ impl Elector {
     /// The election timeout passed: ask for pre-votes (or, with pre-vote off or alone,
     /// campaign at once).
     fn maybe_pre_vote(&mut self, out: &mut ElectorOutput) {
+        let Some(ballot) = self.next_ballot() else {
+            // No configuration counting this node, or one it has not applied yet: wait
+            // (following whoever it follows) for the `Reconfigure` that changes that.
+            if matches!(self.role, Role::Candidate { .. }) {
+                set_order(out, ElectorOrder::StepDown);
+            }
+            self.role = Role::Follower {
+                deadline: self.now + self.random_timeout(),
+            };
+            return;
+        };
         self.timeouts += 1;
-        if self.highest.round >= MAX_ROUND {
+        if ballot.round > MAX_ROUND {
             // No acceptor takes a higher ballot: campaigning would only wedge the cluster.
             tracing::error!(node = self.id, role = "elector", highest = %self.highest, "ballots exhausted: not campaigning");
             return self.follow(None, out);
@@ -319,7 +397,6 @@ impl Elector {
         if matches!(self.role, Role::Candidate { .. }) {
             set_order(out, ElectorOrder::StepDown);
         }
-        let ballot = self.highest.next_for(self.id);
         self.role = Role::PreCandidate {
             ballot,
             deadline: self.now + self.random_timeout(),
@@ -332,9 +409,22 @@ impl Elector {
         }
     }
 
-    /// Become a candidate with a fresh ballot.
+    /// The smallest ballot of ours, in our configuration, above every ballot we know;
+    /// `None` if we may not campaign: no configuration yet (joining), not a member
+    /// (removed), or we know a ballot of a configuration we have not applied.
+    fn next_ballot(&self) -> Option<Ballot> {
+        let config = self.config?;
+        if self.is_removed() || self.highest.config > config {
+            return None;
+        }
+        Some(self.highest.next_in(config, self.id))
+    }
+
+    /// Become a candidate with a fresh ballot (the caller checked that we may).
     fn campaign(&mut self, out: &mut ElectorOutput) {
-        let ballot = self.highest.next_for(self.id);
+        let Some(ballot) = self.next_ballot().filter(|b| b.round <= MAX_ROUND) else {
+            return self.follow(None, out);
+        };
         self.highest = ballot;
         let deadline = self.now + self.random_timeout();
         self.role = Role::Candidate { ballot, deadline };
@@ -363,6 +453,56 @@ impl Elector {
             deadline: self.now + self.random_timeout(),
         };
         self.set_leader(leader, out);
+    }
+
+    /// `Reconfigure(config)`: ignored unless newer than ours (ids never go back: a
+    /// restarted node replays old StopSigns). The members become `config`'s, and our
+    /// highest ballot at least the first of `config` (so a leader of an older one that
+    /// heartbeats us learns it is behind). Then:
+    ///
+    /// - not a member: removed. It steps down if it led or campaigned, follows nobody
+    ///   (the node hears `leader = None` once), and never campaigns, heartbeats or
+    ///   grants a pre-vote again.
+    /// - the leader: a planned hand-over. Every member decided the same StopSign, so it
+    ///   campaigns in `config` at once, without pre-vote, with a fresh persisted ballot:
+    ///   the pause clients see is one phase 1, not an election timeout.
+    /// - a candidate of the old configuration steps down, a pre-candidate gives up;
+    ///   either waits like a follower.
+    /// - a follower keeps its leader until it hears one of `config`; its election timer
+    ///   starts again, so it campaigns if none shows up.
+    fn reconfigure(&mut self, config: Configuration, out: &mut ElectorOutput) {
+        if self.config.is_some_and(|c| config.id <= c) {
+            return;
+        }
+        let was_removed = self.is_removed();
+        self.config = Some(config.id);
+        self.nodes = config.ids();
+        self.highest = self.highest.max(Ballot::in_config(config.id, 0, 0));
+        if !config.contains(self.id) {
+            tracing::info!(node = self.id, role = "elector", %config, "removed from the configuration");
+            if matches!(self.role, Role::Leader { .. } | Role::Candidate { .. }) {
+                set_order(out, ElectorOrder::StepDown);
+            }
+            self.role = Role::Follower { deadline: u64::MAX };
+            if !was_removed {
+                // Once: the node's gateway stops forwarding to anyone.
+                self.leader = None;
+                out.leader = Some(None);
+            }
+            return;
+        }
+        match self.role {
+            // Hand over to ourselves in the new configuration.
+            Role::Leader { .. } => self.campaign(out),
+            // A campaign of the old configuration: over.
+            Role::Candidate { .. } | Role::PreCandidate { .. } => self.follow(None, out),
+            // Keep following; campaign after a timeout if no leader of `config` shows up.
+            Role::Follower { .. } => {
+                self.role = Role::Follower {
+                    deadline: self.now + self.random_timeout(),
+                }
+            }
+        }
     }
 
     fn beat(&mut self, ballot: Ballot, out: &mut ElectorOutput) {
@@ -644,6 +784,244 @@ mod tests {
                 "ballots exhausted"
             );
         }
+    }
+
+    /// Configuration `id` of `members`.
+    fn config(id: ConfigId, members: &[NodeId]) -> Configuration {
+        Configuration {
+            id,
+            start: 10 * id,
+            members: Configuration::of_ids(members).members,
+        }
+    }
+
+    /// The heartbeats `out` sends: (to, ballot).
+    fn beats(out: &ElectorOutput) -> Vec<(NodeId, Ballot)> {
+        out.send
+            .iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::Elector(ElectorMessage::Heartbeat { ballot }) => Some((*to, *ballot)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ticks `e` `n` times; panics if it asks for a pre-vote, persists a ballot, gives an
+    /// order or heartbeats.
+    fn stays_quiet(e: &mut Elector, n: usize, why: &str) {
+        for _ in 0..n {
+            let out = e.handle(ElectorInput::Tick);
+            assert!(
+                pre_votes(&out).is_empty() && persisted(&out).is_none() && order_of(&out).is_none(),
+                "{why}: {out:?}"
+            );
+            assert!(beats(&out).is_empty(), "{why}: no heartbeats");
+        }
+    }
+
+    #[test]
+    fn elector_leader_hands_over_to_the_next_configuration_without_pre_vote() {
+        let (mut e, b) = elected(1);
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 4])));
+        let handed = Ballot::in_config(1, 1, 1);
+        assert!(pre_votes(&out).is_empty(), "a planned hand-over asks nobody");
+        assert_eq!(
+            persisted(&out),
+            Some(handed),
+            "a fresh ballot of configuration 1, persisted"
+        );
+        assert_eq!(order_of(&out), Some(ElectorOrder::Lead(handed)));
+        assert!(handed > b && e.highest() == handed);
+        // The ballot is written before the order that uses it leaves (the Ready's rule).
+        assert_eq!(out.writes, vec![Write::Ballot(handed)]);
+        let out = e.handle(ElectorInput::Proposer(ProposerEvent::Elected(handed)));
+        assert_eq!(out.leader, Some(Some(1)));
+        assert_eq!(
+            beats(&out),
+            vec![(2, handed), (4, handed)],
+            "the new members are heartbeated, node 3 no more"
+        );
+        // Check-quorum counts the new members only.
+        let ack = ElectorMessage::HeartbeatReply {
+            ballot: handed,
+            highest: handed,
+        };
+        for _ in 0..500 {
+            e.handle(ElectorInput::Peer(3, ack.clone()));
+            if order_of(&e.handle(ElectorInput::Tick)) == Some(ElectorOrder::StepDown) {
+                return;
+            }
+        }
+        panic!("acks from a node that left keep nobody in office");
+    }
+
+    #[test]
+    fn elector_reconfigure_to_an_old_or_equal_configuration_is_ignored() {
+        let (mut e, b) = elected(1);
+        e.handle(ElectorInput::Reconfigure(config(2, &[1, 2, 3])));
+        let before = (e.highest(), e.role_name(), e.leader());
+        for id in [0, 1, 2] {
+            let out = e.handle(ElectorInput::Reconfigure(config(id, &[1, 5])));
+            assert_eq!(out, ElectorOutput::default(), "configuration {id} is not newer than 2");
+        }
+        assert_eq!((e.highest(), e.role_name(), e.leader()), before);
+        assert!(e.highest() > b);
+    }
+
+    #[test]
+    fn elector_removed_never_campaigns() {
+        // A removed leader steps down and says once that it follows nobody.
+        let (mut e, _) = elected(3);
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 4])));
+        assert_eq!(order_of(&out), Some(ElectorOrder::StepDown));
+        assert_eq!(out.leader, Some(None));
+        assert!(persisted(&out).is_none() && e.is_removed());
+        stays_quiet(&mut e, 2000, "a removed node never campaigns");
+        // It grants nothing and follows nobody, whatever it hears.
+        assert!(!grants(&mut e, Ballot::in_config(1, 5, 4)));
+        let out = e.handle(ElectorInput::Peer(
+            1,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::in_config(1, 9, 1),
+            },
+        ));
+        assert_eq!((out.leader, e.leader()), (None, None));
+        let out = e.handle(ElectorInput::Reconfigure(config(2, &[1, 2])));
+        assert_eq!(out.leader, None, "said once");
+        stays_quiet(&mut e, 500, "still removed");
+        // A removed follower drops its leader too.
+        let mut f = elector(3);
+        f.handle(ElectorInput::Peer(
+            1,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::new(2, 1),
+            },
+        ));
+        let out = f.handle(ElectorInput::Reconfigure(config(1, &[1, 2])));
+        assert_eq!((out.leader, order_of(&out), f.leader()), (Some(None), None, None));
+        stays_quiet(&mut f, 2000, "a removed follower never campaigns");
+        // Added again later: it campaigns once more, in the configuration that counts it.
+        f.handle(ElectorInput::Reconfigure(config(2, &[1, 2, 3])));
+        assert!(!f.is_removed());
+        let ballot = (0..1000)
+            .find_map(|_| pre_votes(&f.handle(ElectorInput::Tick)).first().map(|p| p.1))
+            .expect("a pre-vote once a member again");
+        assert_eq!(ballot, Ballot::in_config(2, 1, 3));
+    }
+
+    #[test]
+    fn elector_refuses_older_config_heartbeats_and_pre_votes() {
+        let mut e = elector(2);
+        let old = Ballot::new(9, 1);
+        e.handle(ElectorInput::Peer(1, ElectorMessage::Heartbeat { ballot: old }));
+        assert_eq!(e.leader(), Some(1));
+        // A follower keeps its leader across the change, until it hears a newer one.
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 3])));
+        assert_eq!((order_of(&out), out.leader, e.leader()), (None, None, Some(1)));
+        let first = Ballot::in_config(1, 0, 0);
+        assert_eq!(e.highest(), first);
+        // The old leader, still in configuration 0, is not followed; the reply tells it.
+        let out = e.handle(ElectorInput::Peer(
+            3,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::new(10, 3),
+            },
+        ));
+        assert_eq!(e.leader(), Some(1), "a heartbeat of configuration 0 is not followed");
+        assert_eq!(
+            out.send,
+            vec![(
+                3,
+                PeerMessage::Elector(ElectorMessage::HeartbeatReply {
+                    ballot: Ballot::new(10, 3),
+                    highest: first
+                })
+            )]
+        );
+        // ... and a leader of configuration 0 hearing that reply steps down.
+        let (mut l, b) = elected(3);
+        let reply = ElectorMessage::HeartbeatReply {
+            ballot: b,
+            highest: first,
+        };
+        assert_eq!(
+            order_of(&l.handle(ElectorInput::Peer(2, reply))),
+            Some(ElectorOrder::StepDown)
+        );
+        // No pre-vote of an older or a newer configuration, even after a long silence.
+        for _ in 0..ElectorConfig::default().election_min_ticks {
+            e.handle(ElectorInput::Tick);
+        }
+        assert!(!grants(&mut e, Ballot::new(50, 3)), "configuration 0 is over here");
+        assert!(
+            !grants(&mut e, Ballot::in_config(2, 1, 3)),
+            "configuration 2 is not ours yet"
+        );
+        assert!(grants(&mut e, Ballot::in_config(1, 1, 3)));
+        // A leader of configuration 1 is followed.
+        let new = Ballot::in_config(1, 1, 3);
+        let out = e.handle(ElectorInput::Peer(3, ElectorMessage::Heartbeat { ballot: new }));
+        assert_eq!((out.leader, e.highest()), (Some(Some(3)), new));
+    }
+
+    #[test]
+    fn elector_follows_a_newer_configuration_but_never_campaigns_in_it_or_below_it() {
+        let mut e = elector(2);
+        let newer = Ballot::in_config(1, 1, 3);
+        let out = e.handle(ElectorInput::Peer(3, ElectorMessage::Heartbeat { ballot: newer }));
+        assert_eq!(
+            out.leader,
+            Some(Some(3)),
+            "its leader is known: requests can be forwarded"
+        );
+        assert!(
+            !grants(&mut e, Ballot::in_config(1, 2, 1)),
+            "no pre-vote for a newer configuration"
+        );
+        stays_quiet(&mut e, 2000, "a node behind its configuration does not campaign");
+        assert_eq!(e.highest(), newer, "its highest never went back");
+        // Once it applied configuration 1, it campaigns there when the leader falls silent.
+        e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 3])));
+        let ballot = (0..1000)
+            .find_map(|_| pre_votes(&e.handle(ElectorInput::Tick)).first().map(|p| p.1))
+            .expect("a pre-vote");
+        assert_eq!(ballot, Ballot::in_config(1, 2, 2));
+    }
+
+    #[test]
+    fn elector_joining_never_campaigns() {
+        let mut e = Elector::new(4, vec![1, 2, 3], ElectorConfig::default(), 4, Ballot::ZERO).with_config(None);
+        assert!(!e.is_removed() && e.config().is_none());
+        stays_quiet(&mut e, 2000, "a joining node holds no configuration");
+        assert!(!grants(&mut e, Ballot::new(1, 3)));
+        assert!(!grants(&mut e, Ballot::in_config(1, 1, 3)));
+        // It follows the leader it hears, so that it can forward requests.
+        let leader = Ballot::in_config(1, 1, 1);
+        let out = e.handle(ElectorInput::Peer(1, ElectorMessage::Heartbeat { ballot: leader }));
+        assert_eq!(out.leader, Some(Some(1)));
+        // Named a member: it follows on, and campaigns in configuration 1 if the leader
+        // falls silent.
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 4])));
+        assert_eq!((order_of(&out), e.leader()), (None, Some(1)));
+        let ballot = (0..1000)
+            .find_map(|_| pre_votes(&e.handle(ElectorInput::Tick)).first().map(|p| p.1))
+            .expect("a pre-vote");
+        assert_eq!(ballot, Ballot::in_config(1, 2, 4));
+    }
+
+    #[test]
+    fn elector_candidate_of_the_old_configuration_steps_down_at_the_change() {
+        let mut e = elector(2);
+        let Some(ElectorOrder::Lead(b)) = order_of(&tick_until_order(&mut e)) else {
+            panic!("expected Lead")
+        };
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[1, 2, 3])));
+        assert_eq!(order_of(&out), Some(ElectorOrder::StepDown));
+        assert!(persisted(&out).is_none(), "no hand-over: it was not leading");
+        assert_eq!(e.role_name(), "follower");
+        // Its phase 1 succeeding late makes it lead nothing.
+        let out = e.handle(ElectorInput::Proposer(ProposerEvent::Elected(b)));
+        assert_eq!((out.leader, e.role_name()), (None, "follower"));
     }
 
     #[test]

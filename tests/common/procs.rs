@@ -29,6 +29,8 @@ pub struct Procs {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub http: BTreeMap<u64, String>,
+    /// (peer, HTTP) address of every node, `IP:port`.
+    pub addrs: BTreeMap<u64, (String, String)>,
     pub children: BTreeMap<u64, Child>,
     pub agent: ureq::Agent,
 }
@@ -48,12 +50,14 @@ impl Procs {
         );
         toml.push_str(extra);
         let mut http = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
         for id in 1..=n {
             let (peer, web) = (ports[2 * (id as usize - 1)], ports[2 * (id as usize - 1) + 1]);
             toml.push_str(&format!(
                 "\n[[nodes]]\nid = {id}\npeer_addr = \"127.0.0.1:{peer}\"\nhttp_addr = \"127.0.0.1:{web}\"\n"
             ));
             http.insert(id, format!("http://127.0.0.1:{web}"));
+            addrs.insert(id, (format!("127.0.0.1:{peer}"), format!("127.0.0.1:{web}")));
         }
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, toml).expect("write config");
@@ -65,6 +69,7 @@ impl Procs {
             dir,
             config,
             http,
+            addrs,
             children: BTreeMap::new(),
             agent,
         }
@@ -228,5 +233,79 @@ impl Drop for Procs {
         for id in ids {
             self.kill(id);
         }
+    }
+}
+
+/// Joining nodes and the operator's `rolepax member` commands (issue #16).
+impl Procs {
+    /// Starts node `id` in joining mode (`--join` naming the HTTP addresses of `via`),
+    /// with fresh ports and its own data directory; returns its (peer, HTTP) addresses.
+    pub fn start_joining(&mut self, id: u64, via: &[u64]) -> (String, String) {
+        let ports = free_ports(2);
+        let (peer, web) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+        self.http.insert(id, format!("http://{web}"));
+        self.addrs.insert(id, (peer.clone(), web.clone()));
+        let join: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
+        self.spawn_joining(id, &join.join(","));
+        (peer, web)
+    }
+
+    /// Starts node `id` again in joining mode, at the addresses it had (a restart with its
+    /// data directory: a node that holds a membership file ignores `--join`).
+    pub fn restart_joining(&mut self, id: u64, via: &[u64]) {
+        let join: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
+        self.spawn_joining(id, &join.join(","));
+    }
+
+    fn spawn_joining(&mut self, id: u64, join: &str) {
+        let (peer, web) = self.addrs[&id].clone();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rolepax-node"));
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLEPAX_")) {
+            command.env_remove(name);
+        }
+        let child = command
+            .args([
+                "--id",
+                &id.to_string(),
+                "--peer-addr",
+                &peer,
+                "--http-addr",
+                &web,
+                "--data-dir",
+            ])
+            .arg(self.dir.path().join(format!("data-{id}")))
+            .args(["--join", join])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rolepax-node --join");
+        self.children.insert(id, child);
+    }
+
+    /// Runs `rolepax --endpoints <via> member ARGS...`; returns (exit code, stdout, stderr).
+    pub fn member(&self, via: &[u64], args: &[&str]) -> (i32, String, String) {
+        let endpoints: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_rolepax"))
+            .args(["--endpoints", &endpoints.join(","), "--timeout", "90", "member"])
+            .args(args)
+            .output()
+            .expect("run rolepax member");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `GET /v1/members` of node `id`.
+    pub fn members(&self, id: u64) -> Option<Value> {
+        let res = self.agent.get(&format!("{}/v1/members", self.http[&id])).call().ok()?;
+        res.into_json().ok()
     }
 }

@@ -48,22 +48,55 @@
 //! accepted, so each slot's majority intersection argument (P2c) holds as before.
 //! `phase1.rs` argues the pulls.
 //!
-//! **Left out.** Leases and read-only fast paths (a later issue), reconfiguration (PMMC
-//! §4).
+//! **Membership change** (`crate::messages::membership`; Lamport, Malkhi and Zhou,
+//! "Stoppable Paxos", 2008; Omni-Paxos's StopSign). The proposer belongs to one
+//! configuration at a time (its id, [`Proposer::config_id`]; its members are the
+//! acceptors and learners it talks to) and leads only ballots of it.
+//!
+//! - `ProposeStop`: a StopSign waits in the queue in order with the commands, under the
+//!   same rules (dropped by a proposer with no ballot or a full queue; the asking node
+//!   retries).
+//! - **Stop rule** (phase 2): once a StopSign of this configuration has a slot `s`, the
+//!   ballot assigns no slot above `s`: the StopSign ends its batch, later commands stay
+//!   queued, and reads arriving now wait, with no barrier ([`Proposer::stopped_at`]).
+//!   Only a StopSign naming the configuration in force stops: one naming an older one
+//!   (a second change raced with the first) is decided as a no-op by every state
+//!   machine (rule 4), so it is proposed like a command. A leader of configuration `c`
+//!   assigns only slots that `c` decides, so "names `c`" gives the same answer here as
+//!   in the state machine; stopping at a StopSign no state machine applies would stop
+//!   the log for good.
+//! - **Recovery rule** (phase 1): the lowest StopSign phase 1 forces is proposed again
+//!   with nothing after it, unless a value after it was reported at a higher ballot, in
+//!   which case it was not chosen and becomes a no-op (`phase1.rs` argues why).
+//! - `Reconfigure(config)`, once the state machine applied the StopSign (ignored unless
+//!   `config` is newer): the members change (the old ones' learners hear every deferred
+//!   decision first), every slot below `config.start` counts as learned (no phase 1 of
+//!   `config` reaches below it, where older configurations decided), a ballot of the
+//!   older configuration is left (its reads ask again) but the queue is kept: the
+//!   commands that waited behind the StopSign go out if this node is ordered to lead
+//!   `config` (a `StepDown` drops them as ever). A node that is no member drops them
+//!   and leads nothing. A `Lead` with a ballot of an older configuration is refused
+//!   with `Preempted(c:0.0)` (the elector is behind); one of a newer configuration
+//!   waits for its `Reconfigure`.
+//!
+//! **Left out.** Leases and read-only fast paths (a later issue); serving reads past a
+//! StopSign (they wait for the next configuration's leader); handing the queue over to
+//! the next configuration's leader when this node does not lead it (its nodes propose
+//! the commands again).
 //!
 //! # Layout
 //!
 //! | file | holds |
 //! |------|-------|
 //! | `mod.rs` | this essay, [`Proposer`], [`ProposerConfig`], [`ProposerInput`], and [`Proposer::handle`]: one `match` on the input |
-//! | `phase1.rs` | prepare, summaries whole or in parts, floors, the plan and the pulls of the values it forces, no-op filling, becoming leader |
-//! | `phase2.rs` | accept, accepted, decide, deferred decides, the pipelining window, thrifty acceptors, resends, beacons |
+//! | `phase1.rs` | prepare, summaries whole or in parts, floors, the plan and the pulls of the values it forces, no-op filling, the recovery cut at a StopSign, becoming leader |
+//! | `phase2.rs` | accept, accepted, decide, deferred decides, the pipelining window, the stop rule, thrifty acceptors, resends, beacons |
 //! | `reads.rs` | linearizable reads: read-index waiting and answering |
 //!
 //! The state is one `State` per ballot: `Idle`, `Preparing` (phase 1's own struct) or
 //! `Leading` (phase 2's own struct, with the reads waiting on it). What outlives a
-//! ballot (identity, configuration, clock, the command queue, decisions not yet told to
-//! the other learners) is `Shared`, which the per-phase methods are handed. A transition
+//! ballot (identity, configuration and its members, clock, the queue of commands and
+//! StopSigns, decisions not yet told to the other learners) is `Shared`, which the per-phase methods are handed. A transition
 //! assigns the next state; no state is ever taken apart to build the next one.
 
 mod phase1;
@@ -77,7 +110,9 @@ use super::ready::Ready;
 use crate::messages::acceptor::CallId;
 use crate::messages::codec;
 use crate::messages::local::{LocalMessage, ProposerEvent};
-use crate::messages::{AcceptorReply, Ballot, Command, Configuration, NodeId, RequestId, Slot, StopSign, Value};
+use crate::messages::{
+    AcceptorReply, Ballot, Command, ConfigId, Configuration, NodeId, RequestId, Slot, StopSign, Value,
+};
 use phase1::Preparing;
 use phase2::Leading;
 use std::collections::VecDeque;
@@ -170,16 +205,25 @@ enum State {
 #[derive(Debug)]
 struct Shared {
     id: NodeId,
+    /// The acceptors and learners of the configuration in force here: Prepare, Pull,
+    /// Accept and Decide go to them, and majorities are of them.
     nodes: Vec<NodeId>,
+    /// The configuration in force here ([`Configuration::id`]): every ballot this
+    /// proposer leads is of it.
+    config: ConfigId,
+    /// A `Lead` with a ballot of a configuration this node has not applied yet (the
+    /// elector heard of it first): started once the configuration is in force here.
+    pending_lead: Option<Ballot>,
     cfg: ProposerConfig,
     /// Ticks so far.
     now: u64,
     next_call: CallId,
     /// Every slot below this is learned by this node's learner.
     learned: Slot,
-    /// Commands waiting for a batch, with the node each came through. They wait through
-    /// phase 1 too, and leave once this node leads.
-    queue: VecDeque<(NodeId, Command)>,
+    /// Values waiting for a batch (commands and StopSigns, in the order they came), with
+    /// the node each came through. They wait through phase 1 too, and leave once this
+    /// node leads; behind a StopSign they wait for the next configuration.
+    queue: VecDeque<(NodeId, Value)>,
     /// Decided batches the other nodes' learners have not been told of yet, merged where
     /// consecutive. They leave behind the next `Accept`, at the next tick, or at once
     /// when another node waits on them (see [`Leading::decide`]).
@@ -217,6 +261,8 @@ impl Proposer {
             shared: Shared {
                 id,
                 nodes,
+                config: 0,
+                pending_lead: None,
                 cfg,
                 now: 0,
                 next_call: 1,
@@ -235,6 +281,32 @@ impl Proposer {
     pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
         self.shared.bugs = bugs;
         self
+    }
+
+    /// The configuration in force on this node at start (default 0, the config file's);
+    /// `nodes` given to [`Proposer::new`] are its members.
+    pub fn with_config_id(mut self, config: ConfigId) -> Self {
+        self.shared.config = config;
+        self
+    }
+
+    /// The configuration this proposer proposes in.
+    pub fn config_id(&self) -> ConfigId {
+        self.shared.config
+    }
+
+    /// The acceptors (and learners) it talks to: the members of its configuration.
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.shared.nodes
+    }
+
+    /// While leading: the slot of the StopSign this proposer assigned (or recovered),
+    /// above which it assigns nothing in this configuration.
+    pub fn stopped_at(&self) -> Option<Slot> {
+        match &self.state {
+            State::Leading(l) => l.stopped_at(),
+            _ => None,
+        }
     }
 
     /// The ballot this proposer leads (or tries to lead) with.
@@ -285,8 +357,8 @@ impl Proposer {
             // other learners hear of it still.
             ProposerInput::StepDown => self.stand_down(&mut out),
             // A command: queue it (phase 1 or 2); it leaves at once if the window has
-            // room (phase2.rs).
-            ProposerInput::Propose(from, command) => self.propose(from, command, &mut out),
+            // room and no StopSign went before it (phase2.rs).
+            ProposerInput::Propose(from, command) => self.propose(from, Value::Command(command), &mut out),
             // A read: only a leader confirmed by a quorum after the read began may
             // answer (reads.rs).
             ProposerInput::ReadIndex(from, id) => self.read_index(from, id, &mut out),
@@ -344,10 +416,12 @@ impl Proposer {
             // The local learner progressed (it may stay below the floor phase 1 started
             // at for a while: `commit` and the next phase 1 just start lower).
             ProposerInput::Learned(slot) => self.shared.learned = self.shared.learned.max(slot),
-            // A membership change: queued like a command (membership issue: to do).
-            ProposerInput::ProposeStop(_, _) => {}
-            // A new configuration is in force (membership issue: to do).
-            ProposerInput::Reconfigure(_) => {}
+            // A membership change: queued like a command, in order with them; once it
+            // has a slot, nothing is assigned above it (phase2.rs).
+            ProposerInput::ProposeStop(from, stop) => self.propose(from, Value::StopSign(stop), &mut out),
+            // A StopSign was applied here: talk to the next configuration's members,
+            // leave a ballot of the old one, keep the queue for the next (see below).
+            ProposerInput::Reconfigure(config) => self.reconfigure(config, &mut out),
             // Time passes: tell the other learners what was decided; resend what is
             // unanswered, expire phase 1 (phase1.rs), send a beacon (phase2.rs).
             ProposerInput::Tick => {
@@ -372,6 +446,52 @@ impl Proposer {
         self.shared.flush_decides(out);
         self.leave_ballot(out);
         self.shared.queue.clear();
+        self.shared.pending_lead = None;
+    }
+
+    /// `Reconfigure(config)`: a StopSign was applied on this node (or a snapshot holding
+    /// it restored), so `config` decides every slot from `config.start` on. Ignored
+    /// unless newer than the configuration in force here (ids never go back; a restarted
+    /// node replays old StopSigns). Otherwise the proposer talks to `config`'s members
+    /// from now on, counts its majorities among them, and leaves a ballot of the older
+    /// configuration (its waiting reads ask again), keeping its queue: the commands that
+    /// waited behind the StopSign go out if this node is ordered to lead `config`. A
+    /// node that is no member drops them.
+    fn reconfigure(&mut self, config: Configuration, out: &mut ProposerOutput) {
+        let s = &mut self.shared;
+        if config.id <= s.config {
+            // Told again (a restart, a replayed StopSign): nothing new, but every slot
+            // below its start is decided all the same.
+            if config.id == s.config {
+                s.learned = s.learned.max(config.start);
+            }
+            return;
+        }
+        // The old members' learners hear every decision before the members change.
+        s.flush_decides(out);
+        s.config = config.id;
+        s.nodes = config.ids();
+        s.fastest.clear();
+        // Every slot below `start` is decided (this node applied the StopSign before
+        // it): a phase 1 of `config` never reaches below, where older configurations
+        // decided.
+        s.learned = s.learned.max(config.start);
+        if self.ballot().is_some_and(|b| b.config < config.id) {
+            self.leave_ballot(out);
+        }
+        let member = config.contains(self.shared.id);
+        if !member {
+            // Removed: this node leads nothing in `config`.
+            self.shared.queue.clear();
+            self.shared.pending_lead = None;
+        }
+        match self.shared.pending_lead.take() {
+            // The elector heard of `config` before we did: lead now.
+            Some(ballot) if ballot.config == config.id => self.lead(ballot, out),
+            // Of a configuration still ahead: keep waiting for it.
+            Some(ballot) if ballot.config > config.id => self.shared.pending_lead = Some(ballot),
+            _ => {}
+        }
     }
 
     /// Forgets the current ballot; the reads waiting on it ask again.

@@ -38,10 +38,58 @@
 //!    asked again (the next holder) every `retry_ticks`; without progress for
 //!    `prepare_timeout_ticks`, phase 1 gives up as in step 1.
 //! 5. **Recovery.** Once every part is in, each planned slot gets its pulled value, each
-//!    hole up to the highest reported slot a no-op, and they go out in `Accept` batches
-//!    at once, whatever the window: they must be decided before anything else.
+//!    hole up to the highest reported slot a no-op. Then the **recovery cut** (below):
+//!    at a StopSign of this configuration that may have been chosen, everything after
+//!    it is dropped. What is left goes out in `Accept` batches at once, whatever the
+//!    window: it must be decided before anything else.
 //! 6. **Leading.** The proposer tells the elector (`Elected`) and starts phase 2
-//!    ([`super::phase2`]) with the commands that queued meanwhile.
+//!    ([`super::phase2`]) with the commands that queued meanwhile, or, if the cut
+//!    stopped it, keeps them queued for the next configuration.
+//!
+//! **The recovery cut** (Lamport, Malkhi and Zhou, "Stoppable Paxos", 2008; rule 2 of
+//! `crate::messages::membership`). Among the forced values, take the lowest slot `s`
+//! holding a StopSign of this configuration, reported at ballot `b_s`. If some slot
+//! above `s` was reported at a ballot higher than `b_s`, the StopSign is replaced by a
+//! no-op and the next StopSign is looked at; otherwise the StopSign is proposed again
+//! at `s`, nothing above `s` is proposed (neither the values reported there nor no-ops
+//! for the holes), and the ballot is stopped at `s` as if it had assigned the StopSign
+//! itself. The values above `s` are pulled all the same (the StopSigns are only known
+//! once the values are in), but nothing is proposed before the cut is made. Holes count
+//! for nothing; a ballot equal to `b_s` above `s` cannot occur (lemma A) and does not
+//! replace it.
+//!
+//! **Why the cut is safe.** All ballots below are of one configuration and go to its
+//! acceptors (a proposer leads only ballots of its configuration; the acceptors refuse
+//! the others). Write "v is chosen at b" for "a majority accepted v at ballot b".
+//!
+//! * *Lemma A.* One ballot never proposes both a StopSign at `s` and a value above `s`:
+//!   fresh slots come after every recovered one and stop at a StopSign (phase 2's stop
+//!   rule), and the cut leaves nothing of recovery above the StopSign it keeps.
+//! * *Claim 1.* If the leader of ballot `b` proposes a value at `t > s`, no StopSign `X`
+//!   at `s` is chosen at any ballot `b_x < b`. Suppose it is, by majority `Q_x`. The
+//!   phase-1 quorum of `b` meets `Q_x` in an acceptor that accepted `X` at `b_x` before
+//!   it promised `b`, so slot `s` is reported at some `b_s ≥ b_x`, and by Paxos's own
+//!   invariant (P2c) the value there is `X`. The cut either stops at a StopSign at or
+//!   below `s` (then nothing is proposed at `t`: contradiction) or replaces `X`, which
+//!   takes a value at some slot above `s` reported at a ballot `b' > b_s ≥ b_x`, `b' < b`:
+//!   the leader of `b'` proposed above `s` although `X` was chosen below `b'`, which
+//!   contradicts claim 1 for `b'` (induction on ballots; `b' = b_x` is lemma A).
+//! * *Claim 2.* If the leader of ballot `b` proposes a StopSign `X` at `s`, no value
+//!   above `s` is chosen at any ballot `b_v < b`. Suppose `v` is, at `t > s`, by `Q_v`.
+//!   The phase-1 quorum of `b` reports `t` at a ballot `≥ b_v`, so `X` at `s` cannot be a
+//!   fresh proposal (fresh slots lie above every reported one): it was recovered, at a
+//!   ballot `b_s` that the cut compared with `t`'s: `b_s ≥ b_v`. `b_s = b_v` is lemma A
+//!   for the leader of `b_v`; `b_s > b_v` means the leader of `b_s < b` proposed `X` at
+//!   `s` while `v` was chosen below `b_s`: claim 2 for `b_s`, by induction.
+//! * *So* a chosen StopSign at `s` (at `b_x`) and a chosen value above it (at `b_v`)
+//!   never coexist: `b_v ≥ b_x` contradicts claim 1 (or lemma A), `b_v < b_x` claim 2.
+//!   The configuration decides nothing after its StopSign, and the next configuration
+//!   (which starts at `s + 1` with a fresh set of acceptors) never meets a slot the old
+//!   one also decided.
+//!
+//! The rule's other half matters as much: a StopSign reported below a higher ballot
+//! must *not* stop the log, or a StopSign that was never chosen would cut off values
+//! that were (claim 1's contradiction is exactly such a value).
 //!
 //! **Why this is safe.** Paxos asks a leader of ballot `b` to propose, in each slot, the
 //! value accepted at the highest ballot among a majority of promises for `b`, or anything
@@ -62,9 +110,10 @@
 //!
 //! **Left out.** PMMC's Scout choosing a higher ballot by itself when preempted (the
 //! elector picks ballots here); answering a `Pull` for slots an acceptor compacted after
-//! its `Promise` (the phase times out and the next one sees the higher floor).
+//! its `Promise` (the phase times out and the next one sees the higher floor); pulling
+//! only up to the first StopSign (the StopSigns are known only once the values are in).
 
-use super::phase2::Leading;
+use super::phase2::{Leading, Stop};
 use super::{MAX_RECOVERY_SLOTS, Proposer, ProposerOutput, Shared, State};
 use crate::messages::acceptor::{AcceptedRun, CallId};
 use crate::messages::local::{LocalMessage, ProposerEvent};
@@ -72,6 +121,10 @@ use crate::messages::{AcceptorRequest, Ballot, MAX_SLOT, NodeId, PeerMessage, Sl
 use crate::roles::quorum::{QuorumCall, QuorumRule, QuorumStatus};
 use crate::roles::runs::Runs;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The values phase 1 forces from its first slot on, in slot order, each with the
+/// ballot it was reported at (`None`: a hole, filled with a no-op).
+pub(super) type Forced = Vec<(Option<Ballot>, Value)>;
 
 /// Phase 1 of one ballot in progress.
 #[derive(Debug)]
@@ -171,6 +224,26 @@ impl Proposer {
         // Reads waiting under an earlier ballot carry an index that ballot stamped; a
         // newer leader may have decided writes above it meanwhile. They ask again.
         self.leave_ballot(out);
+        self.shared.pending_lead = None;
+        let config = self.shared.config;
+        if ballot.config > config {
+            // The elector applied a configuration this proposer has not heard of yet
+            // (its `Reconfigure` is on the way): lead once it is in force here.
+            self.shared.pending_lead = Some(ballot);
+            return;
+        }
+        if ballot.config < config || !self.shared.nodes.contains(&self.shared.id) {
+            // A ballot of an older configuration (the elector is behind; the acceptors
+            // would refuse it), or this node is no member: lead nothing. The elector
+            // learns of our configuration the way an acceptor would tell it.
+            let ours = Ballot::in_config(config, 0, 0);
+            out.local.push(LocalMessage::Event(if ours > ballot {
+                ProposerEvent::Preempted(ours)
+            } else {
+                ProposerEvent::PrepareTimedOut(ballot)
+            }));
+            return;
+        }
         if self.shared.bugs.proposer_skips_phase_one() {
             // Planted bug: lead without learning what earlier ballots may have chosen.
             let s = &self.shared;
@@ -220,16 +293,43 @@ impl Proposer {
         let State::Preparing(p) = &self.state else {
             return;
         };
-        let Some((start, recovered)) = p.recovered() else {
+        let Some((start, mut recovered)) = p.recovered() else {
             return;
         };
         let ballot = p.ballot;
-        self.become_leader(ballot, start, recovered, out);
+        // The recovery rule (Stoppable Paxos): nothing is proposed past a StopSign that
+        // may have been chosen. Planted bug: the values past it are proposed too.
+        let stop = if self.shared.bugs.proposer_proposes_past_stop_sign() {
+            None
+        } else {
+            let config = self.shared.config;
+            cut_at_stop_sign(&mut recovered, |v| matches!(v, Value::StopSign(s) if s.prev == config))
+                .map(|at| start + at as u64)
+        };
+        let recovered: Vec<Value> = recovered.into_iter().map(|(_, value)| value).collect();
+        self.become_leader(ballot, start, recovered, stop, out);
     }
 
-    /// Phase 1 succeeded: lead from `start`, proposing the recovered values first.
-    fn become_leader(&mut self, ballot: Ballot, start: Slot, recovered: Vec<Value>, out: &mut ProposerOutput) {
+    /// Phase 1 succeeded: lead from `start`, proposing the recovered values first;
+    /// stopped after them if the last one is a StopSign at `stop`.
+    fn become_leader(
+        &mut self,
+        ballot: Ballot,
+        start: Slot,
+        recovered: Vec<Value>,
+        stop: Option<Slot>,
+        out: &mut ProposerOutput,
+    ) {
         let s = &mut self.shared;
+        let stop = stop.and_then(|at| {
+            let last = recovered.last()?;
+            assert_eq!(
+                start + recovered.len() as u64,
+                at + 1,
+                "the recovery cut leaves its StopSign last"
+            );
+            Stop::of(last, at)
+        });
         let mut leading = Leading::new(ballot, start, s.now);
         // Recovery batches go out regardless of the window: they must be decided first.
         let mut batch = Vec::new();
@@ -245,6 +345,9 @@ impl Proposer {
         }
         if !batch.is_empty() {
             leading.send_accept(s, batch, false, out);
+        }
+        if let Some(stop) = stop {
+            leading.stop_at(stop);
         }
         out.local.push(LocalMessage::Event(ProposerEvent::Elected(ballot)));
         leading.maybe_send_accepts(s, out);
@@ -445,8 +548,9 @@ impl Preparing {
     }
 
     /// Once every part is in: the first slot to propose in and the values phase 1
-    /// forces from there, a no-op in every hole.
-    fn recovered(&self) -> Option<(Slot, Vec<Value>)> {
+    /// forces from there, each with the ballot it was reported at, a no-op (and no
+    /// ballot) in every hole.
+    fn recovered(&self) -> Option<(Slot, Forced)> {
         let pulling = self.pulling.as_ref()?;
         if !pulling.parts.iter().all(Part::done) {
             return None;
@@ -454,11 +558,12 @@ impl Preparing {
         let mut values = Vec::new();
         let mut next = pulling.start;
         for part in &pulling.parts {
-            values.extend((next..part.first).map(|_| Value::Noop));
-            values.extend(part.values.iter().cloned());
+            values.extend((next..part.first).map(|_| (None, Value::Noop)));
+            let ballots = (part.first..).map(|slot| pulling.plan.get(slot).map(|(_, b)| b));
+            values.extend(ballots.zip(part.values.iter().cloned()));
             next = part.end;
         }
-        values.extend((next..pulling.end).map(|_| Value::Noop));
+        values.extend((next..pulling.end).map(|_| (None, Value::Noop)));
         Some((pulling.start, values))
     }
 
@@ -493,6 +598,38 @@ impl Preparing {
         }
         status
     }
+}
+
+/// The recovery rule of Stoppable Paxos on the values phase 1 forces (in slot order,
+/// each with the ballot it was reported at, `None` for a hole): takes the lowest value
+/// that `stops` (a StopSign of this configuration); if a value after it was reported
+/// at a higher ballot, that StopSign cannot have been chosen and becomes a no-op, and
+/// the next one is looked at; otherwise everything after it is dropped (values and
+/// holes alike) and its index is returned: the proposer stops there.
+pub(super) fn cut_at_stop_sign(values: &mut Forced, stops: impl Fn(&Value) -> bool) -> Option<usize> {
+    // The highest ballot reported after each position.
+    let mut after = vec![None; values.len()];
+    for i in (1..values.len()).rev() {
+        after[i - 1] = after[i].max(values[i].0);
+    }
+    for i in 0..values.len() {
+        if !stops(&values[i].1) {
+            continue;
+        }
+        if after[i] > values[i].0 {
+            // A leader of a higher ballot proposed past this slot without stopping
+            // here: this StopSign was not chosen.
+            tracing::info!(
+                at = i,
+                "recovered StopSign followed by a higher ballot: a no-op instead"
+            );
+            values[i].1 = Value::Noop;
+            continue;
+        }
+        values.truncate(i + 1);
+        return Some(i);
+    }
+    None
 }
 
 /// Consecutive slots with one highest reported ballot and the same acceptors holding

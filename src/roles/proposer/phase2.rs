@@ -30,6 +30,16 @@
 //!   index on AppendEntries likewise.
 //! - **Beacons.** Every `beacon_ticks` an empty `Decide` tells the other learners how
 //!   far the log is learned here, so that one that lost a decision fetches it.
+//! - **The stop rule** (rule 1 of `crate::messages::membership`). A StopSign of this
+//!   configuration ends its batch (such a batch counts as full: it may pipeline), and
+//!   once it has its slot `s` the ballot assigns nothing above `s`: the batches in flight
+//!   are resent and decided as ever, queued commands wait for the next configuration,
+//!   and reads arriving now wait with no barrier (a barrier's quorum of this
+//!   configuration could confirm a read index of `s + 1` while the next configuration
+//!   already decided writes there). They are told to ask again when the proposer leaves
+//!   the ballot (`Reconfigure`, `StepDown`). Reads that rode with a batch up to the
+//!   StopSign's are answered as usual: every later write completes after the StopSign
+//!   is chosen.
 //!
 //! **Left out.** Flow control by the acceptors (they take what comes), a separate
 //! commit-index message (it rides on `Decide`), and PMMC's per-slot Commanders (one
@@ -38,7 +48,7 @@
 use super::reads::PendingRead;
 use super::{Proposer, ProposerOutput, Shared, State};
 use crate::messages::acceptor::CallId;
-use crate::messages::{AcceptorRequest, Ballot, Command, LearnerMessage, NodeId, PeerMessage, Slot, Value};
+use crate::messages::{AcceptorRequest, Ballot, LearnerMessage, NodeId, PeerMessage, Slot, Value};
 use crate::roles::quorum::{QuorumCall, QuorumRule, QuorumStatus, majority};
 use std::collections::BTreeMap;
 
@@ -53,6 +63,31 @@ pub(super) struct Leading {
     last_beacon: u64,
     /// Reads waiting for the next batch to leave (see [`super::reads`]).
     pub(super) reads: Vec<PendingRead>,
+    /// The StopSign this ballot assigned (or recovered): nothing above its slot.
+    stop: Option<Stop>,
+}
+
+/// A StopSign this ballot proposed: the stop rule's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stop {
+    /// Its slot: this ballot assigns no slot above it.
+    pub(super) at: Slot,
+    /// The next configuration's members (where the planted
+    /// `proposer_starts_next_config_early` sends what follows).
+    pub(super) members: Vec<NodeId>,
+}
+
+impl Stop {
+    /// The record of `value` assigned to slot `at`, if it is a StopSign.
+    pub(super) fn of(value: &Value, at: Slot) -> Option<Stop> {
+        match value {
+            Value::StopSign(stop) => Some(Stop {
+                at,
+                members: stop.members.keys().copied().collect(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A batch in phase 2.
@@ -72,14 +107,15 @@ struct Inflight {
 }
 
 impl Proposer {
-    /// `Propose`: queues the command while this proposer has a ballot (phase 1 or 2)
-    /// and room in its queue, and sends what the window allows.
-    pub(super) fn propose(&mut self, from: NodeId, command: Command, out: &mut ProposerOutput) {
+    /// `Propose` or `ProposeStop`: queues the value while this proposer has a ballot
+    /// (phase 1 or 2) and room in its queue, and sends what the window and the stop
+    /// rule allow.
+    pub(super) fn propose(&mut self, from: NodeId, value: Value, out: &mut ProposerOutput) {
         if matches!(self.state, State::Idle) || self.shared.queue.len() >= self.shared.cfg.max_queue {
             // Not leading (or overloaded): the node that asked will retry.
             return;
         }
-        self.shared.queue.push_back((from, command));
+        self.shared.queue.push_back((from, value));
         if let State::Leading(l) = &mut self.state {
             l.maybe_send_accepts(&mut self.shared, out);
         }
@@ -105,7 +141,23 @@ impl Leading {
             inflight: BTreeMap::new(),
             last_beacon: now,
             reads: Vec::new(),
+            stop: None,
         }
+    }
+
+    /// The slot of the StopSign this ballot assigned, if any.
+    pub(super) fn stopped_at(&self) -> Option<Slot> {
+        self.stop.as_ref().map(|stop| stop.at)
+    }
+
+    /// Phase 1 recovered a StopSign and proposed it again as its last value: stopped.
+    pub(super) fn stop_at(&mut self, stop: Stop) {
+        assert_eq!(
+            stop.at + 1,
+            self.next_slot,
+            "a recovered StopSign is the last slot its ballot assigns"
+        );
+        self.stop = Some(stop);
     }
 
     pub(super) fn ballot(&self) -> Ballot {
@@ -125,9 +177,19 @@ impl Leading {
         self.inflight.values_mut().map(|batch| &mut batch.reads)
     }
 
-    /// Sends queued commands (or a barrier for waiting reads) while the window has room.
+    /// Sends queued values (or a barrier for waiting reads) while the window has room
+    /// and no StopSign was assigned (the stop rule: nothing above it; queued values and
+    /// new reads wait for the next configuration).
     pub(super) fn maybe_send_accepts(&mut self, s: &mut Shared, out: &mut ProposerOutput) {
+        // Planted bug: what follows a StopSign goes to the next configuration's members
+        // before it is decided.
+        let early = s.bugs.proposer_starts_next_config_early();
         loop {
+            if self.stop.is_some() && !early {
+                // Stopped. A read barrier is held back too: past the StopSign the next
+                // configuration may decide writes this ballot's quorum never sees.
+                return;
+            }
             // Nagle-like: a partial batch leaves only when nothing is in flight; while a
             // batch is out, commands gather into the next one. Only full batches pipeline.
             let nothing_to_send = s.queue.is_empty() && self.reads.is_empty();
@@ -136,18 +198,26 @@ impl Leading {
             if self.inflight.len() >= s.cfg.max_inflight || nothing_to_send || wait_to_fill {
                 return;
             }
-            // Queued commands, or else an empty batch: a barrier that confirms waiting reads.
+            // Queued values, or else an empty batch: a barrier that confirms waiting reads.
             let id = s.id;
             let mut remote = false;
-            let values = s
+            let values: Vec<Value> = s
                 .queue
                 .drain(..n)
-                .map(|(from, command)| {
+                .map(|(from, value)| {
                     remote |= from != id;
-                    Value::Command(command)
+                    value
                 })
                 .collect();
+            // The stop rule: a StopSign ends its batch (`next_batch_len`) and this ballot.
+            let stop = values
+                .last()
+                .filter(|last| s.stops(last))
+                .and_then(|last| Stop::of(last, self.next_slot + values.len() as u64 - 1));
             self.send_accept(s, values, remote, out);
+            if stop.is_some() && self.stop.is_none() {
+                self.stop = stop;
+            }
         }
     }
 
@@ -165,7 +235,13 @@ impl Leading {
         } else {
             QuorumRule::Majority
         };
-        let call = QuorumCall::new(s.nodes.iter().copied(), rule, s.now, u64::MAX);
+        // Planted bug: past its StopSign, the next configuration's members decide
+        // (before the StopSign is decided, and at this configuration's ballot).
+        let nodes = match &self.stop {
+            Some(stop) if s.bugs.proposer_starts_next_config_early() && !stop.members.is_empty() => &stop.members,
+            _ => &s.nodes,
+        };
+        let call = QuorumCall::new(nodes.iter().copied(), rule, s.now, u64::MAX);
         // Thrifty: this node and as many of the fastest others as a majority needs,
         // once that many are known; every acceptor otherwise.
         let others = majority(call.targets().count()) - 1;
@@ -280,16 +356,29 @@ impl Shared {
         self.nodes.iter().copied().filter(move |&n| n != self.id)
     }
 
-    /// How many queued commands the next batch takes (by count and by bytes), and
-    /// whether that batch is full: `max_batch` commands, or one more would pass
-    /// `max_batch_bytes`.
+    /// Whether `value` stops this proposer's slot numbering: a StopSign of the
+    /// configuration it proposes in (one naming another configuration is decided as a
+    /// no-op: the state machine refuses it, so it is a value like any other). Planted
+    /// bug: none does.
+    pub(super) fn stops(&self, value: &Value) -> bool {
+        let stop_sign = matches!(value, Value::StopSign(stop) if stop.prev == self.config);
+        stop_sign && !self.bugs.proposer_proposes_past_stop_sign()
+    }
+
+    /// How many queued values the next batch takes (by count and by bytes), and
+    /// whether that batch is full: `max_batch` values, or one more would pass
+    /// `max_batch_bytes`, or it ends with a StopSign that stops this proposer, after
+    /// which nothing may join it.
     fn next_batch_len(&self) -> (usize, bool) {
         let max = self.cfg.max_batch.max(1);
         let mut bytes = 0;
-        for (i, (_, c)) in self.queue.iter().enumerate() {
-            let size = c.wire_size();
+        for (i, (_, value)) in self.queue.iter().enumerate() {
+            let size = value.wire_size();
             if i == max || (i > 0 && bytes + size > self.cfg.max_batch_bytes) {
                 return (i, true);
+            }
+            if self.stops(value) {
+                return (i + 1, true);
             }
             bytes += size;
         }

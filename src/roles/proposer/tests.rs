@@ -5,6 +5,7 @@ use super::*;
 use crate::messages::acceptor::{AcceptedRun, CallId};
 use crate::messages::local::{LocalMessage, ProposerEvent};
 use crate::messages::{AcceptorRequest, LearnerMessage, PeerMessage, RequestId, StateMachineMessage};
+use std::collections::BTreeMap;
 
 fn cmd(seq: u64) -> Command {
     Command {
@@ -670,4 +671,456 @@ fn proposer_preempted_tells_every_waiting_read_to_ask_again() {
         p.handle(accepted(3)).send.is_empty(),
         "a deposed proposer answers no read"
     );
+}
+
+// ---- Membership change: the StopSign's stop rule, recovery rule and Reconfigure ----
+
+/// A StopSign ending configuration `prev`, naming `members` as the next one.
+fn stop_sign(prev: ConfigId, members: &[NodeId]) -> StopSign {
+    StopSign {
+        id: RequestId {
+            client: 8,
+            seq: prev + 1,
+        },
+        prev,
+        members: Configuration::of_ids(members).members,
+        sources: Vec::new(),
+    }
+}
+
+/// The configuration a StopSign of `members` decided at `at` starts (id `id`).
+fn next_config(id: ConfigId, members: &[NodeId], at: Slot) -> Configuration {
+    Configuration {
+        id,
+        start: at + 1,
+        members: Configuration::of_ids(members).members,
+    }
+}
+
+/// The values of every `Accept` in `out` by slot, each with the nodes it went to.
+fn accepted_slots(out: &ProposerOutput) -> Vec<(Slot, Value, Vec<NodeId>)> {
+    let mut slots: Vec<(Slot, Value, Vec<NodeId>)> = Vec::new();
+    for (to, _, first, values) in accepts(out) {
+        for (slot, value) in (first..).zip(values) {
+            match slots.iter_mut().find(|(s, _, _)| *s == slot) {
+                Some((_, _, nodes)) => nodes.push(to),
+                None => slots.push((slot, value, vec![to])),
+            }
+        }
+    }
+    slots
+}
+
+#[test]
+fn proposer_assigns_no_slot_after_a_stop_sign() {
+    let (mut p, b) = leader_with_window_of_one(ProposerConfig::default());
+    let stop = stop_sign(0, &[1, 2, 4]);
+    let first = accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].1;
+    // Behind the batch in flight: a command, the StopSign, and two more commands.
+    p.handle(ProposerInput::Propose(1, cmd(2)));
+    p.handle(ProposerInput::ProposeStop(2, stop.clone()));
+    p.handle(ProposerInput::Propose(1, cmd(3)));
+    p.handle(ProposerInput::Propose(3, cmd(4)));
+    assert_eq!(p.stopped_at(), None, "not assigned yet: the window is full");
+    p.handle(accepted_one(1, first, b, 0));
+    let out = p.handle(accepted_one(2, first, b, 0));
+    let next = accepts(&out);
+    assert_eq!(next[0].2, 1);
+    assert_eq!(
+        next[0].3,
+        vec![Value::Command(cmd(2)), Value::StopSign(stop)],
+        "the StopSign ends its batch"
+    );
+    assert_eq!(p.stopped_at(), Some(2));
+    assert_eq!(p.next_slot(), Some(3));
+    assert_eq!(p.queued(), 2, "the commands after it stay queued");
+    // Its batch decided, the window is free: still nothing above the StopSign.
+    let c = next[0].1;
+    p.handle(accepted(1, c, b, 1, 2));
+    let out = p.handle(accepted(3, c, b, 1, 2));
+    assert_eq!(
+        decides_to(&out, 1),
+        vec![1, 2, 3],
+        "the StopSign is decided (it came through node 2: every learner hears at once)"
+    );
+    assert!(accepts(&out).is_empty(), "no slot after the StopSign");
+    // Neither new commands, nor read barriers, nor ticks assign one.
+    let id = RequestId { client: 9, seq: 1 };
+    assert!(accepts(&p.handle(ProposerInput::Propose(1, cmd(5)))).is_empty());
+    assert!(accepts(&p.handle(ProposerInput::ReadIndex(2, id))).is_empty());
+    for _ in 0..50 {
+        assert!(accepts(&p.handle(ProposerInput::Tick)).is_empty());
+    }
+    assert_eq!((p.next_slot(), p.queued()), (Some(3), 3));
+}
+
+#[test]
+fn proposer_stop_sign_alone_leaves_at_once_even_with_a_batch_in_flight() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    become_leader_unopposed(&mut p, Ballot::new(1, 1));
+    p.handle(ProposerInput::Propose(1, cmd(1)));
+    // A batch ending in a StopSign can take nothing more: it pipelines like a full one.
+    let out = p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 2])));
+    assert_eq!(accepts(&out)[0].2, 1);
+    assert_eq!(p.stopped_at(), Some(1));
+    let out = p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 3])));
+    assert!(accepts(&out).is_empty(), "a second StopSign waits like a command");
+    assert_eq!(p.queued(), 1);
+}
+
+#[test]
+fn proposer_carries_queued_commands_into_the_next_configuration() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    let call = accepts(&p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 2, 4]))))[0].1;
+    p.handle(ProposerInput::Propose(2, cmd(1)));
+    p.handle(ProposerInput::Propose(1, cmd(2)));
+    let id = RequestId { client: 9, seq: 1 };
+    p.handle(ProposerInput::ReadIndex(3, id));
+    p.handle(accepted_one(1, call, b, 0));
+    assert_eq!(decides_to(&p.handle(accepted_one(2, call, b, 0)), 0), vec![1]);
+    // The StopSign at slot 0 is applied here: configuration 1 is {1, 2, 4} from slot 1.
+    let out = p.handle(ProposerInput::Reconfigure(next_config(1, &[1, 2, 4], 0)));
+    assert_eq!(
+        decides_to(&out, 0),
+        vec![2, 3],
+        "the old members hear the decision first"
+    );
+    assert_eq!(refused_reads(&out), vec![(3, id)], "the waiting read asks again");
+    assert_eq!((p.ballot(), p.stopped_at(), p.queued()), (None, None, 2));
+    assert_eq!((p.config_id(), p.nodes()), (1, &[1, 2, 4][..]));
+    // Ordered to lead configuration 1: phase 1 at its members, from its first slot.
+    let b1 = Ballot::in_config(1, 1, 1);
+    let out = p.handle(ProposerInput::Lead(b1));
+    let asked: Vec<(NodeId, Slot)> = out
+        .send
+        .iter()
+        .filter_map(|(to, m)| match m {
+            PeerMessage::AcceptorRequest(AcceptorRequest::Prepare { from_slot, ballot, .. }) if *ballot == b1 => {
+                Some((*to, *from_slot))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![(1, 1), (2, 1), (4, 1)]);
+    let call = prepares(&out)[0].1;
+    p.handle(ProposerInput::Reply(1, promise(call, b1, vec![])));
+    assert!(
+        !p.is_leading(),
+        "node 3's promise would not count: one of three is no majority"
+    );
+    p.handle(ProposerInput::Reply(3, promise(call, b1, vec![])));
+    assert!(!p.is_leading(), "node 3 is no member any more");
+    let out = p.handle(ProposerInput::Reply(4, promise(call, b1, vec![])));
+    assert!(p.is_leading());
+    assert_eq!(
+        accepted_slots(&out),
+        vec![
+            (1, Value::Command(cmd(1)), vec![1, 2, 4]),
+            (2, Value::Command(cmd(2)), vec![1, 2, 4]),
+        ],
+        "the queued commands go out in configuration 1, after the StopSign"
+    );
+    // A majority of the new members decides them.
+    let c = accepts(&out)[0].1;
+    p.handle(accepted(1, c, b1, 1, 2));
+    let out = p.handle(accepted(4, c, b1, 1, 2));
+    assert_eq!(
+        decides_to(&out, 1),
+        vec![1, 2, 4],
+        "a command of node 2: every learner at once"
+    );
+}
+
+#[test]
+fn proposer_reconfigure_ignores_a_configuration_not_newer_than_its_own() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default()).with_config_id(2);
+    let b = Ballot::in_config(2, 1, 1);
+    become_leader_unopposed(&mut p, b);
+    p.handle(ProposerInput::Propose(1, cmd(1)));
+    for id in [0, 1, 2] {
+        let out = p.handle(ProposerInput::Reconfigure(next_config(id, &[1, 4, 5], 0)));
+        assert_eq!(out, ProposerOutput::default(), "configuration {id} is not newer than 2");
+    }
+    assert_eq!((p.config_id(), p.nodes(), p.ballot()), (2, &[1, 2, 3][..], Some(b)));
+}
+
+#[test]
+fn proposer_refuses_to_lead_a_ballot_of_another_configuration() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default()).with_config_id(1);
+    // The elector is behind: its ballot is of configuration 0.
+    let out = p.handle(ProposerInput::Lead(Ballot::new(9, 1)));
+    assert!(prepares(&out).is_empty());
+    assert_eq!(
+        out.local,
+        vec![LocalMessage::Event(ProposerEvent::Preempted(Ballot::in_config(
+            1, 0, 0
+        )))],
+        "the elector learns of configuration 1 as an acceptor would tell it"
+    );
+    // The elector is ahead: the proposer leads once it applied that configuration too.
+    let b2 = Ballot::in_config(2, 1, 1);
+    let out = p.handle(ProposerInput::Lead(b2));
+    assert!(prepares(&out).is_empty() && out.local.is_empty());
+    assert_eq!(p.ballot(), None);
+    let out = p.handle(ProposerInput::Reconfigure(next_config(2, &[1, 3, 5], 9)));
+    assert_eq!(
+        prepares(&out).iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+        vec![1, 3, 5],
+        "phase 1 of the waiting ballot, at the new members"
+    );
+    assert_eq!(p.ballot(), Some(b2));
+}
+
+#[test]
+fn proposer_removed_from_the_configuration_drops_its_queue_and_leads_nothing() {
+    let mut p = Proposer::new(3, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 3);
+    become_leader_unopposed(&mut p, b);
+    p.handle(ProposerInput::ProposeStop(3, stop_sign(0, &[1, 2, 4])));
+    p.handle(ProposerInput::Propose(3, cmd(1)));
+    assert_eq!(p.queued(), 1);
+    p.handle(ProposerInput::Reconfigure(next_config(1, &[1, 2, 4], 0)));
+    assert_eq!((p.ballot(), p.queued()), (None, 0));
+    let b1 = Ballot::in_config(1, 1, 3);
+    let out = p.handle(ProposerInput::Lead(b1));
+    assert!(prepares(&out).is_empty(), "no member: no phase 1");
+    assert_eq!(out.local, vec![LocalMessage::Event(ProposerEvent::PrepareTimedOut(b1))]);
+}
+
+/// Runs phase 1 of `b` over nodes 1–3 where node 2 reports `two` and node 3 reports
+/// `three`, answers every pull with `values` (by slot, with their ballots), and returns
+/// the output that made `p` lead.
+fn recover(
+    p: &mut Proposer,
+    b: Ballot,
+    two: Vec<AcceptedRun>,
+    three: Vec<AcceptedRun>,
+    values: &BTreeMap<Slot, (Ballot, Value)>,
+) -> ProposerOutput {
+    let call = prepares(&p.handle(ProposerInput::Lead(b)))[0].1;
+    p.handle(ProposerInput::Reply(2, promise(call, b, two)));
+    let out = p.handle(ProposerInput::Reply(3, promise(call, b, three)));
+    let mut last = ProposerOutput::default();
+    for (to, first, end) in pulls(&out) {
+        let answer = (first..end).map(|slot| values[&slot].clone()).collect();
+        last = p.handle(ProposerInput::Reply(to, pulled(call, b, first, answer)));
+    }
+    assert!(p.is_leading());
+    last
+}
+
+#[test]
+fn proposer_recovery_reproposes_a_stop_sign_and_nothing_after_it() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let (low, at_stop) = (Ballot::new(1, 2), Ballot::new(2, 2));
+    let stop = Value::StopSign(stop_sign(0, &[1, 2, 4]));
+    let values: BTreeMap<Slot, (Ballot, Value)> = [
+        (0, (low, Value::Command(cmd(0)))),
+        (1, (at_stop, stop.clone())),
+        (2, (low, Value::Command(cmd(2)))),
+        (3, (at_stop, Value::Command(cmd(3)))),
+        (5, (low, Value::Command(cmd(5)))),
+    ]
+    .into();
+    // Slots 2 and 3 at lower or equal ballots than the StopSign's, a hole at 4, 5 lower.
+    let two = vec![run(0, 1, low), run(1, 2, at_stop), run(2, 3, low), run(3, 4, at_stop)];
+    let three = vec![run(5, 6, low)];
+    let out = recover(&mut p, Ballot::new(5, 1), two, three, &values);
+    assert_eq!(
+        accepted_slots(&out)
+            .into_iter()
+            .map(|(s, v, _)| (s, v))
+            .collect::<Vec<_>>(),
+        vec![(0, Value::Command(cmd(0))), (1, stop)],
+        "the StopSign again, and nothing after it: no values, no no-ops"
+    );
+    assert_eq!((p.stopped_at(), p.next_slot()), (Some(1), Some(2)));
+    assert!(
+        accepts(&p.handle(ProposerInput::Propose(1, cmd(9)))).is_empty(),
+        "stopped"
+    );
+}
+
+#[test]
+fn proposer_recovery_replaces_a_stop_sign_followed_by_a_higher_ballot() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let (low, mid, high) = (Ballot::new(1, 2), Ballot::new(2, 2), Ballot::new(3, 3));
+    let (first, second) = (stop_sign(0, &[1, 2, 4]), stop_sign(0, &[1, 3, 5]));
+    let values: BTreeMap<Slot, (Ballot, Value)> = [
+        (0, (mid, Value::StopSign(first))),
+        (1, (low, Value::Command(cmd(1)))),
+        (2, (high, Value::Command(cmd(2)))),
+        (3, (high, Value::StopSign(second.clone()))),
+        (4, (low, Value::Command(cmd(4)))),
+    ]
+    .into();
+    // Slot 2 was proposed at a higher ballot than the first StopSign: it was not chosen.
+    // The second one has nothing higher after it: it stops the log.
+    let two = vec![run(0, 1, mid), run(1, 2, low), run(4, 5, low)];
+    let three = vec![run(2, 4, high)];
+    let out = recover(&mut p, Ballot::new(5, 1), two, three, &values);
+    assert_eq!(
+        accepted_slots(&out)
+            .into_iter()
+            .map(|(s, v, _)| (s, v))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, Value::Noop),
+            (1, Value::Command(cmd(1))),
+            (2, Value::Command(cmd(2))),
+            (3, Value::StopSign(second)),
+        ]
+    );
+    assert_eq!(p.stopped_at(), Some(3));
+}
+
+#[test]
+fn proposer_recovery_cut_keeps_a_stop_sign_unless_a_strictly_higher_ballot_follows() {
+    let s = |b: Option<Ballot>| (b, Value::StopSign(stop_sign(0, &[1])));
+    let c = |b: Option<Ballot>| (b, Value::Command(cmd(1)));
+    let hole = (None, Value::Noop);
+    let (b1, b2) = (Some(Ballot::new(1, 1)), Some(Ballot::new(2, 1)));
+    let cases: Vec<(phase1::Forced, Option<usize>, usize)> = vec![
+        (vec![c(b1), c(b2)], None, 2),
+        (vec![s(b1), c(b1), hole.clone()], Some(0), 1),
+        (vec![c(b2), s(b1), hole.clone(), c(b1)], Some(1), 2),
+        (vec![s(b1), c(b2)], None, 2),
+        (vec![s(b1), c(b2), s(b2), hole.clone()], Some(2), 3),
+        (vec![s(b1), s(b2), c(b2)], Some(1), 2),
+        (vec![s(Some(Ballot::in_config(1, 1, 1))), c(b2)], Some(0), 1),
+    ];
+    let of_config_0 = |v: &Value| matches!(v, Value::StopSign(s) if s.prev == 0);
+    for (n, (mut values, at, len)) in cases.into_iter().enumerate() {
+        assert_eq!(phase1::cut_at_stop_sign(&mut values, of_config_0), at, "case {n}");
+        assert_eq!(values.len(), len, "case {n}");
+    }
+    // A StopSign of another configuration is decided as a no-op: no cut, and it stays.
+    let mut values = vec![(b1, Value::StopSign(stop_sign(3, &[1]))), c(b1)];
+    assert_eq!(phase1::cut_at_stop_sign(&mut values, of_config_0), None);
+    assert!(matches!(values[0].1, Value::StopSign(_)));
+}
+
+#[test]
+fn proposer_stop_sign_of_another_configuration_is_proposed_like_a_command() {
+    // Configuration 1 is in force; a StopSign raced with the one that started it and
+    // still names configuration 0: the state machine will refuse it, so it stops nothing.
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default()).with_config_id(1);
+    let b = Ballot::in_config(1, 1, 1);
+    become_leader_unopposed(&mut p, b);
+    let call = accepts(&p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 2]))))[0].1;
+    assert_eq!(p.stopped_at(), None);
+    p.handle(accepted_one(1, call, b, 0));
+    let out = p.handle(accepted_one(2, call, b, 0));
+    assert_eq!(accepts(&p.handle(ProposerInput::Propose(1, cmd(1))))[0].2, 1);
+    assert_eq!(decides_to(&out, 0), vec![1]);
+    // And phase 1 of a later ballot does not stop at it either.
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default()).with_config_id(1);
+    let low = Ballot::in_config(1, 1, 2);
+    let stale = Value::StopSign(stop_sign(0, &[1, 2]));
+    let values: BTreeMap<Slot, (Ballot, Value)> =
+        [(0, (low, stale.clone())), (1, (low, Value::Command(cmd(1))))].into();
+    let out = recover(
+        &mut p,
+        Ballot::in_config(1, 5, 1),
+        vec![run(0, 2, low)],
+        vec![],
+        &values,
+    );
+    assert_eq!(accepts(&out)[0].3, vec![stale, Value::Command(cmd(1))]);
+    assert_eq!(p.stopped_at(), None);
+}
+
+#[test]
+fn proposer_stopped_ballot_answers_reads_only_by_asking_again() {
+    let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default());
+    let b = Ballot::new(1, 1);
+    become_leader_unopposed(&mut p, b);
+    let call = accepts(&p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 2]))))[0].1;
+    let id = RequestId { client: 9, seq: 4 };
+    p.handle(ProposerInput::ReadIndex(2, id));
+    p.handle(accepted_one(1, call, b, 0));
+    let out = p.handle(accepted_one(3, call, b, 0));
+    assert!(
+        refused_reads(&out).is_empty() && accepts(&out).is_empty(),
+        "the read waits"
+    );
+    let out = p.handle(ProposerInput::StepDown);
+    assert_eq!(refused_reads(&out), vec![(2, id)]);
+}
+
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use super::*;
+    use crate::roles::bugs::PlantedBugs;
+
+    #[test]
+    fn proposer_planted_proposes_past_stop_sign_assigns_slots_after_it() {
+        let bugs = PlantedBugs {
+            proposer_proposes_past_stop_sign: true,
+            ..PlantedBugs::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], ProposerConfig::default()).with_bugs(bugs);
+        become_leader_unopposed(&mut p, Ballot::new(1, 1));
+        let stop = Value::StopSign(stop_sign(0, &[1, 2, 4]));
+        // The first batch is in flight: the StopSign and a command gather behind it.
+        p.handle(ProposerInput::Propose(1, cmd(1)));
+        p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 2, 4])));
+        p.handle(ProposerInput::Propose(1, cmd(2)));
+        assert_eq!(p.stopped_at(), None);
+        assert_eq!(p.queued(), 2, "not cut at the StopSign: a partial batch waits");
+        // And recovery keeps what was reported past a StopSign (one value per batch:
+        // a new command need not wait for the recovery batch).
+        let one = ProposerConfig {
+            max_batch: 1,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], one).with_bugs(bugs);
+        let low = Ballot::new(1, 2);
+        let values: BTreeMap<Slot, (Ballot, Value)> =
+            [(0, (low, stop.clone())), (1, (low, Value::Command(cmd(1))))].into();
+        let out = recover(&mut p, Ballot::new(5, 1), vec![run(0, 2, low)], vec![], &values);
+        let recovered: Vec<Value> = accepted_slots(&out).into_iter().map(|(_, v, _)| v).collect();
+        assert_eq!(recovered, vec![stop, Value::Command(cmd(1))]);
+        assert_eq!((p.stopped_at(), p.next_slot()), (None, Some(2)));
+        assert_eq!(
+            accepts(&p.handle(ProposerInput::Propose(1, cmd(3))))[0].2,
+            2,
+            "a new command gets a slot after the StopSign"
+        );
+    }
+
+    #[test]
+    fn proposer_planted_starts_next_config_early_sends_past_the_stop_sign_to_its_members() {
+        let bugs = PlantedBugs {
+            proposer_starts_next_config_early: true,
+            ..PlantedBugs::default()
+        };
+        // One value per batch: a command need not wait for the StopSign's batch.
+        let one = ProposerConfig {
+            max_batch: 1,
+            ..ProposerConfig::default()
+        };
+        let mut p = Proposer::new(1, vec![1, 2, 3], one).with_bugs(bugs);
+        let b = Ballot::new(1, 1);
+        become_leader_unopposed(&mut p, b);
+        let out = p.handle(ProposerInput::ProposeStop(1, stop_sign(0, &[1, 4, 5])));
+        assert_eq!(
+            accepted_slots(&out)[0].2,
+            vec![1, 2, 3],
+            "the StopSign goes to this configuration"
+        );
+        assert_eq!(p.stopped_at(), Some(0));
+        let out = p.handle(ProposerInput::Propose(1, cmd(1)));
+        assert_eq!(
+            accepted_slots(&out),
+            vec![(1, Value::Command(cmd(1)), vec![1, 4, 5])],
+            "the slot after it goes to the next configuration's members"
+        );
+        // And their quorum decides it, the StopSign undecided.
+        let c = accepts(&out)[0].1;
+        p.handle(accepted_one(4, c, b, 1));
+        assert_eq!(decides_to(&p.handle(accepted_one(5, c, b, 1)), 1), vec![1]);
+    }
 }

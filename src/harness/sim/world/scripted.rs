@@ -1210,7 +1210,11 @@ fn describe(msg: &PeerMessage) -> String {
         }
         PeerMessage::Proposer(ProposerMessage::ReadIndex { id }) => format!("ReadIndex c{}", id.client),
         PeerMessage::Proposer(ProposerMessage::ProposeStop { stop }) => {
-            format!("ProposeStop c{} members {:?}", stop.id.client, stop.members.keys().collect::<Vec<_>>())
+            format!(
+                "ProposeStop c{} members {:?}",
+                stop.id.client,
+                stop.members.keys().collect::<Vec<_>>()
+            )
         }
         PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => format!(
             "ReadIndexReply c{} index={}",
