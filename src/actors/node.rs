@@ -360,20 +360,18 @@ impl Node {
         let sm_addr = StateMachineActor::start_in_arbiter(&sm_arbiter, sm_actor);
         let peers = peers_with(&sm_addr);
         let (leader_tx, leader_rx) = watch::channel(Leadership::default());
-        // The roles take the members of the configuration in force (none while joining);
-        // a configuration after the first reaches them as a `Reconfigure`, below.
+        // The roles take the configuration in force and its members (none while
+        // joining: the elector never campaigns, the acceptor answers no ballot).
         let members = config.as_ref().map(Configuration::ids).unwrap_or_default();
+        let config_id = config.as_ref().map(|c| c.id);
         let elector = Elector::new(
             cfg.id,
             members.clone(),
             cfg.elector.clone(),
             cfg.seed,
             promised.max(used),
-        );
-        let elector = match &config {
-            None => elector.with_config(None),
-            Some(_) => elector,
-        };
+        )
+        .with_config(config_id);
         acceptor_ctx.run(AcceptorActor::new(
             // A Promise's values are proposed again in batches of the leader's proposer:
             // the same budget, within one frame.
@@ -385,7 +383,9 @@ impl Node {
             peers.clone(),
         ));
         proposer_ctx.run(ProposerActor::new(
-            Proposer::new(cfg.id, members, cfg.proposer.clone()).with_bugs(cfg.bugs),
+            Proposer::new(cfg.id, members, cfg.proposer.clone())
+                .with_config_id(config_id.unwrap_or(0))
+                .with_bugs(cfg.bugs),
             peers.clone(),
             cfg.tick,
         ));
@@ -397,7 +397,8 @@ impl Node {
             cfg.tick,
         ));
         elector_ctx.run(ElectorActor::new(elector, storage, peers.clone(), cfg.tick, leader_tx));
-        // The first messages in their mailboxes, before any tick.
+        // The first messages in their mailboxes, before any tick (the learner takes its
+        // configuration from it; the others have it already and ignore it).
         if let Some(c) = config.as_ref().filter(|c| c.id > 0) {
             peers.local.deliver_local(LocalMessage::Reconfigure(c.clone()));
         }
@@ -476,23 +477,12 @@ impl Node {
     }
 }
 
-/// Until the role cores' membership work is merged: the builders it adds, as no-ops.
-/// (Removed at the merge.)
+/// Until the state machine's membership work is merged: its builder and accessor, as
+/// no-ops. (Removed at the merge.)
 mod shim {
     use crate::app::Application;
-    use crate::messages::{ConfigId, Configuration};
-    use crate::roles::elector::Elector;
+    use crate::messages::Configuration;
     use crate::roles::state_machine::StateMachine;
-
-    pub trait ElectorShim {
-        fn with_config(self, config: Option<ConfigId>) -> Self;
-    }
-
-    impl ElectorShim for Elector {
-        fn with_config(self, _: Option<ConfigId>) -> Self {
-            self
-        }
-    }
 
     pub trait StateMachineShim {
         fn with_configuration(self, config: Configuration) -> Self;
@@ -508,7 +498,7 @@ mod shim {
         }
     }
 }
-use shim::{ElectorShim as _, StateMachineShim as _};
+use shim::StateMachineShim as _;
 
 struct Inner<A: Application> {
     cfg: NodeConfig,

@@ -481,13 +481,27 @@ pub async fn probe(addr: &str, path: &str, timeout: Duration) -> Result<Value, S
     }
 }
 
+/// [`probe`] again until it answers or `within` has passed (a node just started may
+/// not listen yet; one that is down is refused at once, so this is not one long wait).
+pub async fn probe_within(addr: &str, path: &str, within: Duration) -> Result<Value, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match probe(addr, path, left.max(Duration::from_millis(100))).await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The node to add must answer as a joining node with that id.
 async fn check_joining(current: &Configuration, id: NodeId, member: &Member) -> Result<(), Reject> {
     let how = format!(
         "start it first with `rolepax-node --id {id} --peer-addr {} --http-addr {} --data-dir DIR --join URL`",
         member.peer_addr, member.http_addr
     );
-    let answer = probe(&member.http_addr, "/v1/members", PROBE_TIMEOUT)
+    let answer = probe_within(&member.http_addr, "/v1/members", PROBE_TIMEOUT)
         .await
         .map_err(|e| {
             refuse(
@@ -526,7 +540,7 @@ async fn check_majority(
         .filter(|(id, _)| **id != me && Some(**id) != added)
         .map(|(&id, m)| {
             let addr = m.http_addr.clone();
-            async move { (id, probe(&addr, "/status", PROBE_TIMEOUT).await) }
+            async move { (id, probe_within(&addr, "/status", PROBE_TIMEOUT).await) }
         })
         .collect();
     let answers = futures_util::future::join_all(asks).await;
