@@ -645,6 +645,22 @@ impl<A: Application> NodeHandle<A> {
         self.inner.leader.borrow().leader
     }
 
+    /// Waits up to `within` until this node follows a leader that is a member of
+    /// `config`; returns it (`None` if none showed up in time).
+    pub async fn wait_leader_in(&self, config: &Configuration, within: Duration) -> Option<NodeId> {
+        let mut rx = self.inner.leader.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(leader) = rx.borrow_and_update().leader.filter(|l| config.contains(*l)) {
+                return Some(leader);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
     /// The highest ballot this node knows of (its round is etcd's `raft_term`).
     pub fn ballot(&self) -> Ballot {
         self.inner.leader.borrow().ballot

@@ -12,7 +12,8 @@
 //! `member add|remove|replace` go to the first endpoint that accepts a connection and
 //! are not retried elsewhere (a change that timed out may still be applied; `member
 //! list` shows what happened). They wait until the new configuration is active (an added
-//! node caught up), up to `--timeout` or 90 s, whichever is longer.
+//! node caught up, a leader of it known), up to `--timeout` or a minute, whichever is
+//! longer.
 //!
 //! **Left out.** The etcd gateway (use curl), TLS, prefixes and ranges, watches.
 
@@ -49,7 +50,8 @@ commands:
 options:
   --endpoints URLS   comma-separated node HTTP addresses, tried in order
                      (default: http://127.0.0.1:7201,7202,7203)
-  --timeout SECS     per-request timeout (default 10)
+  --timeout SECS     per-request timeout (default 10); member changes wait this long
+                     (at least 60 s) for an added node to catch up
   --ttl SECS         lock: the session's time-to-live (default 10); a holder that dies
                      loses the lock this long after its last keep-alive
   -h, --help         this text
@@ -536,7 +538,11 @@ fn member(client: &Client, args: &[&str]) -> Outcome {
         Err(e) => return Outcome::Usage(e),
     };
     let body = body.map(|b| b.to_string());
-    match member_change(client, method, &path, body.as_deref()) {
+    // An added node may take long to pull a large state: the server waits for it up to
+    // `--timeout` (at least a minute), and the request for that and half a minute more.
+    let wait = client.timeout.max(Duration::from_secs(60));
+    let path = format!("{path}?timeout={}", wait.as_secs_f64());
+    match member_change(client, wait + Duration::from_secs(30), method, &path, body.as_deref()) {
         Ok(a) if a.status == 200 => {
             print_members(&a.json());
             Outcome::Ok
@@ -550,10 +556,16 @@ fn member(client: &Client, args: &[&str]) -> Outcome {
 /// Sends a membership change to the first endpoint that takes the connection; no other
 /// endpoint is tried once one has it (the change might be made twice otherwise). Waits
 /// for the new configuration to be active, so with a long timeout.
-fn member_change(client: &Client, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
+fn member_change(
+    client: &Client,
+    timeout: Duration,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Answer, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(2))
-        .timeout(client.timeout.max(Duration::from_secs(90)))
+        .timeout(timeout)
         .build();
     let mut failures = Vec::new();
     for endpoint in &client.endpoints {

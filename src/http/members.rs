@@ -35,8 +35,9 @@
 //! ([`crate::actors::node::NodeHandle::reconfigure`]): a refusal by the state machine
 //! (another change was decided first) is 409, no quorum in time is 503. An added member
 //! is then waited for until it applied up to the new configuration's start (`?timeout=`
-//! seconds, default 60; 503 if it has not by then, though the configuration changed):
-//! the answer means the new configuration is active.
+//! seconds, default 60; 503 if it has not by then, though the configuration changed),
+//! and then (up to 10 s more) for a leader of the new configuration: the answer means
+//! the new configuration is active.
 //!
 //! etcd's `MemberAdd` carries no id and no client URL (etcd assigns ids; a rolepax node
 //! is started with its id): rolepax takes them as extensions of the request, `"ID"`
@@ -62,6 +63,10 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a change waits, by default, for an added member to catch up.
 pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// How long a change waits at most, once applied, for the new configuration's leader
+/// (it answers anyway then: the configuration is in force, its election still running).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -361,8 +366,17 @@ async fn change(st: &HttpState, change: Change, catch_up: Duration) -> Result<Co
         }
         other => Reject::from(other),
     })?;
+    let deadline = Instant::now() + catch_up;
     if let Some((id, member)) = change.added() {
         wait_caught_up(&config, id, member, catch_up).await?;
+    }
+    // Active: a member of the new configuration leads it (as far as this node, if it is
+    // a member, has heard; a leader that removed itself has handed over by then).
+    if config.contains(node.id()) {
+        let left = deadline.saturating_duration_since(Instant::now()).min(LEADER_WAIT);
+        if node.wait_leader_in(&config, left).await.is_none() {
+            tracing::info!(node = node.id(), config = %config, "membership change applied; no leader of it heard yet");
+        }
     }
     Ok(config)
 }
