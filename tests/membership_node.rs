@@ -484,6 +484,56 @@ fn member_joining_node_reports_joining_and_learns_the_cluster_id() {
 }
 
 #[test]
+fn member_joining_node_of_another_cluster_says_so_and_keeps_running() {
+    let mut procs = Procs::new(1);
+    procs.start_all();
+    // The joining node's tuning file names another cluster id.
+    let ports = free_ports(2);
+    let (peer, http) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    let tuning = procs.dir.path().join("other.toml");
+    std::fs::write(&tuning, "cluster_id = \"another-cluster\"\n").expect("write tuning");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(procs.dir.path().join("node-5.log"))
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+        .arg("--config")
+        .arg(&tuning)
+        .args(["--id", "5", "--peer-addr", &peer, "--http-addr", &http, "--data-dir"])
+        .arg(procs.dir.path().join("data-5"))
+        .args(["--join", &procs.http[&1]])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    procs.children.insert(5, child);
+    procs.http.insert(5, format!("http://{http}"));
+    let status = wait_for(&procs, 5, "/status", "reports the cluster id mismatch", |s| {
+        s["join_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cluster id mismatch"))
+    });
+    let error = status["join_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("\"process-test\"") && error.contains("\"another-cluster\""),
+        "{error}"
+    );
+    assert_eq!(status["membership"], json!("joining"), "{status}");
+    // Still running and still saying so a while later: no crash, no crash loop.
+    std::thread::sleep(Duration::from_secs(1));
+    let child = procs.children.get_mut(&5).expect("node 5");
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the joining node exited\n{}",
+        procs.logs()
+    );
+    let (_, again) = get_json(&procs, 5, "/status").expect("status");
+    assert_eq!(again["membership"], json!("joining"), "{again}");
+}
+
+#[test]
 fn member_add_existing_id_is_refused() {
     let mut procs = Procs::new(3);
     procs.start_all();
@@ -792,4 +842,53 @@ fn member_removed_node_answers_410_and_restarted_stays_out() {
         std::thread::sleep(Duration::from_millis(200));
     }
     procs.put_retrying(&members, "after", "2");
+}
+
+#[test]
+fn member_replace_swaps_a_node_in_one_change() {
+    let mut procs = Procs::new(3);
+    let leader = procs.start_all();
+    procs.put_retrying(&[1, 2, 3], "kept", "yes");
+    let old = (1..=3).find(|id| *id != leader).expect("a follower");
+    let stay: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let (peer, http) = start_joining(&mut procs, 4, &stay, true);
+    let endpoints: Vec<String> = stay.iter().map(|id| procs.http[id].clone()).collect();
+    let (code, out, err) = cli_at(
+        &endpoints,
+        &[
+            "member",
+            "replace",
+            &old.to_string(),
+            "4",
+            "--peer-addr",
+            &peer,
+            "--http-addr",
+            &http,
+        ],
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}\n{}", procs.logs());
+    // One configuration (id 1) of the two that stay and node 4, with a leader named.
+    let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    let mut want: Vec<String> = stay.iter().map(u64::to_string).collect();
+    want.push("4".into());
+    assert_eq!(ids, want, "{out}");
+    assert!(rows.iter().all(|r| r[4] == "1"), "{out}");
+    assert!(
+        rows.iter().any(|r| r[3] == "leader"),
+        "a leader of the new configuration: {out}"
+    );
+    assert_eq!(procs.get(4, "kept").as_deref(), Some("yes"), "{}", procs.logs());
+    let (status, v) = send_json(&procs, old, "PUT", "/v1/kv/k", "v");
+    assert_eq!(status, 410, "{v}");
+    // The etcd gateway lists the same members.
+    let (status, v) = send_json(&procs, stay[0], "POST", "/v3/cluster/member/list", "{}");
+    assert_eq!(status, 200, "{v}");
+    let listed: Vec<&str> = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["ID"].as_str())
+        .collect();
+    assert_eq!(listed, want, "{v}");
 }

@@ -12,8 +12,8 @@
 //! | [`proposer`]      | Proposer        | messages only                                      |
 //! | [`learner`]       | Learner         | `decided.wal`                                      |
 //! | [`elector`]       | Leader-elector  | the `ballot` file; publishes who leads             |
-//! | [`state_machine`] | StateMachine    | `snapshot.bin`; answers the node's waiting clients |
-//! | [`node`]          | wiring          | starts the five actors of one node; the client-facing handle |
+//! | [`state_machine`] | StateMachine    | `snapshot.bin`, the `membership` file; answers the node's waiting clients; publishes each configuration applied |
+//! | [`node`]          | wiring          | starts the five actors of one node in the configuration in force; the client-facing handle (commands, reads, membership changes) |
 //! | [`lock_client`]   | wiring          | waiting for lock grants on behalf of a client       |
 //!
 //! Roles talk only by messages. Messages to another node go through [`Peers::send`],

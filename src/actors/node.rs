@@ -1118,3 +1118,55 @@ impl<A: Application> NodeHandle<A> {
             && !self.inner.sm.connected()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: ConfigId, ids: &[NodeId]) -> Configuration {
+        Configuration {
+            id,
+            start: 10 * id,
+            members: ids.iter().map(|&n| (n, Member::default())).collect(),
+        }
+    }
+
+    fn stop(prev: ConfigId, ids: &[NodeId]) -> StopSign {
+        StopSign {
+            id: RequestId { client: 1, seq: 1 },
+            prev,
+            members: config(0, ids).members,
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn node_change_outcome_is_read_from_the_configuration_in_force() {
+        let asked = stop(3, &[1, 2, 4]);
+        // Not yet: the configuration it ends is still in force.
+        assert!(outcome_of(&asked, Some(&config(3, &[1, 2, 3]))).is_none());
+        assert!(outcome_of(&asked, None).is_none());
+        // Done: the next configuration, with exactly the members asked for.
+        let done = config(4, &[1, 2, 4]);
+        assert_eq!(outcome_of(&asked, Some(&done)).and_then(Result::ok), Some(done));
+        // Lost: the next configuration has other members (another change won), or the
+        // configuration moved on further.
+        for other in [config(4, &[1, 2, 3, 5]), config(5, &[1, 2, 4])] {
+            match outcome_of(&asked, Some(&other)) {
+                Some(Err(Error::Conflict(m))) => assert!(m.starts_with("refused:") && m.contains("another"), "{m}"),
+                o => panic!("{other}: {o:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn node_membership_view_states() {
+        let view = MembershipView {
+            config: Some(config(2, &[1, 3])),
+            ..MembershipView::default()
+        };
+        assert_eq!(view.state(1), MembershipState::Member);
+        assert_eq!(view.state(2), MembershipState::Removed);
+        assert_eq!(MembershipView::default().state(2), MembershipState::Joining);
+    }
+}
