@@ -723,10 +723,13 @@ fn member_malformed_bodies_are_400() {
 
 #[test]
 fn member_added_with_from_serves_a_linearizable_read() {
-    let mut procs = Procs::new(3);
+    // Small frames, so that the state is several snapshot chunks and the two sources
+    // each serve some.
+    let mut procs = Procs::with_settings(3, "max_frame_bytes = 65536\nmax_body_bytes = 16384\n");
     procs.start_all();
+    let value = |i: usize| format!("{i}-{}", "v".repeat(8000));
     for i in 0..20 {
-        procs.put_retrying(&[1, 2, 3], &format!("k{i}"), &format!("v{i}"));
+        procs.put_retrying(&[1, 2, 3], &format!("k{i}"), &value(i));
     }
     let (peer, http) = start_joining(&mut procs, 4, &[1, 3], true);
     wait_for(&procs, 4, "/status", "answers as joining", |s| {
@@ -758,7 +761,13 @@ fn member_added_with_from_serves_a_linearizable_read() {
         s["membership"] == json!("member")
     });
     assert_eq!(status["config_id"], json!(1), "{status}");
-    assert_eq!(procs.get(4, "k7").as_deref(), Some("v7"), "{}", procs.logs());
+    assert_eq!(procs.get(4, "k7"), Some(value(7)), "{}", procs.logs());
+    let chunks = &status["learner"]["migration_chunks"];
+    assert!(
+        chunks["1"].as_u64().unwrap_or(0) > 0 && chunks["2"].as_u64().unwrap_or(0) > 0,
+        "both sources served chunks: {chunks}"
+    );
+    assert!(chunks.get("3").is_none(), "node 3 was not asked: {chunks}");
     procs.put_retrying(&[4], "from-4", "yes");
     assert_eq!(procs.get(2, "from-4").as_deref(), Some("yes"));
     let (_, v) = get_json(&procs, 1, "/v1/members").expect("members");
