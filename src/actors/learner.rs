@@ -87,9 +87,11 @@ impl Host for Io {
                 );
                 Ok(())
             }
-            Write::SnapshotChunk { offset, data, .. } => {
+            Write::SnapshotChunk {
+                offset, data, fresh, ..
+            } => {
                 self.chunks_received += 1;
-                self.storage.write_incoming(offset, &data)
+                self.storage.write_incoming(offset, &data, fresh)
             }
             Write::SnapshotReceived { at } => {
                 tracing::info!(node = self.peers.id, role = "learner", at, "snapshot received");

@@ -41,7 +41,8 @@
 //!   before `Lead` as ever. Clients pause for one phase 1, not an election timeout;
 //! - a candidate or pre-candidate of the old configuration gives up and waits as a
 //!   follower; a follower keeps its leader until one of `config` heartbeats, and its
-//!   election timer starts again so that it campaigns if none does.
+//!   election timer starts again so that it campaigns if none does; a follower whose
+//!   leader is no member of `config` forgets it and campaigns after a short wait.
 //!
 //! A heartbeat or pre-vote of an **older** configuration's ballot is neither followed
 //! nor granted; the heartbeat's reply names our highest (at least `c:0.0`), so a leader
@@ -58,8 +59,9 @@
 //!
 //! **Left out.** Leader leases and leader priorities. Pre-vote is liveness only: Paxos
 //! is safe whoever campaigns, and an acceptor still promises any higher ballot. When the
-//! leader itself is removed nobody is handed over to: the next configuration's members
-//! campaign after an election timeout.
+//! leader itself is removed it hands over to nobody in particular: the followers forget
+//! it and campaign after a short randomized wait (a third of the shortest election
+//! timeout at most) instead of a whole election timeout.
 
 use super::quorum::majority;
 use super::ready::{Ready, Write};
@@ -497,9 +499,20 @@ impl Elector {
             // A campaign of the old configuration: over.
             Role::Candidate { .. } | Role::PreCandidate { .. } => self.follow(None, out),
             // Keep following; campaign after a timeout if no leader of `config` shows up.
+            // A leader the configuration removed will not hand over: forget it, and
+            // campaign after a short randomized wait (the other members forget it too,
+            // so they grant the pre-vote).
             Role::Follower { .. } => {
+                let leader_removed = self.leader.is_some_and(|l| !config.contains(l));
+                let wait = if leader_removed {
+                    self.heard_leader = None;
+                    self.set_leader(None, out);
+                    self.rng.between(1, (self.cfg.election_min_ticks / 3).max(2))
+                } else {
+                    self.random_timeout()
+                };
                 self.role = Role::Follower {
-                    deadline: self.now + self.random_timeout(),
+                    deadline: self.now + wait,
                 }
             }
         }
@@ -866,6 +879,30 @@ mod tests {
         }
         assert_eq!((e.highest(), e.role_name(), e.leader()), before);
         assert!(e.highest() > b);
+    }
+
+    #[test]
+    fn elector_follower_of_a_removed_leader_campaigns_soon() {
+        let mut e = elector(2);
+        let out = e.handle(ElectorInput::Peer(
+            1,
+            ElectorMessage::Heartbeat {
+                ballot: Ballot::new(4, 1),
+            },
+        ));
+        assert_eq!(out.leader, Some(Some(1)));
+        assert!(!grants(&mut e, Ballot::new(9, 3)), "refused while the leader is heard");
+        // Node 1, the leader, is removed: nobody is handed over to.
+        let out = e.handle(ElectorInput::Reconfigure(config(1, &[2, 3, 4])));
+        assert_eq!(out.leader, Some(None), "the removed leader is forgotten at once");
+        assert!(
+            grants(&mut e, Ballot::in_config(1, 5, 3)),
+            "a member of the new configuration may campaign at once"
+        );
+        // And it campaigns itself well before an election timeout would have passed.
+        let soon = ElectorConfig::default().election_min_ticks / 3;
+        let asked = (0..soon).any(|_| !pre_votes(&e.handle(ElectorInput::Tick)).is_empty());
+        assert!(asked, "a pre-vote within {soon} ticks");
     }
 
     #[test]

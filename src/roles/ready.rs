@@ -61,9 +61,19 @@ pub enum Write {
     /// this one is durable (the acceptor re-records its promise just before, so no record
     /// it still needs is lost).
     Compact { below: Slot },
-    /// Bytes of a snapshot being received from a peer (the learner): `data` at `offset`
-    /// of the incoming snapshot covering slots below `at` (offset 0 starts it afresh).
-    SnapshotChunk { at: Slot, offset: u64, data: Vec<u8> },
+    /// Bytes of a snapshot being received from peers (the learner): `data` at `offset`
+    /// of the incoming snapshot covering slots below `at`. Chunks of one transfer may
+    /// come in any order (a migration pulls them from several peers at once): the host
+    /// writes each at its offset, growing the file as needed (a gap reads as zeros until
+    /// its chunk comes). `fresh`: the first write of a new transfer, whatever its
+    /// offset: the host first drops whatever the incoming file held. (Offset 0 means
+    /// nothing of the kind: it may come last.)
+    SnapshotChunk {
+        at: Slot,
+        offset: u64,
+        data: Vec<u8>,
+        fresh: bool,
+    },
     /// The incoming snapshot covering slots below `at` is complete and checksummed (the
     /// learner): keep it for the state machine to install.
     SnapshotReceived { at: Slot },

@@ -12,10 +12,10 @@
 //! **Durability.** Decided values are durable at the acceptors and written to the
 //! learner's log. Every `snapshot_every` slots (once the commands applied since add up
 //! to twice the last snapshot's size) the core asks for a snapshot
-//! ([`Write::Snapshot`]): the host streams the application, the client table and the
-//! applied index to a temporary file, syncs the decided log (the slots a snapshot
-//! covers must stay servable to lagging peers), then syncs and renames the file over
-//! `snapshot.bin`, all while applies go on, and says so with
+//! ([`Write::Snapshot`]): the host streams the applied index, the application, the
+//! client table and the configuration to a temporary file, syncs the decided log (the
+//! slots a snapshot covers must stay servable to lagging peers), then syncs and renames
+//! the file over `snapshot.bin`, all while applies go on, and says so with
 //! [`StateMachineInput::SnapshotInstalled`] (at most one snapshot at a time). A restart
 //! replays only the log after it.
 //!
@@ -35,13 +35,35 @@
 //! back ([`StateMachineInput::Restored`]); the core then replaces its state with it and
 //! tells the learner (and the acceptor) where it now stands.
 //!
+//! **Membership.** The configuration in force ([`Configuration`]: its id, first slot and
+//! members) is replicated state like the client table: it starts as the config file's
+//! ([`StateMachine::with_configuration`], id 0), is in every snapshot, and changes only
+//! by applying a StopSign (rule 4 of [`crate::messages::membership`]). A StopSign at
+//! slot `s` whose `prev` names the configuration in force starts the next one,
+//! `current.after(&stop, s)`, in force from `s + 1`; the `Ready` then holds, in order,
+//! [`Write::Membership`] (the host records it and reaches the new members), a
+//! [`Write::Snapshot`] at `s + 1` (a snapshot exactly at the StopSign: every old member
+//! holds the same bytes there, so a new member pulls it from several of them at once;
+//! skipped if a snapshot or an install is already under way, one at a time) and
+//! [`LocalMessage::Reconfigure`] (the host hands it to the acceptor, proposer, elector
+//! and learner). Its request gets no answer: the node's gateway watches the
+//! configuration. A StopSign whose `prev` is not the configuration in force (a change
+//! raced with another) changes nothing and its request is answered
+//! `Err("refused: ...")`. A StopSign never reaches the application and takes no entry in
+//! the client table. Because a [`Write::Snapshot`] is of the state as it stands when the
+//! host carries it out, a StopSign that changes the configuration must be the last value
+//! of its `Apply` batch: the learner cuts batches after a StopSign, and this core asserts
+//! it. A received snapshot that holds a newer configuration than the one in force gives
+//! the same [`Write::Membership`] and [`LocalMessage::Reconfigure`] once restored.
+//!
 //! **Answering.** Applying a request's command answers it ([`Ready::answers`]). A
 //! linearizable read (read index, Raft dissertation §6.4) waits here too: it is
 //! registered with `ReadWait`, gets its index from the leader's `ReadIndexReply`, and is
 //! answered from the application once every slot below the index is applied.
 //!
 //! **Invariant.** Slot `n` is applied only right after slot `n - 1`; an out-of-order
-//! delivery panics rather than diverge from the other replicas.
+//! delivery panics rather than diverge from the other replicas. Configuration ids only
+//! go up.
 //!
 //! **Left out.** Incremental snapshots: every snapshot is the whole state.
 
@@ -51,7 +73,7 @@ use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::messages::codec;
 use crate::messages::local::LocalMessage;
-use crate::messages::{ClientId, RequestId, Slot, Value};
+use crate::messages::{ClientId, Configuration, RequestId, Slot, StopSign, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -123,6 +145,9 @@ pub struct StateMachine<A: Application> {
     app: A,
     next: Slot,
     sessions: BTreeMap<ClientId, Session<A::Reply>>,
+    /// The configuration in force after the slots applied (replicated state: in the
+    /// snapshot).
+    configuration: Configuration,
     /// Linearizable reads waiting for their index or for applies to reach it.
     reads: BTreeMap<RequestId, PendingRead<A::Command>>,
     policy: SnapshotPolicy,
@@ -150,14 +175,20 @@ impl<A: Application + Default> Default for StateMachine<A> {
 
 impl<A: Application> StateMachine<A> {
     pub fn new(app: A) -> Self {
-        StateMachine::from_parts(app, 0, BTreeMap::new())
+        StateMachine::from_parts(app, 0, BTreeMap::new(), Configuration::default())
     }
 
-    fn from_parts(app: A, next: Slot, sessions: BTreeMap<ClientId, Session<A::Reply>>) -> Self {
+    fn from_parts(
+        app: A,
+        next: Slot,
+        sessions: BTreeMap<ClientId, Session<A::Reply>>,
+        configuration: Configuration,
+    ) -> Self {
         StateMachine {
             app,
             next,
             sessions,
+            configuration,
             reads: BTreeMap::new(),
             policy: SnapshotPolicy::default(),
             last_snapshot: next,
@@ -177,6 +208,25 @@ impl<A: Application> StateMachine<A> {
         self
     }
 
+    /// The configuration in force before any slot is applied: the config file's (id 0).
+    /// A state machine restored from a snapshot holding a newer configuration keeps that
+    /// one (and one holding the same id with members keeps its own): pass the config
+    /// file's configuration here, never the host's `membership` file, which may be ahead
+    /// of the snapshot (the StopSigns after the snapshot are applied again from the log
+    /// and move the configuration on themselves).
+    pub fn with_configuration(mut self, configuration: Configuration) -> Self {
+        let current = &self.configuration;
+        if configuration.id > current.id || (configuration.id == current.id && current.members.is_empty()) {
+            self.configuration = configuration;
+        }
+        self
+    }
+
+    /// The configuration in force here (after the slots applied so far).
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
     /// Snapshots made durable so far.
     pub fn snapshots(&self) -> u64 {
         self.snapshots
@@ -191,17 +241,29 @@ impl<A: Application> StateMachine<A> {
         let mut out = Ready::default();
         match input {
             // Decided values: apply each in slot order, answer the commands, then the
-            // reads whose index is reached; snapshot if it is time.
+            // reads whose index is reached; snapshot if it is time. A StopSign that
+            // changes the configuration ends the batch (the learner cuts batches after
+            // one): its snapshot is of the state at it.
             StateMachineInput::Apply(batch) => {
-                for (slot, value) in batch {
+                let last = batch.len().saturating_sub(1);
+                for (i, (slot, value)) in batch.into_iter().enumerate() {
                     if slot < self.next {
                         continue; // Re-delivered after a restart race; already applied.
                     }
                     if let Value::Command(c) = &value {
                         self.applied_bytes += c.payload.len() as u64;
                     }
+                    let config = self.configuration.id;
                     if let Some(answer) = self.apply(slot, value) {
                         out.answers.push(answer);
+                    }
+                    if self.configuration.id != config {
+                        assert!(
+                            i == last,
+                            "an Apply batch went on past the StopSign of slot {slot}: the snapshot \
+                             at it would hold later slots"
+                        );
+                        self.reconfigured(&mut out);
                     }
                 }
                 self.answer_reads(&mut out);
@@ -256,15 +318,22 @@ impl<A: Application> StateMachine<A> {
                 }
             }
             // The received snapshot is durable in place of ours: it becomes our state.
+            // A newer configuration in it is recorded and the roles follow it, once the
+            // logs stand on the snapshot.
             StateMachineInput::Restored { at, result } => {
                 self.installing = None;
                 let queued = self.install_next.take();
+                let config = self.configuration.id;
                 match result.and_then(|bytes| self.restore_in_place(at, &bytes).map_err(|e| e.to_string())) {
                     Ok(()) => {
                         if self.policy.compact.is_some() {
                             out.local.push(LocalMessage::Compact { below: at });
                         }
                         out.local.push(LocalMessage::SnapshotDurable { at });
+                        if self.configuration.id > config {
+                            out.writes.push(Write::Membership(self.configuration.clone()));
+                            out.local.push(LocalMessage::Reconfigure(self.configuration.clone()));
+                        }
                         self.answer_reads(&mut out);
                     }
                     Err(e) => {
@@ -294,9 +363,22 @@ impl<A: Application> StateMachine<A> {
         out.writes.push(Write::InstallSnapshot { at });
     }
 
+    /// A StopSign just applied started a new configuration: the host records it, a
+    /// snapshot is taken exactly at the StopSign (every old member then holds the same
+    /// bytes there, which a new member pulls from several of them at once), and the
+    /// node's roles follow it. The snapshot is skipped if one is being made durable or
+    /// installed (one at a time): a new member then takes what most sources hold.
+    fn reconfigured(&mut self, out: &mut Ready<A::Reply>) {
+        out.writes.push(Write::Membership(self.configuration.clone()));
+        if self.snapshotting.is_none() && self.installing.is_none() {
+            self.take_snapshot(out);
+        }
+        out.local.push(LocalMessage::Reconfigure(self.configuration.clone()));
+    }
+
     /// Replaces the state with the snapshot `bytes`, which must cover slots below `at`.
     fn restore_in_place(&mut self, at: Slot, bytes: &[u8]) -> Result<()> {
-        let SnapshotIn(next, app, sessions): SnapshotIn<A::Reply> = codec::decode_local(bytes)?;
+        let SnapshotIn(next, app, sessions, configuration) = decode_snapshot::<A::Reply>(bytes)?;
         if next != at {
             return Err(Error::Storage(format!(
                 "the snapshot covers slots below {next}, not {at}"
@@ -307,6 +389,11 @@ impl<A: Application> StateMachine<A> {
         }
         self.app = A::restore(&app)?;
         self.sessions = sessions;
+        // Never back: a snapshot's configuration is the one in force at its slot, and
+        // this node applied nothing past that slot.
+        if configuration.id >= self.configuration.id {
+            self.configuration = configuration;
+        }
         self.next = next;
         self.last_snapshot = next;
         self.last_snapshot_bytes = bytes.len() as u64;
@@ -347,6 +434,11 @@ impl<A: Application> StateMachine<A> {
         if self.snapshotting.is_some() || self.installing.is_some() || !(periodic || for_compaction) {
             return;
         }
+        self.take_snapshot(out);
+    }
+
+    /// Asks for a snapshot of the state as it stands now.
+    fn take_snapshot(&mut self, out: &mut Ready<A::Reply>) {
         self.snapshotting = Some(self.next);
         self.applied_bytes = 0;
         out.writes.push(Write::Snapshot { at: self.next });
@@ -381,8 +473,10 @@ impl<A: Application> StateMachine<A> {
             self.next
         );
         self.next += 1;
-        let Value::Command(cmd) = value else {
-            return None;
+        let cmd = match value {
+            Value::Noop => return None,
+            Value::StopSign(stop) => return self.apply_stop(slot, stop),
+            Value::Command(cmd) => cmd,
         };
         let session = self.sessions.entry(cmd.id.client).or_insert_with(|| Session {
             ack_below: 0,
@@ -406,6 +500,24 @@ impl<A: Application> StateMachine<A> {
         Some((cmd.id, outcome))
     }
 
+    /// Applies the StopSign of slot `slot` (rule 4 of [`crate::messages::membership`]):
+    /// the next configuration is in force from the slot after it if the StopSign ends
+    /// the one in force; otherwise nothing changes and its request is refused. Never the
+    /// application's, and no entry in the client table: a retry of the request decided
+    /// again is refused like any stale StopSign (its gateway watched the configuration).
+    fn apply_stop(&mut self, slot: Slot, stop: StopSign) -> Option<(RequestId, Outcome<A::Reply>)> {
+        if stop.prev != self.configuration.id {
+            let refused = format!(
+                "refused: this change was made against configuration {} but configuration {} is in force; \
+                 nothing changed",
+                stop.prev, self.configuration.id
+            );
+            return Some((stop.id, Err(refused)));
+        }
+        self.configuration = self.configuration.after(&stop, slot);
+        None
+    }
+
     /// Answers a read-only command from local state (possibly stale).
     pub fn read(&self, command: &A::Command) -> Option<A::Reply> {
         self.app.read(command)
@@ -422,7 +534,7 @@ impl<A: Application> StateMachine<A> {
     /// as one buffer first cost a cold allocation as large as the state, tens of
     /// milliseconds at 100,000 keys, on this actor's thread.) The bytes are those of
     /// encoding the tuple (applied index, application bytes as one byte string, client
-    /// table), which is what [`StateMachine::restore`] reads.
+    /// table, configuration), which is what [`StateMachine::restore`] reads.
     pub fn write_snapshot(&self, w: &mut impl std::io::Write) -> Result<()> {
         let mut counted = Counted::new(std::io::sink());
         self.app.write_snapshot(&mut counted)?;
@@ -439,12 +551,19 @@ impl<A: Application> StateMachine<A> {
             )));
         }
         codec::encode_to_writer(&self.sessions, w)?;
+        codec::encode_to_writer(&self.configuration, w)?;
         Ok(())
     }
 
+    /// The state machine a snapshot holds (its configuration included).
     pub fn restore(bytes: &[u8]) -> Result<Self> {
-        let SnapshotIn(next, app, sessions): SnapshotIn<A::Reply> = codec::decode_local(bytes)?;
-        Ok(StateMachine::from_parts(A::restore(&app)?, next, sessions))
+        let SnapshotIn(next, app, sessions, configuration) = decode_snapshot::<A::Reply>(bytes)?;
+        Ok(StateMachine::from_parts(
+            A::restore(&app)?,
+            next,
+            sessions,
+            configuration,
+        ))
     }
 }
 
@@ -480,20 +599,41 @@ impl<W: std::io::Write> std::io::Write for Counted<W> {
 }
 
 /// A snapshot as read back: the applied index, the application's own snapshot as one
-/// byte string (not a sequence of `u8`s, which serde would decode one byte at a time)
-/// and the client table.
+/// byte string (not a sequence of `u8`s, which serde would decode one byte at a time),
+/// the client table and the configuration in force.
 #[derive(Deserialize)]
 struct SnapshotIn<R>(
     Slot,
     #[serde(with = "codec::bytes")] Vec<u8>,
     BTreeMap<ClientId, Session<R>>,
+    Configuration,
 );
+
+/// A snapshot written before configurations were in it: the first three fields.
+#[derive(Deserialize)]
+struct SnapshotBefore<R>(
+    Slot,
+    #[serde(with = "codec::bytes")] Vec<u8>,
+    BTreeMap<ClientId, Session<R>>,
+);
+
+/// Decodes a snapshot; one written before configurations were part of it holds the
+/// empty configuration 0 (the host's [`StateMachine::with_configuration`] fills it in).
+fn decode_snapshot<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<SnapshotIn<R>> {
+    match codec::decode_local::<SnapshotIn<R>>(bytes) {
+        Ok(snapshot) => Ok(snapshot),
+        Err(e) => match codec::decode_local::<SnapshotBefore<R>>(bytes) {
+            Ok(SnapshotBefore(next, app, sessions)) => Ok(SnapshotIn(next, app, sessions, Configuration::default())),
+            Err(_) => Err(e.into()),
+        },
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::app::kv::{KvCommand, KvStore};
-    use crate::messages::Command;
+    use crate::messages::{Command, ConfigId, NodeId};
 
     fn put(client: u64, seq: u64, ack_below: u64, k: &str, v: &str) -> Value {
         let payload = codec::encode(&KvCommand::put(k, v)).expect("encode");
@@ -559,11 +699,12 @@ mod tests {
         Slot,
         #[serde(with = "codec::bytes")] &'a [u8],
         &'a BTreeMap<ClientId, Session<R>>,
+        &'a Configuration,
     );
 
     #[test]
     fn state_machine_streamed_snapshot_is_the_plain_tuple_encoding() {
-        let mut sm = StateMachine::new(KvStore::new());
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1, 2, 3]));
         for slot in 0..300 {
             sm.apply(slot, put(slot % 7 + 1, slot + 1, 0, &format!("k{slot}"), "some value"));
         }
@@ -572,6 +713,7 @@ mod tests {
             sm.next(),
             &sm.app().snapshot().expect("snapshot"),
             &sm.sessions,
+            sm.configuration(),
         ))
         .expect("encode");
         assert_eq!(streamed, plain);
@@ -712,5 +854,177 @@ mod tests {
         });
         assert!(out.local.is_empty());
         assert_eq!(sm.next(), 10);
+    }
+
+    fn stop(client: u64, prev: ConfigId, ids: &[NodeId]) -> StopSign {
+        StopSign {
+            id: RequestId { client, seq: 1 },
+            prev,
+            members: Configuration::of_ids(ids).members,
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn state_machine_stop_sign_of_the_configuration_in_force_starts_the_next() {
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        let out = sm.handle(StateMachineInput::Apply(vec![
+            (0, put(1, 1, 0, "k", "a")),
+            (1, Value::StopSign(stop(7, 0, &[1, 2, 4]))),
+        ]));
+        let next = Configuration {
+            id: 1,
+            start: 2,
+            members: Configuration::of_ids(&[1, 2, 4]).members,
+        };
+        assert_eq!(sm.configuration(), &next);
+        assert_eq!(
+            out.writes,
+            vec![Write::Membership(next.clone()), Write::Snapshot { at: 2 }],
+            "recorded first, then a snapshot exactly at the StopSign"
+        );
+        assert_eq!(out.local, vec![LocalMessage::Reconfigure(next.clone())]);
+        assert_eq!(
+            out.answers.iter().map(|(id, _)| id.client).collect::<Vec<_>>(),
+            vec![1],
+            "the command is answered, the StopSign's request is not"
+        );
+        assert_eq!(sm.next(), 2);
+        // The snapshot at the StopSign holds the new configuration.
+        let copy = StateMachine::<KvStore>::restore(&sm.snapshot().expect("snapshot")).expect("restore");
+        assert_eq!(copy.configuration(), &next);
+    }
+
+    #[test]
+    fn state_machine_stale_stop_sign_is_refused_and_changes_nothing() {
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        sm.handle(StateMachineInput::Apply(vec![(
+            0,
+            Value::StopSign(stop(7, 0, &[1, 2])),
+        )]));
+        assert_eq!(sm.configuration().id, 1);
+        let in_force = sm.configuration().clone();
+        // A second change made against configuration 0 raced with the first.
+        let out = sm.handle(StateMachineInput::Apply(vec![
+            (1, Value::StopSign(stop(8, 0, &[1, 2, 3, 4]))),
+            (2, Value::Noop),
+        ]));
+        assert_eq!(sm.configuration(), &in_force, "nothing changed");
+        assert!(out.writes.is_empty() && out.local.is_empty(), "{out:?}");
+        assert_eq!(out.answers.len(), 1);
+        let (id, outcome) = &out.answers[0];
+        assert_eq!(id.client, 8);
+        let why = outcome.as_ref().expect_err("refused");
+        assert!(why.starts_with("refused:"), "{why}");
+        assert!(
+            why.contains("configuration 1"),
+            "names the configuration in force: {why}"
+        );
+        assert_eq!(sm.next(), 3);
+        assert!(sm.sessions.is_empty(), "a StopSign takes no entry in the client table");
+    }
+
+    #[test]
+    fn state_machine_stop_sign_while_a_snapshot_is_under_way_takes_none_of_its_own() {
+        let mut sm = StateMachine::new(KvStore::new()).with_snapshots(compacting());
+        let out = sm.handle(StateMachineInput::Apply(vec![(0, Value::Noop), (1, Value::Noop)]));
+        assert_eq!(out.writes, vec![Write::Snapshot { at: 2 }]);
+        let out = sm.handle(StateMachineInput::Apply(vec![(2, Value::StopSign(stop(7, 0, &[1])))]));
+        assert_eq!(
+            out.writes,
+            vec![Write::Membership(sm.configuration().clone())],
+            "one snapshot at a time"
+        );
+        assert_eq!(out.local, vec![LocalMessage::Reconfigure(sm.configuration().clone())]);
+    }
+
+    #[test]
+    #[should_panic(expected = "went on past the StopSign")]
+    fn state_machine_batch_going_on_past_a_stop_sign_panics() {
+        let mut sm = StateMachine::new(KvStore::new());
+        sm.handle(StateMachineInput::Apply(vec![
+            (0, Value::StopSign(stop(7, 0, &[1]))),
+            (1, Value::Noop),
+        ]));
+    }
+
+    #[test]
+    fn state_machine_snapshot_round_trip_keeps_the_configuration() {
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        sm.handle(StateMachineInput::Apply(vec![(
+            0,
+            Value::StopSign(stop(7, 0, &[2, 3, 4])),
+        )]));
+        let bytes = sm.snapshot().expect("snapshot");
+        let copy = StateMachine::<KvStore>::restore(&bytes).expect("restore");
+        assert_eq!(copy.configuration(), sm.configuration());
+        assert_eq!(copy.configuration().ids(), vec![2, 3, 4]);
+        // The config file's configuration 0 does not take a restored newer one back.
+        let copy = copy.with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        assert_eq!(copy.configuration().id, 1);
+        assert_eq!(copy.snapshot().expect("snapshot"), bytes, "the same bytes again");
+    }
+
+    #[test]
+    fn state_machine_snapshot_from_before_configurations_reads_as_configuration_zero() {
+        let mut sm = StateMachine::new(KvStore::new());
+        sm.apply(0, put(1, 1, 0, "k", "a"));
+        // The old layout: index, application bytes, client table (no configuration).
+        let mut bytes = codec::encode(&sm.next()).expect("encode");
+        let app = sm.app().snapshot().expect("snapshot");
+        bytes.extend(codec::encode(&(app.len() as u64)).expect("encode"));
+        bytes.extend(&app);
+        bytes.extend(codec::encode(&sm.sessions).expect("encode"));
+        let copy = StateMachine::<KvStore>::restore(&bytes).expect("restore");
+        assert_eq!(copy.next(), 1);
+        assert_eq!(copy.configuration(), &Configuration::default());
+        let copy = copy.with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        assert_eq!(
+            copy.configuration().ids(),
+            vec![1, 2, 3],
+            "the config file's fills it in"
+        );
+        assert!(StateMachine::<KvStore>::restore(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn state_machine_restored_snapshot_with_a_newer_configuration_tells_the_roles() {
+        let first = Configuration::of_ids(&[1, 2, 3]);
+        let mut old_member = StateMachine::new(KvStore::new()).with_configuration(first.clone());
+        let out = old_member.handle(StateMachineInput::Apply(vec![
+            (0, put(1, 1, 0, "k", "a")),
+            (1, Value::StopSign(stop(7, 0, &[1, 2, 3, 4]))),
+        ]));
+        assert!(out.writes.contains(&Write::Snapshot { at: 2 }));
+        let bytes = old_member.snapshot().expect("snapshot");
+        let next = old_member.configuration().clone();
+        // Node 4 joins: it starts with the config file's configuration and installs the
+        // snapshot at the StopSign.
+        let mut joining = StateMachine::new(KvStore::new()).with_configuration(first);
+        let out = joining.handle(StateMachineInput::InstallSnapshot { at: 2 });
+        assert_eq!(out.writes, vec![Write::InstallSnapshot { at: 2 }]);
+        let out = joining.handle(StateMachineInput::Restored {
+            at: 2,
+            result: Ok(bytes.clone()),
+        });
+        assert_eq!(joining.configuration(), &next);
+        assert_eq!(out.writes, vec![Write::Membership(next.clone())]);
+        assert_eq!(
+            out.local,
+            vec![
+                LocalMessage::SnapshotDurable { at: 2 },
+                LocalMessage::Reconfigure(next.clone())
+            ],
+            "the roles follow once the learner stands on the snapshot"
+        );
+        // A snapshot holding the configuration already in force tells nobody again.
+        let mut same = StateMachine::new(KvStore::new()).with_configuration(next.clone());
+        same.handle(StateMachineInput::InstallSnapshot { at: 2 });
+        let out = same.handle(StateMachineInput::Restored {
+            at: 2,
+            result: Ok(bytes),
+        });
+        assert!(out.writes.is_empty(), "{out:?}");
+        assert_eq!(out.local, vec![LocalMessage::SnapshotDurable { at: 2 }]);
     }
 }

@@ -123,15 +123,17 @@ impl Served {
 }
 
 impl Storage {
-    /// Writes `data` at `offset` of the snapshot being received (offset 0 starts a new
-    /// one). Not synced: the state machine syncs the whole before installing it.
-    pub fn write_incoming(&self, offset: u64, data: &[u8]) -> Result<()> {
+    /// Writes `data` at `offset` of the snapshot being received; `fresh`: the first
+    /// write of a new transfer, which empties the file first (chunks pulled from several
+    /// sources arrive in any order, so offset 0 may come last). Not synced: the state
+    /// machine syncs the whole before installing it.
+    pub fn write_incoming(&self, offset: u64, data: &[u8], fresh: bool) -> Result<()> {
         let path = self.dir.join(INCOMING);
         let fail = |what: &str, e: std::io::Error| Error::Storage(format!("{}: {what}: {e}", path.display()));
         let file = OpenOptions::new()
             .create(true)
             .write(true)
-            .truncate(offset == 0)
+            .truncate(fresh)
             .open(&path)
             .map_err(|e| fail("open", e))?;
         file.write_all_at(data, offset).map_err(|e| fail("write", e))
@@ -217,7 +219,7 @@ mod tests {
                 (piece.at, piece.total, piece.file_crc),
                 (70_000, bytes.len() as u64, crc32fast::hash(&bytes))
             );
-            dst.write_incoming(offset, &piece.data).expect("write");
+            dst.write_incoming(offset, &piece.data, offset == 0).expect("write");
             offset += piece.data.len() as u64;
         }
         dst.finish_incoming(70_000).expect("finish");
@@ -234,6 +236,26 @@ mod tests {
         assert_eq!(dst.load_snapshot().expect("load"), Some(snapshot(10, b"old")));
         assert_eq!(dst.install_received(70_000, ok).expect("install"), bytes);
         assert_eq!(dst.load_snapshot().expect("load"), Some(bytes));
+    }
+
+    #[test]
+    fn snapshot_chunks_from_several_sources_land_in_any_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path()).expect("open");
+        // Leftovers of an earlier transfer go with the first write of a new one, wherever
+        // it lands; later writes keep what came before them, offset 0 included.
+        storage
+            .write_incoming(0, b"an older, longer transfer", true)
+            .expect("write");
+        let bytes = snapshot(40, b"parallel migration");
+        let chunks: Vec<(u64, &[u8])> = bytes.chunks(4).enumerate().map(|(i, c)| (4 * i as u64, c)).collect();
+        let mut order: Vec<usize> = (0..chunks.len()).rev().collect();
+        order.swap(0, 1);
+        for (n, &i) in order.iter().enumerate() {
+            storage.write_incoming(chunks[i].0, chunks[i].1, n == 0).expect("write");
+        }
+        storage.finish_incoming(40).expect("finish");
+        assert_eq!(storage.install_received(40, |_| Ok(())).expect("install"), bytes);
     }
 
     #[test]
@@ -257,7 +279,7 @@ mod tests {
         assert_eq!(source.read(&storage, 5, 1, 10).expect("read").map(|p| p.at), Some(12));
         assert_eq!(source.read(&storage, 9, 1, 10).expect("read").map(|p| p.at), Some(9));
         // A transfer cut by a crash: the restart removes it, the installed one stays.
-        storage.write_incoming(0, b"partial").expect("write");
+        storage.write_incoming(0, b"partial", true).expect("write");
         drop(storage);
         let storage = Storage::open(dir.path()).expect("reopen");
         assert!(!dir.path().join(INCOMING).exists(), "removed at start");

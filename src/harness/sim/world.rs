@@ -1441,10 +1441,21 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
                 let disk = &mut self.w.nodes[self.i].disk;
                 disk.log = disk.log.split_off(&below);
             }
-            (SimRole::Learner, Write::SnapshotChunk { offset, data, .. }) => {
+            (
+                SimRole::Learner,
+                Write::SnapshotChunk {
+                    offset, data, fresh, ..
+                },
+            ) => {
                 let incoming = &mut self.w.nodes[self.i].disk.incoming;
-                incoming.resize(offset as usize, 0);
-                incoming.extend_from_slice(&data);
+                if fresh {
+                    incoming.clear();
+                }
+                let (start, end) = (offset as usize, offset as usize + data.len());
+                if incoming.len() < end {
+                    incoming.resize(end, 0);
+                }
+                incoming[start..end].copy_from_slice(&data);
                 self.w.stats.snapshot_chunks += 1;
             }
             (SimRole::Learner, Write::SnapshotReceived { at }) => {
