@@ -477,29 +477,6 @@ impl Node {
     }
 }
 
-/// Until the state machine's membership work is merged: its builder and accessor, as
-/// no-ops. (Removed at the merge.)
-mod shim {
-    use crate::app::Application;
-    use crate::messages::Configuration;
-    use crate::roles::state_machine::StateMachine;
-
-    pub trait StateMachineShim {
-        fn with_configuration(self, config: Configuration) -> Self;
-        fn configuration(&self) -> Configuration;
-    }
-
-    impl<A: Application> StateMachineShim for StateMachine<A> {
-        fn with_configuration(self, _: Configuration) -> Self {
-            self
-        }
-        fn configuration(&self) -> Configuration {
-            Configuration::default()
-        }
-    }
-}
-use shim::StateMachineShim as _;
-
 struct Inner<A: Application> {
     cfg: NodeConfig,
     peers: Peers,
