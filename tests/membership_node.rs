@@ -773,6 +773,23 @@ fn member_added_with_from_serves_a_linearizable_read() {
     let (_, v) = get_json(&procs, 1, "/v1/members").expect("members");
     assert_eq!(v["members"].as_array().map(Vec::len), Some(4), "{v}");
     assert_eq!(v["sources"], json!([1, 2]), "{v}");
+
+    // Node 1 restarted with the config file, which lists nodes 1 to 3, starts in the
+    // configuration it applied last (its membership file).
+    procs.kill(1);
+    procs.start(1);
+    let v = wait_for(&procs, 1, "/v1/members", "answers after the restart", |v| {
+        v["config_id"].is_u64()
+    });
+    let ids: Vec<u64> = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert_eq!((v["config_id"].as_u64(), ids), (Some(1), vec![1, 2, 3, 4]), "{v}");
+    procs.put_retrying(&[1], "after-restart", "1");
+    assert_eq!(procs.get(4, "after-restart").as_deref(), Some("1"));
 }
 
 #[test]
