@@ -283,9 +283,18 @@ impl Node {
             storage.save_membership(&cluster, &in_snapshot)?;
             config = Some(in_snapshot);
         }
+        // The state machine's configuration is replicated state: its snapshot's. The
+        // membership file's is given to it only if the state machine stands at or past
+        // that configuration's start (a snapshot from before configurations were in
+        // snapshots holds none). Otherwise the node stopped after applying a StopSign
+        // and before the snapshot at it was durable: replaying the log applies the
+        // StopSign again (and takes that snapshot), so the state at every slot stays the
+        // same as the other members'. The roles and the transport start in the file's.
         let sm = match &config {
-            Some(c) => sm.with_configuration(c.clone()),
-            None => sm,
+            Some(c) if sm.next() >= c.start => sm.with_configuration(c.clone()),
+            // Configuration 0's members, to a state machine that holds none (only then).
+            _ if !cfg.nodes.is_empty() => sm.with_configuration(cfg.initial_configuration()),
+            _ => sm,
         }
         .with_bugs(cfg.bugs)
         .with_snapshots(SnapshotPolicy {
