@@ -918,3 +918,33 @@ fn member_replace_swaps_a_node_in_one_change() {
         .collect();
     assert_eq!(listed, want, "{v}");
 }
+
+#[test]
+fn member_remove_the_leader_through_itself_hands_over() {
+    let mut procs = Procs::new(3);
+    let leader = procs.start_all();
+    procs.put_retrying(&[1, 2, 3], "before", "1");
+    // The leader takes its own removal: it answers once the change is applied.
+    let (code, out, err) = cli_at(
+        &[procs.http[&leader].clone()],
+        &["member", "remove", &leader.to_string()],
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}\n{}", procs.logs());
+    let stay: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let ids: Vec<String> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    assert_eq!(ids, stay.iter().map(u64::to_string).collect::<Vec<_>>(), "{out}");
+    // The two that stay lead themselves and take writes; the old leader refuses them.
+    procs.put_retrying(&stay, "after", "2");
+    assert_eq!(procs.get(stay[1], "after").as_deref(), Some("2"));
+    let (status, v) = send_json(&procs, leader, "PUT", "/v1/kv/k", "v");
+    assert_eq!(status, 410, "{v}");
+    let s = wait_for(&procs, stay[0], "/status", "follows a leader that stays", |s| {
+        s["leader_id"].as_u64().is_some_and(|l| l != leader)
+    });
+    assert_eq!(s["config_id"], json!(1), "{s}");
+}
