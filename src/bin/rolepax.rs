@@ -528,6 +528,7 @@ fn member(client: &Client, args: &[&str]) -> Outcome {
             let body = member_id(new).and_then(|new| new_member_body(new, rest))?;
             Ok(("POST", format!("/v1/members/{old}/replace"), Some(body)))
         }),
+        [] => Err(format!("`member` needs list, add, remove or replace\n\n{MEMBER_USAGE}")),
         _ => Err(format!(
             "cannot understand `member {}`\n\n{MEMBER_USAGE}",
             args.join(" ")
