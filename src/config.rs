@@ -19,14 +19,23 @@
 //! [`Error::Config`] that names the key (and the file) and says what is wrong. Times are
 //! given in milliseconds and turned into ticks of `tick_ms` for the role cores.
 //!
+//! **Membership.** `[[nodes]]` is the cluster's first configuration (id 0). Once a
+//! membership change was applied, a node restarts from its data directory's `membership`
+//! file instead, whatever `[[nodes]]` says. A node that joins a running cluster
+//! (`rolepax-node --join`) needs no file: [`Settings::load_tuning`] reads only the
+//! tuning keys (defaults without a file), its `[[nodes]]` (if any) are ignored, and
+//! [`Settings::for_joining`] describes the node from its command line. Its cluster id is
+//! the file's `cluster_id` if the file sets one (then a cluster of another id is
+//! refused), else it is learned from the members.
+//!
 //! **Left out.** Host names (addresses must be `IP:port`), per-node tuning (only
 //! `data_dir` may differ per node), environment overrides of `[[nodes]]` entries, and
 //! reloading a changed file.
 
 use crate::actors::node::NodeConfig;
 use crate::error::{Error, Result};
-use crate::messages::NodeId;
 use crate::messages::codec::message_budget;
+use crate::messages::{Member, NodeId};
 use crate::net::tcp::TcpConfig;
 use crate::roles::state_machine::CompactPolicy;
 use crate::storage::failpoint;
@@ -82,8 +91,9 @@ struct RawNode {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
-    #[serde(default = "defaults::cluster_id")]
-    cluster_id: String,
+    /// `None`: not given (the default applies; a joining node learns the real one).
+    #[serde(default)]
+    cluster_id: Option<String>,
     #[serde(default)]
     nodes: Vec<RawNode>,
     #[serde(default = "defaults::data_dir")]
@@ -216,6 +226,8 @@ pub struct Settings {
     /// Where the settings came from (for messages).
     pub source: String,
     pub cluster_id: String,
+    /// `cluster_id` was given (in the file or the environment), not defaulted.
+    pub cluster_given: bool,
     pub nodes: BTreeMap<NodeId, NodeEntry>,
     pub data_dir: String,
     pub tick: Duration,
@@ -242,6 +254,9 @@ pub struct NodeSettings {
     pub settings: Settings,
     pub me: NodeEntry,
     pub data_dir: PathBuf,
+    /// The node joins a running cluster (`--join`): it starts with no configuration
+    /// (unless its data directory holds one), and `settings.nodes` are not used.
+    pub join: bool,
 }
 
 fn bad(source: &str, key: &str, problem: impl std::fmt::Display) -> Error {
@@ -252,8 +267,23 @@ impl Settings {
     /// Reads `path` and overrides its top-level keys from `env` (pairs of variable name
     /// and value; only `ROLEPAX_*` names are used). Pass `std::env::vars()` in a binary.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let source = path.display().to_string();
-        if !path.is_file() {
+        let (source, raw) = Self::read(Some(path), env)?;
+        Self::check(source, raw, true)
+    }
+
+    /// The tuning of a joining node: `path`'s keys (its `[[nodes]]`, if any, are not
+    /// used), or the defaults without a file; `ROLEPAX_*` variables override either.
+    pub fn load_tuning(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let (source, raw) = Self::read(path, env)?;
+        Self::check(source, raw, false)
+    }
+
+    /// The file (none: every key at its default) with the environment's overrides.
+    fn read(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<(String, RawSettings)> {
+        let source = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
+        if let Some(path) = path
+            && !path.is_file()
+        {
             return Err(Error::Config(format!(
                 "{source}: no such configuration file (give an existing TOML file with --config)"
             )));
@@ -273,13 +303,18 @@ impl Settings {
                 )));
             }
         }
-        let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        let builder = match path {
+            Some(path) => {
+                config::Config::builder().add_source(config::File::from(path).format(config::FileFormat::Toml))
+            }
+            None => config::Config::builder(),
+        };
+        let raw = builder
             .add_source(config::Environment::with_prefix(ENV_PREFIX).source(Some(overrides)))
             .build()
             .and_then(|c| c.try_deserialize::<RawSettings>())
             .map_err(|e| Error::Config(describe_config_error(&source, &e)))?;
-        Self::check(source, raw)
+        Ok((source, raw))
     }
 
     /// Parses TOML text (no environment), for tests and embedding.
@@ -290,15 +325,22 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize::<RawSettings>())
             .map_err(|e| Error::Config(describe_config_error(&source, &e)))?;
-        Self::check(source, raw)
+        Self::check(source, raw, true)
     }
 
-    fn check(source: String, raw: RawSettings) -> Result<Self> {
+    /// Checks every value; `[[nodes]]` only if `with_nodes` (a joining node's are not
+    /// used).
+    fn check(source: String, mut raw: RawSettings, with_nodes: bool) -> Result<Self> {
         let s = source.as_str();
-        if raw.cluster_id.trim().is_empty() {
+        let cluster_given = raw.cluster_id.is_some();
+        let cluster_id = raw.cluster_id.take().unwrap_or_else(defaults::cluster_id);
+        if cluster_id.trim().is_empty() {
             return Err(bad(s, "cluster_id", "must not be empty"));
         }
-        if raw.nodes.is_empty() {
+        if !with_nodes {
+            raw.nodes.clear();
+        }
+        if raw.nodes.is_empty() && with_nodes {
             return Err(bad(
                 s,
                 "nodes",
@@ -397,13 +439,13 @@ impl Settings {
                 return Err(bad(s, key, "must be at least 1"));
             }
         }
-        if raw.cluster_id.len() > crate::net::tcp::MAX_CLUSTER_ID_LEN {
+        if cluster_id.len() > crate::net::tcp::MAX_CLUSTER_ID_LEN {
             return Err(bad(
                 s,
                 "cluster_id",
                 format!(
                     "is {} bytes, at most {} allowed",
-                    raw.cluster_id.len(),
+                    cluster_id.len(),
                     crate::net::tcp::MAX_CLUSTER_ID_LEN
                 ),
             ));
@@ -459,7 +501,8 @@ impl Settings {
         let ms = Duration::from_millis;
         Ok(Settings {
             source,
-            cluster_id: raw.cluster_id,
+            cluster_id,
+            cluster_given,
             nodes,
             data_dir: raw.data_dir,
             tick: ms(raw.tick_ms),
@@ -501,6 +544,40 @@ impl Settings {
             settings: self.clone(),
             me,
             data_dir,
+            join: false,
+        })
+    }
+
+    /// A node that joins a running cluster (`--join`), described by its command line:
+    /// `id` and its addresses; `data_dir` (else the file's pattern for `id`).
+    pub fn for_joining(
+        &self,
+        id: NodeId,
+        peer_addr: SocketAddr,
+        http_addr: SocketAddr,
+        data_dir: Option<PathBuf>,
+    ) -> Result<NodeSettings> {
+        if id == 0 {
+            return Err(bad(&self.source, "id", "must be at least 1"));
+        }
+        if peer_addr == http_addr {
+            return Err(bad(
+                &self.source,
+                "peer_addr",
+                format!("{peer_addr} is the http_addr too: a node needs two ports"),
+            ));
+        }
+        let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(self.data_dir.replace("{id}", &id.to_string())));
+        Ok(NodeSettings {
+            settings: self.clone(),
+            me: NodeEntry {
+                id,
+                peer_addr,
+                http_addr,
+                data_dir: None,
+            },
+            data_dir,
+            join: true,
         })
     }
 
@@ -516,8 +593,11 @@ impl NodeSettings {
         self.me.id
     }
 
-    /// The other nodes' peer addresses.
+    /// The other nodes' peer addresses (none for a joining node: it learns them).
     pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        if self.join {
+            return BTreeMap::new();
+        }
         self.settings
             .nodes
             .values()
@@ -526,23 +606,51 @@ impl NodeSettings {
             .collect()
     }
 
+    /// The cluster id this node knows before it starts: the settings', unless it joins
+    /// and none was given (then empty: it learns it from a member).
+    pub fn known_cluster_id(&self) -> String {
+        if self.join && !self.settings.cluster_given {
+            String::new()
+        } else {
+            self.settings.cluster_id.clone()
+        }
+    }
+
     /// Every node's HTTP address (for clients and `/status`).
     pub fn http_addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.settings.nodes.values().map(|n| (n.id, n.http_addr)).collect()
     }
 
-    /// The node's transport settings (queue, backoff and handshake keep their defaults).
+    /// The node's transport settings (queue, backoff and handshake keep their defaults;
+    /// nodes that are not peers yet are accepted: the membership may change).
     pub fn tcp_config(&self) -> TcpConfig {
         let mut cfg = TcpConfig::new(self.me.id, self.me.peer_addr, self.peers());
-        cfg.cluster_id = self.settings.cluster_id.clone();
+        cfg.cluster_id = self.known_cluster_id();
         cfg.max_frame = self.settings.max_frame_bytes;
+        cfg.accept_unknown = true;
         cfg
     }
 
     /// The node's Paxos settings.
     pub fn node_config(&self) -> NodeConfig {
         let s = &self.settings;
-        let mut cfg = NodeConfig::new(self.me.id, s.nodes.keys().copied().collect(), self.data_dir.clone());
+        let nodes = if self.join {
+            Vec::new()
+        } else {
+            s.nodes.keys().copied().collect()
+        };
+        let mut cfg = NodeConfig::new(self.me.id, nodes, self.data_dir.clone());
+        let member = |n: &NodeEntry| Member {
+            peer_addr: n.peer_addr.to_string(),
+            http_addr: n.http_addr.to_string(),
+        };
+        cfg.addresses = if self.join {
+            [(self.me.id, member(&self.me))].into_iter().collect()
+        } else {
+            s.nodes.values().map(|n| (n.id, member(n))).collect()
+        };
+        cfg.cluster = self.known_cluster_id();
+        cfg.join = self.join;
         cfg.tick = s.tick;
         cfg.elector.heartbeat_ticks = s.ticks(s.heartbeat);
         cfg.elector.election_min_ticks = s.ticks(s.election_min);
@@ -643,8 +751,21 @@ http_addr = "127.0.0.1:7203"
         assert_eq!(cfg.proposer.max_batch_bytes, DEFAULT_MAX_PROMISE_BYTES);
         assert_eq!(cfg.elector.step_down_ticks, cfg.elector.election_max_ticks);
         assert_eq!(cfg.acceptor_hot_slots, DEFAULT_HOT_SLOTS);
-        // Everything else is the roles' and the node's own default.
-        let core = NodeConfig::new(1, vec![1, 2, 3], "data/node-1");
+        // Everything else is the roles' and the node's own default (and the file's nodes).
+        let mut core = NodeConfig::new(1, vec![1, 2, 3], "data/node-1");
+        core.addresses = n
+            .settings
+            .nodes
+            .values()
+            .map(|e| {
+                let member = Member {
+                    peer_addr: e.peer_addr.to_string(),
+                    http_addr: e.http_addr.to_string(),
+                };
+                (e.id, member)
+            })
+            .collect();
+        core.cluster = defaults::cluster_id();
         let expected = NodeConfig {
             proposer: ProposerConfig {
                 max_batch_bytes: budget,
@@ -658,8 +779,43 @@ http_addr = "127.0.0.1:7203"
         };
         assert_eq!(format!("{cfg:?}"), format!("{expected:?}"));
         let tcp = n.tcp_config();
-        let default_tcp = TcpConfig::new(tcp.id, tcp.listen, tcp.peers.clone());
+        let default_tcp = TcpConfig {
+            accept_unknown: true,
+            ..TcpConfig::new(tcp.id, tcp.listen, tcp.peers.clone())
+        };
         assert_eq!(format!("{tcp:?}"), format!("{default_tcp:?}"));
+    }
+
+    #[test]
+    fn config_joining_node_needs_no_nodes_and_learns_the_cluster_id() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let bare = Settings::load_tuning(None, Vec::new()).expect("defaults");
+        assert!(bare.nodes.is_empty() && !bare.cluster_given);
+        let n = bare.for_joining(4, addr(7104), addr(7204), None).expect("joining");
+        assert_eq!(n.data_dir, PathBuf::from("data/node-4"));
+        assert!(n.peers().is_empty());
+        let cfg = n.node_config();
+        assert!(cfg.join && cfg.nodes.is_empty());
+        assert_eq!(cfg.cluster, "", "learned from the members");
+        assert_eq!(cfg.addresses[&4].http_addr, "127.0.0.1:7204");
+        assert_eq!(n.tcp_config().cluster_id, "");
+        assert!(
+            bare.for_joining(4, addr(7104), addr(7104), None).is_err(),
+            "one port for both"
+        );
+
+        // A file's tuning and cluster id count; its [[nodes]] do not.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("tick_ms = 5\n{GOOD}")).expect("write");
+        let s = Settings::load_tuning(Some(&path), Vec::new()).expect("tuning");
+        assert!(s.nodes.is_empty() && s.cluster_given);
+        let n = s
+            .for_joining(4, addr(7104), addr(7204), Some(PathBuf::from("/d")))
+            .expect("joining");
+        assert_eq!(n.node_config().cluster, "t");
+        assert_eq!(n.node_config().tick, Duration::from_millis(5));
+        assert_eq!(n.data_dir, PathBuf::from("/d"));
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub enum Error {
     Protocol(String),
     /// The node is shutting down.
     Stopped,
+    /// This node was removed from the cluster: it serves no client request. `members`
+    /// are the current members to ask instead, as (id, peer address, HTTP address).
+    Removed {
+        message: String,
+        members: Vec<(u64, String, String)>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -34,6 +40,7 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "config: {m}"),
             Error::Protocol(m) => write!(f, "protocol: {m}"),
             Error::Stopped => write!(f, "node is stopped"),
+            Error::Removed { message, .. } => write!(f, "{message}"),
         }
     }
 }

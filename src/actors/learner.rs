@@ -35,6 +35,9 @@ pub struct LearnerStatus {
     /// Bytes given back by compacting the decided log, and bytes its files take now.
     pub compacted_bytes: u64,
     pub log_bytes: u64,
+    /// Snapshot chunks taken from each source in migrations (a joining node pulling the
+    /// state from several members in parallel).
+    pub migration_chunks: BTreeMap<NodeId, u64>,
 }
 
 #[derive(Message)]
@@ -221,6 +224,7 @@ impl Handler<GetLearnerStatus> for LearnerActor {
             snapshot_chunks_sent: self.io.chunks_sent,
             compacted_bytes: self.io.compacted_bytes,
             log_bytes: self.io.log.disk_bytes(),
+            migration_chunks: self.core.migration_chunks().clone(),
         })
     }
 }

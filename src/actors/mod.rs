@@ -12,8 +12,8 @@
 //! | [`proposer`]      | Proposer        | messages only                                      |
 //! | [`learner`]       | Learner         | `decided.wal`                                      |
 //! | [`elector`]       | Leader-elector  | the `ballot` file; publishes who leads             |
-//! | [`state_machine`] | StateMachine    | `snapshot.bin`; answers the node's waiting clients |
-//! | [`node`]          | wiring          | starts the five actors of one node; the client-facing handle |
+//! | [`state_machine`] | StateMachine    | `snapshot.bin`, the `membership` file; answers the node's waiting clients; publishes each configuration applied |
+//! | [`node`]          | wiring          | starts the five actors of one node in the configuration in force; the client-facing handle (commands, reads, membership changes) |
 //! | [`lock_client`]   | wiring          | waiting for lock grants on behalf of a client       |
 //!
 //! Roles talk only by messages. Messages to another node go through [`Peers::send`],
@@ -112,8 +112,9 @@ impl LocalRoles {
 #[derive(Clone)]
 pub struct Peers {
     pub id: NodeId,
-    /// Every node of the configuration, this one included, ascending.
-    pub nodes: Arc<Vec<NodeId>>,
+    /// Reaches the other nodes; its peers follow the configuration in force (the state
+    /// machine's host sets them when it applies one). Which nodes each role talks to is
+    /// the role core's business (each holds the configuration's members).
     pub transport: Arc<dyn Transport>,
     pub local: LocalRoles,
 }

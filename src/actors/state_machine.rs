@@ -6,13 +6,23 @@
 //! over `snapshot.bin`, while applies go on. A snapshot the learner received from a
 //! peer ([`Write::InstallSnapshot`]) is read, synced and renamed over `snapshot.bin` on
 //! the blocking pool too, then handed back to the core to restore.
+//!
+//! **Membership.** A configuration the core applies ([`Write::Membership`]: a StopSign,
+//! or a restored snapshot holding a newer one) is recorded here before the roles hear of
+//! it: written to the `membership` file (synced; a restart starts from it), given to the
+//! transport (which dials the new members and stops dialing those that left), and
+//! published to the node's gateway ([`MembershipView`]), which answers the change's
+//! request from it. One whose id is not above the last one recorded is ignored (a
+//! restarted node applies old StopSigns from its log again). The sources a new member
+//! pulls the state from are those of the StopSign, seen here as it is applied.
 
+use super::node::MembershipView;
 use super::{FromPeer, Halt, Local, Peers};
 use crate::app::Application;
 use crate::driver::{Driver, Host};
 use crate::error::{Error, Result};
 use crate::messages::local::LocalMessage;
-use crate::messages::{NodeId, PeerMessage, RequestId, Slot, StateMachineMessage, Value};
+use crate::messages::{Configuration, NodeId, PeerMessage, RequestId, Slot, StateMachineMessage, StopSign, Value};
 use crate::roles::ready::{Outcome, Write};
 use crate::roles::state_machine::{StateMachine, StateMachineInput};
 use crate::storage::Storage;
@@ -21,7 +31,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// Clients waiting for their commands to be applied, shared between the node's gateway
 /// (which adds a waiter before it proposes) and the state machine (which answers it).
@@ -114,6 +124,10 @@ struct Io<A: Application> {
     /// Linearizable reads the core holds, by id: where their answers go.
     reads: HashMap<RequestId, ReadWaiter<A::Reply>>,
     peers: Peers,
+    /// Where the configurations applied are published (`None`: not published, tests).
+    membership: Option<Arc<watch::Sender<MembershipView>>>,
+    /// The latest StopSign applied: the sources of the configuration it starts.
+    last_stop: Option<StopSign>,
 }
 
 /// The host of one call into the driver: the core is read to stream a snapshot.
@@ -131,6 +145,7 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
                 self.install_received(at);
                 return Ok(());
             }
+            Write::Membership(config) => return self.io.record_membership(config),
             other => return Err(Error::Storage(format!("the state machine cannot write {other:?}"))),
         };
         let started = std::time::Instant::now();
@@ -217,6 +232,54 @@ impl<A: Application> Host<A::Reply> for StateMachineIo<'_, A> {
     }
 }
 
+impl<A: Application> Io<A> {
+    /// Carries out [`Write::Membership`] (see the module docs): the file, the transport,
+    /// the gateway. A failed write of the file stops the node like any failed write.
+    fn record_membership(&mut self, config: Configuration) -> Result<()> {
+        let Some(tx) = self.membership.clone() else {
+            return Ok(());
+        };
+        let (cluster, previous) = {
+            let view = tx.borrow();
+            (view.cluster.clone(), view.config.clone())
+        };
+        if let Some(prev) = previous.as_ref().filter(|p| p.id >= config.id) {
+            tracing::debug!(
+                node = self.node,
+                role = "state_machine",
+                recorded = prev.id,
+                config = config.id,
+                "configuration not newer than the one recorded; ignored"
+            );
+            return Ok(());
+        }
+        self.storage.save_membership(&cluster, &config)?;
+        self.peers.transport.set_members(&config);
+        let sources = match (&self.last_stop, &previous) {
+            (Some(stop), _) if stop.prev + 1 == config.id && !stop.sources.is_empty() => stop.sources.clone(),
+            (_, Some(prev)) if prev.id + 1 == config.id => {
+                prev.ids().into_iter().filter(|id| config.contains(*id)).collect()
+            }
+            _ => Vec::new(),
+        };
+        tracing::info!(
+            node = self.node,
+            role = "state_machine",
+            config = %config,
+            member = config.contains(self.node),
+            ?sources,
+            "configuration applied"
+        );
+        tx.send_modify(|v| {
+            v.config = Some(config);
+            v.sources = sources;
+            v.learned = None;
+            v.join_error = None;
+        });
+        Ok(())
+    }
+}
+
 impl<A: Application> StateMachineIo<'_, A> {
     /// Installs the snapshot the learner received, off this thread; the core restores it
     /// once it is durable in place of the current one.
@@ -277,9 +340,18 @@ impl<A: Application> StateMachineActor<A> {
                 waiters,
                 reads: HashMap::new(),
                 peers,
+                membership: None,
+                last_stop: None,
             },
             record: record_applied.then(Vec::new),
         }
+    }
+
+    /// Publishes the configurations applied to the node's gateway through `tx` (and
+    /// records them; see the module docs).
+    pub fn with_membership(mut self, tx: Arc<watch::Sender<MembershipView>>) -> Self {
+        self.io.membership = Some(tx);
+        self
     }
 
     fn run(&mut self, input: StateMachineInput<A::Command>, ctx: &mut Context<Self>) {
@@ -327,7 +399,12 @@ impl<A: Application> Handler<Local> for StateMachineActor<A> {
         for (slot, value) in &batch {
             let id = match value {
                 Value::Command(c) => Some(c.id),
-                Value::StopSign(s) => Some(s.id),
+                Value::StopSign(s) => {
+                    if *slot >= self.core.next() {
+                        self.io.last_stop = Some(s.clone());
+                    }
+                    Some(s.id)
+                }
                 Value::Noop => None,
             };
             let (client, seq) = (id.map(|i| i.client), id.map(|i| i.seq));

@@ -12,8 +12,21 @@
 //!
 //! Logs go to stderr through `tracing-subscriber`; `RUST_LOG` wins over `log_level`.
 //!
-//! **Left out.** Daemonizing, pid files, reloading the configuration, and membership
-//! changes. The three flags are parsed by hand: not worth a dependency.
+//! **Joining a running cluster.** `rolepax-node --id N --peer-addr IP:PORT --http-addr
+//! IP:PORT --data-dir DIR --join URL[,URL...]` starts a node that is no member yet: its
+//! HTTP API and transport run, `/status` says `"joining"`, and it asks the join URLs
+//! (members' HTTP addresses) for the cluster's members until an operator adds it
+//! (`rolepax member add N --peer-addr ... --http-addr ...`); then it pulls the state
+//! and becomes a member (`rolepax::http::join`). `--config FILE` may still be given for
+//! the tuning keys and the cluster id (its `[[nodes]]` are not used); without it the
+//! defaults apply and the cluster id is learned. A data directory that holds a
+//! `membership` file restarts as the member it was: the join URLs are then not used.
+//!
+//! **Restarts.** A node whose data directory holds a `membership` file starts in that
+//! configuration (the latest it applied), not in the file's `[[nodes]]`.
+//!
+//! **Left out.** Daemonizing, pid files, reloading the configuration. The flags are
+//! parsed by hand: not worth a dependency.
 
 /// mimalloc instead of glibc's malloc, for two measured reasons. Commands are allocated
 /// on an HTTP worker and freed on the state machine's thread (replies the other way);
@@ -32,7 +45,9 @@ use rolepax::actors::node::Node;
 use rolepax::app::service::Service;
 use rolepax::config::{NodeSettings, Settings};
 use rolepax::http::{self, HttpState};
+use rolepax::messages::Member;
 use rolepax::net::tcp::TcpTransport;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,11 +55,24 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: rolepax-node --config FILE --id N [--data-dir DIR]
+       rolepax-node --id N --peer-addr IP:PORT --http-addr IP:PORT --data-dir DIR
+                    --join URL[,URL...] [--config FILE]
 
-  --config FILE    the cluster's TOML file (e.g. config/local-3.toml)
-  --id N           which [[nodes]] entry of the file this process is
+  --config FILE    the cluster's TOML file (e.g. config/local-3.toml); with --join only
+                   its tuning keys and cluster_id are used
+  --id N           which [[nodes]] entry of the file this process is (with --join: the
+                   id the new node gets)
   --data-dir DIR   where this node keeps its state (default: the file's data_dir)
+  --join URLS      join a running cluster: comma-separated HTTP URLs of members, asked
+                   for the cluster's members until an operator adds this node with
+                   `rolepax member add N --peer-addr IP:PORT --http-addr IP:PORT`
+  --peer-addr A    with --join: this node's peer (TCP) address
+  --http-addr A    with --join: this node's HTTP address
   -h, --help       this text
+
+A data directory that holds a `membership` file (a node that applied a membership
+change) starts in the configuration it records, whatever the file's [[nodes]] say, and
+a joining node restarted with one is a member again (its join URLs are not used).
 
 Top-level keys of the file can be overridden by ROLEPAX_<KEY> environment variables
 (e.g. ROLEPAX_DATA_DIR, ROLEPAX_ELECTION_MIN_MS). RUST_LOG overrides log_level.
@@ -52,14 +80,21 @@ Top-level keys of the file can be overridden by ROLEPAX_<KEY> environment variab
 Exit codes: 0 clean shutdown (SIGTERM, Ctrl-C), 1 could not run, 2 bad usage or config.";
 
 struct Args {
-    config: PathBuf,
+    config: Option<PathBuf>,
     id: u64,
     data_dir: Option<PathBuf>,
+    /// `--join`: the URLs, and this node's peer and HTTP addresses.
+    join: Option<(Vec<String>, SocketAddr, SocketAddr)>,
 }
 
 /// `Ok(None)` asks for the help text.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let (mut config, mut id, mut data_dir) = (None, None, None);
+    let (mut join, mut peer_addr, mut http_addr) = (None, None, None);
+    let addr = |flag: &str, v: String| {
+        v.parse::<SocketAddr>()
+            .map_err(|_| format!("{flag} {v:?} is not an address like 127.0.0.1:7104"))
+    };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -75,6 +110,26 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "-h" | "--help" => return Ok(None),
             "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--join" => {
+                let urls: Vec<String> = value("--join")?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| {
+                        if u.contains("://") {
+                            u.to_string()
+                        } else {
+                            format!("http://{u}")
+                        }
+                    })
+                    .collect();
+                if urls.is_empty() {
+                    return Err("--join needs at least one URL of a member".into());
+                }
+                join = Some(urls);
+            }
+            "--peer-addr" => peer_addr = Some(addr("--peer-addr", value("--peer-addr")?)?),
+            "--http-addr" => http_addr = Some(addr("--http-addr", value("--http-addr")?)?),
             "--id" => {
                 let v = value("--id")?;
                 id = Some(
@@ -85,10 +140,25 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    let id = id.ok_or("--id N is required")?;
+    let join = match (join, peer_addr, http_addr) {
+        (Some(urls), Some(peer), Some(http)) => Some((urls, peer, http)),
+        (Some(_), _, _) => return Err("--join needs --peer-addr and --http-addr (this node's addresses)".into()),
+        (None, None, None) => {
+            if config.is_none() {
+                return Err("--config FILE is required (or --join URL to join a running cluster)".into());
+            }
+            None
+        }
+        (None, _, _) => {
+            return Err("--peer-addr and --http-addr are only for --join (otherwise the config file has them)".into());
+        }
+    };
     Ok(Some(Args {
-        config: config.ok_or("--config FILE is required")?,
-        id: id.ok_or("--id N is required")?,
+        config,
+        id,
         data_dir,
+        join,
     }))
 }
 
@@ -104,7 +174,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let node = match Settings::load(&args.config, std::env::vars()).and_then(|s| s.for_node(args.id, args.data_dir)) {
+    let settings = match (&args.join, &args.config) {
+        (Some((_, peer, http)), config) => Settings::load_tuning(config.as_deref(), std::env::vars())
+            .and_then(|s| s.for_joining(args.id, *peer, *http, args.data_dir.clone())),
+        (None, Some(config)) => {
+            Settings::load(config, std::env::vars()).and_then(|s| s.for_node(args.id, args.data_dir))
+        }
+        (None, None) => Err(Error::Config("--config FILE is required".into())),
+    };
+    let node = match settings {
         Ok(node) => node,
         Err(e) => {
             eprintln!("rolepax-node: refusing to start: {e}");
@@ -119,8 +197,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let join_urls = args.join.map(|(urls, _, _)| urls);
     let system = actix_rt::System::new();
-    match system.block_on(run(node)) {
+    match system.block_on(run(node, join_urls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -130,7 +209,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(ns: NodeSettings) -> Result<(), Error> {
+async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
     let id = ns.id();
     let transport = TcpTransport::start(ns.tcp_config())
         .await
@@ -140,7 +219,7 @@ async fn run(ns: NodeSettings) -> Result<(), Error> {
 
     let counters = transport.clone();
     let state = web::Data::new(
-        HttpState::new(node.clone(), &ns.settings.cluster_id, ns.settings.max_body_bytes).with_transport(Arc::new(
+        HttpState::new(node.clone(), &ns.known_cluster_id(), ns.settings.max_body_bytes).with_transport(Arc::new(
             move || serde_json::to_value(counters.counters()).unwrap_or(serde_json::Value::Null),
         )),
     );
@@ -157,8 +236,24 @@ async fn run(ns: NodeSettings) -> Result<(), Error> {
         peer = %transport.local_addr(),
         http = %ns.me.http_addr,
         data_dir = %ns.data_dir.display(),
+        membership = node.membership_state().as_str(),
         "node running"
     );
+    if let Some(urls) = join {
+        if node.membership().config.is_some() {
+            tracing::info!(
+                node = id,
+                ?urls,
+                "the data directory holds a configuration: not joining again"
+            );
+        } else {
+            let me = Member {
+                peer_addr: ns.me.peer_addr.to_string(),
+                http_addr: ns.me.http_addr.to_string(),
+            };
+            http::join::spawn(node.clone(), urls, me);
+        }
+    }
 
     let mut server = actix_rt::spawn(server);
     let outcome = tokio::select! {

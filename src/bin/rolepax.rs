@@ -1,13 +1,19 @@
 //! # rolepax: the command-line client
 //!
 //! Talks to a cluster over its plain HTTP API (`/v1/kv`, `/v1/cas`, `/v1/locks`,
-//! `/v1/sessions`, `/status`; see
+//! `/v1/sessions`, `/v1/members`, `/status`; see
 //! `rolepax::http`) with blocking `ureq` calls. Each command tries the endpoints in
 //! order and moves on when one is down (connection refused, timeout) or answers 503;
 //! any other answer is final. `--help` lists the commands and exit codes.
 //!
 //! A write retried on another endpoint after a timeout or a 503 may be applied twice
 //! (harmless for put and delete; a `cas` may then report a conflict with its own write).
+//!
+//! `member add|remove|replace` go to the first endpoint that accepts a connection and
+//! are not retried elsewhere (a change that timed out may still be applied; `member
+//! list` shows what happened). They wait until the new configuration is active (an added
+//! node caught up, a leader of it known), up to `--timeout` or a minute, whichever is
+//! longer.
 //!
 //! **Left out.** The etcd gateway (use curl), TLS, prefixes and ranges, watches.
 
@@ -32,11 +38,20 @@ commands:
                            runs CMD with ROLEPAX_LOCK_NAME and ROLEPAX_LOCK_TOKEN (the
                            fencing token) set, releases, exits with CMD's status
   locks                    every lock with its holder, fencing token and waiters
+  member list              one row per member: id, peer address, HTTP address, role,
+                           configuration id
+  member add ID --peer-addr IP:PORT --http-addr IP:PORT [--from ID,ID]
+                           add node ID (started first with `rolepax-node --join`);
+                           --from: members it pulls the state from (default: all)
+  member remove ID         remove node ID from the cluster
+  member replace OLD NEW --peer-addr IP:PORT --http-addr IP:PORT [--from ID,ID]
+                           remove OLD and add NEW in one change
 
 options:
   --endpoints URLS   comma-separated node HTTP addresses, tried in order
                      (default: http://127.0.0.1:7201,7202,7203)
-  --timeout SECS     per-request timeout (default 10)
+  --timeout SECS     per-request timeout (default 10); member changes wait this long
+                     (at least 60 s) for an added node to catch up
   --ttl SECS         lock: the session's time-to-live (default 10); a holder that dies
                      loses the lock this long after its last keep-alive
   -h, --help         this text
@@ -44,8 +59,11 @@ options:
 exit codes:
   0  ok
   1  key not found (get, delete) or compare failed (cas)
-  2  usage error, or the server refused the request (4xx)
-  3  unavailable: no endpoint answered, or all answered 503
+  2  usage error, or the server refused the request (4xx; for member changes: an
+     id in use, a non-member, no majority left reachable, a new node that was not
+     started with --join, ...; the reason on stderr)
+  3  unavailable: no endpoint answered, or all answered 503 (member changes: 5xx, no
+     connection, or a timeout; the change may or may not have been made)
   4  lock: the session expired, or no keep-alive was answered for most of the TTL, while
      CMD ran (CMD was killed: the lock may be someone else's)
   otherwise, for lock: CMD's exit status (127 if it could not be started)";
@@ -84,6 +102,8 @@ impl Outcome {
 struct Client {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// The per-request timeout (`--timeout`).
+    timeout: Duration,
     /// Session time-to-live for `lock`.
     ttl: Duration,
 }
@@ -202,6 +222,7 @@ fn run(client: &Client, command: &[String]) -> Outcome {
         }
         ["status"] => status(client),
         ["locks"] => list_locks(client),
+        ["member", rest @ ..] => member(client, rest),
         ["lock", name, "--", cmd @ ..] if !cmd.is_empty() => lock(client, name, cmd),
         ["lock", ..] => Outcome::Usage(format!("usage: rolepax lock NAME -- COMMAND [ARGS...]\n\n{USAGE}")),
         [] => Outcome::Usage(format!("no command given\n\n{USAGE}")),
@@ -221,6 +242,7 @@ fn status(client: &Client) -> Outcome {
         let one = Client {
             agent: client.agent.clone(),
             endpoints: vec![endpoint.clone()],
+            timeout: client.timeout,
             ttl: client.ttl,
         };
         let row = match one.request("GET", "/status", None) {
@@ -308,6 +330,7 @@ fn lock(client: &Client, name: &str, cmd: &[&str]) -> Outcome {
         let client = Client {
             agent: client.agent.clone(),
             endpoints: client.endpoints.clone(),
+            timeout: client.timeout,
             ttl,
         };
         std::thread::spawn(move || {
@@ -438,6 +461,190 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
+const MEMBER_USAGE: &str = "\
+usage: rolepax member list
+       rolepax member add ID --peer-addr IP:PORT --http-addr IP:PORT [--from ID,ID]
+       rolepax member remove ID
+       rolepax member replace OLD NEW --peer-addr IP:PORT --http-addr IP:PORT [--from ID,ID]";
+
+/// A node id argument.
+fn member_id(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(format!(
+            "{text:?} is not a node id (a positive integer)\n\n{MEMBER_USAGE}"
+        )),
+    }
+}
+
+/// `--peer-addr`, `--http-addr` and `--from` of an add or replace: the request body.
+fn new_member_body(id: u64, args: &[&str]) -> Result<Value, String> {
+    let (mut peer, mut http, mut from) = (None, None, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (*arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next().map(|v| v.to_string()))
+                .ok_or_else(|| format!("{flag} needs a value\n\n{MEMBER_USAGE}"))
+        };
+        match flag {
+            "--peer-addr" => peer = Some(value()?),
+            "--http-addr" => http = Some(value()?),
+            "--from" => {
+                let ids = value()?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(member_id)
+                    .collect::<Result<Vec<u64>, String>>()?;
+                from = Some(ids);
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{MEMBER_USAGE}")),
+        }
+    }
+    let peer = peer.ok_or_else(|| format!("--peer-addr IP:PORT is required\n\n{MEMBER_USAGE}"))?;
+    let http = http.ok_or_else(|| format!("--http-addr IP:PORT is required\n\n{MEMBER_USAGE}"))?;
+    let mut body = json!({"id": id, "peer_addr": peer, "http_addr": http});
+    if let (Some(from), Value::Object(m)) = (from, &mut body) {
+        m.insert("from".into(), json!(from));
+    }
+    Ok(body)
+}
+
+/// `rolepax member ...`.
+fn member(client: &Client, args: &[&str]) -> Outcome {
+    let request = match args {
+        ["list"] => return member_list(client),
+        ["add", id, rest @ ..] => member_id(id)
+            .and_then(|id| new_member_body(id, rest))
+            .map(|body| ("POST", "/v1/members".to_string(), Some(body))),
+        ["remove", id] => member_id(id).map(|id| ("DELETE", format!("/v1/members/{id}"), None)),
+        ["replace", old, new, rest @ ..] => member_id(old).and_then(|old| {
+            let body = member_id(new).and_then(|new| new_member_body(new, rest))?;
+            Ok(("POST", format!("/v1/members/{old}/replace"), Some(body)))
+        }),
+        [] => Err(format!("`member` needs list, add, remove or replace\n\n{MEMBER_USAGE}")),
+        _ => Err(format!(
+            "cannot understand `member {}`\n\n{MEMBER_USAGE}",
+            args.join(" ")
+        )),
+    };
+    let (method, path, body) = match request {
+        Ok(r) => r,
+        Err(e) => return Outcome::Usage(e),
+    };
+    let body = body.map(|b| b.to_string());
+    // An added node may take long to pull a large state: the server waits for it up to
+    // `--timeout` (at least a minute), and the request for that and half a minute more.
+    let wait = client.timeout.max(Duration::from_secs(60));
+    let path = format!("{path}?timeout={}", wait.as_secs_f64());
+    match member_change(client, wait + Duration::from_secs(30), method, &path, body.as_deref()) {
+        Ok(a) if a.status == 200 => {
+            print_members(&a.json());
+            Outcome::Ok
+        }
+        Ok(a) if a.status < 500 => Outcome::Usage(format!("refused: {}", a.error())),
+        Ok(a) => Outcome::Unavailable(a.error()),
+        Err(e) => Outcome::Unavailable(e),
+    }
+}
+
+/// Sends a membership change to the first endpoint that takes the connection; no other
+/// endpoint is tried once one has it (the change might be made twice otherwise). Waits
+/// for the new configuration to be active, so with a long timeout.
+fn member_change(
+    client: &Client,
+    timeout: Duration,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Answer, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(2))
+        .timeout(timeout)
+        .build();
+    let mut failures = Vec::new();
+    for endpoint in &client.endpoints {
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+        let req = agent.request(method, &url);
+        let sent = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        let res = match sent {
+            Ok(res) => res,
+            Err(ureq::Error::Status(_, res)) => res,
+            Err(ureq::Error::Transport(t))
+                if matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns) =>
+            {
+                failures.push(format!("{endpoint}: {t}"));
+                continue;
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(format!(
+                    "{endpoint}: {t} (the change may or may not have been made: see `rolepax member list`)"
+                ));
+            }
+        };
+        let status = res.status();
+        let mut bytes = Vec::new();
+        if let Err(e) = res.into_reader().read_to_end(&mut bytes) {
+            return Err(format!("{endpoint}: reading the answer: {e}"));
+        }
+        return Ok(Answer { status, body: bytes });
+    }
+    Err(failures.join("; "))
+}
+
+/// A `/v1/members` answer as a table.
+fn print_members(v: &Value) {
+    let config = v["config_id"].as_u64().map_or("-".to_string(), |c| c.to_string());
+    let mut rows = vec![["ID", "PEER", "HTTP", "ROLE", "CONFIG"].map(String::from).to_vec()];
+    for m in v["members"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let text = |k: &str| m[k].as_str().unwrap_or("-").to_string();
+        rows.push(vec![
+            m["id"].as_u64().map_or("?".to_string(), |id| id.to_string()),
+            text("peer_addr"),
+            text("http_addr"),
+            text("role"),
+            config.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+}
+
+/// `rolepax member list`: the members as the first node that answers sees them.
+fn member_list(client: &Client) -> Outcome {
+    match client.request("GET", "/v1/members", None) {
+        Ok(a) if a.status == 200 => {
+            let v = a.json();
+            if v["removed"] == json!(true) {
+                eprintln!(
+                    "rolepax: note: node {} answered, and it was removed from the cluster: its list may be out of date",
+                    v["node_id"]
+                );
+            }
+            print_members(&v);
+            Outcome::Ok
+        }
+        Ok(a) if a.status < 500 => Outcome::Usage(a.error()),
+        Ok(a) => Outcome::Unavailable(a.error()),
+        Err(e) => Outcome::Unavailable(e),
+    }
+}
+
 /// `rolepax locks`: a table of every lock.
 fn list_locks(client: &Client) -> Outcome {
     match client.request("GET", "/v1/locks", None) {
@@ -530,5 +737,14 @@ fn main() -> ExitCode {
         .timeout_connect(Duration::from_secs(2).min(timeout))
         .timeout(timeout)
         .build();
-    run(&Client { agent, endpoints, ttl }, &command).exit()
+    run(
+        &Client {
+            agent,
+            endpoints,
+            timeout,
+            ttl,
+        },
+        &command,
+    )
+    .exit()
 }

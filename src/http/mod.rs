@@ -17,6 +17,8 @@
 //! | `DELETE /v1/kv/{key}`           | delete (404 if absent)                               |
 //! | `POST /v1/cas/{key}`            | `{"expected": "old" or null, "new": "v"}`; 409 if the value differs |
 //! | `GET /status`, `/health`, `/metrics` | node state as JSON; liveness; Prometheus text   |
+//! | `GET /v1/members`, `POST /v1/members`, `DELETE /v1/members/{id}`, `POST /v1/members/{id}/replace` | membership: list, add, remove, replace ([`members`]) |
+//! | `POST /v3/cluster/member/list`, `.../add`, `.../remove` | etcd gateway: the same ([`members`]) |
 //!
 //! The etcd subset follows etcd's JSON gateway: keys and values are base64 (standard or
 //! URL alphabet, padding optional), 64-bit integers are JSON strings (numbers are
@@ -27,8 +29,11 @@
 //! header.
 //!
 //! Errors are JSON `{"error": "...", "code": N}`: 400 for malformed input (naming the
-//! field), 404, 405, 409 for a failed compare-and-swap, 413 for a body larger than
-//! `max_body_bytes`, 503 with `Retry-After` when no quorum answered in time.
+//! field), 404, 405, 409 for a failed compare-and-swap (and a refused membership change,
+//! with the current `members`), 410 from a node removed from the cluster (with the
+//! `members` to ask instead; `/status`, `/metrics` and `GET /v1/members` still answer),
+//! 413 for a body larger than `max_body_bytes`, 503 with `Retry-After` when no quorum
+//! answered in time (and from a node that is still joining).
 //!
 //! Wire it with [`HttpState`] and [`configure`]:
 //! `App::new().app_data(web::Data::new(state)).configure(rolepax::http::configure)`.
@@ -37,7 +42,9 @@
 //! `min/max_*_revision` range filters, compares over a `range_end`, and the etcd
 //! rule that a txn may not write one key twice.
 
+pub mod join;
 mod lock_routes;
+pub mod members;
 
 use crate::actors::node::{NodeHandle, NodeStatus};
 use crate::app::kv::{Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvReply, KvResult};
@@ -64,9 +71,10 @@ pub type TransportInfo = Arc<dyn Fn() -> Value + Send + Sync>;
 /// What every handler shares: the node, names, limits and the HTTP layer's metrics.
 pub struct HttpState {
     pub node: NodeHandle<Service>,
-    /// The configured cluster name.
+    /// The configured cluster name (empty: not known; a joining node learns it, and
+    /// [`HttpState::cluster_name`] then answers the node's).
     pub cluster_name: String,
-    /// `cluster_id` in etcd headers: [`cluster_hash`] of the name.
+    /// `cluster_id` in etcd headers: [`cluster_hash`] of the configured name.
     pub cluster_id: u64,
     pub max_body_bytes: usize,
     pub transport: Option<TransportInfo>,
@@ -88,6 +96,27 @@ impl HttpState {
     pub fn with_transport(mut self, info: TransportInfo) -> Self {
         self.transport = Some(info);
         self
+    }
+
+    /// The cluster's name: the node's (from its membership file, or learned while
+    /// joining), else the configured one.
+    pub fn cluster_name(&self) -> String {
+        let learned = self.node.membership().cluster;
+        if learned.is_empty() {
+            self.cluster_name.clone()
+        } else {
+            learned
+        }
+    }
+
+    /// `cluster_id` in etcd headers: [`cluster_hash`] of [`HttpState::cluster_name`].
+    pub fn cluster_hash(&self) -> u64 {
+        let learned = self.node.membership().cluster;
+        if learned.is_empty() || learned == self.cluster_name {
+            self.cluster_id
+        } else {
+            cluster_hash(&learned)
+        }
     }
 }
 
@@ -130,11 +159,13 @@ impl HttpMetrics {
     }
 }
 
-/// An HTTP error answer: status and message, rendered as `{"error", "code"}`.
+/// An HTTP error answer: status and message, rendered as `{"error", "code"}` (and
+/// `"members"` when the answer names the cluster's members).
 #[derive(Debug)]
 pub struct Reject {
     pub status: StatusCode,
     pub message: String,
+    pub members: Option<Value>,
 }
 
 impl Reject {
@@ -142,7 +173,14 @@ impl Reject {
         Reject {
             status,
             message: message.into(),
+            members: None,
         }
+    }
+
+    /// Names the cluster's members in the answer (`[{id, peer_addr, http_addr}]`).
+    pub fn with_members(mut self, members: Value) -> Self {
+        self.members = Some(members);
+        self
     }
 
     pub(crate) fn bad(message: impl Into<String>) -> Self {
@@ -158,7 +196,15 @@ impl fmt::Display for Reject {
 
 impl From<Error> for Reject {
     fn from(e: Error) -> Self {
+        if let Error::Removed { message, members } = e {
+            let members = members
+                .into_iter()
+                .map(|(id, peer_addr, http_addr)| json!({"id": id, "peer_addr": peer_addr, "http_addr": http_addr}))
+                .collect();
+            return Reject::new(StatusCode::GONE, message).with_members(Value::Array(members));
+        }
         let status = match &e {
+            Error::Removed { .. } => StatusCode::GONE,
             Error::Unavailable(_) | Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -179,7 +225,11 @@ impl ResponseError for Reject {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
-        res.json(json!({"error": self.message, "code": self.status.as_u16()}))
+        let mut body = json!({"error": self.message, "code": self.status.as_u16()});
+        if let (Some(members), Value::Object(m)) = (&self.members, &mut body) {
+            m.insert("members".into(), members.clone());
+        }
+        res.json(body)
     }
 }
 
@@ -202,6 +252,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(health)))
         .service(resource("/metrics").route(web::get().to(metrics)))
         .configure(lock_routes::configure)
+        .configure(members::configure)
         .default_service(web::to(not_found));
 }
 
@@ -717,10 +768,10 @@ fn kv_json(kv: &KeyValue, keys_only: bool) -> Value {
     Value::Object(m)
 }
 
-async fn header(st: &HttpState, revision: u64) -> Value {
+pub(crate) async fn header(st: &HttpState, revision: u64) -> Value {
     let term = st.node.ballot().round;
     let mut m = Map::new();
-    put_u64(&mut m, "cluster_id", st.cluster_id);
+    put_u64(&mut m, "cluster_id", st.cluster_hash());
     put_u64(&mut m, "member_id", st.node.id());
     put_u64(&mut m, "revision", revision);
     put_u64(&mut m, "raft_term", term);
@@ -983,7 +1034,7 @@ async fn status(st: web::Data<HttpState>) -> Answer {
     let mut v =
         serde_json::to_value(&s).map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, format!("status: {e}")))?;
     if let Value::Object(m) = &mut v {
-        m.insert("cluster".into(), Value::String(st.cluster_name.clone()));
+        m.insert("cluster".into(), Value::String(st.cluster_name()));
         m.insert("role".into(), Value::String(s.elector.role.to_string()));
         m.insert(
             "is_leader".into(),
@@ -1272,7 +1323,7 @@ async fn metrics(st: web::Data<HttpState>) -> Answer {
     p.family("rolepax_node_info", "gauge", "This node's id and cluster.");
     p.sample(
         "rolepax_node_info",
-        &[("node_id", s.node_id.to_string()), ("cluster", st.cluster_name.clone())],
+        &[("node_id", s.node_id.to_string()), ("cluster", st.cluster_name())],
         1,
     );
     role_metrics(&mut p, &s);

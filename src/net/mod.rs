@@ -12,12 +12,21 @@
 pub mod memory;
 pub mod tcp;
 
-use crate::messages::Envelope;
+use crate::messages::{Configuration, Envelope};
 use std::sync::Arc;
 
 /// Delivers envelopes to other nodes, best effort.
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, envelope: Envelope);
+
+    /// The node now talks to `config`'s members (a configuration was applied, or a
+    /// joining node learned the one that adds it): reach each at its peer address, and
+    /// stop reaching nodes that are not members. An in-process network, which reaches
+    /// every registered node, needs nothing.
+    fn set_members(&self, _config: &Configuration) {}
+
+    /// The cluster id peers must present (a joining node learns it from a member).
+    fn set_cluster_id(&self, _cluster_id: &str) {}
 }
 
 /// Where a transport hands the envelopes addressed to a node.

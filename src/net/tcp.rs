@@ -22,7 +22,8 @@
 //!   The version sits in a fixed place so that a node can refuse a peer of another
 //!   version even if the rest of that peer's handshake looks different. See [`Handshake`].
 //! - The accepting side checks the version, the cluster id and that the node id is one
-//!   of its [`TcpConfig::peers`]; on any mismatch it logs a warning and closes the
+//!   of its peers (or, with [`TcpConfig::accept_unknown`], any node but itself: see
+//!   "Peers change" below); on any mismatch it logs a warning and closes the
 //!   connection. Otherwise it answers with its own handshake (same format), which the
 //!   dialer checks the same way, and that the node id is the peer it meant to reach.
 //! - Every **later frame** from the dialer is one [`Envelope`], bincode 2 encoded. The
@@ -51,6 +52,24 @@
 //!   connection from the same node replaces an older one (the older is closed), which
 //!   clears away half-open connections left by a peer that restarted.
 //!
+//! ## Peers change (membership)
+//!
+//! The peers are not fixed: when the node applies a configuration (or a joining node
+//! learns the one that adds it), [`TcpTransport::set_peers`] (through
+//! [`Transport::set_members`]) starts dialing the new peers and stops dialing the ones
+//! that left: their queue is dropped, so their link ends once it has written what was
+//! already queued, or at once if it is not connected. A peer whose address changed is
+//! dialed afresh at the new one.
+//!
+//! Inbound, a node of a changing cluster must accept nodes it does not know yet: a new
+//! member dials the old ones before they applied the StopSign that adds it, and a
+//! joining node hears from the members before it holds any configuration. With
+//! [`TcpTransport`]'s `accept_unknown` (on in `rolepax-node`), a handshake from any node id
+//! other than this node's own is accepted if the cluster id matches, and logged. A
+//! joining node without a configuration file does not know the cluster id until a
+//! member tells it ([`TcpTransport::set_cluster_id`]); until then its id is empty and it
+//! accepts no one.
+//!
 //! ## Bad input
 //!
 //! Whatever arrives on the port can close only its own connection: garbage, a frame
@@ -71,7 +90,7 @@
 
 use super::{Inbound, Transport};
 use crate::messages::codec;
-use crate::messages::{Envelope, NodeId};
+use crate::messages::{Configuration, Envelope, NodeId};
 use crate::roles::rng::SeededRng;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -84,7 +103,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -134,6 +153,10 @@ pub struct TcpConfig {
     /// How long a handshake may take; also how long a connection may stay silent in the
     /// middle of a frame.
     pub handshake_timeout: Duration,
+    /// Accept inbound connections from nodes that are not (yet) peers, if their cluster
+    /// id matches (a cluster whose membership changes; see the module docs). Off in
+    /// [`TcpConfig::new`]: a fixed cluster refuses unknown node ids.
+    pub accept_unknown: bool,
 }
 
 impl TcpConfig {
@@ -150,6 +173,7 @@ impl TcpConfig {
             queue_capacity: 4096,
             backoff_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            accept_unknown: false,
         }
     }
 
@@ -228,11 +252,14 @@ struct Totals {
 /// close when the [`TcpTransport`] is dropped.
 struct Shared {
     id: NodeId,
-    cluster_id: String,
+    /// Empty: not known yet (a joining node), and no handshake is accepted.
+    cluster_id: RwLock<String>,
     max_frame: usize,
     handshake_timeout: Duration,
     backoff_max: Duration,
-    stats: BTreeMap<NodeId, PeerStats>,
+    accept_unknown: bool,
+    /// The counters of every peer, and of nodes that connected without being one.
+    stats: RwLock<BTreeMap<NodeId, Arc<PeerStats>>>,
     totals: Totals,
     inbound: RwLock<Option<Inbound>>,
     /// The connection serial of the newest handshaken inbound connection per peer.
@@ -242,24 +269,31 @@ struct Shared {
     shutdown: AtomicBool,
 }
 
+/// A lock's guard even if a thread panicked while holding it (the data are counters and
+/// maps that stay consistent).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Shared {
-    fn count_sent(&self, peer: NodeId) {
+    fn count_sent(&self, stats: &PeerStats) {
         self.totals.sent.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.stats.get(&peer) {
-            s.sent.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.sent.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn count_received(&self, peer: NodeId) {
+    fn count_received(&self, stats: &PeerStats) {
         self.totals.received.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.stats.get(&peer) {
-            s.received.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.received.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn count_dropped(&self, peer: NodeId) {
+    /// A message to or from `stats`'s peer lost (`None`: a node that is no peer).
+    fn count_dropped(&self, stats: Option<&PeerStats>) {
         self.totals.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.stats.get(&peer) {
+        if let Some(s) = stats {
             s.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -268,10 +302,16 @@ impl Shared {
         self.totals.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn set_connected(&self, peer: NodeId, up: bool) {
-        if let Some(s) = self.stats.get(&peer) {
-            s.connected.store(up, Ordering::Relaxed);
+    /// The counters of `peer`, made if it has none yet.
+    fn stats_of(&self, peer: NodeId) -> Arc<PeerStats> {
+        if let Some(s) = read(&self.stats).get(&peer) {
+            return s.clone();
         }
+        write(&self.stats).entry(peer).or_default().clone()
+    }
+
+    fn cluster_id(&self) -> String {
+        read(&self.cluster_id).clone()
     }
 
     fn inbound(&self) -> Option<Inbound> {
@@ -290,14 +330,26 @@ impl Shared {
     }
 
     fn hello(&self) -> Handshake {
-        Handshake::new(self.cluster_id.clone(), self.id)
+        Handshake::new(self.cluster_id(), self.id)
     }
+}
+
+/// The way to one peer: where it is, its queue (dropping the sender ends its link), and
+/// its counters.
+struct Link {
+    addr: SocketAddr,
+    queue: mpsc::Sender<Bytes>,
+    stats: Arc<PeerStats>,
 }
 
 /// A node's TCP transport. See the module documentation.
 pub struct TcpTransport {
     shared: Arc<Shared>,
-    queues: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    links: RwLock<BTreeMap<NodeId, Link>>,
+    queue_capacity: usize,
+    /// Where the outbound links run (the arbiter that started the transport), also for
+    /// peers added later from another thread.
+    arbiter: actix::ArbiterHandle,
     local_addr: SocketAddr,
     /// Dropping it stops the listener.
     _stop: watch::Sender<bool>,
@@ -308,7 +360,7 @@ impl fmt::Debug for TcpTransport {
         f.debug_struct("TcpTransport")
             .field("id", &self.shared.id)
             .field("local_addr", &self.local_addr)
-            .field("peers", &self.queues.keys().collect::<Vec<_>>())
+            .field("peers", &read(&self.links).keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -327,11 +379,12 @@ impl TcpTransport {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             id: cfg.id,
-            cluster_id: cfg.cluster_id.clone(),
+            cluster_id: RwLock::new(cfg.cluster_id.clone()),
             max_frame: cfg.max_frame,
             handshake_timeout: cfg.handshake_timeout,
             backoff_max: cfg.backoff_max.max(BACKOFF_MIN),
-            stats: cfg.peers.keys().map(|&p| (p, PeerStats::default())).collect(),
+            accept_unknown: cfg.accept_unknown,
+            stats: RwLock::new(BTreeMap::new()),
             totals: Totals::default(),
             inbound: RwLock::new(None),
             current_inbound: Mutex::new(BTreeMap::new()),
@@ -340,21 +393,6 @@ impl TcpTransport {
             shutdown: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &cfg.peers {
-            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-            queues.insert(peer, tx);
-            PeerLink {
-                shared: shared.clone(),
-                peer,
-                addr,
-                rx: Some(rx),
-                backoff: BACKOFF_MIN,
-                failures: 0,
-                rng: SeededRng::new((cfg.id << 32) ^ peer ^ 0x7c9_5eed),
-            }
-            .start();
-        }
         let listener_shared = shared.clone();
         Listener::create(move |ctx| {
             ctx.add_stream(accept_stream(listener, stop_rx));
@@ -363,12 +401,77 @@ impl TcpTransport {
             }
         });
         tracing::info!(node = cfg.id, %local_addr, peers = ?cfg.peers, "tcp transport listening");
-        Ok(Arc::new(TcpTransport {
+        let transport = TcpTransport {
             shared,
-            queues,
+            links: RwLock::new(BTreeMap::new()),
+            queue_capacity: cfg.queue_capacity,
+            arbiter: actix::Arbiter::current(),
             local_addr,
             _stop: stop_tx,
-        }))
+        };
+        transport.set_peers(cfg.peers);
+        Ok(Arc::new(transport))
+    }
+
+    /// The peers become `peers` (this node's own id, if there, is left out): new ones
+    /// are dialed, the queues of those that left are dropped (their links end), and a
+    /// peer at a new address is dialed there afresh. Callable from any thread.
+    pub fn set_peers(&self, mut peers: BTreeMap<NodeId, SocketAddr>) {
+        peers.remove(&self.shared.id);
+        let mut links = write(&self.links);
+        let before: Vec<NodeId> = links.keys().copied().collect();
+        links.retain(|id, link| peers.get(id) == Some(&link.addr));
+        for (&peer, &addr) in &peers {
+            if links.contains_key(&peer) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(self.queue_capacity);
+            let stats = self.shared.stats_of(peer);
+            links.insert(
+                peer,
+                Link {
+                    addr,
+                    queue: tx,
+                    stats: stats.clone(),
+                },
+            );
+            let link = PeerLink {
+                shared: self.shared.clone(),
+                peer,
+                addr,
+                stats,
+                rx: Some(rx),
+                backoff: BACKOFF_MIN,
+                failures: 0,
+                rng: SeededRng::new((self.shared.id << 32) ^ peer ^ 0x7c9_5eed),
+            };
+            PeerLink::start_in_arbiter(&self.arbiter, move |_| link);
+        }
+        let gone: Vec<NodeId> = before.iter().copied().filter(|p| !peers.contains_key(p)).collect();
+        if !gone.is_empty() {
+            let mut stats = write(&self.shared.stats);
+            for peer in &gone {
+                stats.remove(peer);
+            }
+        }
+        if !before_is(&before, &peers) {
+            tracing::info!(node = self.shared.id, peers = ?peers, left = ?gone, "tcp: peers changed");
+        }
+    }
+
+    /// The peers and their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        read(&self.links).iter().map(|(&id, l)| (id, l.addr)).collect()
+    }
+
+    /// Sets the cluster id handshakes carry and require (a joining node learns it from a
+    /// member). Connections already made are kept.
+    pub fn set_cluster_id(&self, cluster_id: &str) {
+        let mut id = write(&self.shared.cluster_id);
+        if *id != cluster_id {
+            tracing::info!(node = self.shared.id, cluster = cluster_id, "tcp: cluster id set");
+            *id = cluster_id.to_string();
+        }
     }
 
     /// Where inbound envelopes go; until set, inbound messages are dropped (counted).
@@ -388,8 +491,7 @@ impl TcpTransport {
             received: s.totals.received.load(Ordering::Relaxed),
             dropped: s.totals.dropped.load(Ordering::Relaxed),
             rejected_connections: s.totals.rejected.load(Ordering::Relaxed),
-            peers: s
-                .stats
+            peers: read(&s.stats)
                 .iter()
                 .map(|(&id, p)| {
                     (
@@ -412,9 +514,14 @@ impl TcpTransport {
     }
 }
 
+/// Whether the peer ids `before` are exactly those of `peers`.
+fn before_is(before: &[NodeId], peers: &BTreeMap<NodeId, SocketAddr>) -> bool {
+    before.len() == peers.len() && before.iter().zip(peers.keys()).all(|(a, b)| a == b)
+}
+
 impl Drop for TcpTransport {
     fn drop(&mut self) {
-        // The queues close with `self.queues`, the listener with `_stop`; inbound
+        // The queues close with `self.links`, the listener with `_stop`; inbound
         // connections notice this flag at their next watchdog tick.
         self.shared.shutdown.store(true, Ordering::Relaxed);
     }
@@ -423,11 +530,13 @@ impl Drop for TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, envelope: Envelope) {
         let to = envelope.to;
-        let Some(queue) = self.queues.get(&to) else {
+        let links = read(&self.links);
+        let Some(link) = links.get(&to) else {
             tracing::debug!(node = self.shared.id, to, "tcp: no such peer, message dropped");
-            self.shared.count_dropped(to);
+            self.shared.count_dropped(None);
             return;
         };
+        let stats = Some(&*link.stats);
         let frame = match codec::encode(&envelope) {
             Ok(bytes) if bytes.len() <= self.shared.max_frame => Bytes::from(bytes),
             Ok(bytes) => {
@@ -439,19 +548,46 @@ impl Transport for TcpTransport {
                     max_frame = self.shared.max_frame,
                     "tcp: message larger than max_frame, dropped"
                 );
-                self.shared.count_dropped(to);
+                self.shared.count_dropped(stats);
                 return;
             }
             Err(e) => {
                 tracing::warn!(node = self.shared.id, to, error = %e, "tcp: cannot encode message, dropped");
-                self.shared.count_dropped(to);
+                self.shared.count_dropped(stats);
                 return;
             }
         };
-        if queue.try_send(frame).is_err() {
+        if link.queue.try_send(frame).is_err() {
             // Full (the peer is down or slow) or closed (shutting down): Paxos copes.
-            self.shared.count_dropped(to);
+            self.shared.count_dropped(stats);
         }
+    }
+
+    /// The members of `config` other than this node, at their peer addresses (an
+    /// address that does not parse is left out, with a warning).
+    fn set_members(&self, config: &Configuration) {
+        let mut peers = BTreeMap::new();
+        for (&id, member) in &config.members {
+            if id == self.shared.id {
+                continue;
+            }
+            match member.peer_addr.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    peers.insert(id, addr);
+                }
+                Err(_) => tracing::warn!(
+                    node = self.shared.id,
+                    peer = id,
+                    addr = member.peer_addr,
+                    "tcp: a member's peer address is not IP:port; it cannot be reached"
+                ),
+            }
+        }
+        self.set_peers(peers);
+    }
+
+    fn set_cluster_id(&self, cluster_id: &str) {
+        TcpTransport::set_cluster_id(self, cluster_id);
     }
 }
 
@@ -703,6 +839,7 @@ impl StreamHandler<Accepted> for Listener {
                 write_half: Some(write_half),
                 writer: None,
                 peer: None,
+                stats: None,
                 opened: Instant::now(),
                 closing: false,
                 pending: true,
@@ -728,8 +865,9 @@ struct InboundConn {
     write_half: Option<OwnedWriteHalf>,
     /// Kept open after the answer: closing it tells the dialer the connection is gone.
     writer: Option<actix::io::SinkWrite<Bytes, FrameSink>>,
-    /// The node at the other end, once it handshook.
+    /// The node at the other end, once it handshook, and its counters.
     peer: Option<NodeId>,
+    stats: Option<Arc<PeerStats>>,
     opened: Instant,
     closing: bool,
     /// Counted in `pending_handshakes`.
@@ -802,17 +940,33 @@ impl InboundConn {
             Ok(h) => h,
             Err(e) => return self.reject(ctx, &e.to_string()),
         };
-        if hello.cluster_id != self.shared.cluster_id {
+        let cluster_id = self.shared.cluster_id();
+        if cluster_id.is_empty() {
             return self.reject(
                 ctx,
-                &format!(
-                    "cluster id {:?}, this node is in {:?}",
-                    hello.cluster_id, self.shared.cluster_id
-                ),
+                "this node does not know its cluster's id yet (it is joining and no member has answered)",
             );
         }
-        if !self.shared.stats.contains_key(&hello.node_id) {
-            return self.reject(ctx, &format!("unknown node id {}", hello.node_id));
+        if hello.cluster_id != cluster_id {
+            return self.reject(
+                ctx,
+                &format!("cluster id {:?}, this node is in {:?}", hello.cluster_id, cluster_id),
+            );
+        }
+        if hello.node_id == self.shared.id {
+            return self.reject(ctx, &format!("node id {} is this node's own", hello.node_id));
+        }
+        let known = read(&self.shared.stats).contains_key(&hello.node_id);
+        if !known {
+            if !self.shared.accept_unknown {
+                return self.reject(ctx, &format!("unknown node id {}", hello.node_id));
+            }
+            tracing::info!(
+                node = self.shared.id,
+                peer = hello.node_id,
+                remote = %self.remote,
+                "tcp: accepted a node that is not (yet) a peer (a member being added, or one that left)"
+            );
         }
         let answer = match self.shared.hello().encode() {
             Ok(bytes) => Bytes::from(bytes),
@@ -830,6 +984,7 @@ impl InboundConn {
         }
         self.writer = Some(writer);
         self.peer = Some(hello.node_id);
+        self.stats = Some(self.shared.stats_of(hello.node_id));
         self.progress.limit.set(self.shared.max_frame);
         self.release_pending();
         self.shared
@@ -841,19 +996,20 @@ impl InboundConn {
     }
 
     fn on_envelope(&mut self, peer: NodeId, frame: &[u8], ctx: &mut Context<Self>) {
+        let stats = self.stats.clone().unwrap_or_else(|| self.shared.stats_of(peer));
         match parse_envelope(frame, peer, self.shared.id) {
             Ok(envelope) => match self.shared.inbound() {
                 Some(inbound) => {
-                    self.shared.count_received(peer);
+                    self.shared.count_received(&stats);
                     inbound(envelope);
                 }
-                None => self.shared.count_dropped(peer),
+                None => self.shared.count_dropped(Some(&stats)),
             },
             Err(EnvelopeError::Malformed(e)) => {
                 self.reject(ctx, &format!("undecodable envelope: {e}"));
             }
             Err(EnvelopeError::Misaddressed { from, to }) => {
-                self.shared.count_dropped(peer);
+                self.shared.count_dropped(Some(&stats));
                 self.misaddressed += 1;
                 // Warn on the 1st, 2nd, 4th, 8th, ... so a broken peer cannot flood the log.
                 if self.misaddressed.is_power_of_two() {
@@ -918,6 +1074,7 @@ struct PeerLink {
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
+    stats: Arc<PeerStats>,
     /// The queue; inside the session future while a session runs.
     rx: Option<mpsc::Receiver<Bytes>>,
     backoff: Duration,
@@ -935,16 +1092,22 @@ impl Actor for PeerLink {
 
 impl PeerLink {
     fn dial(&mut self, ctx: &mut Context<Self>) {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
+        // Closed: the transport was dropped, or the peer left the configuration.
+        if self.shared.shutdown.load(Ordering::Relaxed) || self.rx.as_ref().is_some_and(|rx| rx.is_closed()) {
+            tracing::debug!(
+                node = self.shared.id,
+                peer = self.peer,
+                "tcp: link to a former peer ends"
+            );
             ctx.stop();
             return;
         }
         let Some(mut rx) = self.rx.take() else {
             return;
         };
-        let (shared, peer, addr) = (self.shared.clone(), self.peer, self.addr);
+        let (shared, peer, addr, stats) = (self.shared.clone(), self.peer, self.addr, self.stats.clone());
         let session = async move {
-            let end = run_session(&shared, peer, addr, &mut rx).await;
+            let end = run_session(&shared, &stats, peer, addr, &mut rx).await;
             (rx, end)
         };
         ctx.spawn(
@@ -955,7 +1118,7 @@ impl PeerLink {
     }
 
     fn session_ended(&mut self, rx: mpsc::Receiver<Bytes>, end: SessionEnd, ctx: &mut Context<Self>) {
-        self.shared.set_connected(self.peer, false);
+        self.stats.connected.store(false, Ordering::Relaxed);
         let closed = rx.is_closed();
         self.rx = Some(rx);
         let (node, peer, addr) = (self.shared.id, self.peer, self.addr);
@@ -997,7 +1160,13 @@ impl PeerLink {
 }
 
 /// One connection to `peer`: dial, handshake, then write the queue until something breaks.
-async fn run_session(shared: &Shared, peer: NodeId, addr: SocketAddr, rx: &mut mpsc::Receiver<Bytes>) -> SessionEnd {
+async fn run_session(
+    shared: &Shared,
+    stats: &PeerStats,
+    peer: NodeId,
+    addr: SocketAddr,
+    rx: &mut mpsc::Receiver<Bytes>,
+) -> SessionEnd {
     let failed = |reason: String| SessionEnd::Ended {
         established: false,
         reason,
@@ -1033,10 +1202,11 @@ async fn run_session(shared: &Shared, peer: NodeId, addr: SocketAddr, rx: &mut m
         }
         Err(_) => return failed(format!("no handshake answer within {limit:?}")),
     };
+    let cluster_id = shared.cluster_id();
     let refused = match Handshake::decode(&answer) {
-        Ok(h) if h.cluster_id != shared.cluster_id => Some(format!(
+        Ok(h) if h.cluster_id != cluster_id => Some(format!(
             "peer is in cluster {:?}, this node in {:?}",
-            h.cluster_id, shared.cluster_id
+            h.cluster_id, cluster_id
         )),
         Ok(h) if h.node_id != peer => Some(format!("node {} answered at {addr}, expected node {peer}", h.node_id)),
         Ok(_) => None,
@@ -1046,7 +1216,7 @@ async fn run_session(shared: &Shared, peer: NodeId, addr: SocketAddr, rx: &mut m
         tracing::warn!(node = shared.id, peer, %addr, reason, "tcp: peer's handshake refused");
         return failed(reason);
     }
-    shared.set_connected(peer, true);
+    stats.connected.store(true, Ordering::Relaxed);
     tracing::info!(node = shared.id, peer, %addr, "tcp: connected to peer (outbound)");
 
     let lost = |reason: String| SessionEnd::Ended {
@@ -1076,10 +1246,10 @@ async fn run_session(shared: &Shared, peer: NodeId, addr: SocketAddr, rx: &mut m
                 let mut batch = 0;
                 while let Some(f) = frame.take() {
                     if let Err(e) = writer.feed(f).await {
-                        shared.count_dropped(peer);
+                        shared.count_dropped(Some(stats));
                         return lost(format!("write: {e}"));
                     }
-                    shared.count_sent(peer);
+                    shared.count_sent(stats);
                     batch += 1;
                     if batch < WRITE_BATCH {
                         frame = rx.try_recv().ok();

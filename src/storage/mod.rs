@@ -7,6 +7,12 @@
 //! | `acceptor.wal.lock`, `decided.wal.lock`  | nothing: `flock`ed by the instance writing the log | that log  | never           |
 //! | `ballot`                                 | highest ballot this node used                 | leader-elector | before use (fdatasync, rename, directory sync) |
 //! | `snapshot.bin`                           | state machine snapshot (replaced by rename)   | state machine  | before the rename, off its thread |
+//! | `membership`                             | the cluster's name and the latest configuration this node applied | state machine's host | before the roles hear of it (fdatasync, rename, directory sync) |
+//!
+//! The `membership` file is what a restarted node starts from instead of the config
+//! file's `[[nodes]]` ([`Storage::load_membership`]): once a StopSign changed the members,
+//! the config file describes the cluster as it was, not as it is. It is written like the
+//! ballot: CRC-32, then the encoding, into a temporary file that is synced and renamed.
 //!
 //! The two logs are [`Wal`]s: appends, a CRC per record, a torn tail cut off on
 //! recovery, in segment files of 8 MiB named by the logical offset they start at
@@ -32,8 +38,8 @@
 //! higher one.
 
 use crate::error::{Error, Result};
-use crate::messages::Ballot;
 use crate::messages::codec;
+use crate::messages::{Ballot, Configuration};
 pub mod acceptor_log;
 pub mod decided_log;
 pub mod failpoint;
@@ -55,6 +61,7 @@ pub struct Storage {
 pub(crate) const SNAPSHOT: &str = "snapshot.bin";
 pub(crate) const DECIDED: &str = "decided.wal";
 const BALLOT: &str = "ballot";
+const MEMBERSHIP: &str = "membership";
 /// Where data directories from before kept the ballot (no longer read).
 const LEGACY_SLED: &str = "sled";
 
@@ -108,6 +115,39 @@ impl Storage {
     pub fn save_ballot(&self, b: Ballot) -> Result<()> {
         let payload = codec::encode(&b)?;
         self.write_file(BALLOT, |w| {
+            w.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
+            w.write_all(&payload)
+        })?
+        .install()
+        .map(drop)
+    }
+
+    /// The cluster's name and the latest configuration this node applied, from the
+    /// `membership` file (`None`: no configuration was ever applied here, the node starts
+    /// from its config file or joins). A damaged file is an error: starting from the
+    /// config file instead could make a removed node a member again.
+    pub fn load_membership(&self) -> Result<Option<(String, Configuration)>> {
+        let path = self.dir.join(MEMBERSHIP);
+        match std::fs::read(&path) {
+            Ok(bytes) => checked_decode(&bytes).map(Some).ok_or_else(|| {
+                Error::Storage(format!(
+                    "{} is damaged (bad checksum or length); the node cannot know the cluster's \
+                     latest configuration (restore the file from a backup, or wipe the data \
+                     directory and add the node again)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Storage(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Makes `config` (of cluster `cluster`) what [`Storage::load_membership`] returns,
+    /// durably before it returns (written aside, synced, renamed, directory synced). Rare:
+    /// once per configuration change.
+    pub fn save_membership(&self, cluster: &str, config: &Configuration) -> Result<()> {
+        let payload = codec::encode(&(cluster, config))?;
+        self.write_file(MEMBERSHIP, |w| {
             w.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
             w.write_all(&payload)
         })?
@@ -169,7 +209,7 @@ fn remove_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if (name.starts_with(SNAPSHOT) || name.starts_with(BALLOT))
+        if (name.starts_with(SNAPSHOT) || name.starts_with(BALLOT) || name.starts_with(MEMBERSHIP))
             && name.ends_with(".tmp")
             && let Err(e) = std::fs::remove_file(entry.path())
         {
@@ -191,13 +231,19 @@ fn unique_tmp(name: &str) -> String {
 /// A ballot as stored (see [`Storage::save_ballot`]): the CRC-32 of its encoding, then
 /// the encoding.
 fn decode_ballot(bytes: &[u8]) -> Option<Ballot> {
+    checked_decode(bytes)
+}
+
+/// A value stored as the CRC-32 of its encoding, then the encoding (the ballot and
+/// membership files); `None` if the checksum or the encoding is wrong.
+fn checked_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     let (crc, payload) = bytes.split_first_chunk::<4>()?;
     (u32::from_le_bytes(*crc) == crc32fast::hash(payload))
         .then(|| codec::decode(payload).ok())
         .flatten()
 }
 
-/// A file written beside the one it replaces (a snapshot, the ballot), not yet durable
+/// A file written beside the one it replaces (a snapshot, the ballot, the membership), not yet durable
 /// nor in place. Dropped uninstalled (or when installing fails), it removes itself.
 pub struct ReplacingFile {
     file: File,
@@ -350,6 +396,43 @@ mod tests {
         assert!(e.to_string().contains("damaged"), "{e}");
         std::fs::write(dir.path().join(BALLOT), &bytes[..3]).expect("write");
         assert!(s.load_ballot().is_err(), "too short");
+    }
+
+    #[test]
+    fn storage_membership_file_round_trips_and_a_damaged_one_is_refused() {
+        use crate::messages::Member;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path()).expect("open");
+        assert_eq!(s.load_membership().expect("none yet"), None);
+        let member = |port: u16| Member {
+            peer_addr: format!("127.0.0.1:{port}"),
+            http_addr: format!("127.0.0.1:{}", port + 100),
+        };
+        let first = Configuration::initial([(1, member(7101)), (2, member(7102))].into_iter().collect());
+        let mut second = first.clone();
+        second.id = 1;
+        second.start = 42;
+        second.members.insert(4, member(7104));
+        s.save_membership("c1", &first).expect("save");
+        s.save_membership("c1", &second).expect("save");
+        assert_eq!(temporaries(dir.path()), Vec::<String>::new(), "no temporary file left");
+        let s = reopen(dir.path());
+        assert_eq!(
+            s.load_membership().expect("load"),
+            Some(("c1".to_string(), second)),
+            "the latest one"
+        );
+
+        // A damaged file is an error naming it, not "no configuration".
+        let path = dir.path().join(MEMBERSHIP);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).expect("write");
+        let e = s.load_membership().expect_err("damaged").to_string();
+        assert!(e.contains("membership") && e.contains("damaged"), "{e}");
+        std::fs::write(&path, &bytes[..2]).expect("write");
+        assert!(s.load_membership().is_err(), "too short");
     }
 
     #[test]
