@@ -11,12 +11,20 @@
 //! | phase 1 binds the proposer | a proposer leads ballot `b` only after a majority promised `b`; in each slot it proposes the value those promises forced (the one proposed at the highest ballot their summaries reported for the slot, however the proposer pulled it), never two values for one slot, and nothing below the highest floor (`decided_below`) of that majority |
 //! | floors are decided | every slot below the floor an acceptor reports in a `Promise` was seen chosen; an acceptor answers `Accepted` for a slot it does not store only if the slot was chosen with the value proposed |
 //!
+//! And across configurations (membership changes, `crate::messages::membership`):
+//!
+//! | invariant | how it is observed |
+//! |-----------|--------------------|
+//! | one configuration per id | every configuration a node's state machine puts in force (`Write::Membership`) must equal every other node's of the same id (members and first slot) |
+//! | quorums are of the ballot's configuration | a value is chosen at ballot `b` once a majority of the members of `b`'s configuration accepted it (acceptances of non-members do not count); an acceptance at a ballot of a configuration no node put in force is a violation. So "one value chosen per slot" holds across configurations: an old configuration's choice above its StopSign and the new one's in the same slot are both choices |
+//! | nothing chosen after a StopSign | once configuration `c` chose a StopSign ending it (`prev == c`) at slot `s`, no ballot of `c` chooses a value in a slot above `s` (Stoppable Paxos: the next configuration owns those slots) |
+//! | one leader per ballot | a proposer is `Elected` only with a ballot of its own node (so no two nodes with one ballot), and only if that node is a member of the ballot's configuration; its phase 1 counts only members' promises |
+//!
 //! A violation is reported as a message; the run stops there.
 
 use crate::messages::acceptor::AcceptedRun;
-use crate::messages::{Ballot, NodeId, Slot, Value};
+use crate::messages::{Ballot, ConfigId, Configuration, NodeId, Slot, Value};
 use crate::roles::acceptor::Acceptor;
-use crate::roles::quorum::majority;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a run failed: at which step and simulated time, and what broke.
@@ -47,7 +55,14 @@ type Forced = BTreeMap<Slot, (Ballot, Value)>;
 /// The global view and the invariants over it.
 #[derive(Debug)]
 pub struct Checker {
-    nodes: usize,
+    /// Every configuration some node put in force, by id (the first one from the start).
+    configs: BTreeMap<ConfigId, Configuration>,
+    /// Per configuration, the slot of the StopSign ending it, once chosen.
+    stopped_at: BTreeMap<ConfigId, Slot>,
+    /// Per configuration, the highest slot a ballot of it chose a value in.
+    highest_chosen_in: BTreeMap<ConfigId, Slot>,
+    /// Which node was elected with each ballot.
+    elected: BTreeMap<Ballot, NodeId>,
     /// Who accepted which value in each (slot, ballot).
     accepts: BTreeMap<(Slot, Ballot), (Value, BTreeSet<NodeId>)>,
     /// The value chosen in each slot (with the first ballot seen to choose it).
@@ -68,9 +83,19 @@ pub struct Checker {
 type Check = Result<(), String>;
 
 impl Checker {
+    /// A checker for a cluster of nodes `1..=nodes` that never changes.
     pub fn new(nodes: usize) -> Self {
+        let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        Checker::with_first(Configuration::of_ids(&ids))
+    }
+
+    /// A checker whose first configuration (id 0) is `first`.
+    pub fn with_first(first: Configuration) -> Self {
         Checker {
-            nodes,
+            configs: BTreeMap::from([(first.id, first)]),
+            stopped_at: BTreeMap::new(),
+            highest_chosen_in: BTreeMap::new(),
+            elected: BTreeMap::new(),
             accepts: BTreeMap::new(),
             chosen: BTreeMap::new(),
             chosen_prefix: 0,
@@ -82,8 +107,61 @@ impl Checker {
         }
     }
 
-    fn is_majority(&self, count: usize) -> bool {
-        count >= majority(self.nodes)
+    /// The configuration ballot `ballot` belongs to, which some node must have put in
+    /// force before anyone could use it.
+    fn config_of(&self, ballot: Ballot) -> Result<&Configuration, String> {
+        self.configs.get(&ballot.config).ok_or_else(|| {
+            format!(
+                "ballot {ballot} is of configuration {}, which no node has put in force",
+                ballot.config
+            )
+        })
+    }
+
+    /// Whether `nodes` hold a majority of the members of `ballot`'s configuration.
+    fn is_majority(&self, ballot: Ballot, nodes: &BTreeSet<NodeId>) -> Result<bool, String> {
+        let config = self.config_of(ballot)?;
+        let members = nodes.iter().filter(|n| config.contains(**n)).count();
+        Ok(members >= config.majority())
+    }
+
+    /// Node `node`'s state machine put `config` in force: it must be the configuration
+    /// every other node put in force under that id.
+    pub fn configuration_applied(&mut self, node: NodeId, config: &Configuration) -> Check {
+        match self.configs.get(&config.id) {
+            Some(known) if known != config => Err(format!(
+                "node {node} put {config} in force, but another node put {known} in force under the same id"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.configs.insert(config.id, config.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// The proposer of `node` was elected with `ballot` (its phase 1 succeeded).
+    pub fn elected(&mut self, node: NodeId, ballot: Ballot) -> Check {
+        if ballot.node != node {
+            return Err(format!("node {node} was elected with ballot {ballot}, another node's"));
+        }
+        if let Some(other) = self.elected.insert(ballot, node)
+            && other != node
+        {
+            return Err(format!("ballot {ballot} elected two leaders: nodes {other} and {node}"));
+        }
+        let config = self.config_of(ballot)?;
+        if !config.contains(node) {
+            return Err(format!(
+                "node {node} was elected with ballot {ballot}, but it is not a member of {config}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every configuration known, by id.
+    pub fn configurations(&self) -> &BTreeMap<ConfigId, Configuration> {
+        &self.configs
     }
 
     /// Slots with a chosen value.
@@ -178,22 +256,46 @@ impl Checker {
             ));
         }
         entry.1.insert(node);
-        let count = entry.1.len();
-        if !self.is_majority(count) {
+        let accepted = entry.1.clone();
+        if !self.is_majority(ballot, &accepted)? {
             return Ok(());
         }
         match self.chosen.get(&slot) {
-            Some((b, v)) if v != value => Err(format!(
-                "slot {slot}: two values chosen: {v:?} at ballot {b} and {value:?} at ballot {ballot}"
-            )),
-            Some(_) => Ok(()),
+            Some((b, v)) if v != value => {
+                return Err(format!(
+                    "slot {slot}: two values chosen: {v:?} at ballot {b} and {value:?} at ballot {ballot}"
+                ));
+            }
+            Some(_) => {}
             None => {
                 self.chosen.insert(slot, (ballot, value.clone()));
                 while self.chosen.contains_key(&self.chosen_prefix) {
                     self.chosen_prefix += 1;
                 }
-                Ok(())
             }
+        }
+        self.chosen_in(slot, ballot, value)
+    }
+
+    /// `value` was chosen in `slot` at `ballot`: configuration `ballot.config` must not
+    /// choose anything above the StopSign that ends it.
+    fn chosen_in(&mut self, slot: Slot, ballot: Ballot, value: &Value) -> Check {
+        let c = ballot.config;
+        if let Value::StopSign(stop) = value
+            && stop.prev == c
+        {
+            let at = self.stopped_at.entry(c).or_insert(slot);
+            *at = (*at).min(slot);
+        }
+        let highest = self.highest_chosen_in.entry(c).or_insert(slot);
+        *highest = (*highest).max(slot);
+        match self.stopped_at.get(&c) {
+            Some(&stop) if *highest > stop => Err(format!(
+                "configuration {c} chose a value in slot {} (at ballot {ballot} or another of its ballots), \
+                 after the StopSign it chose in slot {stop}: the next configuration decides the slots after a StopSign",
+                *highest
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -273,23 +375,42 @@ impl Checker {
         }
     }
 
-    /// The proposer leads `ballot` now: it must hold a majority of promises for it.
+    /// The proposer leads `ballot` now: it must hold promises for it from a majority of
+    /// the members of its configuration.
     pub fn proposer_leads(&mut self, node: NodeId, ballot: Ballot) -> Check {
-        let majority = majority(self.nodes);
+        let config = self.config_of(ballot)?.clone();
+        let majority = config.majority();
         let phase1 = self.phase1.entry(ballot).or_default();
         if phase1.forced.is_some() {
             return Ok(());
         }
-        if phase1.promises.len() < majority {
+        let promised: Vec<NodeId> = phase1
+            .promises
+            .keys()
+            .copied()
+            .filter(|n| config.contains(*n))
+            .collect();
+        if promised.len() < majority {
+            let of = match config.id {
+                0 => String::new(),
+                _ => format!(" of the members of {config}"),
+            };
             return Err(format!(
-                "proposer {node} leads ballot {ballot} with {} promise(s); phase 1 needs {majority}",
-                phase1.promises.len()
+                "proposer {node} leads ballot {ballot} with {} promise(s); phase 1 needs {majority}{of}",
+                promised.len()
             ));
         }
-        let floor = phase1.promises.values().map(|(f, _)| *f).max().unwrap_or(0);
+        let members = || {
+            phase1
+                .promises
+                .iter()
+                .filter(|(n, _)| config.contains(**n))
+                .map(|(_, p)| p)
+        };
+        let floor = members().map(|(f, _)| *f).max().unwrap_or(0);
         // Per slot, the highest ballot reported ...
         let mut highest: BTreeMap<Slot, Ballot> = BTreeMap::new();
-        for run in phase1.promises.values().flat_map(|(_, runs)| runs) {
+        for run in members().flat_map(|(_, runs)| runs) {
             for slot in run.first.max(floor)..run.end {
                 let b = highest.entry(slot).or_insert(run.ballot);
                 *b = (*b).max(run.ballot);

@@ -65,6 +65,28 @@
 //! the lock service's clock command every `CLOCK_MS`, as `NodeHandle`'s clock loop
 //! does, so the sessions of dead holders expire by log time and the lock passes on.
 //!
+//! *Membership changes* ([`SimConfig::with_membership`]; `crate::messages::membership`).
+//! The world holds a pool of nodes: the first configuration's (1..=`nodes`), and joining
+//! ones (an acceptor and an elector with no configuration, an empty state machine).
+//! Every role is built with its node's configuration: the latest its disk holds (the
+//! `membership` file its state machine's host writes on `Write::Membership`, synced in
+//! place; or the one in its snapshot), else the first one if it is a member, else
+//! none. An *operator* submits a random change every `reconfigure_min_us..max_us`:
+//! add a node of the pool (now and then naming one or two members to pull from),
+//! remove a member (now and then the leader; never the last), replace one in one
+//! StopSign, grow to 5, shrink to 3; mostly one at a time, now and then a second one
+//! before the first is applied or one against a configuration already gone. It goes
+//! through a live member like a command (`ProposeStop`, retried, given up after the
+//! request timeout); the state machine answers only a refusal, and success is the
+//! node's configuration moving on. The world plays each joining node's gateway: once a
+//! configuration counting it is in force somewhere (and again after its restarts, and
+//! every second while it still holds none that counts it) its learner is told to
+//! `Migrate` the state below the configuration's first slot from the StopSign's
+//! sources (else the previous members that stay). Clients ask only live members of the
+//! latest configuration; removed nodes stay up (or crash and restart like any node),
+//! and the requests they took time out. The run's [`RunReport::configurations`] and
+//! [`Stats`] record what changed.
+//!
 //! ## What is checked
 //!
 //! After every step, the invariants of [`checker`]: at most one value chosen per slot;
@@ -72,9 +94,18 @@
 //! promises never decreasing (across restarts too) and never below an accepted ballot;
 //! proposers bound by their phase-1 promises; an acceptor's `Accepted` only for what its
 //! disk holds (an acceptance counts toward a value being chosen once it is revealed);
-//! a fencing token never granted to two sessions. A panic inside a core (its own
-//! `assert!`s, such as the learner's "decided twice") stops the run and counts as a
-//! violation too: each step runs under `catch_unwind`.
+//! a fencing token never granted to two sessions; and the snapshot checks of
+//! [`snapshot_check`]. Across configurations: quorums are majorities of the ballot's
+//! configuration, one configuration per id (each following from the StopSign decided
+//! just before its first slot), nothing chosen by a configuration after its StopSign,
+//! one leader per ballot and only a member of its configuration, the state at a
+//! configuration's first slot the same on every node that held it (old members
+//! applying the StopSign, new members migrating to it), a removed or joining node's
+//! elector silent, and every request answered alike by every state machine however
+//! often it was decided (a command applied twice, say on both sides of a StopSign,
+//! answers differently). A panic inside a core (its own `assert!`s, such as the
+//! learner's "decided twice") stops the run and counts as a violation too: each step
+//! runs under `catch_unwind`.
 //!
 //! ## What is not modelled
 //!
@@ -82,8 +113,11 @@
 //! the files, the TCP transport and the codec on the wire are not exercised (the
 //! cluster and TCP tests do that). A write is either durable or lost whole (no torn
 //! writes), the decided log's appends survive a crash without a sync (a process crash,
-//! not a power cut), and the cluster's membership never changes. Liveness is not asserted, only reported (operations
-//! answered, slots chosen).
+//! not a power cut), nodes have no addresses (a configuration's members are ids), and
+//! a joining node needs no operator to start it or validate the change (the world's
+//! operator only draws changes a node's gateway would accept, but for the deliberate
+//! stale or concurrent ones). Liveness is not asserted, only reported (operations
+//! answered, slots chosen, configurations changed).
 //!
 //! ## Scenario scripts
 //!
@@ -105,7 +139,7 @@
 //! ROLEPAX_SIM_SEED=1234 cargo test --test sim sim_replay -- --nocapture
 //! ```
 //!
-//! (with `ROLEPAX_SIM_NODES=…`, `ROLEPAX_SIM_PROFILE=split_brain` (see
+//! (with `ROLEPAX_SIM_MEMBERSHIP=1`, `ROLEPAX_SIM_NODES=…`, `ROLEPAX_SIM_PROFILE=split_brain` (see
 //! [`SimConfig::with_split_brain_bias`]) and `ROLEPAX_SIM_BUGS=…` added when the run had
 //! them),
 //! together with the shortest failing prefix: the seed is run again with a step budget,
@@ -129,6 +163,7 @@ mod world;
 pub use checker::Violation;
 pub use history::{OpInput, OpOutput, OpRecord};
 
+use crate::messages::Configuration;
 use crate::roles::bugs::PlantedBugs;
 use crate::roles::rng::SeededRng;
 use std::cell::Cell;
@@ -219,6 +254,16 @@ pub struct SimConfig {
     pub max_steps: Option<u64>,
     /// Record a line per step (slow; for replays and the determinism test).
     pub trace: bool,
+    /// Membership changes: an operator client submits random reconfigurations
+    /// (StopSigns) every `reconfigure_min_us..reconfigure_max_us` (see
+    /// [`SimConfig::with_membership`]).
+    pub membership: bool,
+    /// How many nodes the world holds (numbered 1..=pool): the first configuration is
+    /// nodes 1..=`nodes`, the others start as joining nodes (no configuration, nothing
+    /// held) that a reconfiguration may add. Equal to `nodes` without membership changes.
+    pub pool: usize,
+    pub reconfigure_min_us: u64,
+    pub reconfigure_max_us: u64,
 }
 
 impl SimConfig {
@@ -257,11 +302,32 @@ impl SimConfig {
             bugs: PlantedBugs::default(),
             max_steps: None,
             trace: false,
+            membership: false,
+            pool: if seed.is_multiple_of(2) { 3 } else { 5 },
+            reconfigure_min_us: 100_000,
+            reconfigure_max_us: 500_000,
         }
     }
 
+    /// The cluster size (the first configuration's); the pool follows (two joining nodes
+    /// beside it with membership changes on).
     pub fn with_nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
+        self.pool = if self.membership { nodes + 2 } else { nodes };
+        self
+    }
+
+    /// Membership changes on: two joining nodes beside the first configuration's, and an
+    /// operator that submits a random reconfiguration (add a node, sometimes naming the
+    /// members it pulls from; remove one, sometimes the leader; replace one; grow to 5;
+    /// shrink to 3; now and then a second change before the first is applied, or one
+    /// against a configuration already gone) every 100 to 500 ms of the run, among the
+    /// seed's crashes, partitions, losses and duplicates. The seed draws the same faults
+    /// as without; the run differs from the seed's plain one from the first step on (more
+    /// nodes draw from the one generator). `ROLEPAX_SIM_MEMBERSHIP=1` in a replay command.
+    pub fn with_membership(mut self) -> Self {
+        self.membership = true;
+        self.pool = self.nodes + 2;
         self
     }
 
@@ -290,15 +356,22 @@ impl SimConfig {
     /// bias included).
     pub fn replay_command(&self) -> String {
         let mut env = format!("ROLEPAX_SIM_SEED={}", self.seed);
-        let plain = SimConfig::from_seed(self.seed);
+        let mut plain = SimConfig::from_seed(self.seed);
+        if self.membership {
+            env += " ROLEPAX_SIM_MEMBERSHIP=1";
+            plain = plain.with_membership();
+        }
         if self.nodes != plain.nodes {
             env += &format!(" ROLEPAX_SIM_NODES={}", self.nodes);
+            plain = plain.with_nodes(self.nodes);
         }
         let biased = plain.clone().with_split_brain_bias();
         let same = |b: &SimConfig| {
             self.faults == b.faults
                 && self.duration_us == b.duration_us
                 && self.read_index_permille == b.read_index_permille
+                && self.pool == b.pool
+                && (self.reconfigure_min_us, self.reconfigure_max_us) == (b.reconfigure_min_us, b.reconfigure_max_us)
         };
         let base = if !same(&plain) && same(&biased) {
             env += " ROLEPAX_SIM_PROFILE=split_brain";
@@ -312,7 +385,7 @@ impl SimConfig {
         }
         let mut cmd = format!("{env} cargo test --test sim sim_replay -- --nocapture");
         if !same(&base) {
-            cmd += "  (note: this run also overrode the seed's faults, duration or read-index share)";
+            cmd += "  (note: this run also overrode the seed's faults, duration, read-index share, pool or reconfiguration pace)";
         }
         cmd
     }
@@ -322,7 +395,7 @@ impl SimConfig {
 type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Every planted bug, by the name `ROLEPAX_SIM_BUGS` spells it.
-const BUGS: [(&str, BugSwitch); 9] = [
+const BUGS: [(&str, BugSwitch); 12] = [
     ("acceptor_skips_persist", |b| &mut b.acceptor_skips_persist),
     ("proposer_skips_phase_one", |b| &mut b.proposer_skips_phase_one),
     ("proposer_decides_on_minority", |b| &mut b.proposer_decides_on_minority),
@@ -340,6 +413,13 @@ const BUGS: [(&str, BugSwitch); 9] = [
     ("proposer_adopts_lower_ballot_part", |b| {
         &mut b.proposer_adopts_lower_ballot_part
     }),
+    ("proposer_proposes_past_stop_sign", |b| {
+        &mut b.proposer_proposes_past_stop_sign
+    }),
+    ("proposer_starts_next_config_early", |b| {
+        &mut b.proposer_starts_next_config_early
+    }),
+    ("migration_skips_a_chunk", |b| &mut b.migration_skips_a_chunk),
 ];
 
 /// The names of the planted bugs that are on, as `ROLEPAX_SIM_BUGS` spells them.
@@ -395,6 +475,17 @@ pub struct Stats {
     pub lock_grants: u64,
     pub lock_clients_died: u64,
     pub sessions_expired: u64,
+    /// Configurations that came into force (counted once, when a node first applied
+    /// one); StopSigns the operator submitted, and of those: refused by the state
+    /// machine (made against a configuration no longer in force), given up (no answer in
+    /// time), or ended by a configuration change (theirs, or another that came first).
+    pub reconfigurations: u64,
+    pub stop_signs: u64,
+    pub stop_signs_refused: u64,
+    pub stop_signs_timed_out: u64,
+    pub stop_signs_applied: u64,
+    /// `Migrate` orders given to joining nodes' learners.
+    pub migrations: u64,
 }
 
 impl Stats {
@@ -415,6 +506,12 @@ impl Stats {
         self.lock_grants += o.lock_grants;
         self.lock_clients_died += o.lock_clients_died;
         self.sessions_expired += o.sessions_expired;
+        self.reconfigurations += o.reconfigurations;
+        self.stop_signs += o.stop_signs;
+        self.stop_signs_refused += o.stop_signs_refused;
+        self.stop_signs_timed_out += o.stop_signs_timed_out;
+        self.stop_signs_applied += o.stop_signs_applied;
+        self.migrations += o.migrations;
     }
 }
 
@@ -432,6 +529,9 @@ pub struct RunReport {
     /// One line per step, if the configuration asked for it.
     pub trace: Vec<String>,
     pub stats: Stats,
+    /// Every configuration that came into force, in order (the first one included),
+    /// with the slot it starts at.
+    pub configurations: Vec<Configuration>,
 }
 
 thread_local! {
@@ -510,6 +610,7 @@ pub fn run(cfg: &SimConfig) -> RunReport {
         history: std::mem::take(&mut world.history),
         trace: world.trace.take().unwrap_or_default(),
         stats: world.stats.clone(),
+        configurations: world.configurations(),
     }
 }
 
@@ -564,9 +665,14 @@ impl Failure {
         let tail = run(&traced).trace;
         let from = tail.len().saturating_sub(25);
         let mut s = format!(
-            "SIMULATION FAILED: seed {} ({} nodes, bugs: {:?})\n  violation at step {} (t={}us): {}\n  replay: {}\n  shortest failing prefix: {} steps (of {} run); its last steps:\n",
+            "SIMULATION FAILED: seed {} ({} nodes{}, bugs: {:?})\n  violation at step {} (t={}us): {}\n  replay: {}\n  shortest failing prefix: {} steps (of {} run); its last steps:\n",
             cfg.seed,
             cfg.nodes,
+            if cfg.membership {
+                format!(" of a pool of {}, membership changes", cfg.pool)
+            } else {
+                String::new()
+            },
             bug_names(cfg.bugs),
             v.step,
             v.time_us,
@@ -586,6 +692,12 @@ impl Failure {
                 line += "…";
             }
             s += &format!("    {line}\n");
+        }
+        if self.report.configurations.len() > 1 {
+            s += "  configurations that came into force in the run:\n";
+            for config in &self.report.configurations {
+                s += &format!("    {config}\n");
+            }
         }
         s
     }
@@ -645,6 +757,18 @@ impl fmt::Display for Exploration {
             self.stats.partitions,
             self.stats.elections,
         )?;
+        if self.stats.stop_signs > 0 {
+            write!(
+                f,
+                "; {} reconfigurations ({} StopSigns submitted: {} applied, {} refused, {} timed out), {} migrations",
+                self.stats.reconfigurations,
+                self.stats.stop_signs,
+                self.stats.stop_signs_applied,
+                self.stats.stop_signs_refused,
+                self.stats.stop_signs_timed_out,
+                self.stats.migrations,
+            )?;
+        }
         if let Some(failure) = &self.failure {
             write!(f, "; FAILED: {failure}")?;
         }
@@ -654,10 +778,21 @@ impl fmt::Display for Exploration {
 
 /// Runs every seed of `seeds` through `config`, stopping at the first failure.
 pub fn explore(seeds: impl IntoIterator<Item = u64>, config: impl Fn(u64) -> SimConfig) -> Exploration {
+    explore_each(seeds, config, |_| {})
+}
+
+/// Like [`explore`], handing every run's report to `each` as well (to check its client
+/// history, say).
+pub fn explore_each(
+    seeds: impl IntoIterator<Item = u64>,
+    config: impl Fn(u64) -> SimConfig,
+    mut each: impl FnMut(&RunReport),
+) -> Exploration {
     let start = Instant::now();
     let mut ex = Exploration::default();
     for seed in seeds {
         let report = run(&config(seed));
+        each(&report);
         ex.runs += 1;
         ex.steps += report.steps;
         ex.stats.add(&report.stats);

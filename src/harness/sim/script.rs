@@ -34,7 +34,7 @@
 //!
 //! | command | what it does |
 //! |---------|--------------|
-//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [snapshot_every=K] [bugs=a,b]` | boots N nodes (the seed draws the electors' timeouts; `snapshot_every`: the state machines snapshot every K slots, default 40) |
+//! | `start N [seed=S] [pre_vote=on\|off] [thrifty=on\|off] [max_batch=K] [snapshot_every=K] [bugs=a,b] [pool=P]` | boots N nodes (the seed draws the electors' timeouts; `snapshot_every`: the state machines snapshot every K slots, default 40; `pool`: P nodes in all, those above N start joining: no configuration, nothing held) |
 //! | `tick [K]` | K ticks (default 1): before each, every event due runs; then every live node's elector, proposer and learner tick; then what that caused is delivered |
 //! | `deliver` | runs every event due before the next tick: every message in flight and all they cause, until the network is quiet (held or slowed messages and client retries wait for their time) |
 //! | `campaign N` | N's election timer runs out now (its elector alone is ticked until its timeout fires): it asks for pre-votes, or campaigns |
@@ -56,11 +56,14 @@
 //! | `keepalive N S` | a new client keeps session S alive through node N (answered `alive`, or `no session S` once it expired) |
 //! | `lock N S NAME` / `unlock N S NAME` / `cancel N S NAME` | session S asks for lock NAME (`granted token=T` or `queued position=P`, P from 0; asking again answers `granted` once it is) / releases it / leaves its queue |
 //! | `locks N` | the lock service in node N's state machine, read locally like `local`: log time, each session's TTL and last sign of life, each lock's holder, token and queue |
+//! | `reconfigure N members=A,B,.. [from=C,..] [prev=K]` | a new client asks node N to change the members (one StopSign; new members pull the state up to it from C,..), against configuration K (default: the latest in force anywhere). Answered `applied: configuration ...`, `another change came first: configuration ...`, `refused: ...` (by the state machine: K is no longer in force) or `unknown (no answer)` |
+//! | `members` | a line per node: the configuration its state machine has in force and whether it counts the node (`member of`, `removed by`), or `joining` |
 //!
 //! A filter `F` is `FROM->TO [KIND[:SLOT]]`: FROM and TO are node numbers or `*`,
 //! KIND a message kind (`Prepare`, `Pull`, `Accept`, `Promise`, `Pulled`, `Accepted`,
 //! `Rejected`, `Decide`, `Fetch`, `Fetched`, `Heartbeat`, `HeartbeatReply`, `PreVote`,
-//! `PreVoteReply`, `Propose`, `ReadIndex`, `ReadIndexReply`), and `:SLOT` keeps only the
+//! `PreVoteReply`, `Propose`, `ReadIndex`, `ReadIndexReply`, `ProposeStop`,
+//! `SnapshotOffer`, `SnapshotRead`, `SnapshotChunk`), and `:SLOT` keeps only the
 //! messages carrying that slot (`Accept`, `Accepted`, `Pull`, `Pulled`, `Decide`,
 //! `Fetched`). Rules apply
 //! on arrival, to messages between two nodes (a node's messages to itself take its
@@ -70,7 +73,18 @@
 //! (`2 elector->proposer Lead ballot=1.2`, `2 proposer->elector Elected ballot=1.2`,
 //! likewise `StepDown`, `Preempted`, `PrepareTimedOut`; `trace on -Lead ..` skips them),
 //! and a proposer telling its learner to catch up below the floor phase 1 found
-//! (`3 proposer->learner CatchUp below=4 from=2`; `-CatchUp`).
+//! (`3 proposer->learner CatchUp below=4 from=2`; `-CatchUp`), and a state machine
+//! telling the other roles of a configuration it put in force
+//! (`2 state_machine->roles Reconfigure configuration 1 [1, 2, 4] from slot 5`;
+//! `-Reconfigure`).
+//!
+//! **Membership.** A configuration coming into force prints once, trace on or off, when
+//! the first node's state machine applies it: `configuration 1 [1, 2, 4] from slot 5`.
+//! The world plays a joining node's gateway: a hop after a configuration that counts a
+//! node holding none that does (a joining node, or one removed before) is in force, its
+//! learner is told to pull the state below the configuration's first slot from the
+//! StopSign's `from` nodes (else the previous members that stay): `4 joins: its learner
+//! migrates below=5 from [1, 2]`. Clients may ask any node (a script says which).
 //!
 //! Lock-service requests are clients too (numbered with the others, `resubmit` works on
 //! them); each is made at its node's clock (`now_ms`, the simulated time in ms), which
@@ -309,6 +323,7 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
         max_batch: 256,
         snapshot_every: None,
         bugs: PlantedBugs::default(),
+        pool: None,
     };
     if !(1..=9).contains(&setup.nodes) {
         return Err("a scripted cluster has 1 to 9 nodes".to_string());
@@ -331,10 +346,60 @@ fn parse_start(args: &[&str]) -> Result<ScriptSetup, String> {
                 setup.snapshot_every = Some(every);
             }
             "bugs" => setup.bugs = super::parse_bugs(value)?,
+            "pool" => {
+                let pool: usize = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of nodes"))?;
+                if !(setup.nodes..=9).contains(&pool) {
+                    return Err(format!("a pool holds the {} nodes and at most 9 in all", setup.nodes));
+                }
+                setup.pool = Some(pool);
+            }
             other => return Err(format!("unknown start option {other:?}")),
         }
     }
     Ok(setup)
+}
+
+/// `A,B,..`: node numbers.
+fn node_list(value: &str) -> Result<Vec<NodeId>, String> {
+    value
+        .split(',')
+        .filter(|w| !w.is_empty())
+        .map(|w| node_arg(Some(w)))
+        .collect()
+}
+
+/// A `reconfigure` line: through which node, the members, the sources, and the
+/// configuration the change is made against (`None`: the latest).
+type Reconfigure = (NodeId, Vec<NodeId>, Vec<NodeId>, Option<u64>);
+
+/// `reconfigure N members=A,B,.. [from=C,..] [prev=K]`.
+fn parse_reconfigure(args: &[&str]) -> Result<Reconfigure, String> {
+    let node = node_arg(args.first().copied())?;
+    let (mut members, mut sources, mut prev) = (None, Vec::new(), None);
+    for arg in args.iter().skip(1) {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("{arg:?}: expected key=value"))?;
+        match key {
+            "members" => members = Some(node_list(value)?),
+            "from" => sources = node_list(value)?,
+            "prev" => {
+                prev = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{value:?} is not a configuration id"))?,
+                )
+            }
+            other => return Err(format!("unknown reconfigure option {other:?} (members=, from=, prev=)")),
+        }
+    }
+    let members = members.ok_or("`reconfigure N members=A,B,..`: the members are missing")?;
+    if members.is_empty() {
+        return Err("a configuration has at least one member".to_string());
+    }
+    Ok((node, members, sources, prev))
 }
 
 /// `FROM->TO [KIND[:SLOT]]`.
@@ -579,6 +644,14 @@ impl Runner {
                 no_more(0)?;
                 w.status();
             }
+            "members" => {
+                no_more(0)?;
+                w.members();
+            }
+            "reconfigure" => {
+                let (node, members, sources, prev) = parse_reconfigure(args)?;
+                w.reconfigure(node, &members, &sources, prev)?;
+            }
             "local" => {
                 no_more(2)?;
                 w.local(node_arg(arg(0))?, key_arg(arg(1), "a key")?)?;
@@ -658,6 +731,22 @@ local 1 x
         assert!(err("locks 4").contains("no node 4"));
         let err = run_script("bad.txt", "# x\n\nstart 3 snapshot_every=often\n").expect_err("bad interval");
         assert!(err.contains("not a number of slots"), "{err}");
+    }
+
+    #[test]
+    fn sim_script_membership_commands_check_their_arguments() {
+        let err = |start: &str, command: &str| {
+            run_script("bad.txt", &format!("# x\n\n{start}\n\n{command}\n")).expect_err(command)
+        };
+        assert!(err("start 3 pool=2", "members").contains("a pool holds the 3 nodes"));
+        assert!(err("start 3 pool=many", "members").contains("not a number of nodes"));
+        assert!(err("start 3 pool=4", "reconfigure 1").contains("the members are missing"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=").contains("at least one member"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,5").contains("no node 5"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 from=9").contains("no node 9"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 prev=x").contains("not a configuration id"));
+        assert!(err("start 3 pool=4", "reconfigure 1 members=1,2 to=3").contains("unknown reconfigure option"));
+        assert!(err("start 3 pool=4", "members 2").contains("takes at most 0"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | a snapshot is the state at its slot | every snapshot made durable or received, on any node, covering slots below `s`, must be byte for byte the first one seen for `s` (the state machine is deterministic, so replicas agree on the state after each slot) |
 //! | the durable snapshot never goes back | a node's durable snapshot covers at least the slots its previous one did (else its logs could start above it) |
 //! | logs are compacted only below a durable snapshot | a log gives back the slots below `s` only if the node's durable snapshot covers them |
+//! | a new configuration starts from one state | when a node's state machine puts a configuration in force having applied exactly the slots below its first slot (an old member applying the StopSign; a new member that applied its way up to it), its state (the snapshot it would take) must be byte for byte the state every other node held there, and every snapshot taken or received at that slot (a new member's migration included) |
 
 use crate::messages::{NodeId, Slot};
 use std::collections::BTreeMap;
@@ -55,6 +56,12 @@ impl SnapshotCheck {
     /// Node `node` received, whole, a snapshot covering slots below `at` from a peer.
     pub fn snapshot_received(&mut self, node: NodeId, at: Slot, bytes: &[u8]) -> Check {
         self.same_as_canon(node, at, bytes, "received")
+    }
+
+    /// Node `node` put the configuration `config` (numbered `id`) in force with every slot
+    /// below `at` applied and its state machine's snapshot being `bytes`.
+    pub fn state_at_configuration(&mut self, node: NodeId, id: u64, at: Slot, bytes: &[u8]) -> Check {
+        self.same_as_canon(node, at, bytes, &format!("put configuration {id} in force with"))
     }
 
     /// A log of node `node` gives back the slots below `below`; its durable snapshot

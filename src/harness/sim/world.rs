@@ -1,6 +1,8 @@
 //! The simulated world: N nodes made of the five role cores, one event queue, a faulty
-//! network, a disk per node, crashes, partitions, and clients. Everything here runs on
-//! one thread and draws randomness from one seeded generator.
+//! network, a disk per node, crashes, partitions, and clients; with membership changes,
+//! a pool of nodes beyond the first configuration's, an operator changing the members
+//! and each joining node's gateway telling its learner to migrate. Everything here runs
+//! on one thread and draws randomness from one seeded generator.
 //!
 //! The roles' outputs are carried out by the production driver ([`crate::driver`]): the
 //! world is only its [`Host`], over a simulated disk (appends lost in a crash until a
@@ -19,8 +21,8 @@ use crate::error::{Error, Result as CrateResult};
 use crate::messages::codec;
 use crate::messages::local::{ElectorOrder, LocalMessage, ProposerEvent};
 use crate::messages::{
-    AcceptorReply, AcceptorRequest, Ballot, Command, ElectorMessage, LearnerMessage, NodeId, PeerMessage,
-    ProposerMessage, RequestId, Slot, StateMachineMessage, Value,
+    AcceptorReply, AcceptorRequest, Ballot, Command, ConfigId, Configuration, ElectorMessage, LearnerMessage, Member,
+    NodeId, PeerMessage, ProposerMessage, RequestId, Slot, StateMachineMessage, StopSign, Value,
 };
 use crate::roles::acceptor::Acceptor;
 use crate::roles::bugs::PlantedBugs;
@@ -42,6 +44,20 @@ const SIM_SNAPSHOT_EVERY: u64 = 40;
 /// Snapshot chunks are this small, so that a transfer takes several and can be cut,
 /// resumed and reordered.
 const SIM_CHUNK_BYTES: usize = 48;
+
+/// A joining node's learner is told to migrate this long after a configuration that
+/// counts it comes into force (or it restarts), and again every `MIGRATE_AGAIN_US`
+/// while it still holds no configuration that counts it (the node's gateway polls the
+/// members the same way).
+const MIGRATE_MIN_US: u64 = 1_000;
+const MIGRATE_MAX_US: u64 = 30_000;
+const MIGRATE_AGAIN_US: u64 = 1_000_000;
+
+/// The client id of the operator's reconfiguration requests.
+const OPERATOR_CLIENT: u64 = 4000;
+
+/// Most configuration changes the operator has in flight at once.
+const OPERATOR_MAX_INFLIGHT: usize = 2;
 
 /// What a node keeps across a crash: exactly what the cores asked to persist, and of
 /// that only what a sync made durable (the decided log's appends count as durable: a
@@ -68,6 +84,10 @@ struct Disk {
     /// below `.0`), waiting to be installed.
     incoming: Vec<u8>,
     received: Option<(Slot, Vec<u8>)>,
+    /// The latest configuration the state machine put in force (`Write::Membership`; the
+    /// node's `membership` file, written and synced in place by its host before the
+    /// roles hear of it, so durable at once).
+    membership: Option<Configuration>,
 }
 
 impl Disk {
@@ -134,6 +154,8 @@ enum Who {
     Clock,
     /// A scenario script's client (its number): the answer is only recorded.
     Script(u64),
+    /// The operator, changing the membership.
+    Operator,
 }
 
 /// How a request a node took for the clock loop or a script ended, as a scripted world
@@ -144,6 +166,8 @@ struct Answered {
     who: Who,
     id: RequestId,
     outcome: Option<Outcome<ServiceReply>>,
+    /// A membership change ended because this configuration came into force here.
+    config: Option<Configuration>,
 }
 
 /// What a node asks the leader for on a client's behalf, until it is answered.
@@ -154,6 +178,10 @@ enum Ask {
     /// `command` from this node's state machine once it has applied every slot below
     /// the first index a leader confirmed (the state machine's `ReadWait`).
     Read { command: ServiceCommand },
+    /// A membership change (`NodeHandle::reconfigure`): `ProposeStop` it. The state
+    /// machine answers only a refusal; the request succeeds when this node's
+    /// configuration moves past `stop.prev`.
+    Stop(StopSign),
 }
 
 struct SimNode {
@@ -164,6 +192,15 @@ struct SimNode {
     disk: Disk,
     leader: Option<NodeId>,
     pending: BTreeMap<RequestId, Pending>,
+    /// The configuration this node's state machine has in force (`None`: joining, it
+    /// never had one).
+    config: Option<Configuration>,
+    /// The configuration its elector was last told of (its roles hear of a new one a
+    /// mailbox hop after the state machine): an elector told of one that does not count
+    /// its node must stay silent.
+    roles_config: Option<Configuration>,
+    /// A chain of `Migrate` events runs for this incarnation.
+    migrating: bool,
 }
 
 /// A message between two roles of one node (an actor mailbox).
@@ -247,6 +284,14 @@ enum Event {
         node: NodeId,
     },
     Heal,
+    /// The operator submits a membership change.
+    Operator,
+    /// A joining node's gateway looks at the latest configuration: if it counts the node
+    /// and the node holds none that does, its learner is told to migrate.
+    Migrate {
+        node: NodeId,
+        inc: u64,
+    },
 }
 
 struct Client {
@@ -316,14 +361,32 @@ pub(crate) struct World {
     learner_cfg: LearnerConfig,
     /// A check failed inside a host call (reported after the step).
     violation: Option<String>,
+    /// The first configuration (id 0): nodes 1..=`cfg.nodes`; the rest of the pool joins.
+    first: Configuration,
+    /// The latest configuration any node put in force.
+    latest: Configuration,
+    /// Every configuration that came into force, in order.
+    history_configs: Vec<Configuration>,
+    /// The StopSigns the state machines applied (or refused), by slot, and their requests.
+    stops: BTreeMap<Slot, StopSign>,
+    stop_requests: BTreeSet<RequestId>,
+    /// The CRC-32 of the answer every node's state machine gave each request applied
+    /// through the log: one request, one answer, however often it was decided.
+    outcomes: BTreeMap<RequestId, u32>,
+    /// Sequence numbers of the operator's requests.
+    operator_seq: u64,
+    /// How long after a configuration counting a joining node it is told to migrate.
+    migrate_min_us: u64,
+    migrate_max_us: u64,
 }
 
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl World {
     pub(crate) fn new(cfg: &SimConfig) -> Self {
-        let n = cfg.nodes;
-        let ids: Vec<NodeId> = (1..=n as u64).collect();
+        let n = cfg.pool.max(cfg.nodes);
+        let ids: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
+        let first = Configuration::of_ids(&ids);
         let mut w = World {
             cfg: cfg.clone(),
             bugs: cfg.bugs,
@@ -345,7 +408,7 @@ impl World {
             }),
             answered: None,
             history: Vec::new(),
-            checker: Checker::new(n),
+            checker: Checker::with_first(first.clone()),
             snapshot_check: SnapshotCheck::default(),
             steps: 0,
             digest: 0xcbf2_9ce4_8422_2325,
@@ -358,8 +421,17 @@ impl World {
                 ..LearnerConfig::default()
             },
             violation: None,
+            latest: first.clone(),
+            history_configs: vec![first.clone()],
+            first,
+            stops: BTreeMap::new(),
+            stop_requests: BTreeSet::new(),
+            outcomes: BTreeMap::new(),
+            operator_seq: 0,
+            migrate_min_us: MIGRATE_MIN_US,
+            migrate_max_us: MIGRATE_MAX_US,
         };
-        for &id in &ids {
+        for id in 1..=n as NodeId {
             w.nodes.push(SimNode {
                 id,
                 incarnation: 0,
@@ -367,6 +439,9 @@ impl World {
                 disk: Disk::default(),
                 leader: None,
                 pending: BTreeMap::new(),
+                config: None,
+                roles_config: None,
+                migrating: false,
             });
         }
         for client in 0..cfg.clients {
@@ -395,7 +470,16 @@ impl World {
             let at = w.rng.between(cfg.faults.chaos_min_us, cfg.faults.chaos_max_us);
             w.schedule(at, Event::Chaos);
         }
+        if cfg.membership {
+            let at = w.rng.between(cfg.reconfigure_min_us, cfg.reconfigure_max_us);
+            w.schedule(at, Event::Operator);
+        }
         w
+    }
+
+    /// Every configuration that came into force, in order (the first one included).
+    pub(crate) fn configurations(&self) -> Vec<Configuration> {
+        self.history_configs.clone()
     }
 
     /// Boots every node (the first incarnation); a violation here is reported like any other.
@@ -501,6 +585,10 @@ impl World {
                     }
                     // Every role but the state machine (which sent it) hears of it.
                     Local::Msg(LocalMessage::Reconfigure(config)) => {
+                        let n = &mut self.nodes[i];
+                        if n.roles_config.as_ref().is_none_or(|c| c.id < config.id) {
+                            n.roles_config = Some(config.clone());
+                        }
                         self.with_roles(i, |_, r| r.acceptor.reconfigure(config.id));
                         self.run_proposer(i, ProposerInput::Reconfigure(config.clone()))?;
                         self.run_elector(i, ElectorInput::Reconfigure(config.clone()))?;
@@ -620,6 +708,20 @@ impl World {
             Event::Heal => {
                 self.mix(8);
                 self.side.iter_mut().for_each(|s| *s = 0);
+                Ok(())
+            }
+            Event::Operator => {
+                self.mix(13);
+                self.operator();
+                Ok(())
+            }
+            Event::Migrate { node, inc } => {
+                let Some(i) = self.running(node, inc) else {
+                    return Ok(());
+                };
+                self.mix(14);
+                self.mix(node);
+                self.migrate(i);
                 Ok(())
             }
         }
@@ -802,12 +904,12 @@ impl World {
                     w.checker.accept_sent(id, *ballot, *first_slot, values)?;
                 }
             }
-            let elected = ready
-                .local
-                .iter()
-                .filter(|m| matches!(m, LocalMessage::Event(ProposerEvent::Elected(_))))
-                .count();
-            w.stats.elections += elected as u64;
+            for m in &ready.local {
+                if let LocalMessage::Event(ProposerEvent::Elected(b)) = m {
+                    w.checker.elected(id, *b)?;
+                    w.stats.elections += 1;
+                }
+            }
             let mut host = SimHost::new(w, i, SimRole::Proposer);
             r.drivers.proposer.carry_out(ready, &mut host);
             Ok(())
@@ -834,14 +936,40 @@ impl World {
         Ok(())
     }
 
-    /// `ElectorActor`.
+    /// `ElectorActor`. An elector told of a configuration that does not count its node
+    /// (removed), or of none (joining), must stay silent: no heartbeat, no pre-vote, no
+    /// order to lead.
     fn run_elector(&mut self, i: usize, input: ElectorInput) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        let silent = match &self.nodes[i].roles_config {
+            Some(c) if c.contains(id) => None,
+            Some(c) => Some(format!("was removed ({c})")),
+            None => Some("is joining (no configuration yet)".to_string()),
+        };
         self.with_roles(i, |w, r| {
             let ready = r.elector.handle(input);
+            if let Some(why) = &silent {
+                let beats = ready.send.iter().find(|(_, m)| {
+                    matches!(
+                        m,
+                        PeerMessage::Elector(ElectorMessage::Heartbeat { .. } | ElectorMessage::PreVote { .. })
+                    )
+                });
+                let leads = ready
+                    .local
+                    .iter()
+                    .find(|m| matches!(m, LocalMessage::Order(ElectorOrder::Lead(_))));
+                if let Some((to, m)) = beats {
+                    return Err(format!("node {id} {why}, but its elector sent {m:?} to node {to}"));
+                }
+                if let Some(m) = leads {
+                    return Err(format!("node {id} {why}, but its elector ordered {m:?}"));
+                }
+            }
             let mut host = SimHost::new(w, i, SimRole::Elector);
             r.drivers.elector.carry_out(ready, &mut host);
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     /// `StateMachineActor`: every applied slot is checked against the other replicas.
@@ -851,6 +979,10 @@ impl World {
             if let StateMachineInput::Apply(batch) = &input {
                 for (slot, value) in batch.iter().filter(|(slot, _)| *slot >= r.sm.next()) {
                     w.checker.applied(id, *slot, value)?;
+                    if let Value::StopSign(stop) = value {
+                        w.stops.insert(*slot, stop.clone());
+                        w.stop_requests.insert(stop.id);
+                    }
                 }
             }
             let (before, restored) = (r.sm.next(), matches!(input, StateMachineInput::Restored { .. }));
@@ -869,29 +1001,48 @@ impl World {
     // ---- crashes and restarts -------------------------------------------------------------
 
     /// Starts a node from its disk, as `Node::start` does: the state machine from the
-    /// snapshot if there is one, the learner from the decided log after it.
+    /// snapshot if there is one (the first configuration's state otherwise, on every
+    /// node alike: a joining node that applied the log from slot 0 would hold what the
+    /// others hold), the learner from the decided log after it. The node's configuration
+    /// is the latest its disk holds (its membership file, or the one in its snapshot),
+    /// else the first configuration if it is a member of it, else none: it joins, its
+    /// acceptor answers no ballot and its elector never campaigns. The roles hear of a
+    /// configuration: the elector and proposer are built with it, the learner hears of
+    /// one after the first at once (`Reconfigure`, before any other event).
     fn start_node(&mut self, i: usize) -> Result<(), String> {
         let bugs = self.bugs;
         let id = self.nodes[i].id;
         let seed = self.rng.next_u64();
+        let first = self.first.clone();
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         node.leader = None;
+        node.migrating = false;
         let disk = &node.disk;
         let sm = match &disk.snapshot {
             Some(bytes) => StateMachine::<Service>::restore(bytes)
                 .map_err(|e| format!("node {id} cannot restore its snapshot: {e}"))?,
-            None => StateMachine::new(Service::default()),
+            None => StateMachine::new(Service::default()).with_configuration(first.clone()),
         }
         .with_bugs(bugs)
         .with_snapshots(SnapshotPolicy {
             every: self.snapshot_every,
             compact: self.compact,
         });
+        let restored = disk.snapshot.as_ref().map(|_| sm.configuration().clone());
+        let own = [
+            disk.membership.clone(),
+            restored,
+            first.contains(id).then(|| first.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|c| c.id);
         // The snapshot's slots are decided: the acceptor's floor.
         let acceptor = Acceptor::restore(disk.promised, disk.accepted.clone())
             .with_floor(sm.next())
             .with_hot_slots(SIM_HOT_SLOTS)
+            .with_config(own.as_ref().map(|c| c.id))
             .with_bugs(bugs);
         // The run of slots the decided log holds up to the snapshot (as
         // `DecidedLog::held_through`): below it, the snapshot serves.
@@ -902,14 +1053,23 @@ impl World {
         let learner = Learner::restore(id, self.learner_cfg.clone(), disk.log.clone(), sm.next())
             .with_snapshot(sm.next(), floor)
             .with_bugs(bugs);
+        // The elector and proposer know the members and the configuration's id (a joining
+        // node's elector none: it never campaigns, so its proposer never leads).
+        let (members, config_id) = match &own {
+            Some(c) => (c.ids(), Some(c.id)),
+            None => (self.ids.clone(), None),
+        };
         let elector = Elector::new(
             id,
-            self.ids.clone(),
+            members.clone(),
             self.elector_cfg.clone(),
             seed,
             disk.promised.max(disk.ballot),
-        );
-        let proposer = Proposer::new(id, self.ids.clone(), self.proposer_cfg.clone()).with_bugs(bugs);
+        )
+        .with_config(config_id);
+        let proposer = Proposer::new(id, members, self.proposer_cfg.clone())
+            .with_config_id(config_id.unwrap_or(0))
+            .with_bugs(bugs);
         self.checker.restarted(id, sm.next());
         let mut roles = Roles {
             acceptor,
@@ -921,7 +1081,13 @@ impl World {
         };
         roles.acceptor.evict_restored();
         self.checker.acceptor_restored(id, &roles.acceptor)?;
-        self.nodes[i].roles = Some(roles);
+        let node = &mut self.nodes[i];
+        node.roles = Some(roles);
+        node.config = own.clone();
+        node.roles_config = own.clone();
+        if let Some(config) = own.filter(|c| c.id > 0) {
+            self.run_learner(i, LearnerInput::Reconfigure(config))?;
+        }
         self.with_roles(i, |w, r| {
             let ready = r.learner.start();
             let mut host = SimHost::new(w, i, SimRole::Learner);
@@ -932,6 +1098,9 @@ impl World {
         self.schedule(at, Event::Tick { node: id, inc });
         let at = self.now + CLOCK_MS * 1000;
         self.schedule(at, Event::Clock { node: id, inc });
+        if self.behind(i) {
+            self.start_migrating(i);
+        }
         Ok(())
     }
 
@@ -946,6 +1115,7 @@ impl World {
         node.disk.unsynced_compactions.clear();
         node.disk.unsynced_ballots.clear();
         node.disk.incoming.clear();
+        node.migrating = false;
         let pending = std::mem::take(&mut node.pending);
         for (id, p) in pending {
             self.gave_up(i, id, p.who);
@@ -958,15 +1128,29 @@ impl World {
         match who {
             Who::Kv(client) => self.complete(client, OpOutput::Unknown),
             Who::Lock(locker) => self.lock_answered(locker, None),
-            Who::Clock | Who::Script(_) => self.record_answer(i, who, id, None),
+            Who::Operator => self.stats.stop_signs_timed_out += 1,
+            Who::Clock | Who::Script(_) => self.record_answer(i, who, id, None, None),
         }
     }
 
     /// Keeps how a clock or script request ended, if this world records that.
-    fn record_answer(&mut self, i: usize, who: Who, id: RequestId, outcome: Option<Outcome<ServiceReply>>) {
+    fn record_answer(
+        &mut self,
+        i: usize,
+        who: Who,
+        id: RequestId,
+        outcome: Option<Outcome<ServiceReply>>,
+        config: Option<Configuration>,
+    ) {
         let node = self.nodes[i].id;
         if let Some(answered) = &mut self.answered {
-            answered.push(Answered { node, who, id, outcome });
+            answered.push(Answered {
+                node,
+                who,
+                id,
+                outcome,
+                config,
+            });
         }
     }
 
@@ -1003,9 +1187,7 @@ impl World {
     // ---- clients --------------------------------------------------------------------------
 
     fn invoke(&mut self, client: usize) {
-        let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].roles.is_some())
-            .collect();
+        let up = self.client_nodes();
         if up.is_empty() {
             let at = self.now + self.cfg.tick_us;
             self.schedule(at, Event::Invoke { client });
@@ -1071,7 +1253,7 @@ impl World {
     fn submit(&mut self, i: usize, who: Who, id: RequestId, ask: Ask) {
         let read = match &ask {
             Ask::Read { command } => Some(command.clone()),
-            Ask::Propose(_) => None,
+            Ask::Propose(_) | Ask::Stop(_) => None,
         };
         let deadline = self.now + self.cfg.request_timeout_us;
         let pending = Pending {
@@ -1093,11 +1275,19 @@ impl World {
         self.schedule(at, Event::Retry { node, inc, id });
     }
 
-    /// A random live node, if any.
+    /// The nodes a client may ask: the live members of the latest configuration (a
+    /// client knows the members from any node's `GET /v1/members`; a removed node's
+    /// gateway would refuse it). Requests a node took before it was removed wait out
+    /// their timeout there.
+    fn client_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].roles.is_some() && self.latest.contains(self.nodes[i].id))
+            .collect()
+    }
+
+    /// A random live member of the latest configuration, if any.
     fn random_live_node(&mut self) -> Option<usize> {
-        let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].roles.is_some())
-            .collect();
+        let up = self.client_nodes();
         if up.is_empty() {
             return None;
         }
@@ -1232,6 +1422,288 @@ impl World {
         self.submit(i, Who::Clock, rid, Ask::Propose(command));
     }
 
+    // ---- membership changes ------------------------------------------------------------
+
+    /// Node `i`'s state machine put `config` in force (`Write::Membership`): the check
+    /// that it is the one configuration of its id, that it follows from the StopSign
+    /// decided just before its first slot, and, if the node applied exactly the slots
+    /// below that first slot, that its state there is every node's. Then it goes to the
+    /// node's disk, the requests for a change this node took end if it moved past them,
+    /// and joining members of a new latest configuration are told to migrate.
+    fn membership_applied(
+        &mut self,
+        i: usize,
+        config: Configuration,
+        sm: Option<&StateMachine<Service>>,
+    ) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        self.checker.configuration_applied(id, &config)?;
+        if config.id > 0 {
+            let slot = config.start.checked_sub(1).ok_or_else(|| {
+                format!("node {id} put {config} in force, which starts at slot 0 though it is not the first")
+            })?;
+            match self.stops.get(&slot) {
+                Some(stop) if stop.prev + 1 == config.id && stop.members == config.members => {}
+                Some(stop) => {
+                    return Err(format!(
+                        "node {id} put {config} in force, but the StopSign decided in slot {slot} ends configuration {} and names members {:?}",
+                        stop.prev,
+                        stop.members.keys().collect::<Vec<_>>()
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "node {id} put {config} in force, but no state machine applied a StopSign in slot {slot}"
+                    ));
+                }
+            }
+        }
+        if let Some(sm) = sm
+            && sm.next() == config.start
+        {
+            let bytes = sm
+                .snapshot()
+                .map_err(|e| format!("node {id}'s state machine cannot snapshot: {e}"))?;
+            self.snapshot_check
+                .state_at_configuration(id, config.id, config.start, &bytes)?;
+        }
+        let node = &mut self.nodes[i];
+        if node.disk.membership.as_ref().is_none_or(|m| m.id < config.id) {
+            node.disk.membership = Some(config.clone());
+        }
+        if node.config.as_ref().is_none_or(|m| m.id < config.id) {
+            node.config = Some(config.clone());
+        }
+        self.changes_ended(i, &config);
+        if config.id > self.latest.id {
+            self.stats.reconfigurations += 1;
+            self.latest = config.clone();
+            self.history_configs.push(config.clone());
+            for member in config.ids() {
+                let j = self.idx(member);
+                if self.nodes[j].roles.is_some() && self.behind(j) {
+                    self.start_migrating(j);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The membership changes node `i` took that its configuration `config` moved past
+    /// end: applied if `config` is the one they asked for, else another change came
+    /// first (the node's gateway watches the configuration; the state machine answers
+    /// only a refusal).
+    fn changes_ended(&mut self, i: usize, config: &Configuration) {
+        let ended: Vec<RequestId> = self.nodes[i]
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(&p.ask, Ask::Stop(stop) if stop.prev < config.id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let Some(p) = self.nodes[i].pending.remove(&id) else {
+                continue;
+            };
+            match p.who {
+                Who::Operator => {
+                    if let Ask::Stop(stop) = &p.ask
+                        && stop.prev + 1 == config.id
+                        && stop.members == config.members
+                    {
+                        self.stats.stop_signs_applied += 1;
+                    }
+                }
+                who => self.record_answer(i, who, id, None, Some(config.clone())),
+            }
+        }
+    }
+
+    /// Whether node `i` is a member of the latest configuration but holds none that
+    /// counts it (it joins, or was removed and is added again): its learner must pull
+    /// the state up to the StopSign.
+    fn behind(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        self.latest.contains(n.id) && !n.config.as_ref().is_some_and(|c| c.contains(n.id))
+    }
+
+    /// Starts the chain of `Migrate` events of node `i`'s incarnation (one at a time).
+    fn start_migrating(&mut self, i: usize) {
+        if self.nodes[i].migrating {
+            return;
+        }
+        self.nodes[i].migrating = true;
+        let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
+        let at = self.now + self.rng.between(self.migrate_min_us, self.migrate_max_us);
+        self.schedule(at, Event::Migrate { node, inc });
+    }
+
+    /// Node `i`'s gateway sees the latest configuration count it while it holds none
+    /// that does: its learner gets `Migrate` (the state below the configuration's first
+    /// slot, from the StopSign's sources, else from the previous configuration's members
+    /// that stay, else from all of them), and the gateway looks again later.
+    fn migrate(&mut self, i: usize) {
+        if !self.behind(i) {
+            self.nodes[i].migrating = false;
+            return;
+        }
+        let config = self.latest.clone();
+        let sources = self.migration_sources(&config);
+        self.stats.migrations += 1;
+        self.local(
+            i,
+            Local::Msg(LocalMessage::Migrate {
+                below: config.start,
+                sources,
+            }),
+        );
+        let (node, inc) = (self.nodes[i].id, self.nodes[i].incarnation);
+        let at = self.now + MIGRATE_AGAIN_US;
+        self.schedule(at, Event::Migrate { node, inc });
+    }
+
+    /// Whom a new member of `config` pulls the state up to its StopSign from.
+    fn migration_sources(&self, config: &Configuration) -> Vec<NodeId> {
+        let named = config
+            .start
+            .checked_sub(1)
+            .and_then(|s| self.stops.get(&s))
+            .map(|stop| stop.sources.clone())
+            .unwrap_or_default();
+        if !named.is_empty() {
+            return named;
+        }
+        let prev = config
+            .id
+            .checked_sub(1)
+            .and_then(|p| self.checker.configurations().get(&p))
+            .map(Configuration::ids)
+            .unwrap_or_default();
+        let staying: Vec<NodeId> = prev.iter().copied().filter(|n| config.contains(*n)).collect();
+        if staying.is_empty() { prev } else { staying }
+    }
+
+    /// The operator: now and then a membership change, drawn at random against the
+    /// latest configuration (as `GET /v1/members` shows it), submitted through a live
+    /// member like a command (`ProposeStop`, retried, given up after the request
+    /// timeout). Mostly one change at a time; now and then a second one before the
+    /// first is applied (both against the same configuration: at most one applies), or
+    /// one against a configuration already gone (refused).
+    fn operator(&mut self) {
+        let (lo, hi) = (self.cfg.reconfigure_min_us, self.cfg.reconfigure_max_us);
+        let at = self.now + self.rng.between(lo, hi);
+        self.schedule(at, Event::Operator);
+        let inflight = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.pending.values())
+            .filter(|p| p.who == Who::Operator)
+            .count();
+        if inflight >= OPERATOR_MAX_INFLIGHT || (inflight > 0 && !self.chance(300)) {
+            return;
+        }
+        let latest = self.latest.clone();
+        let Some((members, sources)) = self.draw_change(&latest) else {
+            return;
+        };
+        let prev = if latest.id > 0 && self.chance(80) {
+            latest.id - 1
+        } else {
+            latest.id
+        };
+        let Some(i) = self.random_live_node() else {
+            return;
+        };
+        self.operator_seq += 1;
+        let id = RequestId {
+            client: OPERATOR_CLIENT,
+            seq: self.operator_seq,
+        };
+        let stop = StopSign {
+            id,
+            prev,
+            members: members.into_iter().map(|n| (n, Member::default())).collect(),
+            sources,
+        };
+        self.stats.stop_signs += 1;
+        self.submit(i, Who::Operator, id, Ask::Stop(stop));
+    }
+
+    /// A random change of `config`'s members: add a node of the pool (now and then
+    /// naming one or two members to pull from), remove a member (now and then the
+    /// leader; never the last), replace one, grow to 5 members, shrink to 3. `None` if
+    /// the draw changes nothing.
+    fn draw_change(&mut self, config: &Configuration) -> Option<(BTreeSet<NodeId>, Vec<NodeId>)> {
+        let mut members: BTreeSet<NodeId> = config.ids().into_iter().collect();
+        let before = members.clone();
+        let outside: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|n| !members.contains(n))
+            .collect();
+        let leader = self
+            .nodes
+            .iter()
+            .find(|n| members.contains(&n.id) && n.roles.as_ref().is_some_and(|r| r.proposer.is_leading()))
+            .map(|n| n.id);
+        let pick = |w: &mut World, from: &[NodeId]| from[w.rng.between(0, from.len() as u64 - 1) as usize];
+        let kind = self.rng.between(0, 99);
+        let mut sources = Vec::new();
+        if kind < 30 || (kind < 45 && members.len() < 2) {
+            // Add one node.
+            if outside.is_empty() {
+                return None;
+            }
+            let new = pick(self, &outside);
+            let named = self.rng.between(0, 2);
+            let current: Vec<NodeId> = members.iter().copied().collect();
+            for _ in 0..named {
+                let s = pick(self, &current);
+                if !sources.contains(&s) {
+                    sources.push(s);
+                }
+            }
+            sources.sort_unstable();
+            members.insert(new);
+        } else if kind < 55 {
+            // Remove one: the leader now and then.
+            let current: Vec<NodeId> = members.iter().copied().collect();
+            let victim = match leader {
+                Some(l) if self.chance(400) => l,
+                _ => pick(self, &current),
+            };
+            members.remove(&victim);
+        } else if kind < 75 {
+            // Replace one by a node of the pool, in one StopSign.
+            if outside.is_empty() {
+                return None;
+            }
+            let current: Vec<NodeId> = members.iter().copied().collect();
+            let victim = pick(self, &current);
+            let new = pick(self, &outside);
+            members.remove(&victim);
+            members.insert(new);
+        } else if kind < 87 {
+            // Grow to 5 (or the whole pool).
+            let mut outside = outside;
+            while members.len() < 5 && !outside.is_empty() {
+                let k = self.rng.between(0, outside.len() as u64 - 1) as usize;
+                members.insert(outside.swap_remove(k));
+            }
+        } else {
+            // Shrink to 3.
+            while members.len() > 3 {
+                let current: Vec<NodeId> = members.iter().copied().collect();
+                let victim = pick(self, &current);
+                members.remove(&victim);
+            }
+        }
+        if members.is_empty() || members == before {
+            return None;
+        }
+        Some((members, sources))
+    }
+
     /// Sends `Propose` (a command) or `ReadIndex` (a read) to the leader this node's
     /// elector names, if it names one (`NodeHandle::ask_leader`).
     fn ask_leader(&mut self, i: usize, id: RequestId) {
@@ -1248,6 +1720,7 @@ impl World {
                 command: command.clone(),
             },
             Ask::Read { .. } => ProposerMessage::ReadIndex { id },
+            Ask::Stop(stop) => ProposerMessage::ProposeStop { stop: stop.clone() },
         };
         self.send(i, leader, PeerMessage::Proposer(msg));
     }
@@ -1305,6 +1778,17 @@ impl World {
         let Some(p) = self.nodes[i].pending.remove(&id) else {
             return;
         };
+        // A StopSign is answered only with a refusal: success shows as the node's
+        // configuration moving on.
+        if let (Ask::Stop(stop), Some(outcome)) = (&p.ask, &outcome)
+            && !matches!(outcome, Err(e) if e.starts_with("refused:"))
+        {
+            let node = self.nodes[i].id;
+            self.violated(format!(
+                "node {node} answered the StopSign request {:?} (against configuration {}) with {outcome:?}: a StopSign is answered only when refused (`refused: ...`)",
+                stop.id, stop.prev
+            ));
+        }
         match p.who {
             Who::Kv(client) => {
                 if matches!(p.ask, Ask::Read { .. }) {
@@ -1318,9 +1802,14 @@ impl World {
                 if let Some(Ok(ServiceReply::Lock(LockReply::Ticked { expired }))) = &outcome {
                     self.stats.sessions_expired += expired.len() as u64;
                 }
-                self.record_answer(i, p.who, id, outcome);
+                self.record_answer(i, p.who, id, outcome, None);
             }
-            Who::Script(_) => self.record_answer(i, p.who, id, outcome),
+            Who::Script(_) => self.record_answer(i, p.who, id, outcome, None),
+            Who::Operator => {
+                if matches!(&outcome, Some(Err(e)) if e.starts_with("refused:")) {
+                    self.stats.stop_signs_refused += 1;
+                }
+            }
         }
     }
 
@@ -1347,6 +1836,38 @@ impl World {
         }
         let at = self.now + self.rng.between(0, 2 * self.cfg.tick_us);
         self.schedule(at, Event::Invoke { client });
+    }
+
+    /// Every state machine must give request `id` the same answer, however often it was
+    /// decided (in two slots, around a StopSign, in two configurations): the client
+    /// table answers a duplicate with the first answer, so two different ones mean the
+    /// command was applied twice. Reads by read index are answered from the node's own
+    /// state, not through the log, and are left out; so are StopSigns, which take no
+    /// entry in the client table: a copy decided again is refused naming the
+    /// configuration in force then (one StopSign applies at most once since
+    /// configurations only move on, which the configuration checks hold).
+    fn same_answer(&mut self, i: usize, id: RequestId, outcome: &Outcome<ServiceReply>) -> Result<(), String> {
+        if self.stop_requests.contains(&id) {
+            return Ok(());
+        }
+        if matches!(
+            self.nodes[i].pending.get(&id),
+            Some(Pending {
+                ask: Ask::Read { .. },
+                ..
+            })
+        ) {
+            return Ok(());
+        }
+        let bytes = codec::encode(outcome).map_err(|e| format!("an answer does not encode: {e}"))?;
+        let crc = crc32fast::hash(&bytes);
+        match self.outcomes.insert(id, crc) {
+            Some(before) if before != crc => Err(format!(
+                "node {} answered request {id:?} with {outcome:?}, but it was answered differently before (applied twice?)",
+                self.nodes[i].id
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Mixes the end state into the digest and fills in the statistics.
@@ -1479,6 +2000,11 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
                     disk.log.insert(slot, value);
                 }
             }
+            (SimRole::StateMachine, Write::Membership(config)) => {
+                if let Err(e) = self.w.membership_applied(self.i, config, self.sm) {
+                    self.w.violated(e);
+                }
+            }
             (SimRole::StateMachine, Write::Snapshot { at }) => {
                 let sm = self
                     .sm
@@ -1571,7 +2097,13 @@ impl<R: SimReply> Host<R> for SimHost<'_> {
 
     fn answer(&mut self, answers: Vec<(RequestId, Outcome<R>)>) {
         for (id, outcome) in answers {
-            self.w.answered(self.i, id, R::service(outcome));
+            let outcome = R::service(outcome);
+            if let Some(outcome) = &outcome
+                && let Err(e) = self.w.same_answer(self.i, id, outcome)
+            {
+                self.w.violated(e);
+            }
+            self.w.answered(self.i, id, outcome);
         }
     }
 
@@ -1649,3 +2181,92 @@ fn brief(msg: &PeerMessage) -> &'static str {
 
 mod scripted;
 pub(crate) use scripted::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A booted world of three nodes, calm, no clients.
+    fn calm_world() -> World {
+        let mut cfg = SimConfig::from_seed(7).with_nodes(3);
+        cfg.faults = crate::harness::sim::Faults::none();
+        cfg.clients = 0;
+        cfg.lock_clients = 0;
+        let mut w = World::new(&cfg);
+        w.boot().expect("boots");
+        w
+    }
+
+    #[test]
+    fn sim_world_flags_an_elector_that_speaks_after_its_node_was_removed() {
+        let mut w = calm_world();
+        // As if node 3's roles had been told of a configuration without it (its elector
+        // was not: it still campaigns, which is what the check is for).
+        w.nodes[2].roles_config = Some(Configuration {
+            id: 1,
+            start: 0,
+            members: Configuration::of_ids(&[1, 2]).members,
+        });
+        let limit = w.elector_cfg.election_max_ticks + 1;
+        let err = (0..limit)
+            .find_map(|_| w.run_elector(2, ElectorInput::Tick).err())
+            .expect("its election timer runs out and it asks for pre-votes");
+        assert!(err.contains("node 3 was removed"), "{err}");
+        // Node 1, a member, may campaign.
+        assert!((0..limit).all(|_| w.run_elector(0, ElectorInput::Tick).is_ok()));
+    }
+
+    #[test]
+    fn sim_world_flags_a_request_answered_two_ways() {
+        let mut w = calm_world();
+        let id = RequestId { client: 1, seq: 1 };
+        let reply =
+            |ok: bool| -> Outcome<ServiceReply> { if ok { Err("a".to_string()) } else { Err("b".to_string()) } };
+        w.same_answer(0, id, &reply(true)).expect("the first answer");
+        w.same_answer(1, id, &reply(true)).expect("the same answer again");
+        let err = w.same_answer(2, id, &reply(false)).expect_err("another answer");
+        assert!(err.contains("answered differently"), "{err}");
+        // A StopSign's request may be refused twice, naming two configurations.
+        let stop = RequestId { client: 2, seq: 1 };
+        w.stop_requests.insert(stop);
+        w.same_answer(0, stop, &reply(true)).expect("refused");
+        w.same_answer(0, stop, &reply(false)).expect("refused again, otherwise");
+    }
+
+    #[test]
+    fn sim_world_flags_a_configuration_no_stop_sign_made() {
+        let mut w = calm_world();
+        let members = Configuration::of_ids(&[1, 2]).members;
+        let made_up = Configuration {
+            id: 1,
+            start: 5,
+            members: members.clone(),
+        };
+        let err = w
+            .membership_applied(0, made_up.clone(), None)
+            .expect_err("no StopSign in slot 4");
+        assert!(err.contains("no state machine applied a StopSign in slot 4"), "{err}");
+        // With the StopSign that makes it, it is fine; another one under its id is not.
+        let stop = StopSign {
+            id: RequestId { client: 9, seq: 1 },
+            prev: 0,
+            members,
+            sources: Vec::new(),
+        };
+        w.stops.insert(4, stop.clone());
+        w.membership_applied(0, made_up, None)
+            .expect("follows from the StopSign in slot 4");
+        let other = Configuration {
+            id: 1,
+            start: 5,
+            members: Configuration::of_ids(&[1, 3]).members,
+        };
+        let err = w
+            .membership_applied(1, other, None)
+            .expect_err("two configurations numbered 1");
+        assert!(err.contains("under the same id"), "{err}");
+        // Node 1 holds it now, on its disk too; node 3 joins nothing.
+        assert_eq!(w.nodes[0].disk.membership.as_ref().map(|c| c.id), Some(1));
+        assert!(!w.behind(2), "node 3 is no member of configuration 1");
+    }
+}

@@ -18,8 +18,8 @@ use crate::app::lock_service::LockInfo;
 //   is dropped, duplicated or reordered unless a script rule says so.
 // - Time moves in whole ticks, and only when the script says `tick`: at each tick every
 //   live node ticks (its elector, proposer and learner, as `Event::Tick` does). The
-//   nodes' own periodic `Tick` events, random client invocations and chaos are removed
-//   from the queue unrun. Nothing else is: a node's client retries (`Retry`) and
+//   nodes' own periodic `Tick` events, random client invocations, the random operator's
+//   membership changes and chaos are removed from the queue unrun. Nothing else is: a node's client retries (`Retry`) and
 //   delayed messages still fire at their time, which a `tick` reaches.
 // - `deliver` runs every event due before the next tick (messages, mailboxes, retries):
 //   with `SCRIPT_DELAY_US` far below a tick, that is every message in flight and
@@ -27,8 +27,10 @@ use crate::app::lock_service::LockInfo;
 // - Script rules (`drop`, `hold`, slow acceptors) act when a message arrives. A message
 //   sent across a partition is lost inside `send`, before it is an event, so the
 //   trace does not show it; one that arrives across a partition shows as lost.
-// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`) and snapshots becoming
-//   durable (`Event::SnapshotDone`) run as they do in a random run; `hold snapshot N`
+// - The nodes' clock loops (`Event::Clock`, every `CLOCK_MS`), snapshots becoming
+//   durable (`Event::SnapshotDone`) and joining nodes' gateways telling their learners
+//   to migrate (`Event::Migrate`, a hop after the configuration that counts them) run as
+//   they do in a random run; `hold snapshot N`
 //   keeps node N's `SnapshotDone` back until `release snapshot N`.
 
 /// One tick of the scripted world's clocks.
@@ -50,6 +52,8 @@ pub(crate) struct ScriptSetup {
     /// The state machines snapshot every this many slots (`None`: the simulator's default).
     pub(crate) snapshot_every: Option<u64>,
     pub(crate) bugs: PlantedBugs,
+    /// Nodes in the world (`None`: `nodes`): those above `nodes` start joining.
+    pub(crate) pool: Option<usize>,
 }
 
 /// Which network messages a script rule (`drop`, `hold`, `release`) is about.
@@ -79,10 +83,18 @@ impl Filter {
 
 /// What a node's elector and proposer tell each other, as the trace names it (a script
 /// may leave these out of the trace like message kinds).
-pub(crate) const LOCAL_KINDS: [&str; 6] = ["Lead", "StepDown", "Elected", "Preempted", "PrepareTimedOut", "CatchUp"];
+pub(crate) const LOCAL_KINDS: [&str; 7] = [
+    "Lead",
+    "StepDown",
+    "Elected",
+    "Preempted",
+    "PrepareTimedOut",
+    "CatchUp",
+    "Reconfigure",
+];
 
 /// The message kinds a script may name, as [`brief`] names them.
-pub(crate) const MESSAGE_KINDS: [&str; 17] = [
+pub(crate) const MESSAGE_KINDS: [&str; 21] = [
     "Prepare",
     "Pull",
     "Accept",
@@ -100,6 +112,10 @@ pub(crate) const MESSAGE_KINDS: [&str; 17] = [
     "Propose",
     "ReadIndex",
     "ReadIndexReply",
+    "ProposeStop",
+    "SnapshotOffer",
+    "SnapshotRead",
+    "SnapshotChunk",
 ];
 
 /// A client operation a script asks for.
@@ -150,17 +166,20 @@ struct ScriptRequest {
     ask: ScriptAsk,
 }
 
-/// What a scripted client asked, for the history (key-value) or its answer line (locks).
+/// What a scripted client asked, for the history (key-value) or its answer line (locks,
+/// membership changes).
 #[derive(Clone)]
 enum Asked {
     Kv(OpInput),
     Lock(String),
+    Stop(String),
 }
 
 #[derive(Clone)]
 enum ScriptAsk {
     Propose(Command),
     Read(ServiceCommand),
+    Stop(StopSign),
 }
 
 /// What the run loop does with the next event.
@@ -200,6 +219,8 @@ pub(crate) struct Scripted {
     requests: Vec<ScriptRequest>,
     /// History indexes of operations not yet answered.
     open: Vec<usize>,
+    /// Configurations that came into force and were printed.
+    configs_shown: usize,
     out: Vec<String>,
     stopped: bool,
 }
@@ -209,6 +230,7 @@ impl World {
     /// in-order network, no clients and no chaos of its own.
     pub(crate) fn scripted(setup: &ScriptSetup) -> Scripted {
         let mut cfg = SimConfig::from_seed(setup.seed).with_nodes(setup.nodes);
+        cfg.pool = setup.pool.unwrap_or(setup.nodes).max(setup.nodes);
         let mut faults = crate::harness::sim::Faults::none();
         faults.delay_min_us = SCRIPT_DELAY_US;
         faults.delay_max_us = SCRIPT_DELAY_US;
@@ -226,6 +248,10 @@ impl World {
         w.elector_cfg.pre_vote = setup.pre_vote;
         w.proposer_cfg.thrifty = setup.thrifty;
         w.proposer_cfg.max_batch = setup.max_batch;
+        // A joining node's gateway tells its learner to migrate a hop after the
+        // configuration that counts it came into force.
+        w.migrate_min_us = SCRIPT_DELAY_US;
+        w.migrate_max_us = SCRIPT_DELAY_US;
         let mut s = Scripted {
             w,
             ticks: 0,
@@ -243,6 +269,7 @@ impl World {
             waiting: BTreeSet::new(),
             requests: Vec::new(),
             open: Vec::new(),
+            configs_shown: 1,
             out: Vec::new(),
             stopped: false,
         };
@@ -310,7 +337,9 @@ impl Scripted {
             };
             let fate = match &ev {
                 Event::Tick { .. } if self.ticks_due.remove(&seq) => Fate::Run,
-                Event::Tick { .. } | Event::Chaos | Event::Restart { .. } | Event::Heal => Fate::Discard,
+                Event::Tick { .. } | Event::Chaos | Event::Restart { .. } | Event::Heal | Event::Operator => {
+                    Fate::Discard
+                }
                 Event::Net { from, to, msg } => self.fate(seq, *from, *to, msg),
                 Event::Invoke { .. } | Event::LockStep { .. } => Fate::Discard,
                 Event::SnapshotDone { node, inc, .. }
@@ -324,6 +353,7 @@ impl Scripted {
                 | Event::Synced { .. }
                 | Event::SnapshotDone { .. }
                 | Event::InstallDone { .. }
+                | Event::Migrate { .. }
                 | Event::Clock { .. } => Fate::Run,
             };
             match (fate, ev) {
@@ -353,6 +383,7 @@ impl Scripted {
                     if let Some(node) = clock {
                         self.report_clock(node);
                     }
+                    self.report_configurations();
                     self.report_answers();
                 }
             }
@@ -417,6 +448,17 @@ impl Scripted {
                         "CatchUp",
                         format!("{node} proposer->learner CatchUp below={below} from={from}"),
                     ),
+                    Local::Msg(LocalMessage::Reconfigure(config)) => (
+                        "Reconfigure",
+                        format!("{node} state_machine->roles Reconfigure {config}"),
+                    ),
+                    // Not a message between roles: printed with the trace off too.
+                    Local::Msg(LocalMessage::Migrate { below, sources }) => {
+                        self.out.push(format!(
+                            "{node} joins: its learner migrates below={below} from {sources:?}"
+                        ));
+                        return;
+                    }
                     _ => return,
                 };
                 if self.trace && !self.trace_skip.iter().any(|k| k == kind) {
@@ -463,6 +505,15 @@ impl Scripted {
         }
     }
 
+    /// Prints the configurations that came into force since the last look.
+    fn report_configurations(&mut self) {
+        let all = self.w.configurations();
+        for config in &all[self.configs_shown.min(all.len())..] {
+            self.out.push(config.to_string());
+        }
+        self.configs_shown = all.len();
+    }
+
     /// Prints the answers clients got since the last look.
     fn report_answers(&mut self) {
         let mut still = Vec::new();
@@ -488,16 +539,23 @@ impl Scripted {
             let asked = match a.who {
                 Who::Script(client) => {
                     self.waiting.remove(&client);
-                    match &self.requests[(client - 1) as usize].asked {
-                        Asked::Lock(what) => format!("client {client} at node {}: {what}", a.node),
-                        Asked::Kv(_) => continue,
+                    let request = &self.requests[(client - 1) as usize];
+                    match (&request.asked, &request.ask) {
+                        (Asked::Lock(what), _) => format!("client {client} at node {}: {what}", a.node),
+                        (Asked::Stop(what), ScriptAsk::Stop(stop)) => {
+                            let end = describe_change_end(stop, a.outcome, a.config);
+                            self.out
+                                .push(format!("client {client} at node {}: {what} -> {end}", a.node));
+                            continue;
+                        }
+                        _ => continue,
                     }
                 }
                 Who::Clock => {
                     let what = self.clock_proposed.remove(&a.id).unwrap_or_default();
                     format!("{} clock {what}", a.node)
                 }
-                Who::Kv(_) | Who::Lock(_) => continue,
+                Who::Kv(_) | Who::Lock(_) | Who::Operator => continue,
             };
             let line = format!("{asked} -> {}", describe_lock_outcome(a.outcome));
             self.out.push(line);
@@ -630,6 +688,78 @@ impl Scripted {
         self.ask_through(i, client)
     }
 
+    /// `reconfigure N members=A,B,.. [from=C,..] [prev=K]`: a new client asks node N to
+    /// change the members to `members` (pulling from `from`), against configuration `K`
+    /// (default: the latest one in force anywhere). It prints how it ended: the
+    /// configuration it made (or another that came first), a refusal, or no answer.
+    pub(crate) fn reconfigure(
+        &mut self,
+        node: NodeId,
+        members: &[NodeId],
+        sources: &[NodeId],
+        prev: Option<ConfigId>,
+    ) -> Result<(), String> {
+        let i = self.node_index(node)?;
+        for &m in members.iter().chain(sources) {
+            self.node_index(m)?;
+        }
+        let client = self.w.clients.len() as u64 + 1;
+        let id = RequestId { client, seq: 1 };
+        let stop = StopSign {
+            id,
+            prev: prev.unwrap_or(self.w.latest.id),
+            members: members.iter().map(|&n| (n, Member::default())).collect(),
+            sources: sources.to_vec(),
+        };
+        let from = if sources.is_empty() {
+            String::new()
+        } else {
+            format!(" from {sources:?}")
+        };
+        let what = format!(
+            "reconfigure {:?}{from} (against configuration {})",
+            stop.members.keys().collect::<Vec<_>>(),
+            stop.prev
+        );
+        self.w.clients.push(Client {
+            id: client,
+            seq: 1,
+            seen: BTreeMap::new(),
+            op: None,
+        });
+        self.requests.push(ScriptRequest {
+            asked: Asked::Stop(what),
+            ask: ScriptAsk::Stop(stop),
+        });
+        self.ask_through(i, client)
+    }
+
+    /// `members`: a line per node: the configuration its state machine has in force (and
+    /// whether it counts the node), or that it is joining; and the snapshot chunks its
+    /// learner pulled from each source in migrations (this incarnation's).
+    pub(crate) fn members(&mut self) {
+        for n in &self.w.nodes {
+            let down = if n.roles.is_some() { "" } else { " (down)" };
+            let mut line = match &n.config {
+                None => format!("node {}{down}: joining, no configuration yet", n.id),
+                Some(c) if c.contains(n.id) => format!("node {}{down}: member of {c}", n.id),
+                Some(c) => format!("node {}{down}: removed by {c}", n.id),
+            };
+            if let Some(r) = &n.roles
+                && !r.learner.migration_chunks().is_empty()
+            {
+                let by: Vec<String> = r
+                    .learner
+                    .migration_chunks()
+                    .iter()
+                    .map(|(source, chunks)| format!("{chunks} from {source}"))
+                    .collect();
+                line += &format!("; migration chunks: {}", by.join(", "));
+            }
+            self.out.push(line);
+        }
+    }
+
     /// `resubmit C N`: client C sends its request again, with the same id, through node N
     /// (a client whose node went silent tries another).
     pub(crate) fn resubmit(&mut self, client: u64, node: NodeId) -> Result<(), String> {
@@ -655,6 +785,7 @@ impl Scripted {
         let ask = match req.ask.clone() {
             ScriptAsk::Propose(command) => Ask::Propose(command),
             ScriptAsk::Read(command) => Ask::Read { command },
+            ScriptAsk::Stop(stop) => Ask::Stop(stop),
         };
         let rid = RequestId { client, seq: 1 };
         let who = match req.asked.clone() {
@@ -673,7 +804,7 @@ impl Scripted {
                 self.open.push(op);
                 Who::Kv(c)
             }
-            Asked::Lock(_) => {
+            Asked::Lock(_) | Asked::Stop(_) => {
                 self.waiting.insert(client);
                 Who::Script(client)
             }
@@ -1274,6 +1405,21 @@ fn describe_lock_info(info: &LockInfo) -> String {
         info.token,
         queue.join(", ")
     )
+}
+
+/// How a membership change a script asked for ended, as its answer line shows it.
+fn describe_change_end(
+    stop: &StopSign,
+    outcome: Option<Outcome<ServiceReply>>,
+    config: Option<Configuration>,
+) -> String {
+    match (config, outcome) {
+        (Some(c), _) if c.id == stop.prev + 1 && c.members == stop.members => format!("applied: {c}"),
+        (Some(c), _) => format!("another change came first: {c}"),
+        (None, Some(Err(e))) => e,
+        (None, Some(Ok(reply))) => format!("answered {reply:?}"),
+        (None, None) => "unknown (no answer)".to_string(),
+    }
 }
 
 /// A lock-service answer (or none) as an answer line shows it.
