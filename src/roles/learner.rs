@@ -935,7 +935,13 @@ impl Learner {
             return;
         }
         let (offset, total, len) = (task.start, piece.total, piece.data.len() as u64);
-        if crc32fast::hash(&piece.data) != piece.crc || offset + len > total || (len == 0 && offset < total) {
+        // An empty piece at or past the end is an answer too: a small snapshot has fewer
+        // chunks than there are sources, and the first asks go to chunks 0, 1, 2, ...
+        let past_end = len == 0 && offset >= total;
+        if crc32fast::hash(&piece.data) != piece.crc
+            || (offset + len > total && !past_end)
+            || (len == 0 && offset < total)
+        {
             tracing::warn!(
                 role = "learner",
                 from,
@@ -1776,6 +1782,22 @@ mod tests {
         assert!(!run.learner.migrating());
         assert_eq!(run.learner.next(), 10);
         assert_eq!(asks(&out), vec![(1, LearnerMessage::Fetch { from: 10, to: 12 })]);
+    }
+
+    #[test]
+    fn learner_migration_of_a_snapshot_smaller_than_one_chunk_per_source_waits_for_nothing() {
+        // Three bytes: one chunk. Nodes 2 and 3 are asked for chunks past the end and
+        // answer with empty pieces, which say they hold the snapshot all the same.
+        let whole = vec![7u8, 8, 9];
+        let mut run = Run::new(sources_holding(10, &whole, &[1, 2, 3]), PlantedBugs::default());
+        assert_eq!(run.migrate(10), vec![(1, 10, 0), (2, 10, 4), (3, 10, 8)]);
+        run.run(3);
+        assert_eq!(
+            run.installed,
+            Some(10),
+            "handed over on the three answers, no retry interval"
+        );
+        assert_eq!(run.file, whole);
     }
 
     #[test]
