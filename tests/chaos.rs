@@ -25,6 +25,7 @@
 
 mod common;
 
+use common::client::{Reply, Rng, agent, reply};
 use common::procs::Procs;
 use rolepax::harness::check::linearizability::*;
 use std::collections::BTreeSet;
@@ -34,25 +35,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const KEYS: u64 = 3;
 const CLIENTS: u64 = 4;
-
-/// SplitMix64, for the schedule and the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -218,38 +200,6 @@ impl Harness {
     }
 }
 
-fn agent() -> ureq::Agent {
-    // No pooled connections: ureq may resend an idempotent request on a pooled
-    // connection that turns out dead, and one operation must be one request.
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(1))
-        .timeout(Duration::from_secs(6))
-        .max_idle_connections(0)
-        .build()
-}
-
-/// What one HTTP request came to.
-enum Reply {
-    /// A status and a body.
-    Status(u16, String),
-    /// The connection was refused or never made: the request did not leave.
-    NotSent,
-    /// Sent, but no answer (timeout, reset): unknown.
-    Lost(String),
-}
-
-fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
-    match r {
-        Ok(res) => {
-            let status = res.status();
-            Reply::Status(status, res.into_string().unwrap_or_default())
-        }
-        Err(ureq::Error::Status(status, res)) => Reply::Status(status, res.into_string().unwrap_or_default()),
-        Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => Reply::NotSent,
-        Err(ureq::Error::Transport(t)) => Reply::Lost(t.to_string()),
-    }
-}
-
 /// One client's record.
 #[derive(Default)]
 struct ClientLog {
@@ -261,7 +211,7 @@ struct ClientLog {
 }
 
 fn kv_client(h: &Harness, client: u64, until: Instant, seed: u64) -> ClientLog {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(6));
     let mut rng = Rng(seed ^ (client << 32));
     let mut node = (client % h.nodes) as usize;
     let mut seen: Vec<Option<String>> = vec![None; KEYS as usize];
@@ -355,7 +305,7 @@ fn kv_client(h: &Harness, client: u64, until: Instant, seed: u64) -> ClientLog {
 
 /// Reads `key` through the log from any node, retrying, as a definite operation.
 fn final_read(h: &Harness, key: &str, deadline: Instant) -> Operation<KvInput, KvOutput> {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(6));
     let mut errors = Vec::new();
     for node in (0..h.urls.len()).cycle() {
         let call = h.now_us();
@@ -385,7 +335,7 @@ fn final_read(h: &Harness, key: &str, deadline: Instant) -> Operation<KvInput, K
 
 /// Polls `GET /v1/kv/{key}?stale=true` on every node until it shows `want`.
 fn converge(h: &Harness, key: &str, want: &Option<Vec<u8>>, deadline: Instant) {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(6));
     for (i, base) in h.urls.iter().enumerate() {
         loop {
             let last = match reply(agent.get(&format!("{base}/v1/kv/{key}?stale=true")).call()) {
@@ -497,7 +447,7 @@ fn lock_client(
     until: Instant,
     seed: u64,
 ) -> (Vec<Operation<LockInput, LockOutput>>, Vec<String>) {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(6));
     let mut rng = Rng(seed ^ (client << 40));
     let mut node = (client % h.nodes) as usize;
     let mut ops = Vec::new();

@@ -20,6 +20,7 @@
 
 mod common;
 
+use common::client::{Reply, Rng, agent, reply};
 use common::procs::Procs;
 use rolepax::harness::check::linearizability::*;
 use serde_json::Value;
@@ -30,49 +31,6 @@ use std::time::{Duration, Instant};
 
 const KEYS: u64 = 4;
 const CLIENTS: u64 = 8;
-
-/// SplitMix64, for the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn agent() -> ureq::Agent {
-    // One operation is one request: no pooled connection a request could be resent on.
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(1))
-        .timeout(Duration::from_secs(8))
-        .max_idle_connections(0)
-        .build()
-}
-
-enum Reply {
-    Status(u16, String),
-    NotSent,
-    Lost(String),
-}
-
-fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
-    match r {
-        Ok(res) => {
-            let status = res.status();
-            Reply::Status(status, res.into_string().unwrap_or_default())
-        }
-        Err(ureq::Error::Status(status, res)) => Reply::Status(status, res.into_string().unwrap_or_default()),
-        Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => Reply::NotSent,
-        Err(ureq::Error::Transport(t)) => Reply::Lost(t.to_string()),
-    }
-}
 
 /// What the clients share with the operator: where to send, and when to stop.
 struct Shared {
@@ -101,7 +59,7 @@ struct ClientLog {
 }
 
 fn kv_client(sh: &Shared, client: u64) -> ClientLog {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(8));
     let mut rng = Rng(0x5EED ^ (client << 32));
     let mut node = client as usize;
     let mut seen: Vec<Option<String>> = vec![None; KEYS as usize];
@@ -238,7 +196,7 @@ fn wait_for_config(procs: &Procs, ids: &[u64]) -> u64 {
 
 /// Reads `key` through the log from node `via` (retrying), as a definite operation.
 fn final_read(sh: &Shared, via: &str, key: &str, deadline: Instant) -> Operation<KvInput, KvOutput> {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(8));
     let mut errors = Vec::new();
     loop {
         let call = sh.now_us();
@@ -266,7 +224,7 @@ fn final_read(sh: &Shared, via: &str, key: &str, deadline: Instant) -> Operation
 
 /// Polls a local read of `key` on `via` until it shows `want`.
 fn converge(via: &str, key: &str, want: &Option<Vec<u8>>, deadline: Instant) {
-    let agent = agent();
+    let agent = agent(Duration::from_secs(8));
     loop {
         let last = match reply(agent.get(&format!("{via}/v1/kv/{key}?stale=true")).call()) {
             Reply::Status(200, body) if Some(body.as_bytes()) == want.as_deref() => return,
@@ -321,7 +279,7 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
     settle();
 
     // 2. Node 4 joins, pulling from nodes 1 and 2.
-    let (peer4, http4) = procs.start_joining(4, &[1, 2]);
+    let (peer4, http4) = procs.start_joining(4, &[1, 2], false);
     let t0 = sh.now_us();
     let out = member_ok(
         &procs,
@@ -351,7 +309,7 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
 
     // 4. Grow to five.
     for id in [5, 6] {
-        let (peer, http) = procs.start_joining(id, &[1, 2]);
+        let (peer, http) = procs.start_joining(id, &[1, 2], false);
         let t0 = sh.now_us();
         member_ok(
             &procs,
@@ -381,7 +339,7 @@ fn membership_replace_grow_shrink_under_load_is_linearizable() {
         .collect();
 
     // A removed node says so, naming the members.
-    let agent = agent();
+    let agent = agent(Duration::from_secs(8));
     match reply(agent.get(&format!("{}/v1/kv/k0", procs.http[&5])).call()) {
         Reply::Status(410, body) => assert!(body.contains("removed"), "410 without a reason: {body}"),
         Reply::Status(s, b) => panic!("removed node 5 answered {s} {b}"),

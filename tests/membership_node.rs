@@ -317,47 +317,6 @@ fn cli_at(endpoints: &[String], args: &[&str]) -> (Option<i32>, String, String) 
     )
 }
 
-/// Starts node `id` with `--join` the given members' URLs, on fresh ports; returns its
-/// peer and HTTP addresses. With `tuning`, the cluster's config file is given too (its
-/// timings and cluster id).
-fn start_joining(procs: &mut Procs, id: u64, join: &[u64], tuning: bool) -> (String, String) {
-    let ports = free_ports(2);
-    let (peer, http) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-    let urls: Vec<String> = join.iter().map(|j| procs.http[j].clone()).collect();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(procs.dir.path().join(format!("node-{id}.log")))
-        .expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rolepax-node"));
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLEPAX_")) {
-        command.env_remove(name);
-    }
-    if tuning {
-        command.arg("--config").arg(&procs.config);
-    }
-    let child = command
-        .args([
-            "--id",
-            &id.to_string(),
-            "--peer-addr",
-            &peer,
-            "--http-addr",
-            &http,
-            "--data-dir",
-        ])
-        .arg(procs.dir.path().join(format!("data-{id}")))
-        .args(["--join", &urls.join(",")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn rolepax-node --join");
-    procs.children.insert(id, child);
-    procs.http.insert(id, format!("http://{http}"));
-    (peer, http)
-}
-
 /// `GET {node}{path}` as (status, JSON).
 fn get_json(procs: &Procs, id: u64, path: &str) -> Option<(u16, Value)> {
     let url = format!("{}{path}", procs.http[&id]);
@@ -463,7 +422,7 @@ fn member_joining_node_reports_joining_and_learns_the_cluster_id() {
     let mut procs = Procs::new(3);
     procs.start_all();
     // No config file: the cluster id is learned from the join URL.
-    start_joining(&mut procs, 4, &[2], false);
+    procs.start_joining(4, &[2], false);
     let status = wait_for(&procs, 4, "/status", "reports waiting to be added", |s| {
         s["join_error"]
             .as_str()
@@ -731,7 +690,7 @@ fn member_added_with_from_serves_a_linearizable_read() {
     for i in 0..20 {
         procs.put_retrying(&[1, 2, 3], &format!("k{i}"), &value(i));
     }
-    let (peer, http) = start_joining(&mut procs, 4, &[1, 3], true);
+    let (peer, http) = procs.start_joining(4, &[1, 3], true);
     wait_for(&procs, 4, "/status", "answers as joining", |s| {
         s["membership"] == json!("joining")
     });
@@ -883,7 +842,7 @@ fn member_replace_swaps_a_node_in_one_change() {
     procs.put_retrying(&[1, 2, 3], "kept", "yes");
     let old = (1..=3).find(|id| *id != leader).expect("a follower");
     let stay: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
-    let (peer, http) = start_joining(&mut procs, 4, &stay, true);
+    let (peer, http) = procs.start_joining(4, &stay, true);
     let endpoints: Vec<String> = stay.iter().map(|id| procs.http[id].clone()).collect();
     let (code, out, err) = cli_at(
         &endpoints,
@@ -964,8 +923,8 @@ fn member_second_change_while_one_is_in_progress_is_refused_or_follows_it() {
     // never two configurations under one id: every member ends in the same one.
     let mut procs = Procs::new(3);
     procs.start_all();
-    let (peer4, http4) = start_joining(&mut procs, 4, &[1], true);
-    let (peer5, http5) = start_joining(&mut procs, 5, &[2], true);
+    let (peer4, http4) = procs.start_joining(4, &[1], true);
+    let (peer5, http5) = procs.start_joining(5, &[2], true);
     for id in [4, 5] {
         wait_for(&procs, id, "/status", "answers as joining", |s| {
             s["membership"] == json!("joining")

@@ -2,6 +2,7 @@
 //! back, and waiting for conditions with generous deadlines.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod procs;
 
 use rolepax::actors::node::{NodeConfig, NodeHandle};

@@ -90,6 +90,14 @@ impl Procs {
 
     /// Starts node `id` with extra environment variables (a failpoint, a setting).
     pub fn start_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
+        let mut args = vec!["--config".to_string(), self.config.display().to_string(), "--id".into()];
+        args.push(id.to_string());
+        self.spawn(id, &args, env);
+    }
+
+    /// Spawns `rolepax-node ARGS --data-dir <its dir>` as node `id`, its log appended to
+    /// `node-ID.log`.
+    fn spawn(&mut self, id: u64, args: &[String], env: &[(&str, &str)]) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -102,9 +110,8 @@ impl Procs {
             command.env_remove(name);
         }
         let child = command
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--id", &id.to_string(), "--data-dir"])
+            .args(args)
+            .arg("--data-dir")
             .arg(self.dir.path().join(format!("data-{id}")))
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -240,52 +247,31 @@ impl Drop for Procs {
 impl Procs {
     /// Starts node `id` in joining mode (`--join` naming the HTTP addresses of `via`),
     /// with fresh ports and its own data directory; returns its (peer, HTTP) addresses.
-    pub fn start_joining(&mut self, id: u64, via: &[u64]) -> (String, String) {
+    /// With `tuning`, the cluster's config file is given too (its timings and cluster id;
+    /// a joining node ignores its `[[nodes]]`).
+    pub fn start_joining(&mut self, id: u64, via: &[u64], tuning: bool) -> (String, String) {
         let ports = free_ports(2);
         let (peer, web) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
         self.http.insert(id, format!("http://{web}"));
         self.addrs.insert(id, (peer.clone(), web.clone()));
-        let join: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
-        self.spawn_joining(id, &join.join(","));
+        self.restart_joining(id, via, tuning);
         (peer, web)
     }
 
-    /// Starts node `id` again in joining mode, at the addresses it had (a restart with its
-    /// data directory: a node that holds a membership file ignores `--join`).
-    pub fn restart_joining(&mut self, id: u64, via: &[u64]) {
-        let join: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
-        self.spawn_joining(id, &join.join(","));
-    }
-
-    fn spawn_joining(&mut self, id: u64, join: &str) {
+    /// Starts node `id` again in joining mode, at the addresses it had (a node whose data
+    /// directory holds a membership file ignores `--join` and restarts as it was).
+    pub fn restart_joining(&mut self, id: u64, via: &[u64], tuning: bool) {
         let (peer, web) = self.addrs[&id].clone();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))
-            .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rolepax-node"));
-        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("ROLEPAX_")) {
-            command.env_remove(name);
+        let join: Vec<String> = via.iter().map(|v| self.http[v].clone()).collect();
+        let mut args = Vec::new();
+        if tuning {
+            args.extend(["--config".to_string(), self.config.display().to_string()]);
         }
-        let child = command
-            .args([
-                "--id",
-                &id.to_string(),
-                "--peer-addr",
-                &peer,
-                "--http-addr",
-                &web,
-                "--data-dir",
-            ])
-            .arg(self.dir.path().join(format!("data-{id}")))
-            .args(["--join", join])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn rolepax-node --join");
-        self.children.insert(id, child);
+        for (flag, value) in [("--id", id.to_string()), ("--peer-addr", peer), ("--http-addr", web)] {
+            args.extend([flag.to_string(), value]);
+        }
+        args.extend(["--join".to_string(), join.join(",")]);
+        self.spawn(id, &args, &[]);
     }
 
     /// Runs `rolepax --endpoints <via> member ARGS...`; returns (exit code, stdout, stderr).
