@@ -44,12 +44,13 @@
 //! [`Write::Membership`] (the host records it and reaches the new members), a
 //! [`Write::Snapshot`] at `s + 1` (a snapshot exactly at the StopSign: every old member
 //! holds the same bytes there, so a new member pulls it from several of them at once;
-//! skipped if a snapshot or an install is already under way, one at a time) and
+//! skipped if a snapshot or an install is already under way, one at a time, or if the
+//! change adds no member) and
 //! [`LocalMessage::Reconfigure`] (the host hands it to the acceptor, proposer, elector
 //! and learner). Its request gets no answer: the node's gateway watches the
 //! configuration. A StopSign whose `prev` is not the configuration in force (a change
-//! raced with another) changes nothing and its request is answered
-//! `Err("refused: ...")`. A StopSign never reaches the application and takes no entry in
+//! raced with another), or that names no member at all, changes nothing and its request
+//! is answered `Err("refused: ...")`. A StopSign never reaches the application and takes no entry in
 //! the client table. Because a [`Write::Snapshot`] is of the state as it stands when the
 //! host carries it out, a StopSign that changes the configuration must be the last value
 //! of its `Apply` batch: the learner cuts batches after a StopSign, and this core asserts
@@ -253,17 +254,18 @@ impl<A: Application> StateMachine<A> {
                     if let Value::Command(c) = &value {
                         self.applied_bytes += c.payload.len() as u64;
                     }
-                    let config = self.configuration.id;
+                    let before = self.configuration.clone();
                     if let Some(answer) = self.apply(slot, value) {
                         out.answers.push(answer);
                     }
-                    if self.configuration.id != config {
+                    if self.configuration.id != before.id {
                         assert!(
                             i == last,
                             "an Apply batch went on past the StopSign of slot {slot}: the snapshot \
                              at it would hold later slots"
                         );
-                        self.reconfigured(&mut out);
+                        let adds = self.configuration.ids().iter().any(|&n| !before.contains(n));
+                        self.reconfigured(adds, &mut out);
                     }
                 }
                 self.answer_reads(&mut out);
@@ -367,10 +369,12 @@ impl<A: Application> StateMachine<A> {
     /// snapshot is taken exactly at the StopSign (every old member then holds the same
     /// bytes there, which a new member pulls from several of them at once), and the
     /// node's roles follow it. The snapshot is skipped if one is being made durable or
-    /// installed (one at a time): a new member then takes what most sources hold.
-    fn reconfigured(&mut self, out: &mut Ready<A::Reply>) {
+    /// installed (one at a time): a new member then takes what most sources hold; and
+    /// if the change `adds` nobody, since no one pulls it then (writing the whole state
+    /// stalls applies for as long, on every node: a second or more at 200 MB).
+    fn reconfigured(&mut self, adds: bool, out: &mut Ready<A::Reply>) {
         out.writes.push(Write::Membership(self.configuration.clone()));
-        if self.snapshotting.is_none() && self.installing.is_none() {
+        if adds && self.snapshotting.is_none() && self.installing.is_none() {
             self.take_snapshot(out);
         }
         out.local.push(LocalMessage::Reconfigure(self.configuration.clone()));
@@ -506,6 +510,11 @@ impl<A: Application> StateMachine<A> {
     /// application's, and no entry in the client table: a retry of the request decided
     /// again is refused like any stale StopSign (its gateway watched the configuration).
     fn apply_stop(&mut self, slot: Slot, stop: StopSign) -> Option<(RequestId, Outcome<A::Reply>)> {
+        if stop.members.is_empty() {
+            // Nobody could decide the next slot: the log would stop for good.
+            let refused = "refused: a configuration needs at least one member; nothing changed".to_string();
+            return Some((stop.id, Err(refused)));
+        }
         if stop.prev != self.configuration.id {
             let refused = format!(
                 "refused: this change was made against configuration {} but configuration {} is in force; \
@@ -922,6 +931,35 @@ mod tests {
         );
         assert_eq!(sm.next(), 3);
         assert!(sm.sessions.is_empty(), "a StopSign takes no entry in the client table");
+    }
+
+    #[test]
+    fn state_machine_stop_sign_that_adds_nobody_takes_no_snapshot() {
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1, 2, 3]));
+        let out = sm.handle(StateMachineInput::Apply(vec![(
+            0,
+            Value::StopSign(stop(7, 0, &[1, 2])),
+        )]));
+        assert_eq!(sm.configuration().ids(), vec![1, 2]);
+        assert_eq!(
+            out.writes,
+            vec![Write::Membership(sm.configuration().clone())],
+            "nobody pulls a snapshot at a removal"
+        );
+        assert_eq!(out.local, vec![LocalMessage::Reconfigure(sm.configuration().clone())]);
+    }
+
+    #[test]
+    fn state_machine_stop_sign_without_members_is_refused() {
+        let mut sm = StateMachine::new(KvStore::new()).with_configuration(Configuration::of_ids(&[1]));
+        let out = sm.handle(StateMachineInput::Apply(vec![(0, Value::StopSign(stop(7, 0, &[])))]));
+        assert_eq!(sm.configuration().ids(), vec![1], "the log would stop for good");
+        assert!(out.writes.is_empty() && out.local.is_empty(), "{out:?}");
+        let why = out.answers[0].1.as_ref().expect_err("refused");
+        assert!(
+            why.starts_with("refused:") && why.contains("at least one member"),
+            "{why}"
+        );
     }
 
     #[test]
