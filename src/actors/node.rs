@@ -931,6 +931,12 @@ impl<A: Application> NodeHandle<A> {
         let cfg = &self.inner.cfg;
         let deadline = Instant::now() + cfg.request_timeout;
         let mut leader_rx = self.inner.leader.clone();
+        // A membership change watches the configuration itself (its own removal is its
+        // success); any other request fails at once if this node is removed meanwhile.
+        let (mut membership_rx, mut watching) = (
+            self.inner.membership.clone(),
+            !matches!(ask, PeerMessage::Proposer(ProposerMessage::ProposeStop { .. })),
+        );
         let (mut ask_at, mut asked_at) = (Instant::now(), Instant::now());
         loop {
             let now = Instant::now();
@@ -960,6 +966,18 @@ impl<A: Application> NodeHandle<A> {
                         return Err(Error::Stopped);
                     }
                     ask_at = Instant::now();
+                }
+                // Removed while it waited: this node will learn no more of the log, so
+                // no answer would come. Whether it was applied is unknown (503).
+                changed = membership_rx.changed(), if watching => {
+                    watching = changed.is_ok();
+                    if watching && self.membership_state() == MembershipState::Removed {
+                        return Err(Error::Unavailable(format!(
+                            "node {} was removed from the cluster while this request waited; it may or \
+                             may not have been applied: retry it at a member",
+                            self.id()
+                        )));
+                    }
                 }
                 () = notified(refused) => ask_at = ask_at.min(asked_at + cfg.tick),
                 _ = tokio::time::sleep_until(ask_at.min(deadline).into()) => {}
