@@ -10,7 +10,7 @@ mkdir -p data
 
 echo "building rolepax (release; the first build takes a few minutes)..."
 cargo build --release --quiet --bins
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 
 pids=()
 stop() {
