@@ -586,8 +586,10 @@ impl Learner {
                     });
                 }
             }
-            // A chunk of the snapshot a migration pulls: keep it if it is intact and the
-            // one asked of that source; give the source the next missing chunk.
+            // A chunk of a snapshot we take. In a migration: keep it if it is intact and
+            // the one asked of that source, and give the source the next missing chunk.
+            // From a single source: keep it if it is intact and continues where the last
+            // one ended; ask for the next, or hand the whole over.
             LearnerInput::Peer(
                 from,
                 LearnerMessage::SnapshotChunk {
@@ -598,7 +600,7 @@ impl Learner {
                     crc,
                     data,
                 },
-            ) if self.migration.is_some() => {
+            ) => {
                 let piece = Piece {
                     at,
                     offset,
@@ -607,21 +609,12 @@ impl Learner {
                     crc,
                     data,
                 };
-                self.migration_chunk(from, piece, &mut out);
+                if self.migration.is_some() {
+                    self.migration_chunk(from, piece, &mut out);
+                } else {
+                    self.take_chunk(from, piece, &mut out);
+                }
             }
-            // A chunk of the snapshot we take: keep it if it is intact and continues
-            // where the last one ended; ask for the next, or hand the whole over.
-            LearnerInput::Peer(
-                from,
-                LearnerMessage::SnapshotChunk {
-                    at,
-                    offset,
-                    total,
-                    file_crc,
-                    crc,
-                    data,
-                },
-            ) => self.take_chunk(from, at, offset, total, file_crc, crc, data, &mut out),
             // Time passes: retry a fetch, or a snapshot chunk, that went unanswered.
             LearnerInput::Tick => {
                 self.now += 1;
@@ -677,26 +670,16 @@ impl Learner {
     }
 
     /// Takes one chunk of the snapshot being received (see the module docs).
-    #[allow(clippy::too_many_arguments)]
-    fn take_chunk(
-        &mut self,
-        from: NodeId,
-        at: Slot,
-        offset: u64,
-        total: u64,
-        file_crc: u32,
-        crc: u32,
-        data: Vec<u8>,
-        out: &mut Output,
-    ) {
+    fn take_chunk(&mut self, from: NodeId, piece: Piece, out: &mut Output) {
         let Some(inc) = self.incoming.as_mut() else { return };
+        let (at, offset, total) = (piece.at, piece.offset, piece.total);
         // Planted bug: any chunk of the snapshot goes on at the end of what we have.
         let misplaced = inc.offset != offset && !self.bugs.learner_takes_chunks_out_of_order();
         if inc.installing || inc.from != from || inc.at != at || misplaced {
             return; // Not the chunk we wait for (a duplicate, or from an older ask).
         }
         let offset = inc.offset;
-        if crc32fast::hash(&data) != crc || offset + data.len() as u64 > total || (data.is_empty() && offset < total) {
+        if !piece.intact_at(offset) {
             tracing::warn!(
                 role = "learner",
                 from,
@@ -706,6 +689,7 @@ impl Learner {
             );
             return; // The retry timer asks again.
         }
+        let (file_crc, data) = (piece.file_crc, piece.data);
         let mut hasher = crc32fast::Hasher::new_with_initial(inc.crc);
         hasher.update(&data);
         inc.crc = hasher.finalize();
@@ -838,6 +822,21 @@ struct Piece {
     data: Vec<u8>,
 }
 
+impl Piece {
+    /// Its bytes pass their checksum and fit the snapshot as the piece at `offset`: a
+    /// piece with bytes ends at or before `total`; an empty one stands at or past the
+    /// end (a source asked for a chunk past the end of a small snapshot answers so).
+    fn intact_at(&self, offset: u64) -> bool {
+        let len = self.data.len() as u64;
+        let fits = if len == 0 {
+            offset >= self.total
+        } else {
+            offset + len <= self.total
+        };
+        fits && crc32fast::hash(&self.data) == self.crc
+    }
+}
+
 /// Migration: a snapshot pulled from several sources at once.
 impl Learner {
     /// Starts pulling the state below `below` from `sources` at once (see the module
@@ -937,11 +936,7 @@ impl Learner {
         let (offset, total, len) = (task.start, piece.total, piece.data.len() as u64);
         // An empty piece at or past the end is an answer too: a small snapshot has fewer
         // chunks than there are sources, and the first asks go to chunks 0, 1, 2, ...
-        let past_end = len == 0 && offset >= total;
-        if crc32fast::hash(&piece.data) != piece.crc
-            || (offset + len > total && !past_end)
-            || (len == 0 && offset < total)
-        {
+        if !piece.intact_at(offset) {
             tracing::warn!(
                 role = "learner",
                 from,
