@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::client::{Reply, Rng, agent, reply};
+use common::client::{Reply, Rng, agent, kv_output, kv_request, note_seen, reply};
 use common::procs::Procs;
 use rolepax::harness::check::linearizability::*;
 use serde_json::Value;
@@ -75,42 +75,13 @@ fn kv_client(sh: &Shared, client: u64) -> ClientLog {
         let k = rng.below(KEYS) as usize;
         let key = format!("k{k}");
         let value = format!("c{client}.{n}");
-        let kind = rng.below(100);
         let call = sh.now_us();
-        let (input, r) = if kind < 45 {
-            let r = agent.put(&format!("{base}/v1/kv/{key}")).send_string(&value);
-            let input = KvInput::Put {
-                key: key.clone().into_bytes(),
-                value: value.clone().into_bytes(),
-            };
-            (input, reply(r))
-        } else if kind < 80 {
-            let r = agent.get(&format!("{base}/v1/kv/{key}")).call();
-            (
-                KvInput::Get {
-                    key: key.clone().into_bytes(),
-                },
-                reply(r),
-            )
-        } else {
-            let expected = if rng.below(4) == 0 { None } else { seen[k].clone() };
-            let r = agent
-                .post(&format!("{base}/v1/cas/{key}"))
-                .send_json(serde_json::json!({"expected": expected, "new": value}));
-            let input = KvInput::Cas {
-                key: key.clone().into_bytes(),
-                expected: expected.map(String::into_bytes),
-                new: value.clone().into_bytes(),
-            };
-            (input, reply(r))
-        };
+        let (input, r) = kv_request(&agent, base, &mut rng, &key, &value, seen[k].clone());
         let ret = sh.now_us();
         let output = match (&input, r) {
-            (KvInput::Put { .. }, Reply::Status(200, _)) => Some(KvOutput::Put),
-            (KvInput::Get { .. }, Reply::Status(200, body)) => Some(KvOutput::Got(Some(body.into_bytes()))),
-            (KvInput::Get { .. }, Reply::Status(404, _)) => Some(KvOutput::Got(None)),
-            (KvInput::Cas { .. }, Reply::Status(200, _)) => Some(KvOutput::Cas(true)),
-            (KvInput::Cas { .. }, Reply::Status(409, _)) => Some(KvOutput::Cas(false)),
+            (_, Reply::Status(status, body)) if kv_output(&input, status, &body).is_some() => {
+                kv_output(&input, status, &body)
+            }
             // Not a member (any more): the node did nothing with it; go elsewhere.
             (_, Reply::Status(410, _)) | (_, Reply::NotSent) => {
                 log.redirected += 1;
@@ -126,15 +97,7 @@ fn kv_client(sh: &Shared, client: u64) -> ClientLog {
         };
         match output {
             Some(out) => {
-                match (&input, &out) {
-                    (KvInput::Get { .. }, KvOutput::Got(v)) => {
-                        seen[k] = v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
-                    }
-                    (KvInput::Put { .. }, _) | (KvInput::Cas { .. }, KvOutput::Cas(true)) => {
-                        seen[k] = Some(value.clone())
-                    }
-                    _ => {}
-                }
+                note_seen(&mut seen[k], &input, &out, &value);
                 log.ops.push(Operation::done(client, input, call, ret, out));
             }
             None => {
