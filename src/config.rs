@@ -51,6 +51,7 @@ pub const ENV_PREFIX: &str = "ROLEPAX";
 /// Top-level keys, `nodes` last (it cannot come from the environment).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "cluster_id",
+    "engine",
     "data_dir",
     "tick_ms",
     "heartbeat_ms",
@@ -132,6 +133,8 @@ struct RawSettings {
     compact_every_bytes: u64,
     #[serde(default = "defaults::log_level")]
     log_level: String,
+    #[serde(default = "defaults::engine")]
+    engine: String,
 }
 
 /// Defaults of the optional keys (also listed in `config/local-3.toml`). Each is taken
@@ -205,6 +208,10 @@ pub mod defaults {
     pub fn compact_every_bytes() -> u64 {
         NodeConfig::DEFAULT_COMPACT.every_bytes
     }
+    pub fn engine() -> String {
+        "paxos".into()
+    }
+
     pub fn log_level() -> String {
         "info".into()
     }
@@ -246,6 +253,39 @@ pub struct Settings {
     /// Log compaction and its policy (`None`: off).
     pub compact: Option<CompactPolicy>,
     pub log_level: String,
+    /// Which replication engine runs the applications (`engine = "paxos"` or `"raft"`).
+    pub engine: Engine,
+}
+
+/// The replication engine a node runs: the project's Paxos roles (the default), or
+/// Raft (openraft, [`crate::raft`]) for the side-by-side comparison. Every node of a
+/// cluster must run the same one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    #[default]
+    Paxos,
+    Raft,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Paxos => "paxos",
+            Engine::Raft => "raft",
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "paxos" => Ok(Engine::Paxos),
+            "raft" => Ok(Engine::Raft),
+            _ => Err(format!("{s:?} is not an engine (paxos or raft)")),
+        }
+    }
 }
 
 /// What one process runs: the checked settings and its own node.
@@ -498,6 +538,7 @@ impl Settings {
                 format!("{:?} is not a level or filter: {e}", raw.log_level),
             ));
         }
+        let engine: Engine = raw.engine.parse().map_err(|e| bad(s, "engine", e))?;
         let ms = Duration::from_millis;
         Ok(Settings {
             source,
@@ -523,6 +564,7 @@ impl Settings {
                 every_bytes: raw.compact_every_bytes,
             }),
             log_level: raw.log_level,
+            engine,
         })
     }
 
@@ -670,6 +712,30 @@ impl NodeSettings {
         cfg.compact = s.compact;
         cfg.learner.snapshot_chunk_bytes = crate::roles::learner::default_chunk_bytes(s.max_frame_bytes);
         cfg
+    }
+
+    /// The settings of a Raft node (`engine = "raft"`): the same timing keys, read as
+    /// Raft reads them (heartbeat interval, randomized election timeout range).
+    pub fn raft_config(&self) -> crate::raft::RaftConfig {
+        let s = &self.settings;
+        let paxos = self.node_config();
+        crate::raft::RaftConfig {
+            id: self.me.id,
+            nodes: s.nodes.keys().copied().collect(),
+            data_dir: self.data_dir.clone(),
+            heartbeat: s.heartbeat,
+            election_min: s.election_min,
+            election_max: s.election_max,
+            request_timeout: s.request_timeout,
+            snapshot_every: match s.compact {
+                Some(policy) => policy.every_slots.min(s.snapshot_every.max(1)),
+                None => s.snapshot_every,
+            },
+            clock_interval: paxos.clock_interval,
+            clock_margin: paxos.clock_margin,
+            max_message_bytes: message_budget(s.max_frame_bytes),
+            bugs: paxos.bugs,
+        }
     }
 }
 

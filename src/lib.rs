@@ -13,6 +13,7 @@
 //! | [`net`]      | transports: in-process and framed TCP |
 //! | [`storage`]  | the write-ahead log, the acceptor's and the learner's logs, ballot and snapshot files |
 //! | [`app`]      | the applications: key-value store, lock service |
+//! | [`raft`]     | the second engine: the same applications on openraft, for the comparison |
 //! | [`http`]     | the HTTP front (plain, etcd gateway, locks) |
 //! | [`harness`]  | for tests: the in-process cluster, the simulator, the linearizability checker |
 
@@ -25,6 +26,7 @@ pub mod harness;
 pub mod http;
 pub mod messages;
 pub mod net;
+pub mod raft;
 pub mod roles;
 pub mod storage;
 

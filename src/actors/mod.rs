@@ -74,6 +74,8 @@ impl LocalRoles {
             PeerMessage::Elector(m) => self.elector.do_send(FromPeer(from, m)),
             PeerMessage::Proposer(m) => self.proposer.do_send(FromPeer(from, m)),
             PeerMessage::StateMachine(m) => self.reads.do_send(FromPeer(from, m)),
+            // A Paxos node has no Raft roles: a Raft node on a Paxos cluster is misconfigured.
+            PeerMessage::Raft(_) => tracing::warn!(from, "dropped a Raft message: this node runs the Paxos engine"),
         }
     }
 

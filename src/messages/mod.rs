@@ -27,6 +27,7 @@ pub mod learner;
 pub mod local;
 pub mod membership;
 pub mod proposer;
+pub mod raft;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ pub use elector::ElectorMessage;
 pub use learner::LearnerMessage;
 pub use membership::{ConfigId, Configuration, Member, StopSign};
 pub use proposer::ProposerMessage;
+pub use raft::RaftMessage;
 pub use state_machine::StateMachineMessage;
 
 /// A node of the cluster, numbered by configuration (1, 2, 3, ...).
@@ -181,6 +183,8 @@ pub enum PeerMessage {
     Elector(ElectorMessage),
     Proposer(ProposerMessage),
     StateMachine(StateMachineMessage),
+    /// The Raft engine's traffic (`--engine raft`, src/raft): opaque to the transport.
+    Raft(RaftMessage),
 }
 
 impl PeerMessage {
@@ -193,6 +197,7 @@ impl PeerMessage {
             PeerMessage::Elector(_) => "elector",
             PeerMessage::Proposer(_) => "proposer",
             PeerMessage::StateMachine(_) => "state_machine",
+            PeerMessage::Raft(_) => "raft",
         }
     }
 }

@@ -281,7 +281,17 @@ impl SyncHandle {
     }
 }
 
+/// `fdatasync` calls made by every log of this process, for the evaluation's "fsyncs
+/// per committed command" (`rolepax_log_fsyncs_total` in `/metrics`).
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `fdatasync`s the logs of this process have made (whichever engine runs).
+pub fn fsyncs_total() -> u64 {
+    FSYNCS.load(Ordering::Relaxed)
+}
+
 fn fdatasync(file: &File) -> std::io::Result<()> {
+    FSYNCS.fetch_add(1, Ordering::Relaxed);
     file.sync_data()
 }
 

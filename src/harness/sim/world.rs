@@ -814,6 +814,8 @@ impl World {
             PeerMessage::StateMachine(StateMachineMessage::ReadIndexReply { id, index }) => {
                 self.run_sm(i, StateMachineInput::ReadIndexReply { id, index })
             }
+            // The simulator runs the Paxos roles only.
+            PeerMessage::Raft(_) => Ok(()),
         }
     }
 
@@ -2176,6 +2178,7 @@ fn brief(msg: &PeerMessage) -> &'static str {
         PeerMessage::Proposer(ProposerMessage::ReadIndex { .. }) => "ReadIndex",
         PeerMessage::Proposer(ProposerMessage::ProposeStop { .. }) => "ProposeStop",
         PeerMessage::StateMachine(_) => "ReadIndexReply",
+        PeerMessage::Raft(_) => "Raft",
     }
 }
 

@@ -1352,6 +1352,7 @@ fn describe(msg: &PeerMessage) -> String {
             id.client,
             index.map_or("none".to_string(), |i| i.to_string())
         ),
+        PeerMessage::Raft(_) => "Raft".to_string(),
     }
 }
 
