@@ -252,8 +252,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file in a data directory that names the engine whose state it holds.
+const ENGINE_FILE: &str = "engine";
+
+/// Refuses a data directory that holds another engine's state (each engine would
+/// otherwise start afresh beside the other's files, as if the node had lost its disk),
+/// and marks a new one with this node's engine. A non-empty directory without the mark
+/// is from before there were two engines: Paxos.
+fn claim_data_dir(ns: &NodeSettings) -> Result<(), Error> {
+    let (dir, engine) = (&ns.data_dir, ns.settings.engine);
+    let mark = dir.join(ENGINE_FILE);
+    let recorded = match std::fs::read_to_string(&mark) {
+        Ok(text) => Some(
+            text.parse::<Engine>()
+                .map_err(|e| Error::Storage(format!("{}: {e}", mark.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let used = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+            used.then_some(Engine::Paxos)
+        }
+        Err(e) => return Err(Error::Storage(format!("cannot read {}: {e}", mark.display()))),
+    };
+    match recorded {
+        Some(other) if other != engine => Err(Error::Config(format!(
+            "{} holds the state of the {} engine; this node was started with engine {} (use another \
+             --data-dir, or the same engine)",
+            dir.display(),
+            other.as_str(),
+            engine.as_str()
+        ))),
+        Some(_) => Ok(()),
+        None => std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&mark, engine.as_str()))
+            .map_err(|e| Error::Storage(format!("cannot write {}: {e}", mark.display()))),
+    }
+}
+
 async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
     let id = ns.id();
+    claim_data_dir(&ns)?;
     let transport = TcpTransport::start(ns.tcp_config())
         .await
         .map_err(|e| Error::Config(format!("cannot listen for peers on {}: {e}", ns.me.peer_addr)))?;
