@@ -34,7 +34,8 @@ import sys
 from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+# CONCERNS_ROOT counts another checkout (the same layout) instead of this one.
+ROOT = os.environ.get("CONCERNS_ROOT") or os.path.normpath(os.path.join(HERE, "..", ".."))
 # CONCERNS_TABLE names another table (tests/concerns_table.rs shows the check failing).
 TABLE = os.environ.get("CONCERNS_TABLE") or os.path.join(HERE, "concerns_table.txt")
 
@@ -520,12 +521,16 @@ def free_ports(n):
     return ports
 
 
-def leader_of(urls):
+def leader_of(urls, engine):
+    """The leader some node names, once that node says it runs `engine` (a node built
+    before the engine setting existed would silently run Paxos: refused)."""
     for u in urls:
         try:
             st = json.loads(http_get(u + "/status"))
         except Exception:  # noqa: BLE001 - not up yet
             continue
+        if st.get("engine") != engine:
+            raise RuntimeError(f"{u}/status says engine {st.get('engine')!r}, not {engine!r}")
         lid = st.get("leader_id")
         if lid:
             return lid
@@ -575,7 +580,7 @@ def cmd_measure(args):
         while time.time() < deadline and leader is None:
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a {engine} node exited at start (logs in {work})")
-            leader = leader_of(urls)
+            leader = leader_of(urls, engine)
             if leader is None:
                 time.sleep(0.2)
         if leader is None:
@@ -960,7 +965,8 @@ def cmd_report(args):
     w("| engine | request | answer | between | concerns carried | note |")
     w("|---|---|---|---|---|---|")
     for m in MESSAGES:
-        w(f"| {m[0]} | `{m[1]}` | `{m[2]}` | {m[3]} | {m[4]} | {m[5]} |")
+        answer = m[2] if m[2].startswith("(") else f"`{m[2]}`"
+        w(f"| {m[0]} | `{m[1]}` | {answer} | {m[3]} | {m[4]} | {m[5]} |")
     npax = sum(1 for m in MESSAGES if m[0] == "paxos")
     nraft = sum(1 for m in MESSAGES if m[0] == "raft")
     w(f"\nPaxos: {npax} request kinds (21 message variants on the wire: `AcceptorRequest` 3, `AcceptorReply` 4, "
