@@ -833,32 +833,50 @@ HARD = """\
   a step-down must answer every waiting read with `None` so it is asked again (ab7f51f,
   3267332); the planted `proposer_reads_without_quorum` is caught by the linearizability
   checker.
-* *Exactly once*: the client table lives in the `StateMachine` wrapper, in the snapshot, so a
-  command proposed again after a leader change (`retry_interval`) is answered once, whatever
-  engine orders the log.
+* *Exactly once*: a node proposes a request again after `retry_interval` without an answer
+  (a lost message, a leader change), so the same command can be decided twice; the client
+  table in the `StateMachine` core (`src/roles/state_machine.rs`, kept in the snapshot)
+  applies it once and answers the second copy with the first reply.
 * *Splitting by concern cost glue*: the proposer was split into phase 1, phase 2 and reads
   only later (c0957bb), and local messages (`src/messages/local.rs`: `Lead`, `StepDown`,
   `Learned`, `CatchUp`, `Compact`, `SnapshotDurable`, `Reconfigure`, ...) exist only because
   the roles are apart; see the glue row of the table.
 
-**Raft, on openraft.**
+**Raft, on openraft.** (From `src/raft/`'s module docs and the raft helper's commits.)
 
-* *What the glue has to provide* (`src/raft/`): openraft's log storage (`RaftLogStorage`:
-  append with a flush callback, truncate, purge, vote, committed), its state machine
-  (`RaftStateMachine`: apply, snapshot builder, install) and its network
-  (`RaftNetworkFactory` / `RaftNetwork`: append_entries, vote, install_snapshot) over the
-  project's WAL, application trait and transport; plus what openraft leaves to the user:
-  forwarding a client write from a follower (`Forward`), a follower's linearizable read
-  (`ReadIndex`), deduplication of retried commands, and the lock service's clock command.
-* *Durability is a callback*: openraft may reveal an entry only once `LogFlushed` is called,
-  so the WAL's group commit must call it after the fdatasync, never before (the planted
-  `raft_acks_before_durable` bug of the issue); the vote must be fsynced before it is
-  answered.
-* *Everything in one core*: election, replication, commit, snapshot and membership meet in
-  `core/raft_core.rs` and `engine/engine_impl.rs` (see the table), and one RPC,
-  AppendEntries, carries four concerns. The glue is small because openraft hides this; it
-  also means the glue cannot change how a concern is done (e.g. thrifty Accepts to a quorum
-  only, or read leases) without forking the library.
+* *What the glue has to provide*: openraft's log storage (`RaftLogStorage`: append with a
+  flush callback, truncate, purge, vote, committed; `src/raft/log_store.rs` on the WAL), its
+  state machine (`RaftStateMachine`: apply, snapshot builder, install;
+  `src/raft/state_machine.rs` over the `Application` trait) and its network
+  (`RaftNetworkFactory` / `RaftNetwork`: append_entries, vote, install_snapshot;
+  `src/raft/network.rs`, request/response matched by id over the project's transport); and
+  what openraft leaves to its user (`src/raft/node.rs`): forwarding a follower's client write
+  to the leader (`Forward`), a follower's linearizable read (`ReadIndex` to the leader, then
+  wait until applied), the lock service's clock command, who initialises the cluster (the
+  lowest node id, on an empty log).
+* *Durability is a callback, and IO must stay in order*: openraft may reveal an entry only
+  once `LogFlushed` is called, so the WAL's writer thread calls it after the fdatasync of
+  its group, never before (the planted `raft_acks_before_durable` acknowledges on buffering
+  and is caught by the chaos test's whole-cluster SIGKILL); a vote goes into the same buffer
+  after the appends before it and `save_vote` returns only once synced, so a vote never
+  overtakes an append.
+* *openraft's quirks*: it wants `heartbeat < election_min < election_max` in whole
+  milliseconds (the 0-5 ms range runs as heartbeat 1 ms, election 2-5 ms), and it uses the
+  heartbeat interval as the time limit of an AppendEntries, so with a 1 ms heartbeat a
+  follower's fsync makes many of them time out; a dead peer must be reported `Unreachable`
+  (after a few timeouts) or openraft re-sends to it at every heartbeat; an oversized
+  AppendEntries is refused with `PayloadTooLarge` and a hint. openraft does real work per
+  message, so it runs on its own two-worker tokio runtime rather than the node's actix
+  thread.
+* *What the glue does not do*: commands are proposed at most once (no deduplication across
+  a client's retries: an unknown outcome is reported as unavailable), membership change is
+  not offered (501), and log entries are never read back from disk after the open (they
+  stay in memory until a snapshot purges them).
+* *Everything in one core*: election, replication, commit, snapshots and membership meet in
+  openraft's `core/raft_core.rs` and `engine/engine_impl.rs` (see the tables above), and one
+  RPC, AppendEntries, carries four concerns. The glue stays small because openraft hides
+  this; it also means the glue cannot change how a concern is done (thrifty Accepts to a
+  quorum only, a pre-vote, which openraft 0.9 lacks) without forking the library.
 """
 
 
@@ -936,6 +954,12 @@ def cmd_report(args):
         a, b = both["paxos"][1][con], both["raft"][1][con]
         w(f"| {con} | {a['files']} ({a['files80']}) | {a['foreign']:.0%} | {b['files']} ({b['files80']}) | {b['foreign']:.0%} |")
     w("")
+    avg = {g: (sum(both[g][1][c]["files"] for c in CORE) / len(CORE), sum(both[g][1][c]["files80"] for c in CORE) / len(CORE),
+               sum(both[g][1][c]["foreign"] * both[g][1][c]["lines"] for c in CORE) / max(1, sum(both[g][1][c]["lines"] for c in CORE)))
+           for g in both}
+    w(f"In short: a core concern spans on average **{avg['paxos'][0]:.1f} files on the Paxos side and {avg['raft'][0]:.1f} on the Raft side** "
+      f"({avg['paxos'][1]:.1f} and {avg['raft'][1]:.1f} files for 80 % of its lines); of all core-concern lines, "
+      f"{avg['paxos'][2]:.0%} (Paxos) and {avg['raft'][2]:.0%} (Raft) sit in files whose subject is another concern.\n")
     for g, name in (("paxos", "Paxos"), ("raft", "Raft")):
         files, per, purity, mixed = both[g]
         w(f"*{name}*: {len(files)} files; line-weighted file purity (share of a file's lines in its largest concern) "
@@ -1007,7 +1031,7 @@ def cmd_report(args):
     w(HARD)
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
     with open(out_md, "w") as f:
-        f.write("\n".join(L))
+        f.write("\n".join(L).rstrip("\n") + "\n")
     with open(out_csv, "w", newline="") as f:
         cw = csv.writer(f)
         cw.writerow(["side", "file", "concern", "lines"])
