@@ -47,6 +47,9 @@ pub struct PlantedBugs {
     /// members, skips one chunk and hands the snapshot over without the whole-snapshot
     /// checksum.
     pub migration_skips_a_chunk: bool,
+    /// The Raft engine's log store (src/raft/log_store.rs) acknowledges appended entries
+    /// as soon as they are buffered, and writes them to its WAL only every 200 ms.
+    pub raft_acks_before_durable: bool,
 }
 
 impl PlantedBugs {
@@ -120,5 +123,11 @@ impl PlantedBugs {
     #[inline(always)]
     pub fn migration_skips_a_chunk(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.migration_skips_a_chunk
+    }
+
+    /// Whether [`PlantedBugs::raft_acks_before_durable`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn raft_acks_before_durable(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.raft_acks_before_durable
     }
 }
