@@ -187,11 +187,11 @@ async fn raft_three_nodes_elect_replicate_and_read_linearizably_at_a_follower() 
     }
     let status = cluster.node(leader).status().await.expect("status");
     assert_eq!(status.leader_id, Some(leader));
-    assert_eq!(status.state, "Leader");
-    assert_eq!(status.membership, vec![1, 2, 3]);
+    assert_eq!(status.detail.state, "Leader");
+    assert_eq!(status.detail.membership, vec![1, 2, 3]);
     assert!(status.applied >= 5, "applied {}", status.applied);
-    assert!(status.messages["append_entries"].requests_sent > 0);
-    assert!(status.fsyncs > 0);
+    assert!(status.detail.messages["append_entries"].requests_sent > 0);
+    assert!(status.detail.fsyncs > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +263,7 @@ async fn raft_restarted_follower_catches_up_by_snapshot() {
     }
     poll("the leader snapshots and purges", || async {
         let status = cluster.node(leader).status().await.expect("status");
-        status.snapshot_index.is_some_and(|s| s >= 40) && status.purged_index.is_some()
+        status.snapshot_index.is_some_and(|s| s >= 40) && status.detail.purged_index.is_some()
     })
     .await;
     cluster.start_node(follower).await;

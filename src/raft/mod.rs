@@ -99,6 +99,14 @@ pub struct RaftStatus {
     pub committed: Option<u64>,
     pub applied: u64,
     pub snapshot_index: Option<u64>,
+    /// The rest, boxed so the status stays small to move around (shown inline).
+    #[serde(flatten)]
+    pub detail: Box<RaftDetail>,
+}
+
+/// The parts of [`RaftStatus`] beyond the positions in the log.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RaftDetail {
     /// openraft's server state: Leader, Follower, Candidate or Learner.
     pub state: String,
     /// The log is purged up to here (in a snapshot).

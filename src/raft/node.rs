@@ -43,7 +43,7 @@ use super::log_store::{LogCloser, LogStore};
 use super::network::{CallError, NetworkFactory, RaftNet};
 use super::state_machine::{self, StateMachineStore};
 use super::types::{ApplyReply, EncodedCommand, ForwardError, ForwardReply, Raft, ReadIndexReply, TypeConfig};
-use super::{RaftConfig, RaftStatus};
+use super::{RaftConfig, RaftDetail, RaftStatus};
 use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::messages::raft::RaftRpc;
@@ -649,14 +649,16 @@ impl<A: Application> Parts<A> {
             committed: self.core.log.committed().map(|l| l.index),
             applied: metrics.last_applied.map_or(0, |l| l.index),
             snapshot_index: metrics.snapshot.map(|l| l.index),
-            state: format!("{:?}", metrics.state),
-            purged_index: metrics.purged.map(|l| l.index),
-            millis_since_quorum_ack: metrics.millis_since_quorum_ack,
-            membership,
-            messages: self.core.net.counts(),
-            fsyncs: crate::storage::wal::fsyncs_total(),
-            pending_calls: self.core.net.pending_calls(),
-            halted: self.is_halted(),
+            detail: Box::new(RaftDetail {
+                state: format!("{:?}", metrics.state),
+                purged_index: metrics.purged.map(|l| l.index),
+                millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+                membership,
+                messages: self.core.net.counts(),
+                fsyncs: crate::storage::wal::fsyncs_total(),
+                pending_calls: self.core.net.pending_calls(),
+                halted: self.is_halted(),
+            }),
         }
     }
 
