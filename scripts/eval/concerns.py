@@ -507,6 +507,31 @@ def delta(before, after, name):
     return None if a is None or b is None else a - b
 
 
+def raft_kinds(urls):
+    """Raft messages sent so far per RPC kind (requests and responses), summed over the
+    nodes, from /status (the Raft engine's `messages`); {} for a Paxos node."""
+    out = defaultdict(int)
+
+    def find(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "messages" and isinstance(x, dict) and all(isinstance(c, dict) and "requests_sent" in c for c in x.values()):
+                    return x
+                got = find(x)
+                if got is not None:
+                    return got
+        return None
+
+    for u in urls:
+        try:
+            kinds = find(json.loads(http_get(u + "/status"))) or {}
+        except Exception:  # noqa: BLE001 - a node not answering counts nothing
+            kinds = {}
+        for kind, c in kinds.items():
+            out[kind] += int(c.get("requests_sent", 0)) + int(c.get("responses_sent", 0))
+    return out
+
+
 def free_ports(n):
     import socket
 
@@ -605,10 +630,14 @@ def cmd_measure(args):
         idle_fs = None if idle_fs is None else idle_fs / (t1 - t0)
         rows = []
         for clients, requests in ((1, int(opts["--requests-1"])), (64, int(opts["--requests-64"]))):
+            kinds_before = raft_kinds(urls)
             before, tb = scrape(urls), time.time()
             res = bench(clients, requests)
             after, ta = scrape(urls), time.time()
+            kinds_after = raft_kinds(urls)
             roles = {}
+            for kind in sorted(kinds_after):
+                roles[kind] = kinds_after[kind] - kinds_before.get(kind, 0)
             for name in sorted({k for m in after for k in m if k.startswith("rolepax_messages_handled_total{")}):
                 d = delta(before, after, name)
                 if d is not None:
@@ -1010,8 +1039,9 @@ def cmd_report(args):
           "carries a batch of slots, a Raft `AppendEntries` a batch of entries; a role's message to its own node goes "
           "through its mailbox and is not counted). **fsyncs** are `rolepax_log_fsyncs_total` (every `fdatasync` of every "
           "log of the process) summed over the nodes. *Idle-corrected* subtracts the rate measured with no load "
-          "(heartbeats) for the run's duration.\n")
-        w("| engine | connections | puts | seconds | put/s | p50 ms | messages / put | idle-corrected | fsyncs / put | idle msgs/s | per role (Paxos: messages handled) |")
+          "(heartbeats) for the run's duration. *Per role or RPC*: for Paxos, the messages each role handled (local ones "
+          "included), summed over the nodes; for Raft, the requests and responses each RPC kind sent (`/status`).\n")
+        w("| engine | connections | puts | seconds | put/s | p50 ms | messages / put | idle-corrected | fsyncs / put | idle msgs/s | per role or RPC |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
             ok = float(r["ok"] or 0) or float(r["puts"])
@@ -1022,12 +1052,25 @@ def cmd_report(args):
             p50 = r.get("p50_ms") or ""
             w(f"| {r['engine']} | {r['clients']} | {r['ok']} | {r['seconds']} | {r['throughput_rps']} | {p50} | {mp} | {corr} | {fp} | {r['idle_messages_per_s']} | {r['per_role']} |")
         w("")
-        w("What to expect from the protocols: Paxos with thrifty Accepts (to a quorum: 1 other acceptor in 3 nodes) "
-          "sends per batch 1 Accept + 1 Accepted + 2 Decides = 4 messages, Raft 2 AppendEntries + 2 responses = 4 "
-          "(the commit index rides on the next AppendEntries); both group commits share one fsync among a batch, so "
-          "per command both figures fall with the batch size, i.e. with the number of connections. fsyncs: Paxos syncs "
-          "the acceptor's log before each Accepted (leader and one follower; the decided log is not synced per "
-          "command), Raft each node's log before its ack.\n")
+        w("How to read it. Paxos with thrifty Accepts (to a quorum: the leader's acceptor and one other in 3 nodes) "
+          "sends per batch 1 Accept + 1 Accepted + 2 Decides (the leader's own roles talk through mailboxes), and syncs "
+          "the acceptor log of 2 nodes (the decided log is not synced per command). Raft sends each batch to both "
+          "followers (2 AppendEntries + 2 responses) and syncs the log of all 3 nodes; the followers learn the commit "
+          "index from the *next* AppendEntries, which under light load is one sent for that purpose (another 2 + 2). "
+          "Both engines batch: with more connections more commands share one message and one fsync, so the per-put "
+          "figures fall; *puts per fsync* below is how many commands one fdatasync covered on average over the cluster.\n")
+        w("| engine | connections | puts per fsync | puts per message |")
+        w("|---|---:|---:|---:|")
+        for r in rows:
+            ok = float(r["ok"] or 0) or float(r["puts"])
+            pf = f"{ok / float(r['fsyncs']):.2f}" if r["fsyncs"] not in ("", None) and float(r["fsyncs"]) else "n/a"
+            pm = f"{ok / float(r['messages']):.2f}" if r["messages"] not in ("", None) and float(r["messages"]) else "n/a"
+            w(f"| {r['engine']} | {r['clients']} | {pf} | {pm} |")
+        stamps = defaultdict(set)
+        for r in rows:
+            stamps[r.get("commit") or "?"].add(r.get("date") or "?")
+        w("\nMeasured at " + "; ".join(f"commit {c} ({', '.join(sorted(d))})" for c, d in sorted(stamps.items()))
+          + ", raw figures in `docs/eval/concerns-measured.csv`.\n")
     w(HARD)
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
     with open(out_md, "w") as f:
