@@ -34,7 +34,8 @@
 //!
 //! **Planted bug** (`raft_acks_before_durable`, tests only): appends are acknowledged as
 //! soon as they are buffered, and the buffer is written only every
-//! [`LAZY_WRITE_INTERVAL`]: a crash of the whole cluster loses acknowledged writes.
+//! [`LAZY_WRITE_INTERVAL`], one interval late: a crash of the whole cluster loses
+//! acknowledged writes.
 //!
 //! **Left out.** Entries are never read back from disk after the open (they stay in
 //! memory until purged); a failed write or sync makes the store refuse all further IO
@@ -53,13 +54,14 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 /// The log's name in the data directory.
 pub const WAL_NAME: &str = "raft.wal";
 
-/// With the planted bug on, how often the buffered records are written.
+/// With the planted bug on, how often the buffered records are written (at the
+/// multiples of this since the epoch).
 pub const LAZY_WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One record of the log, as decoded on replay.
@@ -238,6 +240,12 @@ impl LogStore {
             committed,
             entries: entries.len(),
         };
+        if acks_before_durable {
+            tracing::warn!(
+                node,
+                "PLANTED BUG raft_acks_before_durable: appends acknowledged before they are durable"
+            );
+        }
         let shared = Arc::new(Shared {
             node,
             state: Mutex::new(State {
@@ -305,10 +313,18 @@ fn wal_of(st: &mut State) -> Result<&mut Wal, String> {
 
 /// The writer thread: takes the pending buffer, writes and syncs it, then completes
 /// every waiter of that group. Exits when the store is closed.
+///
+/// With the planted bug, groups are taken at each tick of [`LAZY_WRITE_INTERVAL`] on
+/// the wall clock (the same instants on every node of a machine) and written one tick
+/// later: what was acknowledged in the last interval or two is only in memory, on every
+/// node at once, even if the nodes of a cluster are killed one after the other across
+/// a tick. A waiter (a vote) still gets everything before it written.
 fn write_loop(shared: &Shared) {
-    let mut last_lazy_write = Instant::now();
+    let mut last_tick = SystemTime::now();
+    // The planted bug's group taken at the last tick, written at the next.
+    let mut held: Option<wal::PendingWrite> = None;
     loop {
-        let (group, waiters) = {
+        let (groups, waiters) = {
             let mut st = shared.lock();
             loop {
                 if st.stop {
@@ -321,16 +337,16 @@ fn write_loop(shared: &Shared) {
                     st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                     continue;
                 }
-                // The planted bug: what was acknowledged is written every interval.
-                let since = last_lazy_write.elapsed();
-                if since >= LAZY_WRITE_INTERVAL {
-                    if st.wal.as_ref().is_some_and(|w| w.pending() > 0) {
+                let tick = next_lazy_tick(last_tick);
+                let now = SystemTime::now();
+                if now >= tick {
+                    last_tick = now;
+                    if held.is_some() || st.wal.as_ref().is_some_and(|w| w.pending() > 0) {
                         break;
                     }
-                    last_lazy_write = Instant::now();
                     continue;
                 }
-                let wait = LAZY_WRITE_INTERVAL - since;
+                let wait = tick.duration_since(now).unwrap_or(Duration::ZERO);
                 st = shared
                     .wake
                     .wait_timeout(st, wait)
@@ -339,11 +355,20 @@ fn write_loop(shared: &Shared) {
             }
             let Some(wal) = st.wal.as_mut() else { return };
             let group = wal.take_pending();
-            (group, std::mem::take(&mut st.waiting))
+            let waiters = std::mem::take(&mut st.waiting);
+            let mut groups: Vec<wal::PendingWrite> = held.take().into_iter().collect();
+            if shared.acks_before_durable && waiters.is_empty() {
+                held = Some(group);
+            } else {
+                groups.push(group);
+            }
+            (groups, waiters)
         };
-        last_lazy_write = Instant::now();
-        let result = group.write_and_sync().map_err(|e| e.to_string());
-        drop(group);
+        let result = groups
+            .iter()
+            .try_for_each(wal::PendingWrite::write_and_sync)
+            .map_err(|e| e.to_string());
+        drop(groups);
         if let Err(e) = &result {
             tracing::error!(node = shared.node, error = %e, "raft log: write failed; the store stops");
             shared.lock().failed = Some(e.clone());
@@ -355,6 +380,13 @@ fn write_loop(shared: &Shared) {
             return;
         }
     }
+}
+
+/// The first multiple of [`LAZY_WRITE_INTERVAL`] since the epoch after `after`.
+fn next_lazy_tick(after: SystemTime) -> SystemTime {
+    let interval = LAZY_WRITE_INTERVAL.as_millis() as u64;
+    let since = after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    UNIX_EPOCH + Duration::from_millis((since / interval + 1) * interval)
 }
 
 fn entries_in<RB: RangeBounds<u64>>(shared: &Shared, range: RB) -> Vec<Entry> {
@@ -534,4 +566,176 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// offsets grow with the index).
 fn first_entry_offset(st: &State) -> Option<u64> {
     st.entries.values().next().map(|(offset, _)| *offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::service::Service;
+    use crate::raft::state_machine::StateMachineStore;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(store: &LogStore) -> Vec<(u64, u64)> {
+        let st = store.shared.lock();
+        st.entries
+            .values()
+            .map(|(_, e)| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    /// Builds fresh stores in a temporary directory for openraft's own storage suite.
+    struct Fresh;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<Service>, (tempfile::TempDir, LogCloser)> for Fresh {
+        async fn build(
+            &self,
+        ) -> Result<((tempfile::TempDir, LogCloser), LogStore, StateMachineStore<Service>), StorageError> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (log, _) = LogStore::open(dir.path(), 1, false).expect("open log");
+            let sm = StateMachineStore::open(dir.path(), 1).expect("open state machine");
+            let closer = log.closer();
+            Ok(((dir, closer), log, sm))
+        }
+    }
+
+    #[test]
+    fn raft_log_store_passes_openraft_storage_suite() {
+        Suite::test_all(Fresh).expect("openraft's storage suite");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raft_log_store_replays_vote_entries_truncation_and_purge_after_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (mut store, recovered) = LogStore::open(dir.path(), 1, false).expect("open");
+            assert!(recovered.vote.is_none() && recovered.last_log.is_none());
+            store.save_vote(&Vote::new(2, 1)).await.expect("vote");
+            store
+                .blocking_append((1..=5).map(|i| blank(1, i)))
+                .await
+                .expect("append");
+            // A conflict: 4 and 5 go, 4..6 of term 2 come.
+            store.truncate(log_id(1, 4)).await.expect("truncate");
+            store
+                .blocking_append((4..=6).map(|i| blank(2, i)))
+                .await
+                .expect("append");
+            store.purge(log_id(1, 2)).await.expect("purge");
+            store.save_committed(Some(log_id(2, 5))).await.expect("committed");
+            store.save_vote(&Vote::new_committed(2, 1)).await.expect("vote");
+            assert_eq!(indexes(&store), vec![(1, 3), (2, 4), (2, 5), (2, 6)]);
+            store.closer().close();
+        }
+        let (mut store, recovered) = LogStore::open(dir.path(), 1, false).expect("reopen");
+        assert_eq!(recovered.vote, Some(Vote::new_committed(2, 1)));
+        assert_eq!(recovered.purged, Some(log_id(1, 2)));
+        assert_eq!(recovered.last_log, Some(log_id(2, 6)));
+        assert_eq!(recovered.committed, Some(log_id(2, 5)));
+        assert_eq!(indexes(&store), vec![(1, 3), (2, 4), (2, 5), (2, 6)]);
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 6)));
+        let read = store.try_get_log_entries(3..5).await.expect("read");
+        assert_eq!(
+            read.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+            vec![log_id(1, 3), log_id(2, 4)]
+        );
+        store.closer().close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raft_log_store_torn_tail_drops_only_the_unfinished_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (mut store, _) = LogStore::open(dir.path(), 1, false).expect("open");
+            store.save_vote(&Vote::new(1, 1)).await.expect("vote");
+            store
+                .blocking_append((1..=3).map(|i| blank(1, i)))
+                .await
+                .expect("append");
+            store.closer().close();
+        }
+        // A record half written by a crash: its header claims more than follows.
+        let segment = dir.path().join(format!("{WAL_NAME}.{:016x}", 0));
+        let len = std::fs::metadata(&segment).expect("segment").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .expect("open segment");
+        std::os::unix::fs::FileExt::write_all_at(&file, &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9], len).expect("tear");
+        drop(file);
+        let (store, recovered) = LogStore::open(dir.path(), 1, false).expect("reopen after a torn write");
+        assert_eq!(recovered.vote, Some(Vote::new(1, 1)));
+        assert_eq!(indexes(&store), vec![(1, 1), (1, 2), (1, 3)]);
+        store.closer().close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raft_log_store_undecodable_record_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (store, _) = LogStore::open(dir.path(), 1, false).expect("open");
+            store.closer().close();
+        }
+        {
+            // An intact frame (right length and CRC) whose payload is no Record.
+            let mut wal = Wal::open(dir.path(), WAL_NAME, wal::SEGMENT_SIZE, 0, |_, _| Ok(())).expect("wal");
+            wal.append_with(|buf| {
+                buf.extend_from_slice(&[0xff, 0xff, 0xff]);
+                Ok(())
+            })
+            .expect("append");
+            wal.take_pending().write_and_sync().expect("write");
+        }
+        let err = LogStore::open(dir.path(), 1, false).err().expect("the open must fail");
+        assert!(err.to_string().contains("does not decode"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raft_log_store_purge_gives_back_segments_and_keeps_the_vote() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = |term: u64, index: u64| Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(super::super::types::EncodedCommand(vec![7; 64 << 10])),
+        };
+        {
+            let (mut store, _) = LogStore::open(dir.path(), 1, false).expect("open");
+            store.save_vote(&Vote::new_committed(3, 1)).await.expect("vote");
+            // About 3 segments of 8 MiB.
+            for i in 1..=400 {
+                store.blocking_append([big(3, i)]).await.expect("append");
+            }
+            let before = store.shared.lock().wal.as_ref().map(Wal::disk_bytes).unwrap_or(0);
+            store.purge(log_id(3, 390)).await.expect("purge");
+            let after = store.shared.lock().wal.as_ref().map(Wal::disk_bytes).unwrap_or(0);
+            assert!(
+                after + (8 << 20) <= before,
+                "segments deleted: {before} -> {after} bytes"
+            );
+            store.closer().close();
+        }
+        let (store, recovered) = LogStore::open(dir.path(), 1, false).expect("reopen");
+        assert_eq!(
+            recovered.vote,
+            Some(Vote::new_committed(3, 1)),
+            "the vote survives the deletion"
+        );
+        assert_eq!(recovered.purged, Some(log_id(3, 390)));
+        assert_eq!(indexes(&store).first(), Some(&(3, 391)));
+        assert_eq!(indexes(&store).len(), 10);
+        store.closer().close();
+    }
 }

@@ -107,7 +107,8 @@ pub struct RaftStatus {
 /// The parts of [`RaftStatus`] beyond the positions in the log.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RaftDetail {
-    /// openraft's server state: Leader, Follower, Candidate or Learner.
+    /// openraft's server state: Leader, Follower, Candidate or Learner (or `Failed: why`
+    /// once openraft stopped by itself).
     pub state: String,
     /// The log is purged up to here (in a snapshot).
     pub purged_index: Option<u64>,
@@ -163,6 +164,14 @@ impl<A: Application> RaftNode<A> {
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.parts.leader()
+    }
+
+    /// Why openraft stopped by itself, if it did (a storage error, or a panic on an
+    /// invariant it checks, such as a follower's log going back past what it
+    /// acknowledged). Such a node serves nothing; its process should exit and be
+    /// restarted.
+    pub fn failed(&self) -> Option<String> {
+        self.parts.failed()
     }
 
     /// The current term.

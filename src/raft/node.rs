@@ -75,6 +75,9 @@ pub(super) struct Core<A: Application> {
     log: LogCloser,
     handle: tokio::runtime::Handle,
     stopping: Arc<AtomicBool>,
+    /// The last log index this node held when it started: the floor of every read
+    /// index it gives (see [`Core::read_index_here`]).
+    startup_last_log: Option<u64>,
 }
 
 /// What only the node's handles hold: the runtime (so that dropping the last handle
@@ -224,6 +227,7 @@ impl<A: Application + Default> Core<A> {
             log,
             handle,
             stopping,
+            startup_last_log: recovered.last_log.map(|l| l.index),
         });
         let lowest = core.cfg.nodes.iter().min().copied().unwrap_or(id);
         if lowest == id && recovered.vote.is_none() && recovered.last_log.is_none() {
@@ -262,14 +266,30 @@ impl<A: Application> Core<A> {
         self.cfg.id
     }
 
+    /// The leader this node knows of (none once its openraft core has failed: its
+    /// metrics then stay as they were when it died).
     fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.as_ref().ok().and(m.current_leader)
+    }
+
+    /// Why openraft's core stopped by itself (a storage error, or a panic on a
+    /// violated invariant), if it did.
+    fn failed(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
     }
 
     fn leads(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id())
+        m.running_state.is_ok() && m.state == ServerState::Leader && m.current_leader == Some(self.id())
     }
 
     /// The leader, waiting for one to be known until `deadline`.
@@ -279,8 +299,14 @@ impl<A: Application> Core<A> {
             if self.stopping.load(Ordering::Acquire) {
                 return Err(Error::Stopped);
             }
-            if let Some(leader) = rx.borrow_and_update().current_leader {
-                return Ok(leader);
+            {
+                let m = rx.borrow_and_update();
+                if let Err(e) = &m.running_state {
+                    return Err(Error::Storage(format!("node {}: openraft stopped: {e}", self.id())));
+                }
+                if let Some(leader) = m.current_leader {
+                    return Ok(leader);
+                }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
@@ -415,7 +441,19 @@ impl<A: Application> Core<A> {
             return Err(ForwardError::NotLeader { leader: self.leader() });
         }
         match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
-            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map(|l| l.index)),
+            // openraft 0.9.25 gives max(its committed index, the first entry of the
+            // leader's term). A leader restarted with its vote keeps leading without an
+            // election, and the term's first entry is then long committed while the
+            // committed index it recovered may lag behind entries it had committed and
+            // acknowledged before the restart: a read could miss them. Every such entry
+            // is in this leader's log at start, so the start's last index is a floor;
+            // capped by the log's end now (a tail truncated since was never committed),
+            // so that an idle cluster's reads never wait for entries that may not come.
+            Ok(Ok((read_log_id, _applied))) => {
+                let log_end = self.raft.metrics().borrow().last_log_index;
+                let floor = self.startup_last_log.min(log_end);
+                Ok(read_log_id.map(|l| l.index).max(floor))
+            }
             Ok(Err(RaftError::APIError(e))) => {
                 let leader = self.leader().filter(|l| *l != self.id());
                 tracing::debug!(node = self.id(), error = %e, "raft: read index refused");
@@ -596,6 +634,10 @@ impl<A: Application> Parts<A> {
         self.core.leader()
     }
 
+    pub fn failed(&self) -> Option<String> {
+        self.core.failed()
+    }
+
     pub fn term(&self) -> u64 {
         self.core.raft.metrics().borrow().current_term
     }
@@ -643,14 +685,17 @@ impl<A: Application> Parts<A> {
         let membership: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
         RaftStatus {
             node_id: self.id(),
-            leader_id: metrics.current_leader,
+            leader_id: self.core.leader(),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             committed: self.core.log.committed().map(|l| l.index),
             applied: metrics.last_applied.map_or(0, |l| l.index),
             snapshot_index: metrics.snapshot.map(|l| l.index),
             detail: Box::new(RaftDetail {
-                state: format!("{:?}", metrics.state),
+                state: match &metrics.running_state {
+                    Ok(()) => format!("{:?}", metrics.state),
+                    Err(e) => format!("Failed: {e}"),
+                },
                 purged_index: metrics.purged.map(|l| l.index),
                 millis_since_quorum_ack: metrics.millis_since_quorum_ack,
                 membership,
