@@ -230,8 +230,10 @@ impl Harness {
         })
     }
 
-    /// Thaws everything, restarts whatever is down, and waits for a leader.
-    fn heal(&self) {
+    /// Thaws everything, restarts whatever is down, and waits for a leader; `Err` if
+    /// the cluster never agrees on one (e.g. a node stopped itself on a log that went
+    /// back under its feet).
+    fn heal(&self, within: Duration) -> Result<u64, String> {
         self.frozen.resume_all();
         let mut p = lock(&self.procs);
         for id in 1..=self.nodes {
@@ -239,7 +241,7 @@ impl Harness {
                 p.start(id);
             }
         }
-        p.wait_for_leader();
+        p.try_wait_for_leader(within)
     }
 
     fn logs(&self) -> String {
@@ -396,16 +398,28 @@ fn under_chaos<T: Send>(
     (results, events)
 }
 
-/// The key-value chaos run; `Err` says which safety check failed (the history is not
-/// linearizable, or a node never converges on the final values). Anything else that
-/// goes wrong (no answers at all, an answer no node should give) panics.
+/// The key-value chaos run; `Err` says which check failed: the cluster never recovers
+/// a leader after the chaos, the history is not linearizable, or a node never
+/// converges on the final values. Anything else that goes wrong (no answers at all, an
+/// answer no node should give) panics.
 fn kv_chaos(nodes: u64, run: Duration, setup: Setup) -> Result<(), String> {
     let seed = seed();
     println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {nodes} nodes, {run:?}, {setup:?}");
     let h = Harness::new(nodes, setup);
     let (logs, events): (Vec<ClientLog>, _) = under_chaos(&h, run, seed, kv_client);
 
-    h.heal();
+    // A planted bug may leave the cluster broken for good: no need to wait two minutes.
+    let within = if setup.bugs.is_empty() {
+        common::procs::DEADLINE
+    } else {
+        Duration::from_secs(30)
+    };
+    h.heal(within).map_err(|e| {
+        format!(
+            "seed {seed}: no recovery after the chaos: {e}\nchaos:\n  {}",
+            events.join("\n  ")
+        )
+    })?;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut history: Vec<Operation<KvInput, KvOutput>> = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
     let finals: Vec<Operation<KvInput, KvOutput>> =

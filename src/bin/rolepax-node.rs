@@ -28,6 +28,9 @@
 //! engine. The Raft engine's membership is the file's `[[nodes]]`: `--join` and
 //! membership changes are the Paxos engine's.
 //!
+//! A Raft node whose openraft core stopped (it found its own state impossible, e.g. a
+//! log that went back) exits with code 1, naming why.
+//!
 //! **Restarts.** A node whose data directory holds a `membership` file starts in that
 //! configuration (the latest it applied), not in the file's `[[nodes]]`.
 //!
@@ -365,6 +368,12 @@ async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
             handle.stop(true).await;
             Ok(())
         }
+        why = engine_failed(&node) => {
+            // A Raft core that stopped (openraft found its own state impossible) serves
+            // nothing: exit, so that a supervisor sees it and an operator reads why.
+            handle.stop(false).await;
+            Err(Error::Storage(format!("the Raft engine stopped: {why}")))
+        }
         ended = &mut server => match ended {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Config(format!("HTTP server failed: {e}"))),
@@ -378,6 +387,20 @@ async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
     }
     tracing::info!(node = id, "stopped");
     outcome
+}
+
+/// Resolves when the node's engine has stopped for good (a Raft core that died), with
+/// why; never for the Paxos engine, whose actors stop only when halted.
+async fn engine_failed(node: &Replica) -> String {
+    let Replica::Raft { node, .. } = node else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(why) = node.failed() {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C (SIGINT); names the one that came.

@@ -145,7 +145,12 @@ impl Procs {
 
     /// Waits until every running node names the same running leader, which leads.
     pub fn wait_for_leader(&self) -> u64 {
-        let deadline = Instant::now() + DEADLINE;
+        self.try_wait_for_leader(DEADLINE).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Procs::wait_for_leader`], up to `within`; `Err` says what the nodes said.
+    pub fn try_wait_for_leader(&self, within: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + within;
         loop {
             let statuses: Vec<Option<Value>> = self.running().iter().map(|id| self.status(*id)).collect();
             let leaders: Vec<Option<u64>> = statuses
@@ -157,13 +162,11 @@ impl Procs {
                 && leaders.iter().all(|x| *x == Some(*l))
                 && self.status(*l).is_some_and(|s| s["is_leader"] == json!(true))
             {
-                return *l;
+                return Ok(*l);
             }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader: {leaders:?}\n{}",
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("no agreed leader: {leaders:?}\n{}", self.logs()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
