@@ -1,5 +1,5 @@
 //! The Raft node: openraft started on the project's storage and transport, and the
-//! door clients use ([`RaftNode`]: submit, read, read_local, status, halt).
+//! door clients use ([`RaftNode`](super::RaftNode): submit, read, read_local, status, halt).
 //!
 //! **Where openraft runs.** On a multi-thread tokio runtime of its own (two workers)
 //! that the node owns, not on the node's actix thread: openraft's core, its
