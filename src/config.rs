@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::messages::codec::message_budget;
 use crate::messages::{Member, NodeId};
 use crate::net::tcp::TcpConfig;
+use crate::roles::bugs::PlantedBugs;
 use crate::roles::state_machine::CompactPolicy;
 use crate::storage::failpoint;
 use serde::Deserialize;
@@ -75,7 +76,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// `ROLEPAX_` environment variables that are not settings: the failpoint test hook
 /// ([`crate::storage::failpoint`]).
-const NOT_SETTINGS: &[&str] = &[failpoint::ENV, failpoint::DIR_ENV];
+const NOT_SETTINGS: &[&str] = &[failpoint::ENV, failpoint::DIR_ENV, PLANTED_BUGS_ENV];
 
 /// One `[[nodes]]` entry as written in the file.
 #[derive(Clone, Debug, Deserialize)]
@@ -297,7 +298,14 @@ pub struct NodeSettings {
     /// The node joins a running cluster (`--join`): it starts with no configuration
     /// (unless its data directory holds one), and `settings.nodes` are not used.
     pub join: bool,
+    /// Test-only planted bugs (the binary sets them from [`PLANTED_BUGS_ENV`] in builds
+    /// with the `planted-bugs` feature; never from the file).
+    pub bugs: PlantedBugs,
 }
+
+/// Names planted bugs (comma-separated field names of [`PlantedBugs`]) for a node
+/// process, in test builds: how the chaos tests show they catch a bug in a real process.
+pub const PLANTED_BUGS_ENV: &str = "ROLEPAX_PLANTED_BUGS";
 
 fn bad(source: &str, key: &str, problem: impl std::fmt::Display) -> Error {
     Error::Config(format!("{source}: `{key}`: {problem}"))
@@ -587,6 +595,7 @@ impl Settings {
             me,
             data_dir,
             join: false,
+            bugs: PlantedBugs::default(),
         })
     }
 
@@ -620,6 +629,7 @@ impl Settings {
             },
             data_dir,
             join: true,
+            bugs: PlantedBugs::default(),
         })
     }
 
@@ -710,6 +720,7 @@ impl NodeSettings {
         cfg.retry_interval = s.retry_interval;
         cfg.snapshot_every = s.snapshot_every;
         cfg.compact = s.compact;
+        cfg.bugs = self.bugs;
         cfg.learner.snapshot_chunk_bytes = crate::roles::learner::default_chunk_bytes(s.max_frame_bytes);
         cfg
     }

@@ -14,6 +14,16 @@
 //! local state (`?stale=true`) must converge on those final values, which therefore
 //! hold every acknowledged write or a later one.
 //!
+//! Now and then the whole cluster is SIGKILLed at once and restarted (a power cut, as
+//! far as processes go: the page cache survives, so this catches what a node keeps only
+//! in its own memory after acknowledging it, not a missing `fdatasync`).
+//!
+//! **Both engines.** Every test runs on the Paxos engine and on the Raft engine
+//! (`engine = "raft"`, openraft): the same clients, the same chaos, the same checks. A
+//! planted bug in the Raft glue (`raft_acks_before_durable`: the log store acknowledges
+//! appends before they reach its log) must be caught: `chaos_raft_planted_*` runs the
+//! key-value chaos with it on and asserts the check fails.
+//!
 //! The lock variant runs acquire/release cycles with real sessions against one lock and
 //! checks the owner-aware FIFO lock model (one holder at a time, waiters in order,
 //! fencing tokens that only grow).
@@ -96,6 +106,22 @@ impl Drop for Frozen {
 
 /// The cluster, shared with the chaos thread. Field order matters on drop: the frozen
 /// children are resumed before the processes are killed.
+/// Which engine the nodes run, with which planted bugs (none in the real tests).
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    engine: &'static str,
+    bugs: &'static str,
+}
+
+const PAXOS: Setup = Setup {
+    engine: "paxos",
+    bugs: "",
+};
+const RAFT: Setup = Setup {
+    engine: "raft",
+    bugs: "",
+};
+
 struct Harness {
     frozen: Arc<Frozen>,
     procs: Arc<Mutex<Procs>>,
@@ -105,8 +131,13 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(nodes: u64) -> Self {
-        let mut procs = Procs::new(nodes);
+    fn new(nodes: u64, setup: Setup) -> Self {
+        let mut procs = Procs::with_settings(nodes, &format!("engine = \"{}\"\n", setup.engine));
+        if !setup.bugs.is_empty() {
+            procs
+                .env
+                .push((rolepax::config::PLANTED_BUGS_ENV.to_string(), setup.bugs.to_string()));
+        }
         procs.start_all();
         let urls = procs.http.values().cloned().collect();
         Harness {
@@ -130,7 +161,9 @@ impl Harness {
             let mut log = Vec::new();
             let at = |what: String| format!("{:>6.2}s {what}", start.elapsed().as_secs_f64());
             let nap = |d: Duration| thread::sleep(d.min(until.saturating_duration_since(Instant::now())));
-            loop {
+            // One whole-cluster crash per run, early enough to leave time to notice it.
+            let power_cut = 1 + rng.below(3);
+            for event in 0.. {
                 nap(rng.millis(700, 1800));
                 if Instant::now() >= until {
                     break;
@@ -138,7 +171,21 @@ impl Harness {
                 let victim = 1 + rng.below(nodes);
                 // `n` nodes from the victim on, in id order (wrapping).
                 let from_victim = |n: u64| (0..n).map(|i| 1 + (victim - 1 + i) % nodes).collect::<Vec<u64>>();
-                match rng.below(6) {
+                let choice = if event == power_cut { 6 } else { rng.below(6) };
+                match choice {
+                    6 => {
+                        // Every node at once: whatever a node acknowledged but kept only in
+                        // its memory is gone everywhere.
+                        for id in 1..=nodes {
+                            lock(&procs).kill(id);
+                        }
+                        log.push(at("SIGKILL every node".to_string()));
+                        nap(rng.millis(200, 800));
+                        for id in 1..=nodes {
+                            lock(&procs).start(id);
+                        }
+                        log.push(at("restart every node".to_string()));
+                    }
                     0..=2 => {
                         // A minority killed: one node of three, one or two of five.
                         let down = from_victim(1 + rng.below((nodes - 1) / 2));
@@ -293,7 +340,7 @@ fn final_read(h: &Harness, key: &str, deadline: Instant) -> Operation<KvInput, K
 }
 
 /// Polls `GET /v1/kv/{key}?stale=true` on every node until it shows `want`.
-fn converge(h: &Harness, key: &str, want: &Option<Vec<u8>>, deadline: Instant) {
+fn converge(h: &Harness, key: &str, want: &Option<Vec<u8>>, deadline: Instant) -> Result<(), String> {
     let agent = agent(Duration::from_secs(6));
     for (i, base) in h.urls.iter().enumerate() {
         loop {
@@ -304,16 +351,18 @@ fn converge(h: &Harness, key: &str, want: &Option<Vec<u8>>, deadline: Instant) {
                 Reply::NotSent => "not sent".to_string(),
                 Reply::Lost(e) => e,
             };
-            assert!(
-                Instant::now() < deadline,
-                "node {} never showed {key} = {:?} (last: {last})\n{}",
-                i + 1,
-                want.as_deref().map(String::from_utf8_lossy),
-                h.logs()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {} never showed {key} = {:?} (last: {last})\n{}",
+                    i + 1,
+                    want.as_deref().map(String::from_utf8_lossy),
+                    h.logs()
+                ));
+            }
             thread::sleep(Duration::from_millis(100));
         }
     }
+    Ok(())
 }
 
 fn check_budget() -> Budget {
@@ -347,10 +396,13 @@ fn under_chaos<T: Send>(
     (results, events)
 }
 
-fn kv_chaos(nodes: u64, run: Duration) {
+/// The key-value chaos run; `Err` says which safety check failed (the history is not
+/// linearizable, or a node never converges on the final values). Anything else that
+/// goes wrong (no answers at all, an answer no node should give) panics.
+fn kv_chaos(nodes: u64, run: Duration, setup: Setup) -> Result<(), String> {
     let seed = seed();
-    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {nodes} nodes, {run:?}");
-    let h = Harness::new(nodes);
+    println!("chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {nodes} nodes, {run:?}, {setup:?}");
+    let h = Harness::new(nodes, setup);
     let (logs, events): (Vec<ClientLog>, _) = under_chaos(&h, run, seed, kv_client);
 
     h.heal();
@@ -377,12 +429,9 @@ fn kv_chaos(nodes: u64, run: Duration) {
 
     let result = check(&KvModel, &history, check_budget());
     println!("linearizability: {result}");
-    assert_eq!(
-        result.verdict,
-        Verdict::Linearizable,
-        "seed {seed}: {result}\nchaos:\n  {}",
-        events.join("\n  ")
-    );
+    if result.verdict != Verdict::Linearizable {
+        return Err(format!("seed {seed}: {result}\nchaos:\n  {}", events.join("\n  ")));
+    }
 
     // Every node's local state converges on the final values (which, by the check above,
     // hold every acknowledged write or a later one).
@@ -390,8 +439,9 @@ fn kv_chaos(nodes: u64, run: Duration) {
         let Some(KvOutput::Got(want)) = &op.output else {
             unreachable!("final reads are answered")
         };
-        converge(&h, &format!("k{k}"), want, deadline);
+        converge(&h, &format!("k{k}"), want, deadline)?;
     }
+    Ok(())
 }
 
 fn lock_op(agent: &ureq::Agent, url: &str, body: serde_json::Value) -> Reply {
@@ -520,10 +570,10 @@ fn lock_client(
     (ops, unexpected)
 }
 
-fn lock_chaos(run: Duration) {
+fn lock_chaos(run: Duration, setup: Setup) {
     let seed = seed();
-    println!("lock chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}");
-    let h = Harness::new(3);
+    println!("lock chaos seed {seed} (ROLEPAX_CHAOS_SEED={seed} replays the schedule), {run:?}, {setup:?}");
+    let h = Harness::new(3, setup);
     let (results, events) = under_chaos(&h, run, seed, lock_client);
     let unexpected: Vec<&String> = results.iter().flat_map(|(_, u)| u).collect();
     assert!(
@@ -556,21 +606,54 @@ fn lock_chaos(run: Duration) {
     );
 }
 
+fn secs(default: u64) -> Duration {
+    Duration::from_secs(env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(default))
+}
+
 #[test]
 fn chaos_lock_three_processes_keep_one_holder_in_fifo_order() {
-    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(12);
-    lock_chaos(Duration::from_secs(secs));
+    lock_chaos(secs(12), PAXOS);
 }
 
 #[test]
 fn chaos_kv_three_processes_stay_linearizable() {
-    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(15);
-    kv_chaos(3, Duration::from_secs(secs));
+    kv_chaos(3, secs(15), PAXOS).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Five nodes: quorums of three, two nodes killed at once, three frozen at once.
 #[test]
 fn chaos_kv_five_processes_stay_linearizable() {
-    let secs = env_u64("ROLEPAX_CHAOS_SECS").unwrap_or(15);
-    kv_chaos(5, Duration::from_secs(secs));
+    kv_chaos(5, secs(15), PAXOS).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn chaos_raft_lock_three_processes_keep_one_holder_in_fifo_order() {
+    lock_chaos(secs(12), RAFT);
+}
+
+#[test]
+fn chaos_raft_kv_three_processes_stay_linearizable() {
+    kv_chaos(3, secs(15), RAFT).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn chaos_raft_kv_five_processes_stay_linearizable() {
+    kv_chaos(5, secs(15), RAFT).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The chaos catches a planted bug in the Raft glue: the log store acknowledges appends
+/// at once and writes them later, so the whole-cluster crash of every run loses
+/// acknowledged writes, which the linearizability check (or the convergence check) sees.
+#[test]
+fn chaos_raft_planted_acks_before_durable_is_caught() {
+    let setup = Setup {
+        engine: "raft",
+        bugs: "raft_acks_before_durable",
+    };
+    let outcome = kv_chaos(3, secs(15), setup);
+    println!("planted bug: {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "the chaos did not catch a log store that acknowledges appends before they are written"
+    );
 }

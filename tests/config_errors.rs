@@ -45,6 +45,7 @@ fn broken() -> Vec<(&'static str, String, u64, &'static str)> {
         ("zero tick", format!("tick_ms = 0\n{NODES}"), 1, "tick_ms"),
         ("unknown key", format!("heartbeat = 5\n{NODES}"), 1, "heartbeat"),
         ("wrong type", format!("max_batch = \"many\"\n{NODES}"), 1, "max_batch"),
+        ("unknown engine", format!("engine = \"zab\"\n{NODES}"), 1, "engine"),
     ]
 }
 
@@ -141,4 +142,50 @@ fn node_binary_refuses_a_data_directory_whose_ballot_is_in_sled() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, vec!["sled"], "the refused data directory is left as it was");
+}
+
+#[test]
+fn node_binary_refuses_a_data_directory_of_the_other_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let any_ports = ["7101", "7102", "7201", "7202"]
+        .iter()
+        .fold(NODES.to_string(), |text, port| text.replace(port, "0"));
+    let config = write(&dir, "any ports", &any_ports);
+    for (holds, started) in [("raft", "paxos"), ("paxos", "raft")] {
+        let data = dir.path().join(holds);
+        std::fs::create_dir_all(&data).expect("data directory");
+        std::fs::write(data.join("engine"), holds).expect("engine mark");
+        let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+            .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", started])
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run rolepax-node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stderr {stderr}");
+        for says in [format!("state of the {holds} engine"), format!("engine {started}")] {
+            assert!(stderr.contains(&says), "{says:?} missing in {stderr:?}");
+        }
+    }
+    // A directory of the older layout (before two engines) is Paxos's.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(&old).expect("data directory");
+    std::fs::write(old.join("acceptor.wal.0000000000000000"), b"").expect("a Paxos log");
+    let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+        .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", "raft"])
+        .arg("--data-dir")
+        .arg(&old)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rolepax-node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("state of the paxos engine"), "{stderr:?}");
+    // A bad engine name is bad usage.
+    let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
+        .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", "zab"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rolepax-node");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -132,7 +132,18 @@ fn normalize(mut v: Value) -> Value {
 
 #[test]
 fn etcd_gateway_answers_match_a_real_etcd_field_by_field() {
-    let mut procs = Procs::new(3);
+    gateway_matches_etcd("paxos");
+}
+
+/// The same script against the Raft engine: the front is the same, the engine beneath
+/// it must not show.
+#[test]
+fn etcd_raft_gateway_answers_match_a_real_etcd_field_by_field() {
+    gateway_matches_etcd("raft");
+}
+
+fn gateway_matches_etcd(engine: &str) {
+    let mut procs = Procs::with_settings(3, &format!("engine = \"{engine}\"\n"));
     let leader = procs.start_all();
     let etcd = start_etcd(&procs.agent);
     let rolepax = procs.http[&leader].clone();

@@ -7,6 +7,8 @@
 //! Children are killed on drop, even when an assertion panics. Each node's stderr goes
 //! to `node-N.log` in the test's temporary directory (printed when the test fails).
 //!
+//! Every test runs on both engines (`engine = "paxos"`, the default, and `"raft"`).
+//!
 //! Leaves out partitions and message loss (see the in-process scenario tests).
 
 mod common;
@@ -15,9 +17,23 @@ use common::procs::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `engine = "<engine>"` for the config file.
+fn engine(name: &str) -> String {
+    format!("engine = \"{name}\"\n")
+}
+
 #[test]
 fn process_cluster_survives_leader_kill_and_restart() {
-    let mut procs = Procs::new(3);
+    survives_leader_kill_and_restart("paxos");
+}
+
+#[test]
+fn process_cluster_raft_survives_leader_kill_and_restart() {
+    survives_leader_kill_and_restart("raft");
+}
+
+fn survives_leader_kill_and_restart(name: &str) {
+    let mut procs = Procs::with_settings(3, &engine(name));
     let leader = procs.start_all();
     let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
 
@@ -119,8 +135,20 @@ fn process_cluster_survives_leader_kill_and_restart() {
 
 #[test]
 fn process_cluster_large_values_never_wedge_the_log() {
+    large_values_never_wedge_the_log("paxos");
+}
+
+#[test]
+fn process_cluster_raft_large_values_never_wedge_the_log() {
+    large_values_never_wedge_the_log("raft");
+}
+
+fn large_values_never_wedge_the_log(name: &str) {
     // Small frames make the scenario cheap: 64 KiB peer frames, 32 KiB request bodies.
-    let mut p = Procs::with_settings(3, "max_frame_bytes = 65536\nmax_body_bytes = 32768\n");
+    let mut p = Procs::with_settings(
+        3,
+        &format!("max_frame_bytes = 65536\nmax_body_bytes = 32768\n{}", engine(name)),
+    );
     let leader = p.start_all();
     // Eight concurrent writes of 30 KB: together far more than one frame, so a batch that
     // is not cut by bytes is dropped by the transport for ever and wedges the log.
@@ -166,7 +194,16 @@ fn process_cluster_large_values_never_wedge_the_log() {
 /// first, finds itself deposed, and the read comes back with the new value.
 #[test]
 fn process_cluster_thawed_leader_serves_no_stale_read() {
-    let mut procs = Procs::new(3);
+    thawed_leader_serves_no_stale_read("paxos");
+}
+
+#[test]
+fn process_cluster_raft_thawed_leader_serves_no_stale_read() {
+    thawed_leader_serves_no_stale_read("raft");
+}
+
+fn thawed_leader_serves_no_stale_read(name: &str) {
+    let mut procs = Procs::with_settings(3, &engine(name));
     let leader = procs.start_all();
     let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     procs.put_retrying(&others, "k", "old");

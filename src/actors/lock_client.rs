@@ -9,9 +9,9 @@
 //! A try-lock that times out proposes `Cancel`; if the grant won that race, the cancel
 //! answers `Granted` and the caller holds the lock after all.
 
-use crate::actors::node::NodeHandle;
 use crate::app::lock_service::{LockCommand, LockInfo, LockReply, SessionId};
-use crate::app::service::{Service, ServiceCommand, ServiceReply};
+use crate::app::service::{ServiceCommand, ServiceReply};
+use crate::engine::Replica;
 use crate::error::{Error, Result};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,12 +43,12 @@ fn now_ms() -> u64 {
 /// The lock service as seen through one node.
 #[derive(Clone)]
 pub struct Locks {
-    node: NodeHandle<Service>,
+    node: Replica,
 }
 
 impl Locks {
-    pub fn new(node: NodeHandle<Service>) -> Self {
-        Locks { node }
+    pub fn new(node: impl Into<Replica>) -> Self {
+        Locks { node: node.into() }
     }
 
     async fn run(&self, command: LockCommand) -> Result<LockReply> {

@@ -22,6 +22,12 @@
 //! defaults apply and the cluster id is learned. A data directory that holds a
 //! `membership` file restarts as the member it was: the join URLs are then not used.
 //!
+//! **Engines.** `--engine raft` (or `engine = "raft"` in the file) runs the same
+//! applications and HTTP front on openraft instead of the Paxos roles (`rolepax::raft`,
+//! for the comparison in docs/EVALUATION.md); every node of a cluster must run the same
+//! engine. The Raft engine's membership is the file's `[[nodes]]`: `--join` and
+//! membership changes are the Paxos engine's.
+//!
 //! **Restarts.** A node whose data directory holds a `membership` file starts in that
 //! configuration (the latest it applied), not in the file's `[[nodes]]`.
 //!
@@ -43,10 +49,12 @@ use actix_web::{App, HttpServer, web};
 use rolepax::Error;
 use rolepax::actors::node::Node;
 use rolepax::app::service::Service;
-use rolepax::config::{NodeSettings, Settings};
+use rolepax::config::{Engine, NodeSettings, Settings};
+use rolepax::engine::Replica;
 use rolepax::http::{self, HttpState};
 use rolepax::messages::Member;
 use rolepax::net::tcp::TcpTransport;
+use rolepax::raft::RaftNode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +62,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: rolepax-node --config FILE --id N [--data-dir DIR]
+usage: rolepax-node --config FILE --id N [--data-dir DIR] [--engine paxos|raft]
        rolepax-node --id N --peer-addr IP:PORT --http-addr IP:PORT --data-dir DIR
                     --join URL[,URL...] [--config FILE]
 
@@ -63,6 +71,9 @@ usage: rolepax-node --config FILE --id N [--data-dir DIR]
   --id N           which [[nodes]] entry of the file this process is (with --join: the
                    id the new node gets)
   --data-dir DIR   where this node keeps its state (default: the file's data_dir)
+  --engine E       paxos (the default: the project's roles) or raft (openraft, for the
+                   comparison); overrides the file's `engine`. Every node of a cluster
+                   must run the same engine; membership change and --join are paxos only
   --join URLS      join a running cluster: comma-separated HTTP URLs of members, asked
                    for the cluster's members until an operator adds this node with
                    `rolepax member add N --peer-addr IP:PORT --http-addr IP:PORT`
@@ -83,13 +94,15 @@ struct Args {
     config: Option<PathBuf>,
     id: u64,
     data_dir: Option<PathBuf>,
+    /// `--engine`: overrides the file's `engine`.
+    engine: Option<Engine>,
     /// `--join`: the URLs, and this node's peer and HTTP addresses.
     join: Option<(Vec<String>, SocketAddr, SocketAddr)>,
 }
 
 /// `Ok(None)` asks for the help text.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let (mut config, mut id, mut data_dir) = (None, None, None);
+    let (mut config, mut id, mut data_dir, mut engine) = (None, None, None, None);
     let (mut join, mut peer_addr, mut http_addr) = (None, None, None);
     let addr = |flag: &str, v: String| {
         v.parse::<SocketAddr>()
@@ -110,6 +123,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "-h" | "--help" => return Ok(None),
             "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--engine" => {
+                engine = Some(
+                    value("--engine")?
+                        .parse::<Engine>()
+                        .map_err(|e| format!("--engine {e}"))?,
+                )
+            }
             "--join" => {
                 let urls: Vec<String> = value("--join")?
                     .split(',')
@@ -158,6 +178,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         config,
         id,
         data_dir,
+        engine,
         join,
     }))
 }
@@ -182,13 +203,35 @@ fn main() -> ExitCode {
         }
         (None, None) => Err(Error::Config("--config FILE is required".into())),
     };
-    let node = match settings {
+    let mut node = match settings {
         Ok(node) => node,
         Err(e) => {
             eprintln!("rolepax-node: refusing to start: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(engine) = args.engine {
+        node.settings.engine = engine;
+    }
+    if let Ok(names) = std::env::var(rolepax::config::PLANTED_BUGS_ENV) {
+        match rolepax::roles::bugs::PlantedBugs::from_names(&names) {
+            Ok(bugs) => node.bugs = bugs,
+            Err(e) => {
+                eprintln!(
+                    "rolepax-node: refusing to start: {}: {e}",
+                    rolepax::config::PLANTED_BUGS_ENV
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if node.settings.engine == Engine::Raft && args.join.is_some() {
+        eprintln!(
+            "rolepax-node: refusing to start: --join needs the Paxos engine (the Raft engine's members are the \
+             config file's [[nodes]])"
+        );
+        return ExitCode::from(2);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&node.settings.log_level));
     tracing_subscriber::fmt()
@@ -209,13 +252,72 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file in a data directory that names the engine whose state it holds.
+const ENGINE_FILE: &str = "engine";
+
+/// Refuses a data directory that holds another engine's state (each engine would
+/// otherwise start afresh beside the other's files, as if the node had lost its disk),
+/// and marks a new one with this node's engine. A non-empty directory without the mark
+/// is from before there were two engines: Paxos.
+fn claim_data_dir(ns: &NodeSettings) -> Result<(), Error> {
+    let (dir, engine) = (&ns.data_dir, ns.settings.engine);
+    let mark = dir.join(ENGINE_FILE);
+    let recorded = match std::fs::read_to_string(&mark) {
+        Ok(text) => Some(
+            text.parse::<Engine>()
+                .map_err(|e| Error::Storage(format!("{}: {e}", mark.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let used = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+            used.then_some(Engine::Paxos)
+        }
+        Err(e) => return Err(Error::Storage(format!("cannot read {}: {e}", mark.display()))),
+    };
+    match recorded {
+        Some(other) if other != engine => Err(Error::Config(format!(
+            "{} holds the state of the {} engine; this node was started with engine {} (use another \
+             --data-dir, or the same engine)",
+            dir.display(),
+            other.as_str(),
+            engine.as_str()
+        ))),
+        Some(_) => Ok(()),
+        None => std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&mark, engine.as_str()))
+            .map_err(|e| Error::Storage(format!("cannot write {}: {e}", mark.display()))),
+    }
+}
+
 async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
     let id = ns.id();
+    claim_data_dir(&ns)?;
     let transport = TcpTransport::start(ns.tcp_config())
         .await
         .map_err(|e| Error::Config(format!("cannot listen for peers on {}: {e}", ns.me.peer_addr)))?;
-    let node = Node::start::<Service>(ns.node_config(), transport.clone())?;
-    transport.set_inbound(node.inbound());
+    let node = match ns.settings.engine {
+        Engine::Paxos => {
+            let node = Node::start::<Service>(ns.node_config(), transport.clone())?;
+            transport.set_inbound(node.inbound());
+            Replica::Paxos(node)
+        }
+        Engine::Raft => {
+            let node = RaftNode::<Service>::start(ns.raft_config(), transport.clone()).await?;
+            transport.set_inbound(node.inbound());
+            let members = ns
+                .settings
+                .nodes
+                .values()
+                .map(|n| {
+                    let member = Member {
+                        peer_addr: n.peer_addr.to_string(),
+                        http_addr: n.http_addr.to_string(),
+                    };
+                    (n.id, member)
+                })
+                .collect();
+            Replica::raft(node, &ns.known_cluster_id(), members)
+        }
+    };
 
     let counters = transport.clone();
     let state = web::Data::new(
@@ -236,10 +338,11 @@ async fn run(ns: NodeSettings, join: Option<Vec<String>>) -> Result<(), Error> {
         peer = %transport.local_addr(),
         http = %ns.me.http_addr,
         data_dir = %ns.data_dir.display(),
-        membership = node.membership_state().as_str(),
+        engine = ns.settings.engine.as_str(),
+        membership = node.membership().state(id).as_str(),
         "node running"
     );
-    if let Some(urls) = join {
+    if let (Some(urls), Some(node)) = (join, node.paxos()) {
         if node.membership().config.is_some() {
             tracing::info!(
                 node = id,

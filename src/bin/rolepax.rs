@@ -233,7 +233,7 @@ fn run(client: &Client, command: &[String]) -> Outcome {
 /// Asks every endpoint (not just the first that answers) for `/status`.
 fn status(client: &Client) -> Outcome {
     let mut rows = vec![
-        ["ID", "ROLE", "LEADER", "BALLOT", "DECIDED", "APPLIED", "ENDPOINT"]
+        ["ID", "ROLE", "LEADER", "BALLOT/TERM", "DECIDED", "APPLIED", "ENDPOINT"]
             .map(String::from)
             .to_vec(),
     ];
@@ -253,6 +253,21 @@ fn status(client: &Client) -> Outcome {
                 let id = num(&s["node_id"]);
                 let leads = s["leader_id"].as_u64().is_some() && s["leader_id"] == s["node_id"];
                 let ballot = &s["elector"]["highest_ballot"];
+                // A Raft node (`"engine": "raft"`) shows its term and commit index.
+                let raft = s["engine"] == "raft";
+                let (ballot, decided, applied) = if raft {
+                    (
+                        format!("t{}", num(&s["term"])),
+                        s["committed"].as_u64().map_or("-".to_string(), |c| (c + 1).to_string()),
+                        num(&s["applied"]),
+                    )
+                } else {
+                    (
+                        format!("{}.{}", num(&ballot["round"]), num(&ballot["node"])),
+                        num(&s["learner"]["next_undecided"]),
+                        num(&s["state_machine"]["applied"]),
+                    )
+                };
                 vec![
                     format!("{id}{}", if leads { " *" } else { "" }),
                     s["role"]
@@ -261,9 +276,9 @@ fn status(client: &Client) -> Outcome {
                         .unwrap_or("?")
                         .to_string(),
                     num(&s["leader_id"]),
-                    format!("{}.{}", num(&ballot["round"]), num(&ballot["node"])),
-                    num(&s["learner"]["next_undecided"]),
-                    num(&s["state_machine"]["applied"]),
+                    ballot,
+                    decided,
+                    applied,
                     endpoint.clone(),
                 ]
             }

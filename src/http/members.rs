@@ -342,7 +342,13 @@ fn refuse(config: &Configuration, message: impl Into<String>) -> Reject {
 
 /// Checks `change` (see the module docs), proposes it, and waits until it is active.
 async fn change(st: &HttpState, change: Change, catch_up: Duration) -> Result<Configuration, Reject> {
-    let node = &st.node;
+    let Some(node) = st.node.paxos() else {
+        return Err(Reject::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this node runs the Raft engine (engine = \"raft\"), whose membership is the configuration \
+             file's nodes: membership change runs on the Paxos engine only",
+        ));
+    };
     let view = node.membership();
     let current = match (view.state(node.id()), &view.config) {
         (MembershipState::Member, Some(c)) => c.clone(),

@@ -1,10 +1,13 @@
 //! # The HTTP face of a node
 //!
-//! Every node serves the same API over actix-web, backed by its [`NodeHandle`]. Writes
-//! go through the replicated log ([`NodeHandle::submit`], which forwards to the leader,
-//! so any node may be asked); linearizable reads use a read index confirmed by the
-//! leader with a quorum and do not write the log ([`NodeHandle::read`]); local reads
+//! Every node serves the same API over actix-web, backed by its [`Replica`] (the Paxos
+//! roles' [`NodeHandle`], or the Raft engine's node: the front does not care which).
+//! Writes go through the replicated log ([`NodeHandle::submit`], which forwards to the
+//! leader, so any node may be asked); linearizable reads use a read index confirmed by
+//! the leader with a quorum and do not write the log ([`NodeHandle::read`]); local reads
 //! answer from the node's own state ([`NodeHandle::read_local`], fast and possibly stale).
+//! Membership changes (`/v1/members`) run on the Paxos engine only: a Raft node answers
+//! them 501.
 //!
 //! | endpoint                        | what                                                 |
 //! |---------------------------------|------------------------------------------------------|
@@ -46,10 +49,14 @@ pub mod join;
 mod lock_routes;
 pub mod members;
 
-use crate::actors::node::{NodeHandle, NodeStatus};
+#[cfg(doc)]
+use crate::actors::node::NodeHandle;
+use crate::actors::node::NodeStatus;
 use crate::app::kv::{Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvReply, KvResult};
-use crate::app::service::{Service, ServiceCommand, ServiceReply};
+use crate::app::service::{ServiceCommand, ServiceReply};
+use crate::engine::{EngineStatus, Replica};
 use crate::error::Error;
+use crate::raft::RaftStatus;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -70,7 +77,7 @@ pub type TransportInfo = Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// What every handler shares: the node, names, limits and the HTTP layer's metrics.
 pub struct HttpState {
-    pub node: NodeHandle<Service>,
+    pub node: Replica,
     /// The configured cluster name (empty: not known; a joining node learns it, and
     /// [`HttpState::cluster_name`] then answers the node's).
     pub cluster_name: String,
@@ -82,9 +89,9 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(node: NodeHandle<Service>, cluster_name: &str, max_body_bytes: usize) -> Self {
+    pub fn new(node: impl Into<Replica>, cluster_name: &str, max_body_bytes: usize) -> Self {
         HttpState {
-            node,
+            node: node.into(),
             cluster_name: cluster_name.to_string(),
             cluster_id: cluster_hash(cluster_name),
             max_body_bytes,
@@ -769,7 +776,7 @@ fn kv_json(kv: &KeyValue, keys_only: bool) -> Value {
 }
 
 pub(crate) async fn header(st: &HttpState, revision: u64) -> Value {
-    let term = st.node.ballot().round;
+    let term = st.node.term();
     let mut m = Map::new();
     put_u64(&mut m, "cluster_id", st.cluster_hash());
     put_u64(&mut m, "member_id", st.node.id());
@@ -1035,11 +1042,9 @@ async fn status(st: web::Data<HttpState>) -> Answer {
         serde_json::to_value(&s).map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, format!("status: {e}")))?;
     if let Value::Object(m) = &mut v {
         m.insert("cluster".into(), Value::String(st.cluster_name()));
-        m.insert("role".into(), Value::String(s.elector.role.to_string()));
-        m.insert(
-            "is_leader".into(),
-            Value::Bool(s.leader_id == Some(s.node_id) && s.proposer.leading),
-        );
+        m.insert("engine".into(), Value::String(st.node.engine().as_str().into()));
+        m.insert("role".into(), Value::String(s.role()));
+        m.insert("is_leader".into(), Value::Bool(s.is_leader()));
         m.insert("transport".into(), st.transport.as_ref().map_or(Value::Null, |t| t()));
     }
     Ok(HttpResponse::Ok().json(v))
@@ -1049,7 +1054,7 @@ async fn status(st: web::Data<HttpState>) -> Answer {
 /// is still healthy (it may be electing one).
 async fn health(st: web::Data<HttpState>) -> Answer {
     let s = st.node.status().await?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ok", "node_id": s.node_id, "leader_id": s.leader_id})))
+    Ok(HttpResponse::Ok().json(json!({"status": "ok", "node_id": s.node_id(), "leader_id": s.leader_id()})))
 }
 
 /// Prometheus text exposition, written by hand.
@@ -1090,6 +1095,23 @@ impl Prom {
             self.sample(name, &[(label, v.to_string())], value);
         }
     }
+}
+
+/// The Raft engine's counterparts of the roles' metrics.
+fn raft_metrics(p: &mut Prom, s: &RaftStatus) {
+    p.one("rolepax_raft_term", "gauge", "The current Raft term.", s.term);
+    p.one(
+        "rolepax_slots_decided_total",
+        "counter",
+        "Log entries known committed here (Raft's commit index).",
+        s.committed.unwrap_or(0),
+    );
+    p.one(
+        "rolepax_slots_applied",
+        "gauge",
+        "Log entries applied to the state machine.",
+        s.applied,
+    );
 }
 
 fn role_metrics(p: &mut Prom, s: &NodeStatus) {
@@ -1323,10 +1345,23 @@ async fn metrics(st: web::Data<HttpState>) -> Answer {
     p.family("rolepax_node_info", "gauge", "This node's id and cluster.");
     p.sample(
         "rolepax_node_info",
-        &[("node_id", s.node_id.to_string()), ("cluster", st.cluster_name())],
+        &[
+            ("node_id", s.node_id().to_string()),
+            ("cluster", st.cluster_name()),
+            ("engine", st.node.engine().as_str().to_string()),
+        ],
         1,
     );
-    role_metrics(&mut p, &s);
+    match &s {
+        EngineStatus::Paxos(s) => role_metrics(&mut p, s),
+        EngineStatus::Raft(s) => raft_metrics(&mut p, s),
+    }
+    p.one(
+        "rolepax_log_fsyncs_total",
+        "counter",
+        "fdatasync calls made by this process's logs (either engine).",
+        crate::storage::wal::fsyncs_total(),
+    );
     latency_metrics(&mut p, &st.metrics);
     if let Some(t) = &st.transport {
         transport_metrics(&mut p, &t());

@@ -121,4 +121,30 @@ impl PlantedBugs {
     pub fn migration_skips_a_chunk(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.migration_skips_a_chunk
     }
+
+    /// Plants the bugs named in `names` (comma-separated field names), for a node
+    /// process started by a test ([`crate::config::PLANTED_BUGS_ENV`]). An unknown name
+    /// is an error; in a build without the feature the switches stay off anyway.
+    pub fn from_names(names: &str) -> Result<PlantedBugs, String> {
+        let mut bugs = PlantedBugs::default();
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let switch = match name {
+                "acceptor_skips_persist" => &mut bugs.acceptor_skips_persist,
+                "proposer_skips_phase_one" => &mut bugs.proposer_skips_phase_one,
+                "proposer_decides_on_minority" => &mut bugs.proposer_decides_on_minority,
+                "learner_applies_out_of_order" => &mut bugs.learner_applies_out_of_order,
+                "proposer_reads_without_quorum" => &mut bugs.proposer_reads_without_quorum,
+                "acceptor_promise_skips_stored" => &mut bugs.acceptor_promise_skips_stored,
+                "state_machine_compacts_early" => &mut bugs.state_machine_compacts_early,
+                "learner_takes_chunks_out_of_order" => &mut bugs.learner_takes_chunks_out_of_order,
+                "proposer_adopts_lower_ballot_part" => &mut bugs.proposer_adopts_lower_ballot_part,
+                "proposer_proposes_past_stop_sign" => &mut bugs.proposer_proposes_past_stop_sign,
+                "proposer_starts_next_config_early" => &mut bugs.proposer_starts_next_config_early,
+                "migration_skips_a_chunk" => &mut bugs.migration_skips_a_chunk,
+                other => return Err(format!("{other:?} is not a planted bug")),
+            };
+            *switch = true;
+        }
+        Ok(bugs)
+    }
 }

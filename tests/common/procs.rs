@@ -33,6 +33,8 @@ pub struct Procs {
     pub addrs: BTreeMap<u64, (String, String)>,
     pub children: BTreeMap<u64, Child>,
     pub agent: ureq::Agent,
+    /// Environment every node is started with (e.g. a planted bug).
+    pub env: Vec<(String, String)>,
 }
 
 impl Procs {
@@ -72,6 +74,7 @@ impl Procs {
             addrs,
             children: BTreeMap::new(),
             agent,
+            env: Vec::new(),
         }
     }
 
@@ -114,6 +117,7 @@ impl Procs {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("data-{id}")))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
