@@ -70,7 +70,7 @@ fn frame(s: &mut String, x_label: &str, y_label: &str) {
          <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
          <text transform=\"translate(22 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
         LEFT + PW / 2.0,
-        TOP + PH + 48.0,
+        TOP + PH + 58.0,
         xml_escape(x_label),
         TOP + PH / 2.0,
         xml_escape(y_label)
@@ -115,7 +115,11 @@ impl YAxis {
         let max = vals.iter().copied().fold(0.0f64, f64::max);
         if log {
             let min = vals.iter().copied().filter(|v| *v > 0.0).fold(f64::MAX, f64::min);
-            let (min, max) = if min == f64::MAX { (1.0, 10.0) } else { (min, max.max(min)) };
+            let (min, max) = if min == f64::MAX {
+                (1.0, 10.0)
+            } else {
+                (min, max.max(min))
+            };
             let lo = min.log10().floor();
             let hi = max.log10().ceil().max(lo + 1.0);
             YAxis { log, lo, hi }
@@ -199,7 +203,11 @@ pub fn line_chart(c: &LineChart) -> String {
     let mut s = header(c.title);
     let all = || c.lines.iter().flat_map(|l| l.points.iter());
     let y = YAxis::new(
-        all().flat_map(|p| [Some(p.y), p.bar.map(|b| b.0), p.bar.map(|b| b.1)].into_iter().flatten()),
+        all().flat_map(|p| {
+            [Some(p.y), p.bar.map(|b| b.0), p.bar.map(|b| b.1)]
+                .into_iter()
+                .flatten()
+        }),
         c.log_y,
     );
     y.draw(&mut s);
@@ -209,7 +217,11 @@ pub fn line_chart(c: &LineChart) -> String {
         None => {
             let lo = all().map(|p| p.x).fold(f64::MAX, f64::min);
             let hi = all().map(|p| p.x).fold(f64::MIN, f64::max);
-            if lo > hi { (0.0, 1.0) } else { (lo - (hi - lo).max(1.0) * 0.05, hi + (hi - lo).max(1.0) * 0.05) }
+            if lo > hi {
+                (0.0, 1.0)
+            } else {
+                (lo - (hi - lo).max(1.0) * 0.05, hi + (hi - lo).max(1.0) * 0.05)
+            }
         }
     };
     let px = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * PW;
@@ -263,7 +275,12 @@ pub fn line_chart(c: &LineChart) -> String {
                 tick_label(p.y)
             );
         }
-        legend(&mut s, i, color, line.dashed, false, &line.name);
+        let name = if line.points.is_empty() {
+            format!("{} (no data)", line.name)
+        } else {
+            line.name.clone()
+        };
+        legend(&mut s, i, color, line.dashed, false, &name);
     }
     s.push_str("</svg>\n");
     s

@@ -33,7 +33,10 @@ static CHILDREN: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
 
 fn register(pid: u32) {
     for slot in &CHILDREN {
-        if slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if slot
+            .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             return;
         }
     }
@@ -42,7 +45,10 @@ fn register(pid: u32) {
 
 fn unregister(pid: u32) {
     for slot in &CHILDREN {
-        if slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if slot
+            .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             return;
         }
     }
@@ -237,6 +243,20 @@ impl Cluster {
             c.spawn(id)?;
         }
         c.wait_stable(deadline)?;
+        // The binary must run the engine asked for (an older one ignores `engine`).
+        for n in c.running() {
+            let said = c
+                .status(n.id)
+                .and_then(|s| s.get("engine").and_then(Value::as_str).map(str::to_string));
+            if said.as_deref() != Some(spec.engine.as_str()) {
+                return Err(format!(
+                    "node {} runs engine {}, not {} (a rolepax-node without engine support?)",
+                    n.id,
+                    said.unwrap_or_else(|| "(not said in /status)".into()),
+                    spec.engine
+                ));
+            }
+        }
         Ok(c)
     }
 

@@ -86,7 +86,9 @@ rolepax-bench experiment NAME --engines paxos,raft[,etcd] --node-bin PATH --out-
   --period-ms MS        ... out of every MS (default 40)";
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<ExpArgs, String> {
-    let name = args.next().ok_or("experiment: name one: failover, size, mix, stragglers, headline")?;
+    let name = args
+        .next()
+        .ok_or("experiment: name one: failover, size, mix, stragglers, headline")?;
     if !EXPERIMENTS.contains(&name.as_str()) {
         return Err(format!(
             "experiment {name:?}: expected one of {}",
@@ -118,8 +120,16 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<ExpArgs, String> 
         let num = |v: &str| crate::number::<u64>(&flag, v, "a whole number");
         match flag.as_str() {
             "--engines" => {
-                a.engines = value()?.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
-                if let Some(bad) = a.engines.iter().find(|e| !["paxos", "raft", "etcd"].contains(&e.as_str())) {
+                a.engines = value()?
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if let Some(bad) = a
+                    .engines
+                    .iter()
+                    .find(|e| !["paxos", "raft", "etcd"].contains(&e.as_str()))
+                {
                     return Err(format!("--engines: {bad:?} is not paxos, raft or etcd"));
                 }
             }
@@ -610,7 +620,13 @@ impl Exp<'_> {
                     };
                 for (clients, r) in results {
                     report_load(&format!("size {engine} N={n} c={clients}"), &r);
-                    let mut v = vec![engine.clone(), n.to_string(), clients.to_string(), "leader".into(), "put".into()];
+                    let mut v = vec![
+                        engine.clone(),
+                        n.to_string(),
+                        clients.to_string(),
+                        "leader".into(),
+                        "put".into(),
+                    ];
                     v.extend(load_values(&r));
                     v.push(started.to_string());
                     self.row("size", &header, v)?;
@@ -625,11 +641,19 @@ impl Exp<'_> {
 
     fn mix(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = ["engine", "workload", "read_pct", "distribution", "nodes", "clients", "keys"]
-            .into_iter()
-            .chain(LOAD_HEADER_TAIL)
-            .chain(["started_unix"])
-            .collect();
+        let header: Vec<&str> = [
+            "engine",
+            "workload",
+            "read_pct",
+            "distribution",
+            "nodes",
+            "clients",
+            "keys",
+        ]
+        .into_iter()
+        .chain(LOAD_HEADER_TAIL)
+        .chain(["started_unix"])
+        .collect();
         let keys = a.keys.unwrap_or(10_000);
         let nodes = a.nodes.unwrap_or(3);
         let workloads = [(0u32, "write-only"), (50, "YCSB A"), (95, "YCSB B"), (100, "YCSB C")];
@@ -644,14 +668,16 @@ impl Exp<'_> {
                     None => Err(String::new()),
                 }
             } else {
-                Cluster::start(&self.spec(&engine, nodes, Timing::DEFAULT, None), Duration::from_secs(60)).and_then(
-                    |c| {
-                        let l = c.leader().ok_or("no leader")?;
-                        let ep = c.node(l).map(cluster::Node::endpoint).ok_or("no leader node")?;
-                        cluster = Some(c);
-                        Ok(vec![ep])
-                    },
+                Cluster::start(
+                    &self.spec(&engine, nodes, Timing::DEFAULT, None),
+                    Duration::from_secs(60),
                 )
+                .and_then(|c| {
+                    let l = c.leader().ok_or("no leader")?;
+                    let ep = c.node(l).map(cluster::Node::endpoint).ok_or("no leader node")?;
+                    cluster = Some(c);
+                    Ok(vec![ep])
+                })
             };
             let target = target.and_then(|eps| {
                 eprintln!("mix {engine}: preloading {keys} keys");
@@ -664,7 +690,11 @@ impl Exp<'_> {
                         workload.to_string(),
                         read_pct.to_string(),
                         dist.name().to_string(),
-                        if engine == "etcd" { "3".into() } else { nodes.to_string() },
+                        if engine == "etcd" {
+                            "3".into()
+                        } else {
+                            nodes.to_string()
+                        },
                         a.clients.to_string(),
                         keys.to_string(),
                     ];
@@ -699,11 +729,19 @@ impl Exp<'_> {
 
     fn stragglers(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = ["engine", "condition", "slow_nodes", "method", "nodes", "clients", "leader_after"]
-            .into_iter()
-            .chain(LOAD_HEADER_TAIL)
-            .chain(["started_unix"])
-            .collect();
+        let header: Vec<&str> = [
+            "engine",
+            "condition",
+            "slow_nodes",
+            "method",
+            "nodes",
+            "clients",
+            "leader_after",
+        ]
+        .into_iter()
+        .chain(LOAD_HEADER_TAIL)
+        .chain(["started_unix"])
+        .collect();
         let nodes = a.nodes.unwrap_or(5);
         let keys = a.keys.unwrap_or(100_000);
         let method = format!("SIGSTOP {} ms of every {} ms", a.stop_ms, a.period_ms);
@@ -824,7 +862,13 @@ impl Exp<'_> {
                     )
                 };
                 for clients in runs {
-                    let mut v = vec![engine.clone(), round.to_string(), "3".into(), clients.to_string(), "put".into()];
+                    let mut v = vec![
+                        engine.clone(),
+                        round.to_string(),
+                        "3".into(),
+                        clients.to_string(),
+                        "put".into(),
+                    ];
                     match &target {
                         Err(e) if e.is_empty() => v.extend(skipped("etcd not available (no --etcd URLs given)")),
                         Err(e) => v.extend(load_values(&Err(e.clone()))),
@@ -958,5 +1002,61 @@ fn poll_for_leader(survivors: &[(u64, SocketAddr)], t0: Instant, deadline: Durat
         }
         next += Duration::from_millis(1);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<ExpArgs, String> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn experiment_arguments_parse_and_bad_ones_are_named() {
+        let a =
+            args("failover --engines paxos --node-bin n --out-dir o --trials 3 --ranges 0-5,150-300").expect("parses");
+        assert_eq!((a.name.as_str(), a.trials), ("failover", 3));
+        assert_eq!(a.engines, vec!["paxos".to_string()]);
+        assert_eq!(a.ranges, vec![(0, 5), (150, 300)]);
+        let a = args("mix --node-bin n --out-dir o --etcd http://127.0.0.1:12379 --engines=paxos,raft,etcd")
+            .expect("parses");
+        assert_eq!((a.etcd.len(), a.engines.len(), a.clients), (1, 3, 64));
+        for (line, mentions) in [
+            ("nosuch --node-bin n --out-dir o", "nosuch"),
+            ("failover --out-dir o", "--node-bin"),
+            ("failover --node-bin n", "--out-dir"),
+            ("failover --node-bin n --out-dir o --engines zab", "zab"),
+            ("failover --node-bin n --out-dir o --ranges 5-5", "--ranges"),
+            (
+                "stragglers --node-bin n --out-dir o --stop-ms 40 --period-ms 40",
+                "--stop-ms",
+            ),
+        ] {
+            match args(line) {
+                Err(e) => assert!(e.contains(mentions), "{line:?}: {e:?} should mention {mentions:?}"),
+                Ok(a) => panic!("{line:?} was accepted as {a:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn election_ranges_map_to_settings_both_engines_accept() {
+        for (lo, hi) in [(0, 5), (12, 25), (150, 300), (300, 500), (1, 3)] {
+            let t = timing_for(lo, hi);
+            // The node's own checks: every value at least a tick, heartbeat < min < max.
+            assert!(t.tick_ms >= 1 && t.heartbeat_ms >= t.tick_ms, "{t:?}");
+            assert!(
+                t.heartbeat_ms < t.election_min_ms && t.election_min_ms < t.election_max_ms,
+                "{t:?}"
+            );
+            assert!(
+                t.election_min_ms >= lo && t.election_max_ms == hi.max(t.election_min_ms + 1),
+                "{t:?}"
+            );
+        }
+        assert_eq!(timing_for(0, 5).election_min_ms, 2);
+        assert_eq!(timing_for(150, 300).tick_ms, 10);
     }
 }
