@@ -147,14 +147,14 @@ fn gateway_matches_etcd(engine: &str) {
     let leader = procs.start_all();
     let etcd = start_etcd(&procs.agent);
     let rolepax = procs.http[&leader].clone();
-    let (foo, foo2, foo3) = (b64("foo"), b64("foo/2"), b64("foo/3"));
+    let (k_foo, k_foo2, k_foo3) = (b64("foo"), b64("foo/2"), b64("foo/3"));
     let steps: Vec<(&str, Value)> = vec![
-        ("/v3/kv/put", json!({"key": foo, "value": b64("bar")})),
-        ("/v3/kv/put", json!({"key": foo, "value": b64("baz"), "prev_kv": true})),
-        ("/v3/kv/range", json!({"key": foo})),
+        ("/v3/kv/put", json!({"key": k_foo, "value": b64("bar")})),
+        ("/v3/kv/put", json!({"key": k_foo, "value": b64("baz"), "prev_kv": true})),
+        ("/v3/kv/range", json!({"key": k_foo})),
         ("/v3/kv/range", json!({"key": b64("missing")})),
-        ("/v3/kv/put", json!({"key": foo2, "value": b64("two")})),
-        ("/v3/kv/put", json!({"key": foo3, "value": b64("three")})),
+        ("/v3/kv/put", json!({"key": k_foo2, "value": b64("two")})),
+        ("/v3/kv/put", json!({"key": k_foo3, "value": b64("three")})),
         ("/v3/kv/range", json!({"key": b64("foo/"), "range_end": b64("foo0")})),
         (
             "/v3/kv/range",
@@ -168,25 +168,25 @@ fn gateway_matches_etcd(engine: &str) {
             "/v3/kv/range",
             json!({"key": b64("foo/"), "range_end": b64("foo0"), "keys_only": true}),
         ),
-        ("/v3/kv/range", json!({"key": foo, "serializable": true})),
+        ("/v3/kv/range", json!({"key": k_foo, "serializable": true})),
         (
             "/v3/kv/txn",
-            json!({"compare": [{"key": foo, "target": "VALUE", "result": "EQUAL", "value": b64("baz")}],
-                   "success": [{"request_put": {"key": foo, "value": b64("qux")}}],
-                   "failure": [{"request_range": {"key": foo}}]}),
+            json!({"compare": [{"key": k_foo, "target": "VALUE", "result": "EQUAL", "value": b64("baz")}],
+                   "success": [{"request_put": {"key": k_foo, "value": b64("qux")}}],
+                   "failure": [{"request_range": {"key": k_foo}}]}),
         ),
         (
             "/v3/kv/txn",
-            json!({"compare": [{"key": foo, "target": "VERSION", "result": "GREATER", "version": "10"}],
-                   "success": [{"request_delete_range": {"key": foo}}],
-                   "failure": [{"request_range": {"key": foo}}, {"request_put": {"key": foo2, "value": b64("2b")}}]}),
+            json!({"compare": [{"key": k_foo, "target": "VERSION", "result": "GREATER", "version": "10"}],
+                   "success": [{"request_delete_range": {"key": k_foo}}],
+                   "failure": [{"request_range": {"key": k_foo}}, {"request_put": {"key": k_foo2, "value": b64("2b")}}]}),
         ),
         (
             "/v3/kv/txn",
             json!({"compare": [{"key": b64("missing"), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
                    "success": [{"request_put": {"key": b64("missing"), "value": b64("now")}}]}),
         ),
-        ("/v3/kv/deleterange", json!({"key": foo, "prev_kv": true})),
+        ("/v3/kv/deleterange", json!({"key": k_foo, "prev_kv": true})),
         (
             "/v3/kv/deleterange",
             json!({"key": b64("foo/"), "range_end": b64("foo0")}),
