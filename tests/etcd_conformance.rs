@@ -150,7 +150,10 @@ fn gateway_matches_etcd(engine: &str) {
     let (k_foo, k_foo2, k_foo3) = (b64("foo"), b64("foo/2"), b64("foo/3"));
     let steps: Vec<(&str, Value)> = vec![
         ("/v3/kv/put", json!({"key": k_foo, "value": b64("bar")})),
-        ("/v3/kv/put", json!({"key": k_foo, "value": b64("baz"), "prev_kv": true})),
+        (
+            "/v3/kv/put",
+            json!({"key": k_foo, "value": b64("baz"), "prev_kv": true}),
+        ),
         ("/v3/kv/range", json!({"key": k_foo})),
         ("/v3/kv/range", json!({"key": b64("missing")})),
         ("/v3/kv/put", json!({"key": k_foo2, "value": b64("two")})),

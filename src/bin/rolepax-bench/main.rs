@@ -43,9 +43,19 @@
 //! usage, a bad URL or an endpoint that cannot be reached (or does not serve
 //! `/v3/kv/range`) at the start.
 //!
+//! Keys are drawn uniformly, or with `--distribution zipfian` by YCSB's zipfian
+//! generator (theta 0.99, key 0 the hottest: [`KeyGen`]).
+//!
+//! **The engine comparison** (issue #17) lives in submodules: `experiment NAME` runs one
+//! experiment (failover, size, mix, stragglers, headline) against clusters of
+//! `rolepax-node` processes it starts ([`cluster`], [`experiments`]), reusing this
+//! file's load loop ([`run`]); `report` turns their CSV files into
+//! `docs/EVALUATION.md` with SVG charts ([`report`], [`charts`]).
+//! `scripts/evaluate.sh` runs them all.
+//!
 //! **Left out.** TLS, authentication, pipelining, HTTP/2, ranges over more than one key,
-//! deletes and txns, key distributions other than uniform, and retries (a failed request
-//! is counted, never retried).
+//! deletes and txns, key distributions other than uniform and zipfian, and retries (a
+//! failed request is counted, never retried).
 
 mod charts;
 mod cluster;
