@@ -47,6 +47,9 @@ pub struct PlantedBugs {
     /// members, skips one chunk and hands the snapshot over without the whole-snapshot
     /// checksum.
     pub migration_skips_a_chunk: bool,
+    /// The Raft engine's log store (src/raft/log_store.rs) acknowledges appended entries
+    /// as soon as they are buffered, and writes them to its WAL only every 200 ms.
+    pub raft_acks_before_durable: bool,
 }
 
 impl PlantedBugs {
@@ -122,6 +125,12 @@ impl PlantedBugs {
         cfg!(feature = "planted-bugs") && self.migration_skips_a_chunk
     }
 
+    /// Whether [`PlantedBugs::raft_acks_before_durable`] is planted (never without the feature).
+    #[inline(always)]
+    pub fn raft_acks_before_durable(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.raft_acks_before_durable
+    }
+
     /// Plants the bugs named in `names` (comma-separated field names), for a node
     /// process started by a test ([`crate::config::PLANTED_BUGS_ENV`]). An unknown name
     /// is an error; in a build without the feature the switches stay off anyway.
@@ -141,6 +150,7 @@ impl PlantedBugs {
                 "proposer_proposes_past_stop_sign" => &mut bugs.proposer_proposes_past_stop_sign,
                 "proposer_starts_next_config_early" => &mut bugs.proposer_starts_next_config_early,
                 "migration_skips_a_chunk" => &mut bugs.migration_skips_a_chunk,
+                "raft_acks_before_durable" => &mut bugs.raft_acks_before_durable,
                 other => return Err(format!("{other:?} is not a planted bug")),
             };
             *switch = true;
