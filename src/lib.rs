@@ -8,7 +8,7 @@
 //! |--------------|---------------|
 //! | [`roles`]    | the five role cores: plain state machines, no I/O, one output type ([`roles::ready::Ready`]) |
 //! | [`driver`]   | the one driver that carries a `Ready` out, in the actors and in the simulator |
-//! | [`engine`]   | the door the HTTP front uses, whichever engine runs (Paxos or Raft) |
+//! | [`engine`]   | the door the HTTP front and the lock client use, whichever engine runs (Paxos or Raft) |
 //! | [`actors`]   | the actix shells around the cores, and the wiring of one node |
 //! | [`messages`] | every message between roles, local and over the network, and the codec |
 //! | [`net`]      | transports: in-process and framed TCP |

@@ -1,10 +1,10 @@
 //! Scenario tests of the replicated lock service over in-process clusters.
 
 use rolepax::Cluster;
-use rolepax::actors::lock_client::{Acquired, Locks};
 use rolepax::actors::node::NodeHandle;
 use rolepax::app::lock_service::SessionId;
 use rolepax::app::service::Service;
+use rolepax::engine::lock_client::{Acquired, Locks};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,7 +198,7 @@ async fn locks_wait_survives_losing_the_node_and_the_grant_is_seen_elsewhere() {
             "w",
             waiter,
             Some(Duration::from_millis(100)),
-            rolepax::actors::lock_client::OnTimeout::StayQueued,
+            rolepax::engine::lock_client::OnTimeout::StayQueued,
         )
         .await;
     assert_eq!(queued.expect("queued"), Acquired::StillWaiting);

@@ -14,7 +14,6 @@
 //! | [`elector`]       | Leader-elector  | the `ballot` file; publishes who leads             |
 //! | [`state_machine`] | StateMachine    | `snapshot.bin`, the `membership` file; answers the node's waiting clients; publishes each configuration applied |
 //! | [`node`]          | wiring          | starts the five actors of one node in the configuration in force; the client-facing handle (commands, reads, membership changes) |
-//! | [`lock_client`]   | wiring          | waiting for lock grants on behalf of a client       |
 //!
 //! Roles talk only by messages. Messages to another node go through [`Peers::send`],
 //! which also short-cuts messages a node sends to itself (a proposer's Prepare to its
@@ -24,7 +23,6 @@
 pub mod acceptor;
 pub mod elector;
 pub mod learner;
-pub mod lock_client;
 pub mod node;
 pub mod proposer;
 pub mod state_machine;

@@ -1,4 +1,4 @@
-//! HTTP endpoints of the lock service (see [`crate::actors::lock_client`] and
+//! HTTP endpoints of the lock service (see [`crate::engine::lock_client`] and
 //! [`crate::app::lock_service`]):
 //!
 //! | method and path | body | answer |
@@ -15,8 +15,8 @@
 //! died asks another node with the same session and keeps its place in line.
 
 use super::{Answer, HttpState, Reject, kind, read_json, resource};
-use crate::actors::lock_client::{Acquired, Locks, OnTimeout};
 use crate::app::lock_service::{LockInfo, SessionId};
+use crate::engine::lock_client::{Acquired, Locks, OnTimeout};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};

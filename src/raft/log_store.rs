@@ -6,7 +6,7 @@
 //! acceptor does.
 //!
 //! **On disk.** The log `raft.wal` in the data directory, segmented like every WAL of
-//! the project. Each record is one [`Record`] (bincode, [`crate::messages::codec`]):
+//! the project. Each record is one `Record` (bincode, [`crate::messages::codec`]):
 //! the vote, a batch of entries, a truncation (a conflict: entries from an index on are
 //! gone), a purge (entries up to a log id are in a snapshot and gone), or the committed
 //! log id. Replaying the records in order rebuilds the state; a record that does not

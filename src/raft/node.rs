@@ -1,5 +1,5 @@
 //! The Raft node: openraft started on the project's storage and transport, and the
-//! door clients use ([`RaftNode`]: submit, read, read_local, status, halt).
+//! door clients use ([`RaftNode`](super::RaftNode): submit, read, read_local, status, halt).
 //!
 //! **Where openraft runs.** On a multi-thread tokio runtime of its own (two workers)
 //! that the node owns, not on the node's actix thread: openraft's core, its
@@ -297,6 +297,23 @@ impl<A: Application> Core<A> {
     }
 
     /// The leader, waiting for one to be known until `deadline`.
+    /// Resolves once this node no longer follows `leader` (an election began, another
+    /// node leads, or openraft stopped); never while it still does.
+    async fn leader_left(&self, leader: NodeId) {
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.running_state.is_err() || m.current_leader != Some(leader) {
+                    return;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     async fn wait_leader(&self, deadline: Instant) -> Result<NodeId> {
         let mut rx = self.raft.metrics();
         loop {
@@ -361,7 +378,19 @@ impl<A: Application> Core<A> {
                 continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self.net.call(leader, RaftRpc::Forward, command.clone(), left).await;
+            // A leader that dies answers nothing: stop waiting once this node follows
+            // another (or none), instead of for the whole request timeout. The outcome
+            // is unknown either way (the old leader may have committed it).
+            let answer = tokio::select! {
+                answer = self.net.call(leader, RaftRpc::Forward, command.clone(), left) => answer,
+                () = self.leader_left(leader) => {
+                    return Err(Error::Unavailable(format!(
+                        "node {}: node {leader}, to which the command was forwarded, no longer leads; its \
+                         outcome is unknown",
+                        self.id()
+                    )));
+                }
+            };
             let unknown = |why: String| {
                 Error::Unavailable(format!(
                     "node {}: the command forwarded to node {leader} {why}; its outcome is unknown",
@@ -398,7 +427,12 @@ impl<A: Application> Core<A> {
                 continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = match self.net.call(leader, RaftRpc::ReadIndex, Vec::new(), left).await {
+            // A read has no effect: if the leader asked goes away, ask the next one.
+            let call = tokio::select! {
+                call = self.net.call(leader, RaftRpc::ReadIndex, Vec::new(), left) => call,
+                () = self.leader_left(leader) => continue,
+            };
+            let answer = match call {
                 Ok(answer) => answer,
                 Err(CallError::Timeout) => {
                     return Err(Error::Unavailable(format!(

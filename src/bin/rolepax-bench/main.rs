@@ -43,9 +43,24 @@
 //! usage, a bad URL or an endpoint that cannot be reached (or does not serve
 //! `/v3/kv/range`) at the start.
 //!
+//! Keys are drawn uniformly, or with `--distribution zipfian` by YCSB's zipfian
+//! generator (theta 0.99, key 0 the hottest: [`KeyGen`]).
+//!
+//! **The engine comparison** (issue #17) lives in submodules: `experiment NAME` runs one
+//! experiment (failover, size, mix, stragglers, headline) against clusters of
+//! `rolepax-node` processes it starts ([`cluster`], [`experiments`]), reusing this
+//! file's load loop ([`run`]); `report` turns their CSV files into
+//! `docs/EVALUATION.md` with SVG charts ([`report`], [`charts`]).
+//! `scripts/evaluate.sh` runs them all.
+//!
 //! **Left out.** TLS, authentication, pipelining, HTTP/2, ranges over more than one key,
-//! deletes and txns, key distributions other than uniform, and retries (a failed request
-//! is counted, never retried).
+//! deletes and txns, key distributions other than uniform and zipfian, and retries (a
+//! failed request is counted, never retried).
+
+mod charts;
+mod cluster;
+mod experiments;
+mod report;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -66,6 +81,8 @@ usage: rolepax-bench [options]
        rolepax-bench plot [--title TEXT] --out FILE.svg CSV...
        rolepax-bench sample --dirs DIR,... [--pids PID,...] [--interval-ms MS] --out FILE.csv
        rolepax-bench plot-disk [--title TEXT] --out FILE.svg SAMPLES.csv
+       rolepax-bench experiment NAME --engines paxos,raft[,etcd] --node-bin PATH --out-dir DIR [knobs]
+       rolepax-bench report --dir DIR --out FILE.md [--command TEXT] [--commit TEXT]
 
 Closed-loop (or, with --rate, open-loop) load against the etcd v3 JSON gateway
 (POST /v3/kv/put, POST /v3/kv/range) of rolepax or etcd.
@@ -74,7 +91,9 @@ options:
   --endpoints URL,...   servers, clients spread round-robin (default http://127.0.0.1:7201)
   --clients N           concurrent clients, one keep-alive connection each (default 16)
   --read-ratio R        share of requests that are ranges, 0.0..1.0 (default 0)
-  --keys N              keys key-0 .. key-<N-1>, chosen uniformly (default 100000)
+  --keys N              keys key-0 .. key-<N-1> (default 100000)
+  --distribution D      how keys are chosen: uniform (default) or zipfian (YCSB's,
+                        theta 0.99: key-0 the hottest)
   --value-size BYTES    size of each written value (default 128)
   --duration SECS       measured time (default 10; with --requests, a time limit only
                         when given)
@@ -105,6 +124,14 @@ is gone, or on SIGTERM / Ctrl-C (each row is flushed as it is written).
 plot-disk: draws such samples as an SVG (disk use per node with its bound
 3 x snapshot + 64 MiB, and RSS, over time) and prints per node whether every sample
 stayed below the bound, the worst ratio to it, and RSS first / peak / last.
+
+experiment: runs one experiment of the engine comparison (failover, size, mix,
+stragglers, headline) on clusters of rolepax-node processes it starts on 127.0.0.1,
+appending one CSV row per run or trial to DIR/NAME.csv; exits 1 when a run failed
+(its row says why); its knobs are listed at the end of this text.
+
+report: writes FILE.md (docs/EVALUATION.md) and its SVG charts from the CSV files in
+DIR, including DIR/concerns.md and DIR/answer.md when present.
 
 exit codes:
   0  the run finished (errors, if any, are in the report)
@@ -214,6 +241,8 @@ struct Config {
     serializable: bool,
     /// Puts take the keys in order instead of at random.
     fill: bool,
+    /// How keys are drawn (puts without `--fill`, and every range).
+    distribution: Distribution,
     timeout: Duration,
     json: Option<PathBuf>,
     csv: Option<PathBuf>,
@@ -235,6 +264,7 @@ impl Default for Config {
             rate: None,
             serializable: false,
             fill: false,
+            distribution: Distribution::Uniform,
             timeout: Duration::from_secs(10),
             json: None,
             csv: None,
@@ -258,6 +288,8 @@ enum Command {
         out: PathBuf,
         input: PathBuf,
     },
+    Experiment(experiments::ExpArgs),
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, PartialEq)]
@@ -322,6 +354,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         Some("sample") => {
             args.next();
             return parse_sample_args(args);
+        }
+        Some("experiment") => {
+            args.next();
+            if args.peek().is_some_and(|a| a == "-h" || a == "--help") {
+                return Ok(Command::Help);
+            }
+            return experiments::parse(args).map(Command::Experiment);
+        }
+        Some("report") => {
+            args.next();
+            return report::parse(args).map(Command::Report);
         }
         _ => {}
     }
@@ -396,6 +439,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                     return Err("--fill takes no value".into());
                 }
                 cfg.fill = true;
+            }
+            "--distribution" => {
+                let v = value()?;
+                cfg.distribution = Distribution::parse(&v).map_err(|e| format!("{flag} {v:?}: {e}"))?;
             }
             "--json" => cfg.json = Some(PathBuf::from(value()?)),
             "--csv" => cfg.csv = Some(PathBuf::from(value()?)),
@@ -679,6 +726,13 @@ impl Conn {
         Err(last)
     }
 
+    /// Sends one `GET` and reads the answer.
+    fn get(&mut self, host: &str, path: &str) -> io::Result<Response> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.reader.get_mut().write_all(request.as_bytes())?;
+        read_response(&mut self.reader, false)
+    }
+
     /// Sends one `POST` with a JSON body and reads the answer.
     fn post(&mut self, host: &str, path: &str, body: &[u8], scratch: &mut Vec<u8>) -> io::Result<Response> {
         scratch.clear();
@@ -729,6 +783,102 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// How the load picks its keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Distribution {
+    Uniform,
+    /// YCSB's zipfian generator with this skew (0.99 in YCSB's core workloads).
+    Zipfian(f64),
+}
+
+/// YCSB's skew for its zipfian request distribution.
+const YCSB_THETA: f64 = 0.99;
+
+impl Distribution {
+    fn parse(text: &str) -> Result<Distribution, String> {
+        match text {
+            "uniform" => Ok(Distribution::Uniform),
+            "zipfian" => Ok(Distribution::Zipfian(YCSB_THETA)),
+            _ => Err("expected uniform or zipfian".into()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Zipfian(_) => "zipfian",
+        }
+    }
+}
+
+/// Draws key numbers in `0..n`: uniformly, or as YCSB's `ZipfianGenerator` does (Gray
+/// et al., "Quickly generating billion-record synthetic databases", SIGMOD 1994): rank
+/// `k` (0-based) has probability `1 / ((k+1)^theta * zeta(n, theta))`, so key 0 is the
+/// hottest. The constants are computed once per run (`zeta` is a sum over every key).
+#[derive(Debug, Clone, PartialEq)]
+struct KeyGen {
+    n: u64,
+    zipf: Option<Zipf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Zipf {
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+/// `sum_{i=1..n} 1 / i^theta`.
+fn zeta(n: u64, theta: f64) -> f64 {
+    (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum()
+}
+
+impl KeyGen {
+    fn new(d: Distribution, n: u64) -> KeyGen {
+        let n = n.max(1);
+        let zipf = match d {
+            Distribution::Uniform => None,
+            Distribution::Zipfian(theta) => {
+                let zetan = zeta(n, theta);
+                let zeta2 = zeta(2, theta);
+                Some(Zipf {
+                    theta,
+                    alpha: 1.0 / (1.0 - theta),
+                    zetan,
+                    eta: (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan),
+                })
+            }
+        };
+        KeyGen { n, zipf }
+    }
+
+    fn next(&self, rng: &mut Rng) -> u64 {
+        let Some(z) = &self.zipf else {
+            return rng.below(self.n);
+        };
+        let u = rng.next_f64();
+        let uz = u * z.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(z.theta) {
+            return 1.min(self.n - 1);
+        }
+        let k = (self.n as f64 * (z.eta * u - z.eta + 1.0).powf(z.alpha)) as u64;
+        k.min(self.n - 1)
+    }
+
+    /// The share of draws rank `k` gets in theory.
+    #[cfg(test)]
+    fn share(&self, k: u64) -> f64 {
+        match &self.zipf {
+            None => 1.0 / self.n as f64,
+            Some(z) => 1.0 / ((k + 1) as f64).powf(z.theta) / z.zetan,
+        }
     }
 }
 
@@ -857,7 +1007,15 @@ fn error_kind(e: &io::Error) -> String {
     }
 }
 
-fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: Window, live: &Live) -> Tally {
+fn client(
+    index: usize,
+    cfg: &Config,
+    keygen: &KeyGen,
+    ep: &Endpoint,
+    addrs: &[SocketAddr],
+    win: Window,
+    live: &Live,
+) -> Tally {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -905,7 +1063,7 @@ fn client(index: usize, cfg: &Config, ep: &Endpoint, addrs: &[SocketAddr], win: 
         let n = if cfg.fill && !read {
             live.next_key.fetch_add(1, Ordering::Relaxed) % cfg.keys
         } else {
-            rng.below(cfg.keys)
+            keygen.next(&mut rng)
         };
         let key = B64.encode(format!("key-{n}"));
         body.clear();
@@ -1031,13 +1189,14 @@ fn run(cfg: &Config, addrs: &[Vec<SocketAddr>]) -> (Tally, Duration) {
         end: start + cfg.warmup + limit,
     };
     let live = Arc::new(Live::default());
+    let keygen = KeyGen::new(cfg.distribution, cfg.keys);
     let mut total = Tally::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..cfg.clients)
             .map(|i| {
                 let n = i % cfg.endpoints.len();
-                let (ep, addrs, live) = (&cfg.endpoints[n], &addrs[n], &live);
-                s.spawn(move || client(i, cfg, ep, addrs, win, live))
+                let (ep, addrs, live, keygen) = (&cfg.endpoints[n], &addrs[n], &live, &keygen);
+                s.spawn(move || client(i, cfg, keygen, ep, addrs, win, live))
             })
             .collect();
         if io::stderr().is_terminal() {
@@ -1129,6 +1288,7 @@ fn summary_json(cfg: &Config, t: &Tally, measured: Duration, started_unix: u64) 
         "target_requests": cfg.requests,
         "target_rate": cfg.rate,
         "serializable": cfg.serializable,
+        "distribution": cfg.distribution.name(),
         "requests": answered + t.errors,
         "ok": t.ok,
         "non_2xx": t.non_2xx(),
@@ -1893,13 +2053,21 @@ fn plot_disk(title: &str, out: &Path, input: &Path) -> ExitCode {
 fn main() -> ExitCode {
     match parse_args(std::env::args().skip(1)) {
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", experiments::EXPERIMENT_USAGE);
             ExitCode::SUCCESS
         }
         Ok(Command::Run(cfg)) => bench(&cfg),
         Ok(Command::Plot { title, out, inputs }) => plot(&title, &out, &inputs),
         Ok(Command::Sample(a)) => sample(&a),
         Ok(Command::PlotDisk { title, out, input }) => plot_disk(&title, &out, &input),
+        Ok(Command::Experiment(a)) => ExitCode::from(experiments::main(&a)),
+        Ok(Command::Report(a)) => match report::main(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rolepax-bench report: {e}");
+                ExitCode::from(2)
+            }
+        },
         Err(e) => {
             eprintln!("rolepax-bench: {e}\n\n{USAGE}");
             ExitCode::from(2)
@@ -2051,9 +2219,11 @@ mod tests {
     fn every_flag_parses_in_both_spellings() {
         let c = cfg(
             "--endpoints=http://a:1,b:2/ --clients 4 --read-ratio=0.25 --keys 10 --value-size 0 \
-             --duration 1.5 --warmup 0 --rate 100 --serializable --fill --timeout 3 --json out.json --csv=o.csv --label x",
+             --duration 1.5 --warmup 0 --rate 100 --serializable --fill --timeout 3 --json out.json --csv=o.csv --label x \
+             --distribution zipfian",
         );
         assert!(c.fill);
+        assert_eq!(c.distribution, Distribution::Zipfian(YCSB_THETA));
         assert_eq!(c.endpoints.len(), 2);
         assert_eq!((c.endpoints[1].host.as_str(), c.endpoints[1].port), ("b", 2));
         assert_eq!((c.clients, c.read_ratio, c.keys, c.value_size), (4, 0.25, 10, 0));
@@ -2080,6 +2250,7 @@ mod tests {
             ("--json", "--json needs a value"),
             ("--serializable=yes", "--serializable"),
             ("--frobnicate", "--frobnicate"),
+            ("--distribution pareto", "--distribution"),
             ("--endpoints ,", "empty"),
             ("--endpoints https://x:1", "only http://"),
             ("--endpoints http://x:1/v3", "no path"),
@@ -2184,6 +2355,37 @@ mod tests {
         }
         let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert!(parse(&long).is_err_and(|e| e.to_string().contains("too long")));
+    }
+
+    #[test]
+    fn zipfian_keys_follow_the_theoretical_shares() {
+        let zipf = KeyGen::new(Distribution::Zipfian(YCSB_THETA), 1000);
+        let mut rng = Rng(42);
+        let draws = 400_000;
+        let mut counts = vec![0u64; 1000];
+        for _ in 0..draws {
+            counts[zipf.next(&mut rng) as usize] += 1;
+        }
+        // Key 0 gets 1/zeta(1000, 0.99), about 13 %; key 1 about half as much; the tail
+        // is thin. Within 5 % of theory for the two hottest (the generator's closed form
+        // is exact for ranks 0 and 1), and the top ten hold their share within 10 %.
+        for k in [0u64, 1] {
+            let seen = counts[k as usize] as f64 / draws as f64;
+            let want = zipf.share(k);
+            assert!((seen / want - 1.0).abs() < 0.05, "key {k}: {seen:.4} vs {want:.4}");
+        }
+        assert!((0.12..0.15).contains(&zipf.share(0)), "{}", zipf.share(0));
+        let top10: f64 = counts[..10].iter().sum::<u64>() as f64 / draws as f64;
+        let want10: f64 = (0..10).map(|k| zipf.share(k)).sum();
+        assert!((top10 / want10 - 1.0).abs() < 0.10, "top ten {top10:.3} vs {want10:.3}");
+        assert!(counts[0] > 10 * counts[99], "skewed: {} vs {}", counts[0], counts[99]);
+        // Uniform stays uniform.
+        let flat = KeyGen::new(Distribution::Uniform, 10);
+        let mut c = [0u64; 10];
+        for _ in 0..100_000 {
+            c[flat.next(&mut rng) as usize] += 1;
+        }
+        assert!(c.iter().all(|&n| (9_000..11_000).contains(&n)), "{c:?}");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! leads, what term, the node's status. Only the Paxos engine changes membership; the
 //! Raft engine runs the configuration file's nodes, fixed, and its membership view is
 //! that configuration.
+//!
+//! [`lock_client`] is the lock service as a client sees it through a `Replica`
+//! (blocking acquire with a FIFO wait, try-lock with a timeout), for either engine.
+
+pub mod lock_client;
 
 use crate::actors::node::{MembershipView, NodeHandle, NodeStatus};
 use crate::app::service::{Service, ServiceCommand, ServiceReply};
