@@ -3,7 +3,7 @@
 //! the data directory (by log and by snapshot), the lock service, and the planted bug
 //! that acknowledges appends before they are durable.
 
-use rolepax::app::kv::KvCommand;
+use rolepax::app::kv::{KvCommand, KvReply, KvResult};
 use rolepax::app::lock_service::{LockCommand, LockReply};
 use rolepax::app::service::{Service, ServiceCommand, ServiceReply};
 use rolepax::messages::NodeId;
@@ -141,6 +141,17 @@ fn value_of(reply: &ServiceReply) -> Option<String> {
     }
 }
 
+/// The value a put replaced.
+fn replaced(reply: &ServiceReply) -> Option<String> {
+    match reply {
+        ServiceReply::Kv(KvReply {
+            result: KvResult::Put { prev },
+            ..
+        }) => prev.as_ref().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+        other => panic!("not a put's reply: {other:?}"),
+    }
+}
+
 /// Puts `key = value` through `node`, retrying only while no leader is known.
 async fn put_at(node: &RaftNode<Service>, key: &str, value: &str) {
     node.submit(put(key, value))
@@ -192,6 +203,51 @@ async fn raft_three_nodes_elect_replicate_and_read_linearizably_at_a_follower() 
     assert!(status.applied >= 5, "applied {}", status.applied);
     assert!(status.detail.messages["append_entries"].requests_sent > 0);
     assert!(status.detail.fsyncs > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_concurrent_commands_share_entries_and_each_gets_its_own_reply() {
+    let cluster = Arc::new(Cluster::start(3, PlantedBugs::default(), 0).await);
+    let leader = cluster.leader().await;
+    let follower = cluster.follower(leader);
+    put_at(cluster.node(leader), "warm", "up").await;
+    let before = cluster.node(leader).status().await.expect("status").last_log_index;
+    // 200 commands at once, through the leader and (forwarded) through a follower.
+    const N: usize = 200;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let cluster = cluster.clone();
+        let via = if i % 2 == 0 { leader } else { follower };
+        tasks.spawn(async move {
+            let key = format!("c{i}");
+            let first = cluster.node(via).submit(put(&key, "old")).await;
+            let second = cluster.node(via).submit(put(&key, &format!("v{i}"))).await;
+            (i, first, second)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, first, second) = done.expect("task");
+        let first = first.unwrap_or_else(|e| panic!("first put c{i}: {e}"));
+        let second = second.unwrap_or_else(|e| panic!("second put c{i}: {e}"));
+        // A put answers the key as it was: each command got its own reply.
+        assert_eq!(replaced(&first), None, "c{i} was new");
+        assert_eq!(
+            replaced(&second).as_deref(),
+            Some("old"),
+            "c{i}'s second put replaced the first"
+        );
+    }
+    let after = cluster.node(leader).status().await.expect("status").last_log_index;
+    let entries = after.unwrap_or(0) - before.unwrap_or(0);
+    assert!(
+        entries < 2 * N as u64,
+        "{} commands took {entries} entries: none shared an entry",
+        2 * N
+    );
+    for i in [0, 1, N / 2, N - 1] {
+        let reply = cluster.node(follower).read(get(&format!("c{i}"))).await.expect("read");
+        assert_eq!(value_of(&reply), Some(format!("v{i}")), "c{i} at a follower");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,10 @@ struct Shared {
     wake: Condvar,
     acks_before_durable: bool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped each time a group of appends was acknowledged to openraft (after its
+    /// sync; at once with the planted bug): the node's command batcher cuts the next
+    /// batch then ([`LogCloser::acknowledged`]).
+    acknowledged: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -154,6 +158,11 @@ impl LogCloser {
     /// The committed log id openraft last recorded (for `/status`).
     pub fn committed(&self) -> Option<LogId> {
         self.shared.lock().committed
+    }
+
+    /// Told each time appends were acknowledged to openraft (a counter of such groups).
+    pub fn acknowledged(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.acknowledged.subscribe()
     }
 
     /// Stops the writer (records not yet handed to it are dropped, as a crash would)
@@ -261,6 +270,7 @@ impl LogStore {
             wake: Condvar::new(),
             acks_before_durable,
             writer: Mutex::new(None),
+            acknowledged: tokio::sync::watch::Sender::new(0),
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -379,6 +389,7 @@ fn write_loop(shared: &Shared) {
         if result.is_err() {
             return;
         }
+        shared.acknowledged.send_modify(|n| *n += 1);
     }
 }
 
@@ -487,6 +498,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // The planted bug: acknowledged before anything reached the disk.
             drop(st);
             callback.log_io_completed(Ok(()));
+            self.shared.acknowledged.send_modify(|n| *n += 1);
             return Ok(());
         }
         st.waiting.push(Waiter::Flushed(callback));
@@ -573,6 +585,7 @@ mod tests {
     use super::*;
     use crate::app::service::Service;
     use crate::raft::state_machine::StateMachineStore;
+    use crate::raft::types::{CommandBatch, EncodedCommand};
     use openraft::storage::RaftLogStorageExt;
     use openraft::testing::{StoreBuilder, Suite};
     use openraft::{CommittedLeaderId, EntryPayload};
@@ -709,7 +722,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let big = |term: u64, index: u64| Entry {
             log_id: log_id(term, index),
-            payload: EntryPayload::Normal(super::super::types::EncodedCommand(vec![7; 64 << 10])),
+            payload: EntryPayload::Normal(CommandBatch(vec![EncodedCommand(vec![7; 64 << 10])])),
         };
         {
             let (mut store, _) = LogStore::open(dir.path(), 1, false).expect("open");

@@ -23,7 +23,9 @@
 //! | type configuration | [`types`] | commands and replies as bytes; nodes without addresses |
 //!
 //! and [`node`] starts it all and is the clients' door: forwarding commands to the
-//! leader, linearizable reads by read index, the lock service's clock commands, status.
+//! leader, linearizable reads by read index, the lock service's clock commands, status;
+//! at the leader, [`batch`] gathers the commands that arrive while an entry is being
+//! synced into the next entry (openraft 0.9 syncs its entries one at a time).
 //!
 //! ## How the roles map
 //!
@@ -48,6 +50,7 @@
 //! not retried), pre-vote (openraft 0.9 has none), and reading entries back from disk
 //! (the log stays in memory until a snapshot purges it).
 
+pub mod batch;
 pub mod log_store;
 pub mod network;
 pub mod node;

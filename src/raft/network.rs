@@ -298,8 +298,22 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload =
-            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&Message(e.to_string()))))?;
+        let payload = encode_request(request).map_err(RPCError::Network)?;
+        self.call(rpc, action, payload, option).await
+    }
+
+    /// Sends an encoded request and decodes the remote result.
+    async fn call<Resp, E>(
+        &mut self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let timeout = option.hard_ttl();
         match self.net.call(self.target, rpc, payload, timeout).await {
             Ok(answer) => {
@@ -337,20 +351,24 @@ impl Connection {
     }
 }
 
+/// A request's payload; encoding our own types only fails on a bug.
+fn encode_request<Req: Serialize>(request: &Req) -> Result<Vec<u8>, NetworkError> {
+    codec::encode(request).map_err(|e| NetworkError::new(&Message(e.to_string())))
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        if rpc.entries.len() > 1 {
-            let size = codec::encode(&rpc).map(|b| b.len()).unwrap_or(usize::MAX);
-            if size > self.net.max_message_bytes {
-                let hint = (rpc.entries.len() as u64 / 2).max(1);
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
-            }
+        // Encoded once: the size check and the message use the same bytes.
+        let payload = encode_request(&rpc).map_err(RPCError::Network)?;
+        if rpc.entries.len() > 1 && payload.len() > self.net.max_message_bytes {
+            let hint = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        self.rpc(RaftRpc::AppendEntries, RPCTypes::AppendEntries, &rpc, &option)
+        self.call(RaftRpc::AppendEntries, RPCTypes::AppendEntries, payload, &option)
             .await
     }
 

@@ -20,7 +20,8 @@
 //! as such.
 //!
 //! **Commands: applied at most once.** At the leader a command goes to openraft's
-//! `client_write`; at a follower it is forwarded once to the leader (`Forward`). A
+//! `client_write` in a batch of the commands waiting with it ([`super::batch`]: one
+//! entry, one sync for all of them); at a follower it is forwarded once to the leader (`Forward`). A
 //! command is only ever re-sent elsewhere when the node asked says it did not lead
 //! (nothing was proposed). Anything else without an answer (a timeout, leadership lost
 //! while in flight) is `Error::Unavailable`: its outcome is unknown, and the client
@@ -39,17 +40,18 @@
 //! **Clock commands** (the lock service's expiry): while this node leads, every
 //! `clock_interval` it proposes the application's clock command, if any.
 
+use super::batch::Batcher;
 use super::log_store::{LogCloser, LogStore};
 use super::network::{CallError, NetworkFactory, RaftNet};
 use super::state_machine::{self, StateMachineStore};
-use super::types::{ApplyReply, EncodedCommand, ForwardError, ForwardReply, Raft, ReadIndexReply, TypeConfig};
+use super::types::{ForwardError, ForwardReply, Raft, ReadIndexReply, TypeConfig};
 use super::{RaftConfig, RaftDetail, RaftStatus};
 use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::messages::raft::RaftRpc;
 use crate::messages::{Envelope, NodeId, PeerMessage, RaftMessage, codec};
 use crate::net::{Inbound, Transport};
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::Serialize;
@@ -73,6 +75,8 @@ pub(super) struct Core<A: Application> {
     sm: Arc<state_machine::Shared<A>>,
     net: Arc<RaftNet>,
     log: LogCloser,
+    /// Commands into entries at the leader ([`super::batch`]).
+    batcher: Batcher,
     handle: tokio::runtime::Handle,
     stopping: Arc<AtomicBool>,
     /// The last log index this node held when it started: the floor of every read
@@ -219,12 +223,21 @@ impl<A: Application + Default> Core<A> {
             election_ms = ?(config.election_timeout_min, config.election_timeout_max),
             "raft node started"
         );
+        let batcher = Batcher::start(
+            id,
+            raft.clone(),
+            log.acknowledged(),
+            cfg.max_message_bytes / 4,
+            cfg.request_timeout,
+            &handle,
+        );
         let core = Arc::new(Core {
             cfg,
             raft,
             sm,
             net,
             log,
+            batcher,
             handle,
             stopping,
             startup_last_log: recovered.last_log.map(|l| l.index),
@@ -242,15 +255,6 @@ impl<A: Application + Default> Core<A> {
         }
         Core::start_clock(&core);
         Ok(core)
-    }
-}
-
-/// The reply a command's entry answered, as the application's bytes.
-fn reply_bytes(reply: ApplyReply) -> Result<Vec<u8>> {
-    match reply {
-        ApplyReply::Reply(bytes) => Ok(bytes),
-        ApplyReply::Rejected(why) => Err(Error::InvalidInput(why)),
-        ApplyReply::Nothing => Err(Error::Protocol("a command's entry answered nothing".into())),
     }
 }
 
@@ -355,25 +359,10 @@ impl<A: Application> Core<A> {
         Ok(())
     }
 
-    /// Proposes `command` here (this node leads): the reply, or an unknown outcome.
+    /// Proposes `command` here (this node leads), in the next batch: the reply, or an
+    /// unknown outcome.
     async fn write_here(&self, command: Vec<u8>, deadline: Instant) -> Result<Vec<u8>> {
-        match tokio::time::timeout_at(deadline, self.raft.client_write(EncodedCommand(command))).await {
-            Ok(Ok(written)) => reply_bytes(written.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(Error::Unavailable(format!(
-                "node {}: leadership changed while the command was in flight; its outcome is unknown",
-                self.id()
-            ))),
-            Ok(Err(RaftError::APIError(e))) => Err(Error::Unavailable(format!("node {}: {e}", self.id()))),
-            Ok(Err(RaftError::Fatal(e))) => {
-                tracing::warn!(node = self.id(), error = %e, "raft: client write on a stopped node");
-                Err(Error::Stopped)
-            }
-            Err(_) => Err(Error::Unavailable(format!(
-                "node {}: the command was not committed within {:?}; its outcome is unknown",
-                self.id(),
-                self.cfg.request_timeout
-            ))),
-        }
+        self.batcher.write(self.id(), command, deadline).await
     }
 
     /// Replicates an encoded command, here or at the leader, and answers its reply.

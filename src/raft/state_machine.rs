@@ -5,9 +5,10 @@
 //! applying answered; take and install snapshots; start a restarted node from its last
 //! snapshot.
 //!
-//! - A normal entry carries the application's command encoded
-//!   ([`super::types::EncodedCommand`]): decoded, applied with [`Application::apply`],
-//!   the reply encoded ([`ApplyReply::Reply`]). A command that does not decode is
+//! - A normal entry carries a batch of the application's commands encoded
+//!   ([`super::types::CommandBatch`]): each decoded, applied with [`Application::apply`]
+//!   in the batch's order, its reply encoded ([`ApplyReply::Reply`]), the replies in
+//!   the same order ([`ApplyReplies`]). A command that does not decode is
 //!   skipped alike on every replica ([`ApplyReply::Rejected`]); the node's door never
 //!   proposes one, so only a foreign leader could.
 //! - Blank and membership entries only move `last_applied` (and the membership).
@@ -26,7 +27,9 @@
 //! file), not streamed; client deduplication (a command is proposed once, see
 //! [`super::node`], so none is needed here).
 
-use super::types::{ApplyReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    ApplyReplies, ApplyReply, EncodedCommand, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::messages::{NodeId, codec};
@@ -187,24 +190,35 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 impl<A: Application> Shared<A> {
     /// Applies one entry (the lock held).
-    fn apply_one(applied: &mut Applied<A>, entry: Entry) -> ApplyReply {
+    fn apply_one(applied: &mut Applied<A>, entry: Entry) -> ApplyReplies {
         applied.last_applied = Some(entry.log_id);
         match entry.payload {
-            EntryPayload::Blank => ApplyReply::Nothing,
+            EntryPayload::Blank => ApplyReplies::default(),
             EntryPayload::Membership(m) => {
                 applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                ApplyReply::Nothing
+                ApplyReplies::default()
             }
-            EntryPayload::Normal(command) => match codec::decode::<A::Command>(&command.0) {
-                Err(e) => ApplyReply::Rejected(format!("the command does not decode: {e}")),
-                Ok(command) => {
-                    let reply = applied.app.apply(command);
-                    match codec::encode(&reply) {
-                        Ok(bytes) => ApplyReply::Reply(bytes),
-                        Err(e) => ApplyReply::Rejected(format!("the reply does not encode: {e}")),
-                    }
+            EntryPayload::Normal(batch) => ApplyReplies(
+                batch
+                    .0
+                    .iter()
+                    .map(|command| Shared::apply_command(applied, command))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Applies one command of an entry's batch (the lock held).
+    fn apply_command(applied: &mut Applied<A>, command: &EncodedCommand) -> ApplyReply {
+        match codec::decode::<A::Command>(&command.0) {
+            Err(e) => ApplyReply::Rejected(format!("the command does not decode: {e}")),
+            Ok(command) => {
+                let reply = applied.app.apply(command);
+                match codec::encode(&reply) {
+                    Ok(bytes) => ApplyReply::Reply(bytes),
+                    Err(e) => ApplyReply::Rejected(format!("the reply does not encode: {e}")),
                 }
-            },
+            }
         }
     }
 
@@ -266,7 +280,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReplies>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

@@ -2,9 +2,10 @@
 //! disk payloads.
 //!
 //! openraft is generic over a [`openraft::RaftTypeConfig`]; [`TypeConfig`] is ours. It
-//! is *not* generic over the application: the log carries the application's command
-//! already encoded ([`EncodedCommand`]), and applying it answers the reply encoded
-//! ([`ApplyReply`]). Only the state machine ([`super::state_machine`]) and the node's
+//! is *not* generic over the application: a log entry carries a batch of the
+//! application's commands already encoded ([`CommandBatch`] of [`EncodedCommand`]s, see
+//! [`super::batch`] for why an entry holds several), and applying it answers each
+//! command's reply encoded, in the same order ([`ApplyReplies`] of [`ApplyReply`]s). Only the state machine ([`super::state_machine`]) and the node's
 //! door ([`super::node`]) know the application's types; the log store and the network
 //! move bytes. Nodes carry no address (`EmptyNode`): the transport knows where each
 //! node id lives.
@@ -20,8 +21,8 @@ use std::fmt;
 openraft::declare_raft_types!(
     /// openraft's type configuration for rolepax's Raft engine.
     pub TypeConfig:
-        D = EncodedCommand,
-        R = ApplyReply,
+        D = CommandBatch,
+        R = ApplyReplies,
         NodeId = u64,
         Node = openraft::EmptyNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -48,6 +49,23 @@ pub type Raft = openraft::Raft<TypeConfig>;
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedCommand(#[serde(with = "crate::messages::codec::bytes")] pub Vec<u8>);
 
+/// The commands of one log entry, applied in this order (never empty when the node's
+/// door proposes it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandBatch(pub Vec<EncodedCommand>);
+
+impl fmt::Debug for CommandBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommandBatch({} commands)", self.0.len())
+    }
+}
+
+impl fmt::Display for CommandBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch of {} commands", self.0.len())
+    }
+}
+
 impl fmt::Debug for EncodedCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EncodedCommand({} bytes)", self.0.len())
@@ -60,11 +78,14 @@ impl fmt::Display for EncodedCommand {
     }
 }
 
-/// What applying one entry answered.
+/// What applying one entry answered: one reply per command of its batch, in order (none
+/// for a blank or membership entry).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReplies(pub Vec<ApplyReply>);
+
+/// What applying one command answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyReply {
-    /// A blank or membership entry: nothing to answer.
-    Nothing,
     /// The application's reply, encoded.
     Reply(#[serde(with = "crate::messages::codec::bytes")] Vec<u8>),
     /// The command did not decode as the application's (every replica skips it alike).
