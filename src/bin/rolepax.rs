@@ -253,12 +253,13 @@ fn status(client: &Client) -> Outcome {
                 let id = num(&s["node_id"]);
                 let leads = s["leader_id"].as_u64().is_some() && s["leader_id"] == s["node_id"];
                 let ballot = &s["elector"]["highest_ballot"];
-                // A Raft node (`"engine": "raft"`) shows its term and commit index.
+                // A Raft node (`"engine": "raft"`) shows its term, and the last log index
+                // it knows committed and the last it applied.
                 let raft = s["engine"] == "raft";
                 let (ballot, decided, applied) = if raft {
                     (
                         format!("t{}", num(&s["term"])),
-                        s["committed"].as_u64().map_or("-".to_string(), |c| (c + 1).to_string()),
+                        num(&s["committed"]),
                         num(&s["applied"]),
                     )
                 } else {

@@ -98,9 +98,13 @@ pub struct RaftStatus {
     pub node_id: NodeId,
     pub leader_id: Option<NodeId>,
     pub term: u64,
+    /// The last index in this node's log.
     pub last_log_index: Option<u64>,
+    /// The last index this node knows committed (from its log store's commit mark).
     pub committed: Option<u64>,
+    /// The last index applied to the state machine (0 before any).
     pub applied: u64,
+    /// The last index the latest snapshot covers.
     pub snapshot_index: Option<u64>,
     /// The rest, boxed so the status stays small to move around (shown inline).
     #[serde(flatten)]
