@@ -4,7 +4,7 @@
 //! (exit code 1). Leaves out valid files (unit tests in `src/config.rs`).
 
 use rolepax::config::Settings;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const NODES: &str = r#"
@@ -144,6 +144,17 @@ fn node_binary_refuses_a_data_directory_whose_ballot_is_in_sled() {
     assert_eq!(left, vec!["sled"], "the refused data directory is left as it was");
 }
 
+/// Runs `rolepax-node --config CONFIG --id 1 --engine ENGINE [--data-dir DATA]` to its exit.
+fn run_node(config: &Path, engine: &str, data: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolepax-node"));
+    cmd.args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", engine])
+        .env_remove("RUST_LOG");
+    if let Some(data) = data {
+        cmd.arg("--data-dir").arg(data);
+    }
+    cmd.output().expect("run rolepax-node")
+}
+
 #[test]
 fn node_binary_refuses_a_data_directory_of_the_other_engine() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,13 +166,7 @@ fn node_binary_refuses_a_data_directory_of_the_other_engine() {
         let data = dir.path().join(holds);
         std::fs::create_dir_all(&data).expect("data directory");
         std::fs::write(data.join("engine"), holds).expect("engine mark");
-        let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
-            .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", started])
-            .arg("--data-dir")
-            .arg(&data)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run rolepax-node");
+        let out = run_node(&config, started, Some(&data));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "stderr {stderr}");
         for says in [format!("state of the {holds} engine"), format!("engine {started}")] {
@@ -172,20 +177,10 @@ fn node_binary_refuses_a_data_directory_of_the_other_engine() {
     let old = dir.path().join("old");
     std::fs::create_dir_all(&old).expect("data directory");
     std::fs::write(old.join("acceptor.wal.0000000000000000"), b"").expect("a Paxos log");
-    let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
-        .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", "raft"])
-        .arg("--data-dir")
-        .arg(&old)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run rolepax-node");
+    let out = run_node(&config, "raft", Some(&old));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("state of the paxos engine"), "{stderr:?}");
     // A bad engine name is bad usage.
-    let out = Command::new(env!("CARGO_BIN_EXE_rolepax-node"))
-        .args(["--config", &config.to_string_lossy(), "--id", "1", "--engine", "zab"])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run rolepax-node");
+    let out = run_node(&config, "zab", None);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

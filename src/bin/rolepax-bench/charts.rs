@@ -47,20 +47,14 @@ pub struct LineChart<'a> {
 }
 
 fn header(title: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
-         font-family=\"sans-serif\" font-size=\"15\">"
-    );
-    let _ = writeln!(s, "<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{:.1}\" y=\"30\" text-anchor=\"middle\" font-size=\"18\" font-weight=\"bold\">{}</text>",
-        LEFT + PW / 2.0,
-        xml_escape(title)
-    );
-    s
+    crate::svg_open(
+        W,
+        H,
+        15,
+        (LEFT + PW / 2.0, 30.0),
+        "font-size=\"18\" font-weight=\"bold\"",
+        title,
+    )
 }
 
 fn frame(s: &mut String, x_label: &str, y_label: &str) {

@@ -373,6 +373,16 @@ const LOAD_HEADER_TAIL: [&str; 9] = [
     "note",
 ];
 
+/// The CSV header of a load experiment: its own `lead` columns, a load run's columns,
+/// then when the run started.
+fn load_header(lead: &[&'static str]) -> Vec<&'static str> {
+    lead.iter()
+        .copied()
+        .chain(LOAD_HEADER_TAIL)
+        .chain(["started_unix"])
+        .collect()
+}
+
 fn load_values(r: &Result<LoadResult, String>) -> Vec<String> {
     let opt = |v: Option<f64>| v.map(f3).unwrap_or_default();
     match r {
@@ -483,6 +493,19 @@ impl Exp<'_> {
         }
     }
 
+    /// Puts only, uniform keys, for the experiment's duration and warm-up.
+    fn puts(&self, endpoints: &[Endpoint], clients: usize, keys: u64) -> Result<LoadResult, String> {
+        load(&Load {
+            endpoints,
+            clients,
+            read_ratio: 0.0,
+            keys,
+            distribution: Distribution::Uniform,
+            duration: self.a.duration,
+            warmup: self.a.warmup,
+        })
+    }
+
     fn row(&mut self, name: &str, header: &[&str], values: Vec<String>) -> Result<(), String> {
         if values.iter().any(|v| v == "error") {
             self.errors += 1;
@@ -585,11 +608,7 @@ impl Exp<'_> {
 
     fn size(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = ["engine", "nodes", "clients", "target", "op"]
-            .into_iter()
-            .chain(LOAD_HEADER_TAIL)
-            .chain(["started_unix"])
-            .collect();
+        let header = load_header(&["engine", "nodes", "clients", "target", "op"]);
         let keys = a.keys.unwrap_or(100_000);
         for &n in &a.sizes {
             for engine in self.rolepax_engines() {
@@ -604,15 +623,7 @@ impl Exp<'_> {
                             .map(|&clients| {
                                 let r = c.wait_stable(Duration::from_secs(30)).and_then(|l| {
                                     let ep = [c.node(l).map(cluster::Node::endpoint).ok_or("no leader node")?];
-                                    load(&Load {
-                                        endpoints: &ep,
-                                        clients,
-                                        read_ratio: 0.0,
-                                        keys,
-                                        distribution: Distribution::Uniform,
-                                        duration: a.duration,
-                                        warmup: a.warmup,
-                                    })
+                                    self.puts(&ep, clients, keys)
                                 });
                                 (clients, r)
                             })
@@ -641,7 +652,7 @@ impl Exp<'_> {
 
     fn mix(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = [
+        let header = load_header(&[
             "engine",
             "workload",
             "read_pct",
@@ -649,11 +660,7 @@ impl Exp<'_> {
             "nodes",
             "clients",
             "keys",
-        ]
-        .into_iter()
-        .chain(LOAD_HEADER_TAIL)
-        .chain(["started_unix"])
-        .collect();
+        ]);
         let keys = a.keys.unwrap_or(10_000);
         let nodes = a.nodes.unwrap_or(3);
         let workloads = [(0u32, "write-only"), (50, "YCSB A"), (95, "YCSB B"), (100, "YCSB C")];
@@ -729,7 +736,7 @@ impl Exp<'_> {
 
     fn stragglers(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = [
+        let header = load_header(&[
             "engine",
             "condition",
             "slow_nodes",
@@ -737,11 +744,7 @@ impl Exp<'_> {
             "nodes",
             "clients",
             "leader_after",
-        ]
-        .into_iter()
-        .chain(LOAD_HEADER_TAIL)
-        .chain(["started_unix"])
-        .collect();
+        ]);
         let nodes = a.nodes.unwrap_or(5);
         let keys = a.keys.unwrap_or(100_000);
         let method = format!("SIGSTOP {} ms of every {} ms", a.stop_ms, a.period_ms);
@@ -790,15 +793,7 @@ impl Exp<'_> {
                                 cl_ref.signal(id, libc::SIGCONT);
                             }
                         });
-                        let r = load(&Load {
-                            endpoints: &ep,
-                            clients: a.clients,
-                            read_ratio: 0.0,
-                            keys,
-                            distribution: Distribution::Uniform,
-                            duration: a.duration,
-                            warmup: a.warmup,
-                        });
+                        let r = self.puts(&ep, a.clients, keys);
                         stop.store(true, Ordering::SeqCst);
                         let _ = duty.join();
                         r
@@ -834,11 +829,7 @@ impl Exp<'_> {
 
     fn headline(&mut self) -> Result<(), String> {
         let a = self.a;
-        let header: Vec<&str> = ["engine", "round", "nodes", "clients", "op"]
-            .into_iter()
-            .chain(LOAD_HEADER_TAIL)
-            .chain(["started_unix"])
-            .collect();
+        let header = load_header(&["engine", "round", "nodes", "clients", "op"]);
         let keys = a.keys.unwrap_or(100_000);
         for round in 1..=a.rounds {
             let mut order = a.engines.clone();
@@ -873,15 +864,7 @@ impl Exp<'_> {
                         Err(e) if e.is_empty() => v.extend(skipped("etcd not available (no --etcd URLs given)")),
                         Err(e) => v.extend(load_values(&Err(e.clone()))),
                         Ok(eps) => {
-                            let r = load(&Load {
-                                endpoints: eps,
-                                clients,
-                                read_ratio: 0.0,
-                                keys,
-                                distribution: Distribution::Uniform,
-                                duration: a.duration,
-                                warmup: a.warmup,
-                            });
+                            let r = self.puts(eps, clients, keys);
                             report_load(&format!("headline round {round} {engine} c={clients}"), &r);
                             v.extend(load_values(&r));
                         }

@@ -1601,24 +1601,33 @@ impl Panel {
     }
 }
 
+/// The opening of a hand-written SVG of `w` x `h`: the root element (sans-serif text of
+/// `font` px), a white background, and `title` centred at `at` with `title_style`
+/// attributes. The benchmark plots and the evaluation charts (`charts`) both start so.
+fn svg_open(w: f64, h: f64, font: u32, at: (f64, f64), title_style: &str, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         font-family=\"sans-serif\" font-size=\"{font}\">"
+    );
+    let _ = writeln!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" {title_style}>{}</text>",
+        at.0,
+        at.1,
+        xml_escape(title)
+    );
+    s
+}
+
 /// An SVG being written by hand: header, white background and a title.
 struct Svg(String);
 
 impl Svg {
     fn new(w: f64, h: f64, title: &str, title_x: f64) -> Svg {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-             font-family=\"sans-serif\" font-size=\"12\">"
-        );
-        let _ = writeln!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
-        let _ = writeln!(
-            s,
-            "<text x=\"{title_x}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
-            xml_escape(title)
-        );
-        Svg(s)
+        Svg(svg_open(w, h, 12, (title_x, 22.0), "font-size=\"15\"", title))
     }
 
     /// Vertical grid lines and labels under `p` for a linear x axis from 0 to at least

@@ -153,6 +153,13 @@ fn engines(t: &Table) -> Vec<String> {
 }
 
 /// Errors of rows that failed, one line each (deduplicated), for the report.
+/// Ends a section: its "what this shows" paragraph, then the runs that failed, each
+/// named by `what`.
+fn close_section(c: &mut Ctx, text: &str, t: &Table, what: impl Fn(&BTreeMap<String, String>) -> String) {
+    let _ = writeln!(c.md, "\n{text}");
+    let _ = write!(c.md, "{}", failures(t, what));
+}
+
 fn failures(t: &Table, what: impl Fn(&BTreeMap<String, String>) -> String) -> String {
     let mut lines: Vec<String> = Vec::new();
     for r in t.rows.iter().filter(|r| get(r, "status") == "error") {
@@ -552,17 +559,9 @@ fn headline(c: &mut Ctx, t: Option<Table>) -> Result<(), String> {
              differences smaller than that are within this machine's drift."
         );
     }
-    let _ = writeln!(c.md, "\n{text}");
-    let _ = write!(
-        c.md,
-        "{}",
-        failures(&t, |r| format!(
-            "{} round {} c={}",
-            get(r, "engine"),
-            get(r, "round"),
-            get(r, "clients")
-        ))
-    );
+    close_section(c, &text, &t, |r| {
+        format!("{} round {} c={}", get(r, "engine"), get(r, "round"), get(r, "clients"))
+    });
     Ok(())
 }
 
@@ -743,17 +742,9 @@ fn failover(c: &mut Ctx, t: Option<Table>) -> Result<(), String> {
     } else {
         let _ = write!(text, "Goal missed for: {}.", goal_misses.join(", "));
     }
-    let _ = writeln!(c.md, "\n{text}");
-    let _ = write!(
-        c.md,
-        "{}",
-        failures(&t, |r| format!(
-            "{} {} trial {}",
-            get(r, "engine"),
-            get(r, "range"),
-            get(r, "trial")
-        ))
-    );
+    close_section(c, &text, &t, |r| {
+        format!("{} {} trial {}", get(r, "engine"), get(r, "range"), get(r, "trial"))
+    });
     Ok(())
 }
 
@@ -883,17 +874,9 @@ fn size(c: &mut Ctx, t: Option<Table>) -> Result<(), String> {
     if !per_n.is_empty() {
         let _ = write!(text, "Paxos/Raft throughput: {}.", per_n.join(", "));
     }
-    let _ = writeln!(c.md, "\n{text}");
-    let _ = write!(
-        c.md,
-        "{}",
-        failures(&t, |r| format!(
-            "{} N={} c={}",
-            get(r, "engine"),
-            get(r, "nodes"),
-            get(r, "clients")
-        ))
-    );
+    close_section(c, &text, &t, |r| {
+        format!("{} N={} c={}", get(r, "engine"), get(r, "nodes"), get(r, "clients"))
+    });
     Ok(())
 }
 
@@ -1007,17 +990,9 @@ fn mix(c: &mut Ctx, t: Option<Table>) -> Result<(), String> {
             let _ = write!(text, "{e}: reads-only runs at {x:.2}x its write-only throughput. ");
         }
     }
-    let _ = writeln!(c.md, "\n{text}");
-    let _ = write!(
-        c.md,
-        "{}",
-        failures(&t, |r| format!(
-            "{} {} {}",
-            get(r, "engine"),
-            get(r, "workload"),
-            get(r, "distribution")
-        ))
-    );
+    close_section(c, &text, &t, |r| {
+        format!("{} {} {}", get(r, "engine"), get(r, "workload"), get(r, "distribution"))
+    });
     Ok(())
 }
 
@@ -1108,12 +1083,9 @@ fn stragglers(c: &mut Ctx, t: Option<Table>) -> Result<(), String> {
             fmt(val(e, "majority-slow", "p99_ms")),
         );
     }
-    let _ = writeln!(c.md, "\n{text}");
-    let _ = write!(
-        c.md,
-        "{}",
-        failures(&t, |r| format!("{} {}", get(r, "engine"), get(r, "condition")))
-    );
+    close_section(c, &text, &t, |r| {
+        format!("{} {}", get(r, "engine"), get(r, "condition"))
+    });
     Ok(())
 }
 
