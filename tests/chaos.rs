@@ -138,7 +138,7 @@ struct Harness {
 
 impl Harness {
     fn new(nodes: u64, setup: Setup) -> Self {
-        let mut procs = Procs::with_settings(nodes, &format!("engine = \"{}\"\n", setup.engine));
+        let mut procs = Procs::with_settings(nodes, &common::procs::engine(setup.engine));
         if !setup.bugs.is_empty() {
             procs
                 .env

@@ -143,7 +143,7 @@ fn etcd_raft_gateway_answers_match_a_real_etcd_field_by_field() {
 }
 
 fn gateway_matches_etcd(engine: &str) {
-    let mut procs = Procs::with_settings(3, &format!("engine = \"{engine}\"\n"));
+    let mut procs = Procs::with_settings(3, &common::procs::engine(engine));
     let leader = procs.start_all();
     let etcd = start_etcd(&procs.agent);
     let rolepax = procs.http[&leader].clone();

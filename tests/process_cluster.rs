@@ -17,11 +17,6 @@ use common::procs::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `engine = "<engine>"` for the config file.
-fn engine(name: &str) -> String {
-    format!("engine = \"{name}\"\n")
-}
-
 #[test]
 fn process_cluster_survives_leader_kill_and_restart() {
     survives_leader_kill_and_restart("paxos");

@@ -25,6 +25,12 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The config line that selects an engine (`"paxos"` or `"raft"`), for
+/// [`Procs::with_settings`].
+pub fn engine(name: &str) -> String {
+    format!("engine = \"{name}\"\n")
+}
+
 pub struct Procs {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
